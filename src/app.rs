@@ -1,0 +1,178 @@
+//! The running service: bind, serve, drain on shutdown.
+//!
+//! [`Application::bind`] binds first, so callers (tests, the demo) can ask for port 0 and read
+//! the port back; [`Application::run_until`] serves until the given future completes, then
+//! stops accepting, lets in-flight requests finish within `SHUTDOWN_TIMEOUT` and returns.
+//! Idle keep-alive connections are closed at once, so they never hold the drain open.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::memory::Memory;
+use crate::metrics::Metrics;
+use crate::wtl::WtlClient;
+
+/// A client that has not sent its request headers within this time is disconnected.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted, in bytes.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot build the WTL HTTP client: {0}")]
+    Client(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds the service and binds `addr` (port 0 picks a free port).
+    pub async fn bind(settings: Settings, addr: SocketAddr) -> Result<Self, StartError> {
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new(settings.rules.event_actions.keys()));
+        let wtl = WtlClient::new(&settings.wtl, metrics.clone()).map_err(|e| StartError::Client(e.to_string()))?;
+        let state = AppState {
+            memory: Memory::new(settings.dedup_ttl, settings.dedup_max, settings.stale_event_check),
+            event_slots: Arc::new(Semaphore::new(settings.max_in_flight)),
+            ready: Arc::new(AtomicBool::new(true)),
+            wtl: Arc::new(wtl),
+            metrics,
+            settings,
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { listener, state })
+    }
+
+    /// Binds `0.0.0.0:$PORT`.
+    pub async fn bind_port(settings: Settings) -> Result<Self, StartError> {
+        let addr = SocketAddr::from(([0, 0, 0, 0], settings.port));
+        Self::bind(settings, addr).await
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has a local address; fall back to the unspecified one.
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Logs the effective configuration (secrets redacted) and any contradictions.
+    pub fn log_start(&self) {
+        let s = &self.state.settings;
+        let config: serde_json::Map<String, serde_json::Value> = s
+            .redacted()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect();
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config_json = %serde_json::Value::Object(config),
+            "effective configuration"
+        );
+        for warning in &s.warnings {
+            tracing::warn!(warning = %warning, "configuration warning");
+        }
+        tracing::info!(address = %self.local_addr(), "connector listening");
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let Self { listener, state } = self;
+        let service = TowerToHyperService::new(http::router(state.clone()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let conn = builder.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = conn.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        http::set_not_ready(&state.ready);
+        drop(listener);
+        let limit = state.settings.shutdown_timeout;
+        let in_flight = state.settings.max_in_flight - state.event_slots.available_permits();
+        tracing::info!(in_flight_events = in_flight, timeout_s = limit.as_secs_f64(), "shutdown begun: no new connections; draining");
+        match tokio::time::timeout(limit, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("drained: every in-flight request finished"),
+            Err(_) => tracing::warn!(
+                timeout_s = limit.as_secs_f64(),
+                "SHUTDOWN_TIMEOUT reached: the requests still running were cut off (NSPS will redeliver them)"
+            ),
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
+                    _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown signal received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

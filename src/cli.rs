@@ -1,0 +1,165 @@
+//! Command line: `serve` (the default), `demo`, `simulator`, `healthcheck`, `openapi`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::app::{self, Application};
+use crate::config::{LogFormat, Settings};
+use crate::simulator::Simulator;
+use crate::telemetry;
+
+const USAGE: &str = "\
+nsps-wtl-connector: connects PortaOne NSPS provisioning events to a WTL HLR/HSS
+
+usage: nsps-wtl-connector [COMMAND]
+
+commands:
+  serve         run the connector (the default); settings from the environment and .env
+  demo          run the connector with an embedded in-memory WTL simulator, and print how to try it
+  simulator     run only the WTL simulator on 127.0.0.1:$SIMULATOR_PORT (default 9000)
+  healthcheck   GET /health on 127.0.0.1:$PORT; exit 0 when healthy (for container health checks)
+  openapi       print the OpenAPI document
+  version       print the version
+";
+
+pub fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None | Some("serve") => run_async(serve()),
+        Some("demo") => {
+            load_dotenv();
+            init_logs_from_env();
+            run_async(crate::demo::run())
+        }
+        Some("simulator") => run_async(simulator()),
+        Some("healthcheck") => healthcheck(),
+        Some("openapi") => {
+            print!("{}", crate::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Some("version" | "--version" | "-V") => {
+            println!("nsps-wtl-connector {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("help" | "--help" | "-h") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("unknown command {other:?}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_async(fut: impl std::future::Future<Output = u8>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    ExitCode::from(runtime.block_on(fut))
+}
+
+fn load_dotenv() {
+    // A missing .env is normal; a malformed one is reported once the logs are up.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("warning: .env could not be read: {e}");
+        }
+    }
+}
+
+/// Logging before the settings are parsed: the log settings are read on their own so that a
+/// bad setting elsewhere can still be reported as a proper log line.
+fn init_logs_from_env() {
+    let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "INFO".into());
+    let rust_log = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
+    let format = match std::env::var("LOG_FORMAT").map(|f| f.trim().to_ascii_lowercase()) {
+        Ok(f) if f == "text" => LogFormat::Text,
+        _ => LogFormat::Json,
+    };
+    telemetry::init(&level, rust_log.as_deref(), format);
+}
+
+async fn serve() -> u8 {
+    load_dotenv();
+    init_logs_from_env();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(variable = e.var, "{e}");
+            return 1;
+        }
+    };
+    let app = match Application::bind_port(settings).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            return 1;
+        }
+    };
+    app.log_start();
+    app.run_until(app::shutdown_signal()).await;
+    0
+}
+
+async fn simulator() -> u8 {
+    init_logs_from_env();
+    let port: u16 = std::env::var("SIMULATOR_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9000);
+    let token = std::env::var("SIMULATOR_TOKEN").ok().filter(|t| !t.is_empty());
+    let sim = match Simulator::bind(SocketAddr::from(([127, 0, 0, 1], port)), token).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(port, error = %e, "cannot start the WTL simulator");
+            return 1;
+        }
+    };
+    if let Ok(addr) = sim.local_addr() {
+        tracing::info!(address = %addr, "WTL simulator listening");
+    }
+    match sim.run_until(app::shutdown_signal()).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "WTL simulator failed");
+            1
+        }
+    }
+}
+
+/// GET /health over plain TCP: no shell tools, no TLS, no async runtime needed.
+fn healthcheck() -> ExitCode {
+    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.trim().parse().ok()).unwrap_or(8000);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let check = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+        let mut head = [0u8; 16];
+        let mut read = 0;
+        while read < 12 {
+            let n = stream.read(&mut head[read..])?;
+            if n == 0 {
+                break;
+            }
+            read += n;
+        }
+        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    match check() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("unhealthy: /health on port {port} did not answer 200");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: cannot reach port {port}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Error answers: the one place where failures become HTTP statuses and JSON bodies.
+//!
+//! Every error body is `{"message", "error", "type", "details"?}`. Nothing here ever includes a
+//! secret, a stack trace or a Rust type name.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::nsps::FieldProblem;
+use crate::plan::WtlCall;
+use crate::wtl::WtlError;
+
+/// The `type` member of an error body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorType {
+    ValidationError,
+    AuthenticationError,
+    ServiceError,
+    ConnectionError,
+    RateLimitError,
+    InternalError,
+}
+
+#[derive(Debug, Serialize)]
+struct Body<'a> {
+    message: &'a str,
+    error: &'a str,
+    #[serde(rename = "type")]
+    kind: ErrorType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a serde_json::Value>,
+}
+
+/// An error answer, ready to become a response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorType,
+    pub message: String,
+    pub error: String,
+    pub details: Option<serde_json::Value>,
+    pub retry_after: Option<Duration>,
+    pub www_authenticate: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: ErrorType, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            error: status.canonical_reason().unwrap_or("Error").to_string(),
+            details: None,
+            retry_after: None,
+            www_authenticate: false,
+        }
+    }
+
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn unauthorized() -> Self {
+        Self {
+            error: "Unauthorized".into(),
+            www_authenticate: true,
+            ..Self::new(StatusCode::UNAUTHORIZED, ErrorType::AuthenticationError, "Invalid access token")
+        }
+    }
+
+    pub fn not_found(path: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorType::ValidationError, format!("No such endpoint: {}", clip(path)))
+    }
+
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::ValidationError,
+            format!("Method {} is not allowed on {}", clip(method), clip(path)),
+        )
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorType::ValidationError,
+            format!("The request body is larger than MAX_BODY_BYTES ({limit} bytes)"),
+        )
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorType::ValidationError,
+            format!("Content-Type must be application/json, got {}", clip(content_type)),
+        )
+    }
+
+    pub fn unreadable_body(reason: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::ValidationError,
+            format!("The request body could not be read: {reason}"),
+        )
+    }
+
+    /// A payload that does not parse, or breaks a field rule: 422 naming the field.
+    pub fn invalid_event(problem: FieldProblem) -> Self {
+        let message = format!("Invalid event: {}: {}", problem.field, problem.message);
+        let details = serde_json::json!([problem]);
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::ValidationError, message).with_details(details)
+    }
+
+    pub fn overloaded() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ServiceError,
+                "The connector is at MAX_IN_FLIGHT events; retry shortly",
+            )
+        }
+    }
+
+    pub fn request_timeout(limit: Duration) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ConnectionError,
+            format!("The event was not completed within REQUEST_TIMEOUT ({}s)", limit.as_secs_f64()),
+        )
+    }
+
+    pub fn shutting_down() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ServiceError, "The connector is shutting down")
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::InternalError,
+            "The connector hit an internal error; it has been logged",
+        )
+    }
+
+    /// A WTL call failed: SPEC §5's table, in one match.
+    pub fn from_wtl(err: &WtlError, failed: &WtlCall, completed: &[(WtlCall, &'static str)], event_id: &str) -> Self {
+        let call = format!("{} of IMSI {}", failed.action, failed.imsi);
+        let (status, kind, message, error) = match err {
+            WtlError::Rejected { status, text } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorType::ValidationError,
+                format!("WTL rejected the {call} (HTTP {status})"),
+                text.clone(),
+            ),
+            WtlError::NotFound { text } => (
+                StatusCode::NOT_FOUND,
+                ErrorType::ValidationError,
+                format!("WTL does not know the subscriber for the {call} (HTTP 404)"),
+                text.clone(),
+            ),
+            WtlError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorType::RateLimitError,
+                format!("WTL is rate limiting the connector; the {call} was not done"),
+                "Too Many Requests".to_string(),
+            ),
+            WtlError::AuthFailed { status } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorType::ServiceError,
+                format!("WTL authentication failed (HTTP {status}) for the {call}: check the connector's WTL credentials"),
+                "WTL authentication failed".to_string(),
+            ),
+            WtlError::Service { retry_after: Some(_), text, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ServiceError,
+                format!("WTL is unavailable and asked to retry later; the {call} was not done"),
+                text.clone(),
+            ),
+            WtlError::Service { text, .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorType::ServiceError,
+                format!("WTL failed the {call}"),
+                text.clone(),
+            ),
+            WtlError::Unreachable { .. } | WtlError::DeadlineExceeded { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ConnectionError,
+                format!("WTL could not be reached for the {call}"),
+                err.to_string(),
+            ),
+            WtlError::TokenEndpointUnreachable { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ConnectionError,
+                format!("The WTL token endpoint could not be reached for the {call}"),
+                err.to_string(),
+            ),
+            WtlError::TokenEndpointFailed { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorType::ServiceError,
+                format!("The WTL token endpoint gave no usable token for the {call}"),
+                err.to_string(),
+            ),
+        };
+        let completed: Vec<serde_json::Value> = completed
+            .iter()
+            .map(|(c, result)| serde_json::json!({"action": c.action.as_str(), "imsi": c.imsi.as_str(), "result": result}))
+            .collect();
+        let details = serde_json::json!({
+            "event_id": event_id,
+            "failed_call": {"action": failed.action.as_str(), "imsi": failed.imsi.as_str()},
+            "wtl_status": err.wtl_status(),
+            "completed_calls": completed,
+        });
+        Self {
+            error,
+            retry_after: err.retry_after(),
+            ..Self::new(status, kind, message)
+        }
+        .with_details(details)
+    }
+}
+
+/// Request-supplied text quoted in an error is cut short.
+fn clip(text: &str) -> String {
+    text.chars().take(200).collect()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            message: &self.message,
+            error: &self.error,
+            kind: self.kind,
+            details: self.details.as_ref(),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut resp = (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
+        if self.www_authenticate {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(after) = self.retry_after {
+            // Whole seconds, rounded up, as RFC 9110 wants.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}

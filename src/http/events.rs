@@ -1,0 +1,240 @@
+//! `POST /process-event`: authenticate, read, parse, plan, execute, answer.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::nsps::{self, Event};
+use crate::plan::{self, Plan, WtlCall};
+use crate::memory::Admission;
+use crate::telemetry::TraceIds;
+use crate::wtl::Done;
+
+#[derive(Serialize)]
+struct ActionTaken<'a> {
+    action: &'static str,
+    imsi: &'a str,
+    result: &'static str,
+}
+
+#[derive(Serialize)]
+struct Accepted<'a> {
+    message: String,
+    event_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actions: Option<Vec<ActionTaken<'a>>>,
+}
+
+fn accepted(body: &Accepted<'_>) -> Response {
+    let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+}
+
+/// Metric label for how an event ended.
+type Outcome = &'static str;
+
+pub async fn handle_event(State(state): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let ids = parts.extensions.get::<TraceIds>().cloned().unwrap_or_else(TraceIds::generated);
+
+    // Auth comes first: an unauthenticated sender learns nothing and its body is never read.
+    if let Err(reason) = super::check_bearer(&parts.headers, &state.settings) {
+        tracing::warn!(reason, "event refused: authentication failed");
+        return ApiError::unauthorized().into_response();
+    }
+    if !state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        return ApiError::shutting_down().into_response();
+    }
+    // Bounded concurrency: beyond MAX_IN_FLIGHT, answer at once rather than queue.
+    let Ok(_permit) = state.event_slots.clone().try_acquire_owned() else {
+        state.metrics.shed();
+        tracing::warn!(max_in_flight = state.settings.max_in_flight, "event refused: MAX_IN_FLIGHT reached");
+        return ApiError::overloaded().into_response();
+    };
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        if !is_json(ct.to_str().unwrap_or("?")) {
+            return ApiError::unsupported_media_type(ct.to_str().unwrap_or("(not text)")).into_response();
+        }
+    }
+    let limit = state.settings.max_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::payload_too_large(limit).into_response();
+    }
+
+    let timeout = state.settings.request_timeout;
+    let work = process(&state, body, &ids, started);
+    let (response, event_type, outcome) = match tokio::time::timeout(timeout, work).await {
+        Ok(done) => done,
+        Err(_) => {
+            tracing::error!(timeout_s = timeout.as_secs_f64(), "event not completed within REQUEST_TIMEOUT");
+            (ApiError::request_timeout(timeout).into_response(), None, "timeout")
+        }
+    };
+    state
+        .metrics
+        .event(event_type.as_deref().unwrap_or("unknown"), outcome, started.elapsed());
+    response
+}
+
+/// Reads, parses, plans and executes one event. Returns the answer, the event type (once
+/// known) and the outcome label.
+async fn process(state: &AppState, body: Body, ids: &TraceIds, started: Instant) -> (Response, Option<String>, Outcome) {
+    let limit = state.settings.max_body_bytes;
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return (ApiError::payload_too_large(limit).into_response(), None, "invalid");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the event body");
+            return (ApiError::unreadable_body("the connection failed while it was sent").into_response(), None, "invalid");
+        }
+    };
+    let event = match nsps::parse_event(&bytes) {
+        Ok(e) => e,
+        Err(problem) => {
+            tracing::warn!(field = %problem.field, problem = %problem.message, "event refused: invalid payload");
+            return (ApiError::invalid_event(problem).into_response(), None, "invalid");
+        }
+    };
+    let span = tracing::Span::current();
+    span.record("event_id", event.event_id.as_str());
+    span.record("event_type", event.data.event_type.as_str());
+    let event_type = Some(event.data.event_type.clone());
+    tracing::info!(bytes = bytes.len(), "event received");
+
+    let (response, outcome) = decide(state, &event, ids, started).await;
+    (response, event_type, outcome)
+}
+
+async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instant) -> (Response, Outcome) {
+    let calls = match plan::plan(event, &state.settings.rules) {
+        Err(problem) => {
+            tracing::warn!(field = %problem.field, problem = %problem.message, "event refused: a field breaks a rule");
+            return (ApiError::invalid_event(problem).into_response(), "invalid");
+        }
+        Ok(Plan::Skip(reason)) => {
+            let message = format!("Event ignored: {reason}");
+            tracing::info!(reason = %reason, "event ignored");
+            return (
+                accepted(&Accepted {
+                    message,
+                    event_id: &event.event_id,
+                    actions: None,
+                }),
+                "ignored",
+            );
+        }
+        Ok(Plan::Calls(calls)) => calls,
+    };
+
+    // Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
+    // concurrent deliveries of one event share one execution.
+    let ticket = match state.memory.admit(event, &calls).await {
+        Admission::Duplicate => {
+            state.metrics.dedup_hit();
+            tracing::info!("event already processed; answering from memory");
+            return (
+                accepted(&Accepted {
+                    message: "Event already processed".into(),
+                    event_id: &event.event_id,
+                    actions: None,
+                }),
+                "duplicate",
+            );
+        }
+        Admission::Stale { imsi, applied } => {
+            state.metrics.stale_hit();
+            let message = format!(
+                "Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})"
+            );
+            tracing::info!(%imsi, applied = %applied, "stale event ignored");
+            return (
+                accepted(&Accepted {
+                    message,
+                    event_id: &event.event_id,
+                    actions: None,
+                }),
+                "stale",
+            );
+        }
+        Admission::Proceed(ticket) => ticket,
+    };
+
+    let deadline = started + state.settings.wtl.total_timeout;
+    let mut done: Vec<(WtlCall, &'static str)> = Vec::with_capacity(calls.len());
+    for call in &calls {
+        match state.wtl.execute(call, ids, deadline).await {
+            Ok(result) => done.push((
+                call.clone(),
+                match result {
+                    Done::Applied => "applied",
+                    Done::AlreadyApplied => "already_applied",
+                },
+            )),
+            Err(err) => {
+                ticket.failed();
+                let api = ApiError::from_wtl(&err, call, &done, &event.event_id);
+                tracing::warn!(
+                    imsi = %call.imsi,
+                    action = call.action.as_str(),
+                    status = api.status.as_u16(),
+                    error = %err,
+                    "event failed"
+                );
+                return (api.into_response(), "failed");
+            }
+        }
+    }
+    ticket.succeeded();
+    tracing::info!(calls = done.len(), "event processed");
+    let actions = done
+        .iter()
+        .map(|(c, result)| ActionTaken {
+            action: c.action.as_str(),
+            imsi: c.imsi.as_str(),
+            result,
+        })
+        .collect();
+    (
+        accepted(&Accepted {
+            message: "Event processed successfully".into(),
+            event_id: &event.event_id,
+            actions: Some(actions),
+        }),
+        "processed",
+    )
+}
+
+/// `application/json`, with parameters, or any `application/*+json`.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/vnd.nsps.event+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json(""));
+    }
+}

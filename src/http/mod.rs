@@ -1,0 +1,190 @@
+//! The HTTP edge: routes, trace ids, access log, auth, error bodies.
+//!
+//! It knows nothing about WTL beyond the outcome types the client returns, which
+//! [`error::ApiError`] turns into statuses in one place.
+
+pub mod error;
+pub mod events;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::Layer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tracing::Instrument;
+
+use crate::config::Settings;
+use crate::memory::Memory;
+use crate::metrics::Metrics;
+use crate::telemetry::TraceIds;
+use crate::wtl::WtlClient;
+use error::ApiError;
+
+/// The service name in the health answer.
+pub const SERVICE_NAME: &str = "WTL HLR/HSS Connector";
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub wtl: Arc<WtlClient>,
+    pub metrics: Arc<Metrics>,
+    pub memory: Arc<Memory>,
+    /// `MAX_IN_FLIGHT` permits; an event that finds none is refused with 503.
+    pub event_slots: Arc<Semaphore>,
+    /// False once shutdown has begun.
+    pub ready: Arc<AtomicBool>,
+}
+
+static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP surface. Trailing slashes are trimmed before routing.
+pub fn router(state: AppState) -> NormalizePath<Router> {
+    let mut app = Router::new()
+        .route("/", get(health).post(events::handle_event))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/process-event", post(events::handle_event));
+    if let Some(path) = &state.settings.events_path {
+        app = app.route(path, post(events::handle_event));
+    }
+    let app = app
+        .fallback(not_found)
+        // Registered after every route so it covers them all; axum adds the `Allow` header.
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
+        .layer(middleware::from_fn_with_state(state.clone(), trace_requests))
+        .with_state(state);
+    NormalizePathLayer::trim_trailing_slash().layer(app)
+}
+
+/// Trace ids in, trace ids out, one span per request and one access line.
+async fn trace_requests(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let _in_flight = state.metrics.in_flight();
+    let started = Instant::now();
+    let ids = TraceIds {
+        request_id: incoming_id(req.headers(), &X_B3_TRACEID),
+        unique_id: incoming_id(req.headers(), &X_REQUEST_ID),
+    };
+    let span = tracing::info_span!(
+        "request",
+        request_id = %ids.request_id,
+        unique_id = %ids.unique_id,
+        event_id = tracing::field::Empty,
+        event_type = tracing::field::Empty,
+    );
+    let method = req.method().clone();
+    let path: String = req.uri().path().chars().take(200).collect();
+    req.extensions_mut().insert(ids.clone());
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+        headers.insert(X_B3_TRACEID.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ids.unique_id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    let status = resp.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        tracing::info!(method = %method, path = %path, status, latency_ms, "request completed");
+    });
+    resp
+}
+
+/// The caller's id when it is a sane header value (printable ASCII, at most 128 characters),
+/// else a fresh UUID v4.
+fn incoming_id(headers: &HeaderMap, name: &HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+async fn health() -> Response {
+    let body = serde_json::json!({
+        "status": "Healthy",
+        "service": SERVICE_NAME,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        axum::Json(serde_json::json!({"status": "Ready"})).into_response()
+    } else {
+        ApiError::shutting_down().into_response()
+    }
+}
+
+/// Prometheus metrics; behind the Bearer token unless `METRICS_PUBLIC=true`.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !state.settings.metrics_public && check_bearer(&headers, &state.settings).is_err() {
+        return ApiError::unauthorized().into_response();
+    }
+    if let Some(tokens) = state.wtl.token_source() {
+        state
+            .metrics
+            .set_token_requests(tokens.requests.load(Ordering::Relaxed));
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
+}
+
+/// `Authorization: Bearer <token>`, scheme in any case, token compared in constant time against
+/// every `API_TOKEN`. The error says why, for the log (never the value).
+pub fn check_bearer(headers: &HeaderMap, settings: &Settings) -> Result<(), &'static str> {
+    let value = headers.get(header::AUTHORIZATION).ok_or("no Authorization header")?;
+    let text = value.to_str().map_err(|_| "Authorization header is not text")?;
+    let (scheme, token) = text.trim().split_once(' ').ok_or("Authorization header has no scheme")?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err("Authorization scheme is not Bearer");
+    }
+    if settings.token_matches(token.trim().as_bytes()) {
+        Ok(())
+    } else {
+        Err("the token is not one of API_TOKEN")
+    }
+}
+
+async fn not_found(uri: Uri) -> Response {
+    ApiError::not_found(uri.path()).into_response()
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::method_not_allowed(method.as_str(), uri.path()).into_response()
+}
+
+/// Marks the service as no longer ready (shutdown has begun).
+pub fn set_not_ready(flag: &AtomicBool) {
+    flag.store(false, Ordering::Relaxed);
+}

@@ -1,0 +1,194 @@
+//! Process metrics in the Prometheus text format (`GET /metrics`).
+//!
+//! Hand-rolled on atomics: a handful of counters and two histograms do not justify a metrics
+//! framework. Label values are bounded: event types outside `WTL_EVENT_ACTIONS` are counted as
+//! `other`, so a sender cannot grow the label set without limit.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    known_event_types: BTreeSet<String>,
+    events: Mutex<BTreeMap<(String, &'static str), u64>>,
+    wtl_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    wtl_retries: Mutex<BTreeMap<&'static str, u64>>,
+    wtl_latency: Histogram,
+    event_latency: Histogram,
+    token_requests: AtomicU64,
+    dedup_hits: AtomicU64,
+    stale_hits: AtomicU64,
+    shed: AtomicU64,
+    in_flight: AtomicI64,
+}
+
+fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
+    let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+    *m.entry(key).or_insert(0) += 1;
+}
+
+impl Metrics {
+    pub fn new<'a>(event_types: impl IntoIterator<Item = &'a String>) -> Self {
+        Self {
+            known_event_types: event_types.into_iter().cloned().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// One event answered: its type (bounded), outcome label, and time taken.
+    pub fn event(&self, event_type: &str, outcome: &'static str, took: Duration) {
+        let t = if self.known_event_types.contains(event_type) {
+            event_type.to_string()
+        } else {
+            "other".to_string()
+        };
+        bump(&self.events, (t, outcome));
+        self.event_latency.observe(took);
+    }
+
+    pub fn wtl_call(&self, action: &'static str, result: &'static str, took: Duration) {
+        bump(&self.wtl_calls, (action, result));
+        self.wtl_latency.observe(took);
+    }
+
+    pub fn wtl_retry(&self, action: &'static str) {
+        bump(&self.wtl_retries, action);
+    }
+
+    pub fn dedup_hit(&self) {
+        self.dedup_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stale_hit(&self) {
+        self.stale_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set_token_requests(&self, n: u64) {
+        self.token_requests.store(n, Ordering::Relaxed);
+    }
+
+    /// Counts a request in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP nsps_events_total Events answered, by event type and outcome.\n# TYPE nsps_events_total counter\n");
+        for ((t, o), n) in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "nsps_events_total{{event_type=\"{}\",outcome=\"{o}\"}} {n}", escape(t));
+        }
+        out.push_str("# HELP wtl_calls_total WTL call attempts, by action and result.\n# TYPE wtl_calls_total counter\n");
+        for ((a, r), n) in self.wtl_calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "wtl_calls_total{{action=\"{a}\",result=\"{r}\"}} {n}");
+        }
+        out.push_str("# HELP wtl_retries_total WTL call retries, by action.\n# TYPE wtl_retries_total counter\n");
+        for (a, n) in self.wtl_retries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(out, "wtl_retries_total{{action=\"{a}\"}} {n}");
+        }
+        self.wtl_latency
+            .render(&mut out, "wtl_call_duration_seconds", "Time of one WTL call attempt.");
+        self.event_latency
+            .render(&mut out, "nsps_event_duration_seconds", "Time to answer one event.");
+        let counters = [
+            ("wtl_token_requests_total", "Requests to the OAuth2 token endpoint.", self.token_requests.load(Ordering::Relaxed)),
+            ("nsps_dedup_hits_total", "Deliveries answered from the duplicate-event memory.", self.dedup_hits.load(Ordering::Relaxed)),
+            ("nsps_stale_events_total", "Events ignored because a newer one was applied for the IMSI.", self.stale_hits.load(Ordering::Relaxed)),
+            ("nsps_shed_total", "Events refused with 503 because MAX_IN_FLIGHT was reached.", self.shed.load(Ordering::Relaxed)),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP http_requests_in_flight Requests being served.\n# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+pub struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn escape(label: &str) -> String {
+    label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_event_types_share_one_label() {
+        let known = ["SIM/Updated".to_string()];
+        let m = Metrics::new(known.iter());
+        m.event("SIM/Updated", "processed", Duration::from_millis(3));
+        m.event("Random/Thing-1", "ignored", Duration::from_millis(1));
+        m.event("Random/Thing-2", "ignored", Duration::from_millis(1));
+        let text = m.render();
+        assert!(text.contains("nsps_events_total{event_type=\"SIM/Updated\",outcome=\"processed\"} 1"));
+        assert!(text.contains("nsps_events_total{event_type=\"other\",outcome=\"ignored\"} 2"));
+        assert!(!text.contains("Random"));
+        assert!(text.contains("nsps_event_duration_seconds_count 3"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.wtl_call("update", "success", Duration::from_millis(3));
+        m.wtl_call("update", "success", Duration::from_millis(300));
+        let text = m.render();
+        assert!(text.contains("wtl_call_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("wtl_call_duration_seconds_bucket{le=\"0.5\"} 2"));
+        assert!(text.contains("wtl_call_duration_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("wtl_calls_total{action=\"update\",result=\"success\"} 2"));
+    }
+}

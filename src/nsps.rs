@@ -1,0 +1,340 @@
+//! The NSPS event as the connector reads it.
+//!
+//! Only the fields the connector uses are declared; serde skips every other member, whatever
+//! its type, so NSPS can add or change fields the connector does not read without breaking it.
+//! The fields that are declared are typed strictly: a wrong type there is a 422 that names the
+//! field path, because guessing would provision the wrong thing.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+/// One NSPS event delivery.
+#[derive(Debug, Deserialize)]
+pub struct Event {
+    pub event_id: String,
+    pub data: EventData,
+    #[serde(default)]
+    pub pb_data: Option<PbData>,
+    /// Kept as text: a timestamp that cannot be read only loses ordering protection.
+    #[serde(default, deserialize_with = "loose_string")]
+    pub created_at: Option<String>,
+    #[serde(default, deserialize_with = "loose_string")]
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventData {
+    pub event_type: String,
+}
+
+/// PortaBilling data NSPS attached to the event. Every member is optional.
+#[derive(Debug, Default, Deserialize)]
+pub struct PbData {
+    #[serde(default)]
+    pub account_info: Option<AccountInfo>,
+    #[serde(default)]
+    pub sim_info: Option<SimInfo>,
+    #[serde(default)]
+    pub prev_sim_info: Option<SimInfo>,
+    #[serde(default)]
+    pub access_policy_info: Option<OneOrMany<AccessPolicy>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AccountInfo {
+    #[serde(default)]
+    pub bill_status: Option<BillStatus>,
+    #[serde(default)]
+    pub blocked: Option<Blocked>,
+    /// For mobile accounts `"<msisdn>@msisdn"`.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SimInfo {
+    #[serde(default)]
+    pub imsi: Option<String>,
+    #[serde(default)]
+    pub msisdn: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AccessPolicy {
+    #[serde(default)]
+    pub attributes: Option<Vec<PolicyAttribute>>,
+}
+
+/// `{group_name, name, value}`. Attributes the connector does not read may carry any JSON, so
+/// `name` and `value` are kept loose and only checked for the two profile attributes.
+#[derive(Debug, Default, Deserialize)]
+pub struct PolicyAttribute {
+    #[serde(default)]
+    pub name: Option<serde_json::Value>,
+    #[serde(default)]
+    pub value: Option<serde_json::Value>,
+}
+
+/// Account billing status: NSPS's words or PortaBilling's one-letter codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BillStatus {
+    Open,
+    Suspended,
+    Inactive,
+    Terminated,
+    /// A value this version does not know; treated as "not open".
+    Other(String),
+}
+
+impl BillStatus {
+    pub fn parse(text: &str) -> Self {
+        let t = text.trim();
+        if t.eq_ignore_ascii_case("open") || t.eq_ignore_ascii_case("O") {
+            Self::Open
+        } else if t.eq_ignore_ascii_case("suspended") || t.eq_ignore_ascii_case("S") {
+            Self::Suspended
+        } else if t.eq_ignore_ascii_case("inactive") || t.eq_ignore_ascii_case("I") {
+            Self::Inactive
+        } else if t.eq_ignore_ascii_case("terminated") || t.eq_ignore_ascii_case("closed") || t.eq_ignore_ascii_case("C") {
+            Self::Terminated
+        } else {
+            Self::Other(t.to_string())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BillStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(Self::parse(&text))
+    }
+}
+
+/// `blocked`: a JSON bool, or PortaBilling's `"Y"` / `"N"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocked(pub bool);
+
+impl<'de> Deserialize<'de> for Blocked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Blocked;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false, \"Y\" or \"N\"")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Blocked, E> {
+                Ok(Blocked(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Blocked, E> {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "y" | "yes" | "true" | "1" => Ok(Blocked(true)),
+                    "n" | "no" | "false" | "0" => Ok(Blocked(false)),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Blocked, E> {
+                match v {
+                    0 => Ok(Blocked(false)),
+                    1 => Ok(Blocked(true)),
+                    _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A member that NSPS may send as one object or as a list of them.
+#[derive(Debug)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The items with the JSON path prefix of each (`""` for a single object, `"[i]"` in a list).
+    pub fn items(&self) -> Vec<(Option<usize>, &T)> {
+        match self {
+            Self::One(t) => vec![(None, t)],
+            Self::Many(v) => v.iter().enumerate().map(|(i, t)| (Some(i), t)).collect(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object or a list of objects")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany::Many(items))
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// Keeps a string; any other JSON value counts as absent.
+fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+/// One thing wrong with the payload: where (a JSON path such as `pb_data.sim_info.imsi`) and what.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldProblem {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses an event body. On failure, says which field and why.
+pub fn parse_event(body: &[u8]) -> Result<Event, FieldProblem> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let event: Event = match serde_path_to_error::deserialize(&mut de) {
+        Ok(e) => e,
+        Err(err) => return Err(describe(err)),
+    };
+    if let Err(e) = de.end() {
+        return Err(FieldProblem::new("(body)", format!("malformed JSON: {}", e)));
+    }
+    if event.event_id.trim().is_empty() {
+        return Err(FieldProblem::new("event_id", "must not be empty"));
+    }
+    if event.data.event_type.trim().is_empty() {
+        return Err(FieldProblem::new("data.event_type", "must not be empty"));
+    }
+    Ok(event)
+}
+
+fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> FieldProblem {
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    let text = inner.to_string();
+    // serde_json appends " at line L column C"; keep the position only for syntax errors, where
+    // it is the useful part.
+    let message = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => format!("malformed JSON: {text}"),
+        _ => strip_position(&text).to_string(),
+    };
+    let path = if path == "." { String::new() } else { path };
+    // A missing field is reported at its parent; name the field itself.
+    if let Some(name) = message.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
+        let field = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        return FieldProblem::new(field, "required field is missing");
+    }
+    match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => FieldProblem::new("(body)", message),
+        _ if path.is_empty() => FieldProblem::new("(body)", message),
+        _ => FieldProblem::new(path, message),
+    }
+}
+
+fn strip_position(text: &str) -> &str {
+    match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(body: &str) -> FieldProblem {
+        parse_event(body.as_bytes()).expect_err("should fail")
+    }
+
+    #[test]
+    fn minimal_event_parses() {
+        let e = parse_event(br#"{"event_id":"1","data":{"event_type":"SIM/Updated"}}"#).expect("valid");
+        assert_eq!(e.data.event_type, "SIM/Updated");
+        assert!(e.pb_data.is_none());
+    }
+
+    #[test]
+    fn missing_fields_are_named_by_path() {
+        assert_eq!(problem(r#"{"data":{"event_type":"x"}}"#).field, "event_id");
+        assert_eq!(problem(r#"{"event_id":"1","data":{}}"#).field, "data.event_type");
+        assert_eq!(problem(r#"{"event_id":"1"}"#).field, "data");
+    }
+
+    #[test]
+    fn wrong_types_in_used_fields_are_named_by_path() {
+        let p = problem(r#"{"event_id":"1","data":{"event_type":5}}"#);
+        assert_eq!(p.field, "data.event_type");
+        assert!(p.message.contains("invalid type"), "{}", p.message);
+        let p = problem(r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"sim_info":{"imsi":1234}}}"#);
+        assert_eq!(p.field, "pb_data.sim_info.imsi");
+        let p = problem(r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"account_info":{"blocked":"maybe"}}}"#);
+        assert_eq!(p.field, "pb_data.account_info.blocked");
+        let p = problem(
+            r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"access_policy_info":[{"attributes":[{"name":"a"},5]}]}}"#,
+        );
+        assert_eq!(p.field, "pb_data.access_policy_info[0].attributes[1]");
+    }
+
+    #[test]
+    fn malformed_json_is_a_body_problem() {
+        let p = problem(r#"{"event_id":"1","#);
+        assert_eq!(p.field, "(body)");
+        assert!(p.message.starts_with("malformed JSON"));
+        assert_eq!(problem("[]").field, "(body)");
+        assert_eq!(problem(r#"{"event_id":"1","data":{"event_type":"x"}} trailing"#).field, "(body)");
+    }
+
+    #[test]
+    fn unused_fields_may_hold_anything() {
+        let body = r#"{"event_id":"1","data":{"event_type":"x","variables":[1,2]},"handler_id":7,"status":{},
+            "created_at":12,"pb_data":{"product_info":"?","full_vd_counter_info":{"remaining":"N/A"},
+            "account_info":{"i_account":"one","firstname":3,"assigned_addons":"none","service_features":null},
+            "sim_info":{"i_sim_card":"x","status":5},
+            "access_policy_info":{"i_access_policy":"179","name":[],"attributes":[{"group_name":1,"name":2,"value":{}}]}}}"#;
+        let e = parse_event(body.as_bytes()).expect("unused fields must not fail the event");
+        assert!(e.created_at.is_none());
+    }
+
+    #[test]
+    fn raw_codes_and_words_are_both_accepted() {
+        assert_eq!(BillStatus::parse("O"), BillStatus::Open);
+        assert_eq!(BillStatus::parse("open"), BillStatus::Open);
+        assert_eq!(BillStatus::parse("S"), BillStatus::Suspended);
+        assert_eq!(BillStatus::parse("I"), BillStatus::Inactive);
+        assert_eq!(BillStatus::parse("C"), BillStatus::Terminated);
+        assert_eq!(BillStatus::parse("weird"), BillStatus::Other("weird".into()));
+        let e = parse_event(
+            br#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"account_info":{"blocked":"Y","bill_status":"S"}}}"#,
+        )
+        .expect("valid");
+        let acc = e.pb_data.and_then(|p| p.account_info).expect("account");
+        assert_eq!(acc.blocked, Some(Blocked(true)));
+        assert_eq!(acc.bill_status, Some(BillStatus::Suspended));
+    }
+
+    #[test]
+    fn empty_event_id_is_refused() {
+        assert_eq!(problem(r#"{"event_id":" ","data":{"event_type":"x"}}"#).field, "event_id");
+    }
+}

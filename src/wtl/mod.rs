@@ -1,0 +1,449 @@
+//! The WTL HLR/HSS provisioning client.
+//!
+//! One call shape: `POST {WTL_API_URL}/prov` with a JSON body. The client executes one planned
+//! call (credentials, rate limit, per-attempt timeout, retries with backoff inside the event's
+//! time budget) and returns a typed outcome. It knows nothing about NSPS.
+
+pub mod limiter;
+pub mod oauth;
+pub mod outcome;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::config::{WtlAuthMode, WtlSettings};
+use crate::metrics::Metrics;
+use crate::plan::WtlCall;
+use crate::telemetry::TraceIds;
+use limiter::RateLimiter;
+use oauth::TokenSource;
+pub use outcome::{Done, NetFailure, WtlError};
+
+/// Longest WTL answer body read; anything beyond is not needed to classify it.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Upper bound of one exponential back-off step.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+
+enum Credentials {
+    None,
+    Static(HeaderValue),
+    OAuth(TokenSource),
+}
+
+/// The shared WTL client: one connection pool for the whole process.
+pub struct WtlClient {
+    http: reqwest::Client,
+    prov_url: String,
+    credentials: Credentials,
+    limiter: Option<RateLimiter>,
+    settings: WtlSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for WtlClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WtlClient").field("prov_url", &self.prov_url).finish_non_exhaustive()
+    }
+}
+
+/// The JSON body of `POST /prov`. `delete` carries only the IMSI and the action.
+#[derive(Serialize)]
+struct ProvBody<'a> {
+    imsi: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriber_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cs_profile: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eps_profile: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msisdn: Option<&'a [String]>,
+    action: &'static str,
+}
+
+/// The wire body for one planned call.
+pub fn prov_body(call: &WtlCall) -> Vec<u8> {
+    let state = call.state.as_ref();
+    let body = ProvBody {
+        imsi: call.imsi.as_str(),
+        subscriber_status: state.map(|s| s.status.as_str()),
+        cs_profile: state.map(|s| s.cs_profile.as_str()),
+        eps_profile: state.map(|s| s.eps_profile.as_str()),
+        msisdn: state.map(|s| s.msisdn.as_slice()),
+        action: call.action.as_str(),
+    };
+    // Serialising plain strings into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// Why an attempt failed, and with which OAuth token (to discard exactly that one on a 401).
+struct AttemptFailure {
+    error: WtlError,
+    token_generation: Option<u64>,
+}
+
+impl From<WtlError> for AttemptFailure {
+    fn from(error: WtlError) -> Self {
+        Self {
+            error,
+            token_generation: None,
+        }
+    }
+}
+
+impl WtlClient {
+    pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            // Credentials must never follow a redirect to another host; WTL has no reason to redirect.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let credentials = match settings.auth {
+            WtlAuthMode::None => Credentials::None,
+            WtlAuthMode::Bearer => match &settings.api_token {
+                Some(token) => Credentials::Static(sensitive(&format!("Bearer {}", token.expose_secret()))),
+                None => Credentials::None,
+            },
+            WtlAuthMode::Basic => {
+                use base64::Engine;
+                let user = settings.username.clone().unwrap_or_default();
+                let pass = settings.password.as_ref().map(|p| p.expose_secret().to_string()).unwrap_or_default();
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                Credentials::Static(sensitive(&format!("Basic {encoded}")))
+            }
+            WtlAuthMode::OAuth2 => match &settings.oauth {
+                Some(oauth) => Credentials::OAuth(TokenSource::new(
+                    http.clone(),
+                    oauth.clone(),
+                    settings.username.clone(),
+                    settings.password.clone(),
+                    settings.attempt_timeout,
+                )),
+                None => Credentials::None,
+            },
+        };
+        Ok(Self {
+            http,
+            prov_url: format!("{}/prov", settings.base_url),
+            credentials,
+            limiter: settings.rate_limit.map(RateLimiter::per_second),
+            settings: settings.clone(),
+            metrics,
+        })
+    }
+
+    /// The OAuth token source, when `WTL_AUTH=oauth2`.
+    pub fn token_source(&self) -> Option<&TokenSource> {
+        match &self.credentials {
+            Credentials::OAuth(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Executes one planned call, retrying transient failures within `deadline`.
+    pub async fn execute(&self, call: &WtlCall, ids: &TraceIds, deadline: Instant) -> Result<Done, WtlError> {
+        let body = Bytes::from(prov_body(call));
+        let action = call.action.as_str();
+        let imsi = call.imsi.as_str();
+        let mut attempt: u32 = 0;
+        let mut retries: u32 = 0;
+        let mut renewed_after_401 = false;
+        loop {
+            attempt += 1;
+            if let Some(limiter) = &self.limiter {
+                match limiter.acquire(deadline).await {
+                    Ok(waited) if !waited.is_zero() => {
+                        tracing::debug!(imsi, action, waited_ms = waited.as_millis() as u64, "waited for the WTL rate limit");
+                    }
+                    Ok(_) => {}
+                    Err(limiter::TooLate) => {
+                        tracing::warn!(imsi, action, attempt, "WTL_RATE_LIMIT leaves no slot within WTL_TOTAL_TIMEOUT");
+                        return Err(WtlError::DeadlineExceeded {
+                            budget: self.settings.total_timeout,
+                        });
+                    }
+                }
+            }
+            let started = Instant::now();
+            let result = self.attempt(call.action, &body, ids, deadline).await;
+            let latency = started.elapsed();
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            let failure = match result {
+                Ok((done, status)) => {
+                    self.metrics.wtl_call(action, "success", latency);
+                    tracing::info!(
+                        imsi,
+                        action,
+                        attempt,
+                        wtl_status = status,
+                        latency_ms,
+                        outcome = match done {
+                            Done::Applied => "applied",
+                            Done::AlreadyApplied => "already_applied",
+                        },
+                        "WTL call succeeded"
+                    );
+                    return Ok(done);
+                }
+                Err(f) => f,
+            };
+            let error = failure.error;
+            self.metrics.wtl_call(action, error.kind(), latency);
+
+            // An OAuth token WTL refuses is renewed once and the call repeated once.
+            if let (WtlError::AuthFailed { status: 401 }, Some(generation), Credentials::OAuth(tokens)) =
+                (&error, failure.token_generation, &self.credentials)
+            {
+                if !renewed_after_401 {
+                    renewed_after_401 = true;
+                    tracing::warn!(imsi, action, attempt, wtl_status = 401, latency_ms, "WTL refused the access token; renewing it and repeating the call");
+                    tokens.reject(generation).await;
+                    continue;
+                }
+            }
+
+            let give_up = |reason: &str| {
+                tracing::warn!(
+                    imsi,
+                    action,
+                    attempt,
+                    wtl_status = error.wtl_status(),
+                    latency_ms,
+                    outcome = error.kind(),
+                    error = %error,
+                    reason,
+                    "WTL call failed"
+                );
+            };
+            if !error.is_transient() {
+                give_up("not retryable");
+                return Err(error);
+            }
+            if retries >= self.settings.max_retries {
+                give_up("retries exhausted (WTL_MAX_RETRIES)");
+                return Err(error);
+            }
+            let delay = match error.retry_after() {
+                Some(asked) if asked > self.settings.retry_after_max => {
+                    give_up("Retry-After is longer than WTL_RETRY_AFTER_MAX; passing it on");
+                    return Err(error);
+                }
+                Some(asked) => asked,
+                None => backoff(self.settings.retry_base, retries),
+            };
+            if Instant::now() + delay >= deadline {
+                give_up("no time left for another attempt within WTL_TOTAL_TIMEOUT");
+                return Err(error);
+            }
+            retries += 1;
+            self.metrics.wtl_retry(action);
+            tracing::warn!(
+                imsi,
+                action,
+                attempt,
+                wtl_status = error.wtl_status(),
+                latency_ms,
+                outcome = error.kind(),
+                error = %error,
+                delay_ms = delay.as_millis() as u64,
+                "WTL call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: credentials, send, read, classify. Bounded by the per-attempt timeout and
+    /// by what is left of the event's budget.
+    async fn attempt(
+        &self,
+        action: crate::plan::Action,
+        body: &Bytes,
+        ids: &TraceIds,
+        deadline: Instant,
+    ) -> Result<(Done, u16), AttemptFailure> {
+        let (auth, token_generation) = match &self.credentials {
+            Credentials::None => (None, None),
+            Credentials::Static(h) => (Some(h.clone()), None),
+            Credentials::OAuth(tokens) => {
+                let t = tokens.token(deadline).await?;
+                (Some(t.header), Some(t.generation))
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(WtlError::DeadlineExceeded {
+                budget: self.settings.total_timeout,
+            }
+            .into());
+        }
+        let limit = self.settings.attempt_timeout.min(remaining);
+        let mut req = self
+            .http
+            .post(&self.prov_url)
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "application/json")
+            .header("x-b3-traceid", ids.request_id.as_str())
+            .header("x-request-id", ids.unique_id.as_str())
+            .body(body.clone());
+        if let Some(auth) = auth {
+            req = req.header(AUTHORIZATION, auth);
+        }
+        let exchange = async {
+            let mut resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
+            let mut answer = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                let room = MAX_ANSWER_BYTES.saturating_sub(answer.len());
+                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if room <= chunk.len() {
+                    break;
+                }
+            }
+            Ok::<_, reqwest::Error>((status, retry_after, answer))
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Err(_) => Err(AttemptFailure {
+                error: WtlError::Unreachable {
+                    kind: NetFailure::Timeout,
+                    detail: format!("no answer within {}s", limit.as_secs_f64()),
+                },
+                token_generation,
+            }),
+            Ok(Err(e)) => Err(AttemptFailure {
+                error: net_error(&e),
+                token_generation,
+            }),
+            Ok(Ok((status, retry_after, answer))) => outcome::classify(action, status, retry_after, &answer)
+                .map(|done| (done, status))
+                .map_err(|error| AttemptFailure {
+                    error,
+                    token_generation,
+                }),
+        }
+    }
+}
+
+fn sensitive(value: &str) -> HeaderValue {
+    // Settings are checked at start-up to hold no control characters; an impossible failure
+    // degrades to an empty header rather than a panic.
+    let mut h = HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    h.set_sensitive(true);
+    h
+}
+
+/// Exponential back-off with full jitter: a random wait in `[0, min(cap, base * 2^retry)]`.
+pub fn backoff(base: Duration, retry: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << retry.min(20)).min(BACKOFF_CAP.max(base));
+    ceiling.mul_f64(fastrand::f64())
+}
+
+fn net_error(e: &reqwest::Error) -> WtlError {
+    let kind = if e.is_timeout() {
+        NetFailure::Timeout
+    } else if e.is_connect() {
+        if describe_reqwest(e).contains("dns error") {
+            NetFailure::Dns
+        } else {
+            NetFailure::Connect
+        }
+    } else {
+        NetFailure::Transport
+    };
+    WtlError::Unreachable {
+        kind,
+        detail: describe_reqwest(e),
+    }
+}
+
+/// A reqwest error with its causes, without the URL (which may carry credentials).
+pub fn describe_reqwest(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut parts = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.without_url_ref().to_string());
+    }
+    parts.join(": ")
+}
+
+trait WithoutUrl {
+    fn without_url_ref(&self) -> String;
+}
+
+impl WithoutUrl for reqwest::Error {
+    fn without_url_ref(&self) -> String {
+        let text = self.to_string();
+        match self.url() {
+            Some(url) => text.replace(url.as_str(), "WTL"),
+            None => text,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, Imsi, Profile, SubscriberState, SubscriberStatus};
+
+    #[test]
+    fn update_body_has_the_full_state() {
+        let call = WtlCall {
+            action: Action::Update,
+            imsi: Imsi::parse("001010000020349").expect("valid"),
+            state: Some(SubscriberState {
+                status: SubscriberStatus::ServiceGranted,
+                cs_profile: Profile::parse("cs").expect("valid"),
+                eps_profile: Profile::parse("eps").expect("valid"),
+                msisdn: vec!["79123456789".into()],
+            }),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&prov_body(&call)).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"imsi":"001010000020349","subscriber_status":"serviceGranted",
+                "cs_profile":"cs","eps_profile":"eps","msisdn":["79123456789"],"action":"update"})
+        );
+    }
+
+    #[test]
+    fn delete_body_has_only_imsi_and_action() {
+        let call = WtlCall {
+            action: Action::Delete,
+            imsi: Imsi::parse("001010000020350").expect("valid"),
+            state: None,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&prov_body(&call)).expect("json");
+        assert_eq!(v, serde_json::json!({"imsi":"001010000020350","action":"delete"}));
+    }
+
+    #[test]
+    fn backoff_stays_within_its_exponential_ceiling() {
+        let base = Duration::from_millis(200);
+        for retry in 0..6 {
+            let ceiling = (base * (1 << retry)).min(BACKOFF_CAP);
+            for _ in 0..200 {
+                assert!(backoff(base, retry) <= ceiling);
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! OAuth2 / JWT access tokens for `WTL_AUTH=oauth2`.
+//!
+//! The token is fetched from `WTL_OAUTH_TOKEN_URL` (RFC 6749, form-encoded), kept until shortly
+//! before it expires (`expires_in`, else the JWT `exp` claim), renewed with the refresh token
+//! when one was given and with a fresh grant otherwise (or when the refresh fails).
+//!
+//! Single flight: the cache sits behind an async mutex that is held while a token is fetched,
+//! so however many events find the token expired at once, one request goes to the token
+//! endpoint and the others wait for its result.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use http::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::outcome::{WtlError, error_text};
+use crate::config::OAuthSettings;
+
+/// A token in use, and which renewal produced it (so a 401 only discards the token it was
+/// answered to, not a newer one another event already fetched).
+#[derive(Clone)]
+pub struct IssuedToken {
+    pub header: HeaderValue,
+    pub generation: u64,
+}
+
+struct Cached {
+    header: HeaderValue,
+    generation: u64,
+    /// `None`: lifetime unknown; kept until WTL refuses it.
+    renew_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    access: Option<Cached>,
+    refresh: Option<SecretString>,
+}
+
+pub struct TokenSource {
+    http: reqwest::Client,
+    settings: OAuthSettings,
+    username: Option<String>,
+    password: Option<SecretString>,
+    attempt_timeout: Duration,
+    state: Mutex<State>,
+    generation: AtomicU64,
+    /// Token requests made (grants and refreshes), for metrics and tests.
+    pub requests: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("token_url", &self.settings.token_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// Renew this long before expiry: a tenth of the lifetime, at most a minute.
+fn renew_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(60))
+}
+
+impl TokenSource {
+    pub fn new(
+        http: reqwest::Client,
+        settings: OAuthSettings,
+        username: Option<String>,
+        password: Option<SecretString>,
+        attempt_timeout: Duration,
+    ) -> Self {
+        Self {
+            http,
+            settings,
+            username,
+            password,
+            attempt_timeout,
+            state: Mutex::new(State::default()),
+            generation: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// A valid `Authorization` value, fetching or renewing the token when needed.
+    pub async fn token(&self, deadline: Instant) -> Result<IssuedToken, WtlError> {
+        let mut state = tokio::time::timeout_at(deadline, self.state.lock())
+            .await
+            .map_err(|_| WtlError::TokenEndpointUnreachable {
+                detail: "no token was obtained within the event's time budget".into(),
+            })?;
+        if let Some(t) = &state.access {
+            if t.renew_at.is_none_or(|at| Instant::now() < at) {
+                return Ok(IssuedToken {
+                    header: t.header.clone(),
+                    generation: t.generation,
+                });
+            }
+        }
+        self.renew(&mut state, deadline).await
+    }
+
+    /// WTL refused the token of `generation`: forget it so the next [`Self::token`] renews it.
+    pub async fn reject(&self, generation: u64) {
+        let mut state = self.state.lock().await;
+        if state.access.as_ref().is_some_and(|t| t.generation == generation) {
+            state.access = None;
+        }
+    }
+
+    async fn renew(&self, state: &mut State, deadline: Instant) -> Result<IssuedToken, WtlError> {
+        if let Some(refresh) = state.refresh.take() {
+            let form = vec![
+                ("grant_type", "refresh_token".to_string()),
+                ("refresh_token", refresh.expose_secret().to_string()),
+            ];
+            match self.request(form, deadline).await {
+                Ok(answer) => return self.store(state, answer, "refresh_token"),
+                Err(e) => tracing::warn!(error = %e, "token refresh failed; requesting a new token"),
+            }
+        }
+        let mut form = Vec::with_capacity(4);
+        match (&self.username, &self.password) {
+            (Some(user), Some(pass)) => {
+                form.push(("grant_type", "password".to_string()));
+                form.push(("username", user.clone()));
+                form.push(("password", pass.expose_secret().to_string()));
+            }
+            _ => form.push(("grant_type", "client_credentials".to_string())),
+        }
+        let grant = form[0].1.clone();
+        let answer = self.request(form, deadline).await?;
+        self.store(state, answer, &grant)
+    }
+
+    fn store(&self, state: &mut State, answer: TokenAnswer, grant: &str) -> Result<IssuedToken, WtlError> {
+        let access = answer
+            .access_token
+            .filter(|t| !t.trim().is_empty())
+            .ok_or_else(|| WtlError::TokenEndpointFailed {
+                detail: "the answer has no access_token".into(),
+            })?;
+        let mut header = HeaderValue::try_from(format!("Bearer {access}")).map_err(|_| WtlError::TokenEndpointFailed {
+            detail: "the access_token holds characters not allowed in a header".into(),
+        })?;
+        header.set_sensitive(true);
+        let lifetime = answer
+            .expires_in
+            .as_ref()
+            .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .or_else(|| jwt_lifetime(&access, SystemTime::now()));
+        let now = Instant::now();
+        let renew_at = lifetime.map(|l| now + l.saturating_sub(renew_margin(l)));
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        state.access = Some(Cached {
+            header: header.clone(),
+            generation,
+            renew_at,
+        });
+        if let Some(r) = answer.refresh_token.filter(|r| !r.is_empty()) {
+            state.refresh = Some(SecretString::from(r));
+        }
+        tracing::info!(
+            grant,
+            expires_in_s = lifetime.map(|l| l.as_secs()),
+            "obtained a WTL access token"
+        );
+        Ok(IssuedToken { header, generation })
+    }
+
+    async fn request(&self, mut form: Vec<(&'static str, String)>, deadline: Instant) -> Result<TokenAnswer, WtlError> {
+        if let Some(scope) = &self.settings.scope {
+            form.push(("scope", scope.clone()));
+        }
+        let mut req = self.http.post(&self.settings.token_url).header(http::header::ACCEPT, "application/json");
+        // Client authentication with HTTP Basic (RFC 6749 §2.3.1); a public client sends only its id.
+        match (&self.settings.client_id, &self.settings.client_secret) {
+            (Some(id), Some(secret)) => req = req.basic_auth(form_encode(id), Some(form_encode(secret.expose_secret()))),
+            (Some(id), None) => form.push(("client_id", id.clone())),
+            _ => {}
+        }
+        let req = req.form(&form);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(WtlError::TokenEndpointUnreachable {
+                detail: "no time left in the event's budget".into(),
+            });
+        }
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.attempt_timeout.min(remaining);
+        let started = Instant::now();
+        let result = tokio::time::timeout(timeout, async {
+            let resp = req.send().await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        })
+        .await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        let (status, body) = match result {
+            Err(_) => {
+                tracing::warn!(latency_ms, "the WTL token endpoint did not answer in time");
+                return Err(WtlError::TokenEndpointUnreachable {
+                    detail: format!("{} did not answer within {}s", self.settings.token_url, timeout.as_secs_f64()),
+                });
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(latency_ms, error = %super::describe_reqwest(&e), "the WTL token endpoint could not be reached");
+                return Err(WtlError::TokenEndpointUnreachable {
+                    detail: format!("{}: {}", self.settings.token_url, super::describe_reqwest(&e)),
+                });
+            }
+            Ok(Ok(x)) => x,
+        };
+        tracing::debug!(status = status.as_u16(), latency_ms, "token endpoint answered");
+        if !status.is_success() {
+            return Err(WtlError::TokenEndpointFailed {
+                detail: format!(
+                    "{} answered HTTP {}: {}",
+                    self.settings.token_url,
+                    status.as_u16(),
+                    error_text(&body, status.as_u16())
+                ),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|_| WtlError::TokenEndpointFailed {
+            detail: format!("{} answered with a body that is not a token response", self.settings.token_url),
+        })
+    }
+}
+
+/// RFC 6749 §2.3.1: client id and secret are form-encoded before HTTP Basic.
+fn form_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The remaining lifetime from a JWT's `exp` claim (the signature is not checked: the token is
+/// only passed on, and WTL is the one that verifies it).
+pub fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.get("exp")?.as_f64()?;
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64();
+    Some(Duration::from_secs_f64((exp - now).max(0.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> String {
+        let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}.sig", enc.encode(r#"{"alg":"none"}"#), enc.encode(claims))
+    }
+
+    #[test]
+    fn jwt_exp_gives_the_lifetime() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":1300}"#), now), Some(Duration::from_secs(300)));
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":10}"#), now), Some(Duration::ZERO));
+        assert_eq!(jwt_lifetime(&jwt(r#"{"sub":"x"}"#), now), None);
+        assert_eq!(jwt_lifetime("opaque-token", now), None);
+    }
+
+    #[test]
+    fn renewal_happens_shortly_before_expiry() {
+        assert_eq!(renew_margin(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(renew_margin(Duration::from_secs(60)), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn client_credentials_are_form_encoded_for_basic_auth() {
+        assert_eq!(form_encode("a b:c/d"), "a+b%3Ac%2Fd");
+    }
+}

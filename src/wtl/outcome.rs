@@ -1,0 +1,292 @@
+//! What one WTL answer means, decided in one place.
+//!
+//! [`classify`] turns a status and body into success, a final failure, or a failure worth
+//! another attempt. It knows nothing of NSPS; the HTTP edge maps [`WtlError`] to statuses.
+
+use std::time::{Duration, SystemTime};
+
+use crate::plan::Action;
+
+/// A call that reached its goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// WTL applied the call.
+    Applied,
+    /// WTL already held the result: `insert` answered 409, or `delete` answered 404.
+    AlreadyApplied,
+}
+
+/// Why a connection-level failure happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetFailure {
+    Timeout,
+    Connect,
+    Dns,
+    /// The connection broke while the request or answer was on the wire.
+    Transport,
+}
+
+impl NetFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connection refused or failed",
+            Self::Dns => "DNS lookup failed",
+            Self::Transport => "connection broken",
+        }
+    }
+}
+
+/// A call that failed, after any retries.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WtlError {
+    /// WTL answered 400/409/422: it refused the data.
+    #[error("WTL rejected the request (HTTP {status}): {text}")]
+    Rejected { status: u16, text: String },
+    /// WTL answered 404 to something other than a delete.
+    #[error("WTL does not know the subscriber (HTTP 404): {text}")]
+    NotFound { text: String },
+    /// WTL answered 429 and retrying did not help (or it asked for too long a wait).
+    #[error("WTL is rate limiting the connector (HTTP 429)")]
+    RateLimited { retry_after: Option<Duration> },
+    /// WTL answered 401/403: the connector's WTL credentials are wrong.
+    #[error("WTL authentication failed (HTTP {status}): check the WTL credentials (WTL_AUTH and its settings)")]
+    AuthFailed { status: u16 },
+    /// WTL answered 5xx, a failure body, an unreadable body, or an unexpected status.
+    #[error("WTL failed: {text}")]
+    Service {
+        status: Option<u16>,
+        text: String,
+        retry_after: Option<Duration>,
+    },
+    /// WTL could not be reached.
+    #[error("WTL could not be reached: {}: {detail}", kind.as_str())]
+    Unreachable { kind: NetFailure, detail: String },
+    /// The event's time budget (`WTL_TOTAL_TIMEOUT`) ran out.
+    #[error("WTL did not complete the call within WTL_TOTAL_TIMEOUT ({}s)", budget.as_secs_f64())]
+    DeadlineExceeded { budget: Duration },
+    /// The OAuth2 token endpoint could not be reached.
+    #[error("the WTL token endpoint could not be reached: {detail}")]
+    TokenEndpointUnreachable { detail: String },
+    /// The OAuth2 token endpoint answered, but not with a usable token.
+    #[error("the WTL token endpoint refused or gave no usable token: {detail}")]
+    TokenEndpointFailed { detail: String },
+}
+
+impl WtlError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rejected { .. } => "rejected",
+            Self::NotFound { .. } => "not_found",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::AuthFailed { .. } => "auth_failed",
+            Self::Service { .. } => "server_error",
+            Self::Unreachable { .. } => "unreachable",
+            Self::DeadlineExceeded { .. } => "deadline_exceeded",
+            Self::TokenEndpointUnreachable { .. } => "token_unreachable",
+            Self::TokenEndpointFailed { .. } => "token_failed",
+        }
+    }
+
+    /// The status WTL answered, when it answered.
+    pub fn wtl_status(&self) -> Option<u16> {
+        match self {
+            Self::Rejected { status, .. } | Self::AuthFailed { status } => Some(*status),
+            Self::NotFound { .. } => Some(404),
+            Self::RateLimited { .. } => Some(429),
+            Self::Service { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// Is this failure worth another attempt (connection errors, timeouts, 429, 502/503/504)?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Unreachable { .. } => true,
+            Self::Service { status, .. } => matches!(status, Some(502..=504)),
+            _ => false,
+        }
+    }
+
+    /// The wait WTL asked for with `Retry-After`, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } | Self::Service { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// Longest piece of WTL's answer quoted back in an error (NSPS stores every answer).
+const MAX_QUOTED: usize = 300;
+
+/// Classifies one answer from `POST /prov`.
+pub fn classify(action: Action, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<Done, WtlError> {
+    match status {
+        200..=299 => success_body(body),
+        409 if action == Action::Insert => Ok(Done::AlreadyApplied),
+        404 if action == Action::Delete => Ok(Done::AlreadyApplied),
+        404 => Err(WtlError::NotFound { text: error_text(body, status) }),
+        400 | 409 | 422 => Err(WtlError::Rejected {
+            status,
+            text: error_text(body, status),
+        }),
+        401 | 403 => Err(WtlError::AuthFailed { status }),
+        429 => Err(WtlError::RateLimited { retry_after }),
+        _ => Err(WtlError::Service {
+            status: Some(status),
+            text: format!("HTTP {status}: {}", error_text(body, status)),
+            retry_after: if matches!(status, 502..=504) { retry_after } else { None },
+        }),
+    }
+}
+
+/// A 2xx is a success unless its JSON says otherwise (`"result": false` or an `"error"` member).
+fn success_body(body: &[u8]) -> Result<Done, WtlError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Done::Applied);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| WtlError::Service {
+        status: None,
+        text: format!("WTL answered 2xx with a body that is not JSON: {}", quote(body)),
+        retry_after: None,
+    })?;
+    let failed = value.get("result") == Some(&serde_json::Value::Bool(false))
+        || value
+            .get("error")
+            .is_some_and(|e| !matches!(e, serde_json::Value::Null | serde_json::Value::Bool(false)) && e != "");
+    if failed {
+        return Err(WtlError::Service {
+            status: None,
+            text: format!("WTL reported a failure: {}", error_text(body, 200)),
+            retry_after: None,
+        });
+    }
+    Ok(Done::Applied)
+}
+
+/// WTL's own words for a failure: a JSON `error` / `message` / `detail` member, else the body text.
+pub fn error_text(body: &[u8], status: u16) -> String {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["error", "message", "detail", "description", "error_description"] {
+            match value.get(key) {
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => return clean(s),
+                Some(serde_json::Value::Object(o)) => {
+                    if let Some(serde_json::Value::String(s)) = o.get("message") {
+                        return clean(s);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let text = quote(body);
+    if text.is_empty() {
+        match http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
+            Some(reason) => reason.to_string(),
+            None => format!("HTTP {status}"),
+        }
+    } else {
+        text
+    }
+}
+
+fn quote(body: &[u8]) -> String {
+    clean(&String::from_utf8_lossy(body))
+}
+
+/// Trims, drops control characters and cuts to [`MAX_QUOTED`] characters.
+fn clean(text: &str) -> String {
+    let mut out: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_QUOTED)
+        .collect();
+    if text.trim().chars().count() > MAX_QUOTED {
+        out.push('…');
+    }
+    out
+}
+
+/// `Retry-After`: delta seconds or an HTTP date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(1e9)));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_2xx_is_success() {
+        assert_eq!(classify(Action::Update, 200, None, b""), Ok(Done::Applied));
+        assert_eq!(classify(Action::Update, 204, None, b""), Ok(Done::Applied));
+        assert_eq!(classify(Action::Update, 200, None, br#"{"result":true}"#), Ok(Done::Applied));
+        assert_eq!(classify(Action::Update, 201, None, br#"{"error":null}"#), Ok(Done::Applied));
+    }
+
+    #[test]
+    fn failure_bodies_in_a_2xx_are_service_errors() {
+        let e = classify(Action::Update, 200, None, br#"{"result":false,"error":"no such profile"}"#).expect_err("fails");
+        assert!(matches!(&e, WtlError::Service { text, .. } if text.contains("no such profile")), "{e:?}");
+        assert!(classify(Action::Update, 200, None, br#"{"error":"boom"}"#).is_err());
+        let e = classify(Action::Update, 200, None, b"<html>").expect_err("unreadable");
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn repeat_answers_count_as_success() {
+        assert_eq!(classify(Action::Insert, 409, None, b""), Ok(Done::AlreadyApplied));
+        assert_eq!(classify(Action::Delete, 404, None, b""), Ok(Done::AlreadyApplied));
+        assert!(matches!(classify(Action::Update, 404, None, b""), Err(WtlError::NotFound { .. })));
+        assert!(matches!(classify(Action::Update, 409, None, b""), Err(WtlError::Rejected { status: 409, .. })));
+    }
+
+    #[test]
+    fn statuses_map_to_their_kinds() {
+        let e = classify(Action::Update, 400, None, br#"{"error":"bad msisdn"}"#).expect_err("rejected");
+        assert_eq!(e, WtlError::Rejected { status: 400, text: "bad msisdn".into() });
+        assert!(matches!(classify(Action::Update, 422, None, b"nope"), Err(WtlError::Rejected { status: 422, .. })));
+        assert!(matches!(classify(Action::Update, 401, None, b""), Err(WtlError::AuthFailed { status: 401 })));
+        assert!(matches!(classify(Action::Update, 403, None, b""), Err(WtlError::AuthFailed { status: 403 })));
+        let e = classify(Action::Update, 429, Some(Duration::from_secs(2)), b"").expect_err("429");
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        for s in [502, 503, 504] {
+            assert!(classify(Action::Update, s, None, b"").expect_err("5xx").is_transient(), "{s}");
+        }
+        let e = classify(Action::Update, 500, None, b"").expect_err("500");
+        assert!(!e.is_transient());
+        assert!(matches!(e, WtlError::Service { status: Some(500), .. }));
+    }
+
+    #[test]
+    fn quoted_text_is_bounded_and_clean() {
+        let long = "x".repeat(1000);
+        let t = error_text(long.as_bytes(), 500);
+        assert!(t.chars().count() <= MAX_QUOTED + 1);
+        assert_eq!(error_text(b"line1\nline2", 400), "line1 line2");
+        assert_eq!(error_text(b"", 503), "Service Unavailable");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(120));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(120)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(120));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}
