@@ -40,6 +40,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    extra_routes: axum::Router<AppState>,
 }
 
 impl Application {
@@ -59,7 +60,11 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            extra_routes: axum::Router::new(),
+        })
     }
 
     /// Binds `0.0.0.0:$PORT`.
@@ -77,6 +82,12 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Serves `routes` beside the connector's own, inside the same middleware.
+    pub fn with_routes(mut self, routes: axum::Router<AppState>) -> Self {
+        self.extra_routes = routes;
+        self
     }
 
     /// Logs the effective configuration (secrets redacted) and any contradictions.
@@ -100,8 +111,12 @@ impl Application {
 
     /// Serves until `shutdown` completes, then drains.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let Self { listener, state } = self;
-        let service = TowerToHyperService::new(http::router(state.clone()));
+        let Self {
+            listener,
+            state,
+            extra_routes,
+        } = self;
+        let service = TowerToHyperService::new(http::router_with(state.clone(), extra_routes));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -143,7 +158,11 @@ impl Application {
         drop(listener);
         let limit = state.settings.shutdown_timeout;
         let in_flight = state.settings.max_in_flight - state.event_slots.available_permits();
-        tracing::info!(in_flight_events = in_flight, timeout_s = limit.as_secs_f64(), "shutdown begun: no new connections; draining");
+        tracing::info!(
+            in_flight_events = in_flight,
+            timeout_s = limit.as_secs_f64(),
+            "shutdown begun: no new connections; draining"
+        );
         match tokio::time::timeout(limit, graceful.shutdown()).await {
             Ok(()) => tracing::info!("drained: every in-flight request finished"),
             Err(_) => tracing::warn!(

@@ -110,7 +110,10 @@ async fn serve() -> u8 {
 
 async fn simulator() -> u8 {
     init_logs_from_env();
-    let port: u16 = std::env::var("SIMULATOR_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(9000);
+    let port: u16 = std::env::var("SIMULATOR_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(9000);
     let token = std::env::var("SIMULATOR_TOKEN").ok().filter(|t| !t.is_empty());
     let sim = match Simulator::bind(SocketAddr::from(([127, 0, 0, 1], port)), token).await {
         Ok(s) => s,
@@ -133,7 +136,10 @@ async fn simulator() -> u8 {
 
 /// GET /health over plain TCP: no shell tools, no TLS, no async runtime needed.
 fn healthcheck() -> ExitCode {
-    let port: u16 = std::env::var("PORT").ok().and_then(|p| p.trim().parse().ok()).unwrap_or(8000);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(8000);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let check = || -> std::io::Result<bool> {
         let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;

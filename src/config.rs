@@ -157,8 +157,7 @@ struct RawEnv {
 }
 
 /// Default event type → WTL action table.
-pub const DEFAULT_EVENT_ACTIONS: &str =
-    "SIM/Updated=update,SIM/Created=insert,SIM/Deleted=delete,SIM/Replaced=update";
+pub const DEFAULT_EVENT_ACTIONS: &str = "SIM/Updated=update,SIM/Created=insert,SIM/Deleted=delete,SIM/Replaced=update";
 
 impl Settings {
     /// Reads the process environment.
@@ -198,16 +197,11 @@ impl Settings {
         let imsi_filter = raw
             .wtl_imsi_regexp
             .map(|p| {
-                Regex::new(p.trim()).map_err(|e| {
-                    ConfigError::new("WTL_IMSI_REGEXP", format!("not a valid regular expression: {e}"))
-                })
+                Regex::new(p.trim())
+                    .map_err(|e| ConfigError::new("WTL_IMSI_REGEXP", format!("not a valid regular expression: {e}")))
             })
             .transpose()?;
-        let event_actions = parse_event_actions(
-            raw.wtl_event_actions
-                .as_deref()
-                .unwrap_or(DEFAULT_EVENT_ACTIONS),
-        )?;
+        let event_actions = parse_event_actions(raw.wtl_event_actions.as_deref().unwrap_or(DEFAULT_EVENT_ACTIONS))?;
 
         let attempt_timeout = parse_seconds("WTL_HTTP_REQUESTS_TIMEOUT", raw.wtl_http_requests_timeout, 30.0)?;
         let connect_timeout = parse_seconds("WTL_CONNECT_TIMEOUT", raw.wtl_connect_timeout, 5.0)?;
@@ -239,10 +233,16 @@ impl Settings {
             None => None,
             Some(text) => {
                 let value: f64 = text.trim().parse().map_err(|_| {
-                    ConfigError::new("WTL_RATE_LIMIT", format!("expected calls per second (a number), got {text:?}"))
+                    ConfigError::new(
+                        "WTL_RATE_LIMIT",
+                        format!("expected calls per second (a number), got {text:?}"),
+                    )
                 })?;
                 if !(value.is_finite() && value > 0.0) {
-                    return Err(ConfigError::new("WTL_RATE_LIMIT", "must be a number above 0 (leave it unset for no limit)"));
+                    return Err(ConfigError::new(
+                        "WTL_RATE_LIMIT",
+                        "must be a number above 0 (leave it unset for no limit)",
+                    ));
                 }
                 Some(value)
             }
@@ -278,9 +278,9 @@ impl Settings {
                 return Err(ConfigError::new("WTL_API_PASSWORD", "required when WTL_AUTH=basic"));
             }
             WtlAuthMode::OAuth2 => {
-                let token_url = raw.wtl_oauth_token_url.ok_or_else(|| {
-                    ConfigError::new("WTL_OAUTH_TOKEN_URL", "required when WTL_AUTH=oauth2")
-                })?;
+                let token_url = raw
+                    .wtl_oauth_token_url
+                    .ok_or_else(|| ConfigError::new("WTL_OAUTH_TOKEN_URL", "required when WTL_AUTH=oauth2"))?;
                 let token_url = parse_http_url("WTL_OAUTH_TOKEN_URL", &token_url)?;
                 let client_id = raw.wtl_oauth_client_id;
                 let client_secret = raw.wtl_oauth_client_secret.map(SecretString::from);
@@ -293,7 +293,11 @@ impl Settings {
                 }
                 if username.is_some() != password.is_some() {
                     return Err(ConfigError::new(
-                        if username.is_some() { "WTL_API_PASSWORD" } else { "WTL_API_USERNAME" },
+                        if username.is_some() {
+                            "WTL_API_PASSWORD"
+                        } else {
+                            "WTL_API_USERNAME"
+                        },
                         "the password grant needs both WTL_API_USERNAME and WTL_API_PASSWORD",
                     ));
                 }
@@ -313,7 +317,10 @@ impl Settings {
             _ => None,
         };
         if auth != WtlAuthMode::Bearer && auth != WtlAuthMode::OAuth2 && api_token.is_some() {
-            warnings.push(format!("WTL_API_TOKEN is set but WTL_AUTH={}: the token is not sent", auth.as_str()));
+            warnings.push(format!(
+                "WTL_API_TOKEN is set but WTL_AUTH={}: the token is not sent",
+                auth.as_str()
+            ));
         }
         if auth == WtlAuthMode::None && (username.is_some() || password.is_some()) {
             warnings.push("WTL_API_USERNAME/WTL_API_PASSWORD are set but WTL_AUTH=none: they are not sent".to_string());
@@ -334,7 +341,10 @@ impl Settings {
                     ));
                 }
                 if RESERVED_PATHS.contains(&p.as_str()) {
-                    return Err(ConfigError::new("EVENTS_PATH", format!("{p} is already a path of the connector")));
+                    return Err(ConfigError::new(
+                        "EVENTS_PATH",
+                        format!("{p} is already a path of the connector"),
+                    ));
                 }
                 Some(p)
             }
@@ -370,7 +380,12 @@ impl Settings {
             None => LogFormat::Json,
             Some(f) if f == "json" => LogFormat::Json,
             Some(f) if f == "text" => LogFormat::Text,
-            Some(f) => return Err(ConfigError::new("LOG_FORMAT", format!("expected json or text, got {f:?}"))),
+            Some(f) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("expected json or text, got {f:?}"),
+                ));
+            }
         };
         let rust_log = raw.rust_log;
         if let Some(filter) = &rust_log {
@@ -459,7 +474,9 @@ impl Settings {
         let oauth = self.wtl.oauth.as_ref();
         m.insert(
             "WTL_OAUTH_TOKEN_URL",
-            oauth.map(|o| redact_url(&o.token_url)).unwrap_or_else(|| "unset".into()),
+            oauth
+                .map(|o| redact_url(&o.token_url))
+                .unwrap_or_else(|| "unset".into()),
         );
         m.insert("WTL_OAUTH_CLIENT_ID", opt(&oauth.and_then(|o| o.client_id.clone())));
         m.insert(
@@ -475,13 +492,26 @@ impl Settings {
         m.insert("WTL_RETRY_AFTER_MAX", secs(self.wtl.retry_after_max));
         m.insert(
             "WTL_RATE_LIMIT",
-            self.wtl.rate_limit.map(|r| r.to_string()).unwrap_or_else(|| "unlimited".into()),
+            self.wtl
+                .rate_limit
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
         );
-        m.insert("WTL_DEFAULT_CS_PROFILE", self.rules.default_cs_profile.as_str().to_string());
-        m.insert("WTL_DEFAULT_EPS_PROFILE", self.rules.default_eps_profile.as_str().to_string());
+        m.insert(
+            "WTL_DEFAULT_CS_PROFILE",
+            self.rules.default_cs_profile.as_str().to_string(),
+        );
+        m.insert(
+            "WTL_DEFAULT_EPS_PROFILE",
+            self.rules.default_eps_profile.as_str().to_string(),
+        );
         m.insert(
             "WTL_IMSI_REGEXP",
-            self.rules.imsi_filter.as_ref().map(|r| r.as_str().to_string()).unwrap_or_else(|| "unset".into()),
+            self.rules
+                .imsi_filter
+                .as_ref()
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_else(|| "unset".into()),
         );
         m.insert("WTL_EVENT_ACTIONS", self.rules.event_actions_text());
         m
@@ -553,8 +583,14 @@ fn parse_tokens(value: Option<String>) -> Result<Vec<SecretString>, ConfigError>
     if tokens.is_empty() {
         return Err(ConfigError::new("API_TOKEN", "holds no token"));
     }
-    if tokens.iter().any(|t| t.expose_secret().chars().any(|c| c.is_whitespace() || c.is_control())) {
-        return Err(ConfigError::new("API_TOKEN", "a token contains white space or control characters"));
+    if tokens
+        .iter()
+        .any(|t| t.expose_secret().chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(ConfigError::new(
+            "API_TOKEN",
+            "a token contains white space or control characters",
+        ));
     }
     Ok(tokens)
 }
@@ -567,9 +603,7 @@ fn parse_base_url(value: Option<String>) -> Result<String, ConfigError> {
 
 fn parse_http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
     let value = value.trim();
-    let parsed: http::Uri = value
-        .parse()
-        .map_err(|_| ConfigError::new(var, "not a valid URL"))?;
+    let parsed: http::Uri = value.parse().map_err(|_| ConfigError::new(var, "not a valid URL"))?;
     match parsed.scheme_str() {
         Some("http") | Some("https") => {}
         _ => return Err(ConfigError::new(var, "must start with http:// or https://")),
@@ -606,8 +640,12 @@ fn redact_url(url: &str) -> String {
 
 fn parse_profile(var: &'static str, value: Option<String>) -> Result<Profile, ConfigError> {
     let value = value.unwrap_or_else(|| "default".to_string());
-    Profile::parse(value.trim())
-        .ok_or_else(|| ConfigError::new(var, format!("{value:?} is not a valid profile name (a letter, then letters, digits, '-', '_' or '.')")))
+    Profile::parse(value.trim()).ok_or_else(|| {
+        ConfigError::new(
+            var,
+            format!("{value:?} is not a valid profile name (a letter, then letters, digits, '-', '_' or '.')"),
+        )
+    })
 }
 
 fn parse_seconds(var: &'static str, value: Option<String>, default: f64) -> Result<Duration, ConfigError> {
@@ -626,7 +664,7 @@ fn parse_seconds_allow_zero(var: &'static str, value: Option<String>, default: f
             .parse::<f64>()
             .map_err(|_| ConfigError::new(var, format!("expected a number of seconds, got {text:?}")))?,
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+    if !(0.0..=86_400.0).contains(&secs) {
         return Err(ConfigError::new(var, "must be between 0 and 86400 seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -670,7 +708,10 @@ pub fn parse_event_actions(text: &str) -> Result<BTreeMap<String, Action>, Confi
         })?;
         let event_type = event_type.trim();
         if event_type.is_empty() {
-            return Err(ConfigError::new("WTL_EVENT_ACTIONS", format!("{item:?} names no event type")));
+            return Err(ConfigError::new(
+                "WTL_EVENT_ACTIONS",
+                format!("{item:?} names no event type"),
+            ));
         }
         let action = Action::parse(action.trim()).ok_or_else(|| {
             ConfigError::new(
@@ -682,7 +723,10 @@ pub fn parse_event_actions(text: &str) -> Result<BTreeMap<String, Action>, Confi
             )
         })?;
         if map.insert(event_type.to_string(), action).is_some() {
-            return Err(ConfigError::new("WTL_EVENT_ACTIONS", format!("{event_type} is listed twice")));
+            return Err(ConfigError::new(
+                "WTL_EVENT_ACTIONS",
+                format!("{event_type} is listed twice"),
+            ));
         }
     }
     Ok(map)

@@ -16,7 +16,13 @@ pub const SAMPLE_UPDATED: &str = r#"{"event_id":"demo-2","data":{"event_type":"S
 pub fn demo_settings(simulator: SocketAddr, token: &str) -> Result<Settings, crate::config::ConfigError> {
     let mut vars: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| KNOWN_VARS.contains(&k.as_str()))
-        .filter(|(k, _)| !k.starts_with("WTL_") || k == "WTL_DEFAULT_CS_PROFILE" || k == "WTL_DEFAULT_EPS_PROFILE" || k == "WTL_EVENT_ACTIONS" || k == "WTL_IMSI_REGEXP")
+        .filter(|(k, _)| {
+            !k.starts_with("WTL_")
+                || k == "WTL_DEFAULT_CS_PROFILE"
+                || k == "WTL_DEFAULT_EPS_PROFILE"
+                || k == "WTL_EVENT_ACTIONS"
+                || k == "WTL_IMSI_REGEXP"
+        })
         .filter(|(k, _)| k != "API_TOKEN")
         .collect();
     vars.push(("API_TOKEN".into(), token.into()));
@@ -27,7 +33,10 @@ pub fn demo_settings(simulator: SocketAddr, token: &str) -> Result<Settings, cra
 
 /// Runs the demo until SIGTERM/SIGINT. Returns a process exit code.
 pub async fn run() -> u8 {
-    let sim_port: u16 = std::env::var("SIMULATOR_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let sim_port: u16 = std::env::var("SIMULATOR_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     let simulator = match Simulator::bind(SocketAddr::from(([127, 0, 0, 1], sim_port)), None).await {
         Ok(s) => s,
         Err(e) => {

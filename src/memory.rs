@@ -311,7 +311,9 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
         version = 2,
         "[year]-[month]-[day][first [T] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
     );
-    time::PrimitiveDateTime::parse(text, &format).ok().map(|t| t.assume_utc())
+    time::PrimitiveDateTime::parse(text, &format)
+        .ok()
+        .map(|t| t.assume_utc())
 }
 
 #[cfg(test)]
@@ -395,10 +397,23 @@ mod tests {
     #[tokio::test]
     async fn an_older_event_for_the_same_imsi_is_stale() {
         let m = Memory::new(Duration::from_secs(600), 100, true);
-        assert_eq!(run(&m, &event("new", Some("2025-03-12T17:00:00+00:00")), true).await, "ran");
-        assert_eq!(run(&m, &event("old", Some("2025-03-12T16:00:00Z")), true).await, "stale");
-        assert_eq!(run(&m, &event("same-time", Some("2025-03-12T17:00:00Z")), true).await, "ran");
-        assert_eq!(run(&m, &event("no-time", None), true).await, "ran", "events without timestamps apply");
+        assert_eq!(
+            run(&m, &event("new", Some("2025-03-12T17:00:00+00:00")), true).await,
+            "ran"
+        );
+        assert_eq!(
+            run(&m, &event("old", Some("2025-03-12T16:00:00Z")), true).await,
+            "stale"
+        );
+        assert_eq!(
+            run(&m, &event("same-time", Some("2025-03-12T17:00:00Z")), true).await,
+            "ran"
+        );
+        assert_eq!(
+            run(&m, &event("no-time", None), true).await,
+            "ran",
+            "events without timestamps apply"
+        );
     }
 
     #[tokio::test]
@@ -422,7 +437,10 @@ mod tests {
         });
         tokio::task::yield_now().await;
         first.succeeded();
-        assert!(second.await.expect("task"), "the second delivery is answered as a duplicate");
+        assert!(
+            second.await.expect("task"),
+            "the second delivery is answered as a duplicate"
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 #[derive(Debug, Default)]
 struct Histogram {
@@ -39,7 +41,11 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -116,11 +122,19 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP nsps_events_total Events answered, by event type and outcome.\n# TYPE nsps_events_total counter\n");
+        out.push_str(
+            "# HELP nsps_events_total Events answered, by event type and outcome.\n# TYPE nsps_events_total counter\n",
+        );
         for ((t, o), n) in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "nsps_events_total{{event_type=\"{}\",outcome=\"{o}\"}} {n}", escape(t));
+            let _ = writeln!(
+                out,
+                "nsps_events_total{{event_type=\"{}\",outcome=\"{o}\"}} {n}",
+                escape(t)
+            );
         }
-        out.push_str("# HELP wtl_calls_total WTL call attempts, by action and result.\n# TYPE wtl_calls_total counter\n");
+        out.push_str(
+            "# HELP wtl_calls_total WTL call attempts, by action and result.\n# TYPE wtl_calls_total counter\n",
+        );
         for ((a, r), n) in self.wtl_calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "wtl_calls_total{{action=\"{a}\",result=\"{r}\"}} {n}");
         }
@@ -133,10 +147,26 @@ impl Metrics {
         self.event_latency
             .render(&mut out, "nsps_event_duration_seconds", "Time to answer one event.");
         let counters = [
-            ("wtl_token_requests_total", "Requests to the OAuth2 token endpoint.", self.token_requests.load(Ordering::Relaxed)),
-            ("nsps_dedup_hits_total", "Deliveries answered from the duplicate-event memory.", self.dedup_hits.load(Ordering::Relaxed)),
-            ("nsps_stale_events_total", "Events ignored because a newer one was applied for the IMSI.", self.stale_hits.load(Ordering::Relaxed)),
-            ("nsps_shed_total", "Events refused with 503 because MAX_IN_FLIGHT was reached.", self.shed.load(Ordering::Relaxed)),
+            (
+                "wtl_token_requests_total",
+                "Requests to the OAuth2 token endpoint.",
+                self.token_requests.load(Ordering::Relaxed),
+            ),
+            (
+                "nsps_dedup_hits_total",
+                "Deliveries answered from the duplicate-event memory.",
+                self.dedup_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "nsps_stale_events_total",
+                "Events ignored because a newer one was applied for the IMSI.",
+                self.stale_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "nsps_shed_total",
+                "Events refused with 503 because MAX_IN_FLIGHT was reached.",
+                self.shed.load(Ordering::Relaxed),
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

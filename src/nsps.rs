@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// One NSPS event delivery.
 #[derive(Debug, Deserialize)]
@@ -97,7 +97,10 @@ impl BillStatus {
             Self::Suspended
         } else if t.eq_ignore_ascii_case("inactive") || t.eq_ignore_ascii_case("I") {
             Self::Inactive
-        } else if t.eq_ignore_ascii_case("terminated") || t.eq_ignore_ascii_case("closed") || t.eq_ignore_ascii_case("C") {
+        } else if t.eq_ignore_ascii_case("terminated")
+            || t.eq_ignore_ascii_case("closed")
+            || t.eq_ignore_ascii_case("C")
+        {
             Self::Terminated
         } else {
             Self::Other(t.to_string())
@@ -241,8 +244,15 @@ fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> FieldProblem 
     };
     let path = if path == "." { String::new() } else { path };
     // A missing field is reported at its parent; name the field itself.
-    if let Some(name) = message.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
-        let field = if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+    if let Some(name) = message
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        let field = if path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{path}.{name}")
+        };
         return FieldProblem::new(field, "required field is missing");
     }
     match inner.classify() {
@@ -302,7 +312,10 @@ mod tests {
         assert_eq!(p.field, "(body)");
         assert!(p.message.starts_with("malformed JSON"));
         assert_eq!(problem("[]").field, "(body)");
-        assert_eq!(problem(r#"{"event_id":"1","data":{"event_type":"x"}} trailing"#).field, "(body)");
+        assert_eq!(
+            problem(r#"{"event_id":"1","data":{"event_type":"x"}} trailing"#).field,
+            "(body)"
+        );
     }
 
     #[test]
@@ -335,6 +348,9 @@ mod tests {
 
     #[test]
     fn empty_event_id_is_refused() {
-        assert_eq!(problem(r#"{"event_id":" ","data":{"event_type":"x"}}"#).field, "event_id");
+        assert_eq!(
+            problem(r#"{"event_id":" ","data":{"event_type":"x"}}"#).field,
+            "event_id"
+        );
     }
 }

@@ -192,7 +192,10 @@ pub fn plan(event: &Event, rules: &PlanRules) -> Result<Plan, FieldProblem> {
     let empty = PbData::default();
     let pb = event.pb_data.as_ref().unwrap_or(&empty);
 
-    let new_imsi = parse_imsi(pb.sim_info.as_ref().and_then(|s| s.imsi.as_deref()), "pb_data.sim_info.imsi")?;
+    let new_imsi = parse_imsi(
+        pb.sim_info.as_ref().and_then(|s| s.imsi.as_deref()),
+        "pb_data.sim_info.imsi",
+    )?;
     let mut calls = Vec::with_capacity(2);
     let mut filtered = Vec::new();
 
@@ -280,7 +283,12 @@ fn msisdn_for(account: &AccountInfo, pb: &PbData) -> Result<String, FieldProblem
         .as_deref()
         .map(|id| id.trim().strip_suffix("@msisdn").unwrap_or(id.trim()))
         .and_then(valid_msisdn);
-    let from_sim = || pb.sim_info.as_ref().and_then(|s| s.msisdn.as_deref()).and_then(valid_msisdn);
+    let from_sim = || {
+        pb.sim_info
+            .as_ref()
+            .and_then(|s| s.msisdn.as_deref())
+            .and_then(valid_msisdn)
+    };
     from_account.or_else(from_sim).ok_or_else(|| {
         FieldProblem::new(
             "pb_data.account_info.id",
@@ -381,7 +389,10 @@ mod tests {
 
     #[test]
     fn open_unblocked_account_is_granted_with_its_number() {
-        let e = event("SIM/Updated", serde_json::json!({"account_info": open_account(), "sim_info": sim(IMSI)}));
+        let e = event(
+            "SIM/Updated",
+            serde_json::json!({"account_info": open_account(), "sim_info": sim(IMSI)}),
+        );
         let c = calls(plan(&e, &rules()).expect("plan"));
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].action, Action::Update);
@@ -395,7 +406,16 @@ mod tests {
     fn blocked_open_account_is_barred_but_keeps_its_number() {
         let mut acc = open_account();
         acc["blocked"] = serde_json::json!(true);
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        let s = only_state(
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.status, SubscriberStatus::OperatorDeterminedBarring);
         assert_eq!(s.msisdn, vec!["79123456789"]);
     }
@@ -405,7 +425,16 @@ mod tests {
         for status in ["suspended", "inactive", "terminated", "S", "I", "C", "something-new"] {
             let mut acc = open_account();
             acc["bill_status"] = serde_json::json!(status);
-            let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)})), &rules()).expect("plan"));
+            let s = only_state(
+                plan(
+                    &event(
+                        "SIM/Updated",
+                        serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)}),
+                    ),
+                    &rules(),
+                )
+                .expect("plan"),
+            );
             assert_eq!(s.status, SubscriberStatus::OperatorDeterminedBarring, "{status}");
             assert!(s.msisdn.is_empty(), "{status}");
         }
@@ -413,7 +442,13 @@ mod tests {
 
     #[test]
     fn no_account_means_barred_without_number() {
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        let s = only_state(
+            plan(
+                &event("SIM/Updated", serde_json::json!({"sim_info": sim(IMSI)})),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.status, SubscriberStatus::OperatorDeterminedBarring);
         assert!(s.msisdn.is_empty());
     }
@@ -421,8 +456,14 @@ mod tests {
     #[test]
     fn account_without_bill_status_is_barred() {
         let s = only_state(
-            plan(&event("SIM/Updated", serde_json::json!({"account_info": {"blocked": false}, "sim_info": sim(IMSI)})), &rules())
-                .expect("plan"),
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"account_info": {"blocked": false}, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
         );
         assert_eq!(s.status, SubscriberStatus::OperatorDeterminedBarring);
     }
@@ -430,7 +471,16 @@ mod tests {
     #[test]
     fn raw_open_code_and_n_flag_grant_service() {
         let acc = serde_json::json!({"bill_status": "O", "blocked": "N", "id": "79123456789@msisdn"});
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        let s = only_state(
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.status, SubscriberStatus::ServiceGranted);
     }
 
@@ -438,23 +488,56 @@ mod tests {
     fn msisdn_drops_plus_and_falls_back_to_the_sim() {
         let mut acc = open_account();
         acc["id"] = serde_json::json!("+79123456789@msisdn");
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        let s = only_state(
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.msisdn, vec!["79123456789"]);
 
         acc["id"] = serde_json::json!("john.doe@example");
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        let s = only_state(
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.msisdn, vec!["79000000001"], "falls back to sim_info.msisdn");
 
         acc["id"] = serde_json::json!("1234567890123456@msisdn");
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        let s = only_state(
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"account_info": acc, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.msisdn, vec!["79000000001"], "16 digits is too long");
     }
 
     #[test]
     fn open_account_without_any_valid_msisdn_is_a_field_error() {
         let acc = serde_json::json!({"bill_status": "open", "id": "not-a-number"});
-        let p = plan(&event("SIM/Updated", serde_json::json!({"account_info": acc, "sim_info": {"imsi": IMSI}})), &rules())
-            .expect_err("422");
+        let p = plan(
+            &event(
+                "SIM/Updated",
+                serde_json::json!({"account_info": acc, "sim_info": {"imsi": IMSI}}),
+            ),
+            &rules(),
+        )
+        .expect_err("422");
         assert_eq!(p.field, "pb_data.account_info.id");
     }
 
@@ -466,8 +549,14 @@ mod tests {
             {"name": "cs_profile", "value": "ignored-second"},
             {"name": "eps_profile", "value": "eps.1"}]});
         let s = only_state(
-            plan(&event("SIM/Updated", serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)})), &rules())
-                .expect("plan"),
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
         );
         assert_eq!(s.cs_profile.as_str(), "cs-a");
         assert_eq!(s.eps_profile.as_str(), "eps.1");
@@ -479,8 +568,14 @@ mod tests {
             {"attributes": [{"name": "eps_profile", "value": "eps-first"}]},
             {"attributes": [{"name": "cs_profile", "value": "cs-second"}, {"name": "eps_profile", "value": "eps-second"}]}]);
         let s = only_state(
-            plan(&event("SIM/Updated", serde_json::json!({"access_policy_info": policies, "sim_info": sim(IMSI)})), &rules())
-                .expect("plan"),
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"access_policy_info": policies, "sim_info": sim(IMSI)}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
         );
         assert_eq!(s.cs_profile.as_str(), "cs-second");
         assert_eq!(s.eps_profile.as_str(), "eps-first");
@@ -491,28 +586,59 @@ mod tests {
         let mut r = rules();
         r.default_cs_profile = Profile::parse("cs-def").expect("valid");
         let policy = serde_json::json!({"attributes": [{"name": "cs_profile", "value": ""}, {"name": "eps_profile", "value": null}]});
-        let s = only_state(plan(&event("SIM/Updated", serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)})), &r).expect("plan"));
+        let s = only_state(
+            plan(
+                &event(
+                    "SIM/Updated",
+                    serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)}),
+                ),
+                &r,
+            )
+            .expect("plan"),
+        );
         assert_eq!(s.cs_profile.as_str(), "cs-def");
         assert_eq!(s.eps_profile.as_str(), "default");
     }
 
     #[test]
     fn invalid_profile_is_a_field_error_with_its_path() {
-        let policy = serde_json::json!([{"attributes": [{"name": "x"}, {"name": "cs_profile", "value": "1bad profile"}]}]);
-        let p = plan(&event("SIM/Updated", serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)})), &rules())
-            .expect_err("422");
+        let policy =
+            serde_json::json!([{"attributes": [{"name": "x"}, {"name": "cs_profile", "value": "1bad profile"}]}]);
+        let p = plan(
+            &event(
+                "SIM/Updated",
+                serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)}),
+            ),
+            &rules(),
+        )
+        .expect_err("422");
         assert_eq!(p.field, "pb_data.access_policy_info[0].attributes[1].value");
         let policy = serde_json::json!({"attributes": [{"name": "eps_profile", "value": 7}]});
-        let p = plan(&event("SIM/Updated", serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)})), &rules())
-            .expect_err("422");
+        let p = plan(
+            &event(
+                "SIM/Updated",
+                serde_json::json!({"access_policy_info": policy, "sim_info": sim(IMSI)}),
+            ),
+            &rules(),
+        )
+        .expect_err("422");
         assert_eq!(p.field, "pb_data.access_policy_info.attributes[0].value");
     }
 
     #[test]
     fn missing_or_empty_imsi_is_skipped() {
-        assert_eq!(skip(plan(&event("SIM/Updated", serde_json::json!({})), &rules()).expect("plan")), "IMSI is empty or not provided");
         assert_eq!(
-            skip(plan(&event("SIM/Updated", serde_json::json!({"sim_info": {"imsi": ""}})), &rules()).expect("plan")),
+            skip(plan(&event("SIM/Updated", serde_json::json!({})), &rules()).expect("plan")),
+            "IMSI is empty or not provided"
+        );
+        assert_eq!(
+            skip(
+                plan(
+                    &event("SIM/Updated", serde_json::json!({"sim_info": {"imsi": ""}})),
+                    &rules()
+                )
+                .expect("plan")
+            ),
             "IMSI is empty or not provided"
         );
     }
@@ -520,7 +646,11 @@ mod tests {
     #[test]
     fn malformed_imsi_is_a_field_error() {
         for bad in ["00101000002034", "0010100000203490", "00101000002034x"] {
-            let p = plan(&event("SIM/Updated", serde_json::json!({"sim_info": {"imsi": bad}})), &rules()).expect_err("422");
+            let p = plan(
+                &event("SIM/Updated", serde_json::json!({"sim_info": {"imsi": bad}})),
+                &rules(),
+            )
+            .expect_err("422");
             assert_eq!(p.field, "pb_data.sim_info.imsi");
         }
     }
@@ -529,7 +659,10 @@ mod tests {
     fn imsi_filter_uses_search_semantics() {
         let mut r = rules();
         r.imsi_filter = Some(Regex::new("0000203").expect("valid"));
-        assert!(matches!(plan(&event("SIM/Updated", serde_json::json!({"sim_info": sim(IMSI)})), &r).expect("plan"), Plan::Calls(_)));
+        assert!(matches!(
+            plan(&event("SIM/Updated", serde_json::json!({"sim_info": sim(IMSI)})), &r).expect("plan"),
+            Plan::Calls(_)
+        ));
         r.imsi_filter = Some(Regex::new("^99").expect("valid"));
         assert_eq!(
             skip(plan(&event("SIM/Updated", serde_json::json!({"sim_info": sim(IMSI)})), &r).expect("plan")),
@@ -540,7 +673,13 @@ mod tests {
     #[test]
     fn unknown_event_type_is_skipped() {
         assert_eq!(
-            skip(plan(&event("Account/Unblocked", serde_json::json!({"sim_info": sim(IMSI)})), &rules()).expect("plan")),
+            skip(
+                plan(
+                    &event("Account/Unblocked", serde_json::json!({"sim_info": sim(IMSI)})),
+                    &rules()
+                )
+                .expect("plan")
+            ),
             "No defined action for event type: Account/Unblocked"
         );
     }
@@ -549,7 +688,13 @@ mod tests {
     fn event_actions_override_the_defaults() {
         let mut r = rules();
         r.event_actions = parse_event_actions("Account/Blocked=update,SIM/Updated=modify").expect("valid");
-        let c = calls(plan(&event("Account/Blocked", serde_json::json!({"sim_info": sim(IMSI)})), &r).expect("plan"));
+        let c = calls(
+            plan(
+                &event("Account/Blocked", serde_json::json!({"sim_info": sim(IMSI)})),
+                &r,
+            )
+            .expect("plan"),
+        );
         assert_eq!(c[0].action, Action::Update);
         let c = calls(plan(&event("SIM/Updated", serde_json::json!({"sim_info": sim(IMSI)})), &r).expect("plan"));
         assert_eq!(c[0].action, Action::Modify);
@@ -561,7 +706,13 @@ mod tests {
 
     #[test]
     fn sim_created_inserts_a_barred_subscriber_without_number() {
-        let c = calls(plan(&event("SIM/Created", serde_json::json!({"sim_info": {"imsi": IMSI}})), &rules()).expect("plan"));
+        let c = calls(
+            plan(
+                &event("SIM/Created", serde_json::json!({"sim_info": {"imsi": IMSI}})),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(c[0].action, Action::Insert);
         let s = c[0].state.clone().expect("state");
         assert_eq!(s.status, SubscriberStatus::OperatorDeterminedBarring);
@@ -572,8 +723,24 @@ mod tests {
     fn sim_deleted_carries_only_the_imsi_and_ignores_account_rules() {
         // An open account without a valid number would be a 422 for an update; a delete does not care.
         let acc = serde_json::json!({"bill_status": "open", "id": "nope"});
-        let c = calls(plan(&event("SIM/Deleted", serde_json::json!({"account_info": acc, "sim_info": {"imsi": IMSI}})), &rules()).expect("plan"));
-        assert_eq!(c, vec![WtlCall { action: Action::Delete, imsi: Imsi::parse(IMSI).expect("valid"), state: None }]);
+        let c = calls(
+            plan(
+                &event(
+                    "SIM/Deleted",
+                    serde_json::json!({"account_info": acc, "sim_info": {"imsi": IMSI}}),
+                ),
+                &rules(),
+            )
+            .expect("plan"),
+        );
+        assert_eq!(
+            c,
+            vec![WtlCall {
+                action: Action::Delete,
+                imsi: Imsi::parse(IMSI).expect("valid"),
+                state: None
+            }]
+        );
     }
 
     #[test]
@@ -587,7 +754,11 @@ mod tests {
         let release = c[0].state.clone().expect("state");
         assert_eq!(release.status, SubscriberStatus::OperatorDeterminedBarring);
         assert!(release.msisdn.is_empty());
-        assert_eq!(release.cs_profile.as_str(), "default", "the old SIM goes back to the default profiles");
+        assert_eq!(
+            release.cs_profile.as_str(),
+            "default",
+            "the old SIM goes back to the default profiles"
+        );
         assert_eq!(c[1].imsi.as_str(), "001010000020351");
         let new = c[1].state.clone().expect("state");
         assert_eq!(new.status, SubscriberStatus::ServiceGranted);
@@ -597,15 +768,33 @@ mod tests {
     #[test]
     fn sim_replaced_with_same_imsi_only_provisions_once() {
         let pb = serde_json::json!({"sim_info": sim(IMSI), "prev_sim_info": {"imsi": IMSI}});
-        assert_eq!(calls(plan(&event("SIM/Replaced", pb), &rules()).expect("plan")).len(), 1);
+        assert_eq!(
+            calls(plan(&event("SIM/Replaced", pb), &rules()).expect("plan")).len(),
+            1
+        );
     }
 
     #[test]
     fn sim_replaced_with_only_one_side_makes_one_call() {
-        let c = calls(plan(&event("SIM/Replaced", serde_json::json!({"prev_sim_info": {"imsi": IMSI}})), &rules()).expect("plan"));
+        let c = calls(
+            plan(
+                &event("SIM/Replaced", serde_json::json!({"prev_sim_info": {"imsi": IMSI}})),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0].state.as_ref().map(|s| s.status), Some(SubscriberStatus::OperatorDeterminedBarring));
-        let c = calls(plan(&event("SIM/Replaced", serde_json::json!({"sim_info": sim(IMSI)})), &rules()).expect("plan"));
+        assert_eq!(
+            c[0].state.as_ref().map(|s| s.status),
+            Some(SubscriberStatus::OperatorDeterminedBarring)
+        );
+        let c = calls(
+            plan(
+                &event("SIM/Replaced", serde_json::json!({"sim_info": sim(IMSI)})),
+                &rules(),
+            )
+            .expect("plan"),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(
             skip(plan(&event("SIM/Replaced", serde_json::json!({})), &rules()).expect("plan")),
@@ -631,7 +820,10 @@ mod tests {
     #[test]
     fn sim_replaced_with_malformed_previous_imsi_is_a_field_error() {
         let pb = serde_json::json!({"sim_info": sim(IMSI), "prev_sim_info": {"imsi": "123"}});
-        assert_eq!(plan(&event("SIM/Replaced", pb), &rules()).expect_err("422").field, "pb_data.prev_sim_info.imsi");
+        assert_eq!(
+            plan(&event("SIM/Replaced", pb), &rules()).expect_err("422").field,
+            "pb_data.prev_sim_info.imsi"
+        );
     }
 
     #[test]

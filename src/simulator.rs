@@ -85,12 +85,18 @@ impl Simulator {
         SimulatorHandle(self.state.hlr.clone())
     }
 
-    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let app = Router::new()
             .route("/prov", post(prov))
             .route("/subscribers", get(list).delete(reset))
             .route("/subscribers/{imsi}", get(one))
-            .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/health",
+                get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            )
             .with_state(self.state);
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
     }
@@ -102,7 +108,12 @@ pub struct SimulatorHandle(Arc<Mutex<Hlr>>);
 
 impl SimulatorHandle {
     pub fn get(&self, imsi: &str) -> Option<Subscriber> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).subscribers.get(imsi).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .subscribers
+            .get(imsi)
+            .cloned()
     }
 
     pub fn calls(&self) -> u64 {
@@ -118,33 +129,33 @@ impl SimulatorHandle {
     }
 }
 
-fn text(v: &Option<serde_json::Value>, field: &str) -> Result<Option<String>, Response> {
+fn text(v: &Option<serde_json::Value>, field: &str) -> Result<Option<String>, String> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(fail(StatusCode::BAD_REQUEST, format!("{field} must be a string"))),
+        Some(_) => Err(format!("{field} must be a string")),
     }
 }
 
-fn msisdn_list(v: &Option<serde_json::Value>) -> Result<Option<Vec<String>>, Response> {
+fn msisdn_list(v: &Option<serde_json::Value>) -> Result<Option<Vec<String>>, String> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Array(items)) => items
             .iter()
             .map(|i| match i {
                 serde_json::Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Ok(s.clone()),
-                _ => Err(fail(StatusCode::BAD_REQUEST, "msisdn must be a list of digit strings")),
+                _ => Err("msisdn must be a list of digit strings".to_string()),
             })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
-        Some(_) => Err(fail(StatusCode::BAD_REQUEST, "msisdn must be a list")),
+        Some(_) => Err("msisdn must be a list".to_string()),
     }
 }
 
-fn status_value(v: Option<String>) -> Result<Option<String>, Response> {
+fn status_value(v: Option<String>) -> Result<Option<String>, String> {
     match v.as_deref() {
         None | Some("serviceGranted") | Some("operatorDeterminedBarring") => Ok(v),
-        Some(other) => Err(fail(StatusCode::BAD_REQUEST, format!("unknown subscriber_status {other:?}"))),
+        Some(other) => Err(format!("unknown subscriber_status {other:?}")),
     }
 }
 
@@ -164,7 +175,7 @@ async fn prov(State(state): State<SimState>, headers: HeaderMap, body: axum::bod
         _ => return fail(StatusCode::BAD_REQUEST, "imsi must be a string of 15 digits"),
     };
     let parsed = (|| {
-        Ok::<_, Response>((
+        Ok::<_, String>((
             status_value(text(&req.subscriber_status, "subscriber_status")?)?,
             text(&req.cs_profile, "cs_profile")?,
             text(&req.eps_profile, "eps_profile")?,
@@ -173,7 +184,7 @@ async fn prov(State(state): State<SimState>, headers: HeaderMap, body: axum::bod
     })();
     let (status, cs, eps, msisdn) = match parsed {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(problem) => return fail(StatusCode::BAD_REQUEST, problem),
     };
     let action = req.action.unwrap_or_default();
     let mut hlr = state.hlr.lock().unwrap_or_else(|e| e.into_inner());
@@ -187,10 +198,7 @@ async fn prov(State(state): State<SimState>, headers: HeaderMap, body: axum::bod
             eps_profile: e.clone(),
             msisdn: m.clone(),
         }),
-        _ => Err(fail(
-            StatusCode::BAD_REQUEST,
-            "subscriber_status, cs_profile, eps_profile and msisdn are required",
-        )),
+        _ => Err("subscriber_status, cs_profile, eps_profile and msisdn are required"),
     };
     match action.as_str() {
         "insert" if exists => return fail(StatusCode::CONFLICT, format!("subscriber {imsi} already exists")),
@@ -198,7 +206,7 @@ async fn prov(State(state): State<SimState>, headers: HeaderMap, body: axum::bod
             Ok(sub) => {
                 hlr.subscribers.insert(imsi.clone(), sub);
             }
-            Err(resp) => return resp,
+            Err(problem) => return fail(StatusCode::BAD_REQUEST, problem),
         },
         "delete" if exists => {
             hlr.subscribers.remove(&imsi);
@@ -234,13 +242,19 @@ async fn prov(State(state): State<SimState>, headers: HeaderMap, body: axum::bod
         }
         other => return fail(StatusCode::BAD_REQUEST, format!("unknown action {other:?}")),
     }
-    answer(StatusCode::OK, serde_json::json!({"result": true, "imsi": imsi, "action": action}))
+    answer(
+        StatusCode::OK,
+        serde_json::json!({"result": true, "imsi": imsi, "action": action}),
+    )
 }
 
 async fn list(State(state): State<SimState>) -> Response {
     let hlr = state.hlr.lock().unwrap_or_else(|e| e.into_inner());
     let subs: Vec<&Subscriber> = hlr.subscribers.values().collect();
-    answer(StatusCode::OK, serde_json::json!({"count": subs.len(), "calls": hlr.calls, "subscribers": subs}))
+    answer(
+        StatusCode::OK,
+        serde_json::json!({"count": subs.len(), "calls": hlr.calls, "subscribers": subs}),
+    )
 }
 
 async fn one(State(state): State<SimState>, Path(imsi): Path<String>) -> Response {

@@ -12,11 +12,11 @@ use std::io::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
@@ -58,7 +58,11 @@ pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) {
     let result = match format {
         LogFormat::Json => registry.with(JsonLayer::new(std::io::stdout)).try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(std::io::stdout))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(std::io::stdout),
+            )
             .try_init(),
     };
     // A second initialisation (tests starting several apps in one process) keeps the first.
@@ -211,12 +215,13 @@ where
         event.record(&mut Recorder(&mut fields));
         let meta = event.metadata();
         let level = level_name(meta.level());
-        let timestamp = time::OffsetDateTime::now_utc()
-            .format(TIMESTAMP)
-            .unwrap_or_default();
+        let timestamp = time::OffsetDateTime::now_utc().format(TIMESTAMP).unwrap_or_default();
 
         let mut line = String::with_capacity(320);
-        let _ = write!(line, "{{\"timestamp\":\"{timestamp}\",\"level\":\"{level}\",\"severity\":\"{level}\"");
+        let _ = write!(
+            line,
+            "{{\"timestamp\":\"{timestamp}\",\"level\":\"{level}\",\"severity\":\"{level}\""
+        );
         let mut written: Vec<&'static str> = Vec::with_capacity(16);
         // `message` first (log-crate records carry it as `message` too).
         for (k, v) in &fields.0 {
@@ -293,7 +298,12 @@ mod tests {
     #[test]
     fn lines_carry_span_fields_and_recorded_values() {
         let lines = capture(|| {
-            let span = tracing::info_span!("request", request_id = "r-1", unique_id = "u-1", event_id = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "request",
+                request_id = "r-1",
+                unique_id = "u-1",
+                event_id = tracing::field::Empty
+            );
             let _g = span.enter();
             tracing::info!("before");
             span.record("event_id", "e-9");
@@ -313,7 +323,10 @@ mod tests {
     #[test]
     fn hostile_values_cannot_break_the_line() {
         let lines = capture(|| {
-            tracing::info!(value = "x\"}\n{\"level\":\"ERROR\",\"message\":\"forged\u{2028}", "hostile");
+            tracing::info!(
+                value = "x\"}\n{\"level\":\"ERROR\",\"message\":\"forged\u{2028}",
+                "hostile"
+            );
         });
         assert_eq!(lines.len(), 1, "one event, one line");
         assert_eq!(lines[0]["level"], "INFO");

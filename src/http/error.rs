@@ -69,12 +69,20 @@ impl ApiError {
         Self {
             error: "Unauthorized".into(),
             www_authenticate: true,
-            ..Self::new(StatusCode::UNAUTHORIZED, ErrorType::AuthenticationError, "Invalid access token")
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorType::AuthenticationError,
+                "Invalid access token",
+            )
         }
     }
 
     pub fn not_found(path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, ErrorType::ValidationError, format!("No such endpoint: {}", clip(path)))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::ValidationError,
+            format!("No such endpoint: {}", clip(path)),
+        )
     }
 
     pub fn method_not_allowed(method: &str, path: &str) -> Self {
@@ -131,14 +139,21 @@ impl ApiError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::ConnectionError,
-            format!("The event was not completed within REQUEST_TIMEOUT ({}s)", limit.as_secs_f64()),
+            format!(
+                "The event was not completed within REQUEST_TIMEOUT ({}s)",
+                limit.as_secs_f64()
+            ),
         )
     }
 
     pub fn shutting_down() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(1)),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, ErrorType::ServiceError, "The connector is shutting down")
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ServiceError,
+                "The connector is shutting down",
+            )
         }
     }
 
@@ -175,10 +190,16 @@ impl ApiError {
             WtlError::AuthFailed { status } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorType::ServiceError,
-                format!("WTL authentication failed (HTTP {status}) for the {call}: check the connector's WTL credentials"),
+                format!(
+                    "WTL authentication failed (HTTP {status}) for the {call}: check the connector's WTL credentials"
+                ),
                 "WTL authentication failed".to_string(),
             ),
-            WtlError::Service { retry_after: Some(_), text, .. } => (
+            WtlError::Service {
+                retry_after: Some(_),
+                text,
+                ..
+            } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorType::ServiceError,
                 format!("WTL is unavailable and asked to retry later; the {call} was not done"),
@@ -242,7 +263,12 @@ impl IntoResponse for ApiError {
             details: self.details.as_ref(),
         };
         let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut resp = (self.status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
+        let mut resp = (
+            self.status,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            json,
+        )
+            .into_response();
         if self.www_authenticate {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::memory::Admission;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
-use crate::memory::Admission;
 use crate::telemetry::TraceIds;
 use crate::wtl::Done;
 
@@ -42,7 +42,11 @@ type Outcome = &'static str;
 pub async fn handle_event(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let ids = parts.extensions.get::<TraceIds>().cloned().unwrap_or_else(TraceIds::generated);
+    let ids = parts
+        .extensions
+        .get::<TraceIds>()
+        .cloned()
+        .unwrap_or_else(TraceIds::generated);
 
     // Auth comes first: an unauthenticated sender learns nothing and its body is never read.
     if let Err(reason) = super::check_bearer(&parts.headers, &state.settings) {
@@ -55,7 +59,10 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
     // Bounded concurrency: beyond MAX_IN_FLIGHT, answer at once rather than queue.
     let Ok(_permit) = state.event_slots.clone().try_acquire_owned() else {
         state.metrics.shed();
-        tracing::warn!(max_in_flight = state.settings.max_in_flight, "event refused: MAX_IN_FLIGHT reached");
+        tracing::warn!(
+            max_in_flight = state.settings.max_in_flight,
+            "event refused: MAX_IN_FLIGHT reached"
+        );
         return ApiError::overloaded().into_response();
     };
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
@@ -78,7 +85,10 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
     let (response, event_type, outcome) = match tokio::time::timeout(timeout, work).await {
         Ok(done) => done,
         Err(_) => {
-            tracing::error!(timeout_s = timeout.as_secs_f64(), "event not completed within REQUEST_TIMEOUT");
+            tracing::error!(
+                timeout_s = timeout.as_secs_f64(),
+                "event not completed within REQUEST_TIMEOUT"
+            );
             (ApiError::request_timeout(timeout).into_response(), None, "timeout")
         }
     };
@@ -90,7 +100,12 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
 
 /// Reads, parses, plans and executes one event. Returns the answer, the event type (once
 /// known) and the outcome label.
-async fn process(state: &AppState, body: Body, ids: &TraceIds, started: Instant) -> (Response, Option<String>, Outcome) {
+async fn process(
+    state: &AppState,
+    body: Body,
+    ids: &TraceIds,
+    started: Instant,
+) -> (Response, Option<String>, Outcome) {
     let limit = state.settings.max_body_bytes;
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -99,7 +114,11 @@ async fn process(state: &AppState, body: Body, ids: &TraceIds, started: Instant)
         }
         Err(e) => {
             tracing::warn!(error = %e, "could not read the event body");
-            return (ApiError::unreadable_body("the connection failed while it was sent").into_response(), None, "invalid");
+            return (
+                ApiError::unreadable_body("the connection failed while it was sent").into_response(),
+                None,
+                "invalid",
+            );
         }
     };
     let event = match nsps::parse_event(&bytes) {
@@ -157,9 +176,8 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         }
         Admission::Stale { imsi, applied } => {
             state.metrics.stale_hit();
-            let message = format!(
-                "Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})"
-            );
+            let message =
+                format!("Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})");
             tracing::info!(%imsi, applied = %applied, "stale event ignored");
             return (
                 accepted(&Accepted {

@@ -50,7 +50,13 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface. Trailing slashes are trimmed before routing.
 pub fn router(state: AppState) -> NormalizePath<Router> {
-    let mut app = Router::new()
+    router_with(state, Router::new())
+}
+
+/// The HTTP surface plus `extra` routes, which get the same trace ids, access log, panic
+/// handling and error bodies (used to embed the connector, and by tests).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Router> {
+    let mut app = extra
         .route("/", get(health).post(events::handle_event))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -165,7 +171,10 @@ async fn openapi() -> Response {
 pub fn check_bearer(headers: &HeaderMap, settings: &Settings) -> Result<(), &'static str> {
     let value = headers.get(header::AUTHORIZATION).ok_or("no Authorization header")?;
     let text = value.to_str().map_err(|_| "Authorization header is not text")?;
-    let (scheme, token) = text.trim().split_once(' ').ok_or("Authorization header has no scheme")?;
+    let (scheme, token) = text
+        .trim()
+        .split_once(' ')
+        .ok_or("Authorization header has no scheme")?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err("Authorization scheme is not Bearer");
     }

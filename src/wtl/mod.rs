@@ -34,7 +34,7 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 enum Credentials {
     None,
     Static(HeaderValue),
-    OAuth(TokenSource),
+    OAuth(Box<TokenSource>),
 }
 
 /// The shared WTL client: one connection pool for the whole process.
@@ -49,7 +49,9 @@ pub struct WtlClient {
 
 impl std::fmt::Debug for WtlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WtlClient").field("prov_url", &self.prov_url).finish_non_exhaustive()
+        f.debug_struct("WtlClient")
+            .field("prov_url", &self.prov_url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,18 +120,22 @@ impl WtlClient {
             WtlAuthMode::Basic => {
                 use base64::Engine;
                 let user = settings.username.clone().unwrap_or_default();
-                let pass = settings.password.as_ref().map(|p| p.expose_secret().to_string()).unwrap_or_default();
+                let pass = settings
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_string())
+                    .unwrap_or_default();
                 let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 Credentials::Static(sensitive(&format!("Basic {encoded}")))
             }
             WtlAuthMode::OAuth2 => match &settings.oauth {
-                Some(oauth) => Credentials::OAuth(TokenSource::new(
+                Some(oauth) => Credentials::OAuth(Box::new(TokenSource::new(
                     http.clone(),
                     oauth.clone(),
                     settings.username.clone(),
                     settings.password.clone(),
                     settings.attempt_timeout,
-                )),
+                ))),
                 None => Credentials::None,
             },
         };
@@ -164,11 +170,21 @@ impl WtlClient {
             if let Some(limiter) = &self.limiter {
                 match limiter.acquire(deadline).await {
                     Ok(waited) if !waited.is_zero() => {
-                        tracing::debug!(imsi, action, waited_ms = waited.as_millis() as u64, "waited for the WTL rate limit");
+                        tracing::debug!(
+                            imsi,
+                            action,
+                            waited_ms = waited.as_millis() as u64,
+                            "waited for the WTL rate limit"
+                        );
                     }
                     Ok(_) => {}
                     Err(limiter::TooLate) => {
-                        tracing::warn!(imsi, action, attempt, "WTL_RATE_LIMIT leaves no slot within WTL_TOTAL_TIMEOUT");
+                        tracing::warn!(
+                            imsi,
+                            action,
+                            attempt,
+                            "WTL_RATE_LIMIT leaves no slot within WTL_TOTAL_TIMEOUT"
+                        );
                         return Err(WtlError::DeadlineExceeded {
                             budget: self.settings.total_timeout,
                         });
@@ -207,7 +223,14 @@ impl WtlClient {
             {
                 if !renewed_after_401 {
                     renewed_after_401 = true;
-                    tracing::warn!(imsi, action, attempt, wtl_status = 401, latency_ms, "WTL refused the access token; renewing it and repeating the call");
+                    tracing::warn!(
+                        imsi,
+                        action,
+                        attempt,
+                        wtl_status = 401,
+                        latency_ms,
+                        "WTL refused the access token; renewing it and repeating the call"
+                    );
                     tokens.reject(generation).await;
                     continue;
                 }

@@ -148,15 +148,17 @@ impl TokenSource {
     }
 
     fn store(&self, state: &mut State, answer: TokenAnswer, grant: &str) -> Result<IssuedToken, WtlError> {
-        let access = answer
-            .access_token
-            .filter(|t| !t.trim().is_empty())
-            .ok_or_else(|| WtlError::TokenEndpointFailed {
-                detail: "the answer has no access_token".into(),
+        let access =
+            answer
+                .access_token
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| WtlError::TokenEndpointFailed {
+                    detail: "the answer has no access_token".into(),
+                })?;
+        let mut header =
+            HeaderValue::try_from(format!("Bearer {access}")).map_err(|_| WtlError::TokenEndpointFailed {
+                detail: "the access_token holds characters not allowed in a header".into(),
             })?;
-        let mut header = HeaderValue::try_from(format!("Bearer {access}")).map_err(|_| WtlError::TokenEndpointFailed {
-            detail: "the access_token holds characters not allowed in a header".into(),
-        })?;
         header.set_sensitive(true);
         let lifetime = answer
             .expires_in
@@ -188,10 +190,15 @@ impl TokenSource {
         if let Some(scope) = &self.settings.scope {
             form.push(("scope", scope.clone()));
         }
-        let mut req = self.http.post(&self.settings.token_url).header(http::header::ACCEPT, "application/json");
+        let mut req = self
+            .http
+            .post(&self.settings.token_url)
+            .header(http::header::ACCEPT, "application/json");
         // Client authentication with HTTP Basic (RFC 6749 §2.3.1); a public client sends only its id.
         match (&self.settings.client_id, &self.settings.client_secret) {
-            (Some(id), Some(secret)) => req = req.basic_auth(form_encode(id), Some(form_encode(secret.expose_secret()))),
+            (Some(id), Some(secret)) => {
+                req = req.basic_auth(form_encode(id), Some(form_encode(secret.expose_secret())))
+            }
             (Some(id), None) => form.push(("client_id", id.clone())),
             _ => {}
         }
@@ -217,7 +224,11 @@ impl TokenSource {
             Err(_) => {
                 tracing::warn!(latency_ms, "the WTL token endpoint did not answer in time");
                 return Err(WtlError::TokenEndpointUnreachable {
-                    detail: format!("{} did not answer within {}s", self.settings.token_url, timeout.as_secs_f64()),
+                    detail: format!(
+                        "{} did not answer within {}s",
+                        self.settings.token_url,
+                        timeout.as_secs_f64()
+                    ),
                 });
             }
             Ok(Err(e)) => {
@@ -240,7 +251,10 @@ impl TokenSource {
             });
         }
         serde_json::from_slice(&body).map_err(|_| WtlError::TokenEndpointFailed {
-            detail: format!("{} answered with a body that is not a token response", self.settings.token_url),
+            detail: format!(
+                "{} answered with a body that is not a token response",
+                self.settings.token_url
+            ),
         })
     }
 }
@@ -283,7 +297,10 @@ mod tests {
     #[test]
     fn jwt_exp_gives_the_lifetime() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
-        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":1300}"#), now), Some(Duration::from_secs(300)));
+        assert_eq!(
+            jwt_lifetime(&jwt(r#"{"exp":1300}"#), now),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(jwt_lifetime(&jwt(r#"{"exp":10}"#), now), Some(Duration::ZERO));
         assert_eq!(jwt_lifetime(&jwt(r#"{"sub":"x"}"#), now), None);
         assert_eq!(jwt_lifetime("opaque-token", now), None);

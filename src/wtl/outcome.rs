@@ -127,7 +127,9 @@ pub fn classify(action: Action, status: u16, retry_after: Option<Duration>, body
         200..=299 => success_body(body),
         409 if action == Action::Insert => Ok(Done::AlreadyApplied),
         404 if action == Action::Delete => Ok(Done::AlreadyApplied),
-        404 => Err(WtlError::NotFound { text: error_text(body, status) }),
+        404 => Err(WtlError::NotFound {
+            text: error_text(body, status),
+        }),
         400 | 409 | 422 => Err(WtlError::Rejected {
             status,
             text: error_text(body, status),
@@ -183,7 +185,10 @@ pub fn error_text(body: &[u8], status: u16) -> String {
     }
     let text = quote(body);
     if text.is_empty() {
-        match http::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
+        match http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+        {
             Some(reason) => reason.to_string(),
             None => format!("HTTP {status}"),
         }
@@ -231,14 +236,29 @@ mod tests {
     fn plain_2xx_is_success() {
         assert_eq!(classify(Action::Update, 200, None, b""), Ok(Done::Applied));
         assert_eq!(classify(Action::Update, 204, None, b""), Ok(Done::Applied));
-        assert_eq!(classify(Action::Update, 200, None, br#"{"result":true}"#), Ok(Done::Applied));
-        assert_eq!(classify(Action::Update, 201, None, br#"{"error":null}"#), Ok(Done::Applied));
+        assert_eq!(
+            classify(Action::Update, 200, None, br#"{"result":true}"#),
+            Ok(Done::Applied)
+        );
+        assert_eq!(
+            classify(Action::Update, 201, None, br#"{"error":null}"#),
+            Ok(Done::Applied)
+        );
     }
 
     #[test]
     fn failure_bodies_in_a_2xx_are_service_errors() {
-        let e = classify(Action::Update, 200, None, br#"{"result":false,"error":"no such profile"}"#).expect_err("fails");
-        assert!(matches!(&e, WtlError::Service { text, .. } if text.contains("no such profile")), "{e:?}");
+        let e = classify(
+            Action::Update,
+            200,
+            None,
+            br#"{"result":false,"error":"no such profile"}"#,
+        )
+        .expect_err("fails");
+        assert!(
+            matches!(&e, WtlError::Service { text, .. } if text.contains("no such profile")),
+            "{e:?}"
+        );
         assert!(classify(Action::Update, 200, None, br#"{"error":"boom"}"#).is_err());
         let e = classify(Action::Update, 200, None, b"<html>").expect_err("unreadable");
         assert!(!e.is_transient());
@@ -248,22 +268,46 @@ mod tests {
     fn repeat_answers_count_as_success() {
         assert_eq!(classify(Action::Insert, 409, None, b""), Ok(Done::AlreadyApplied));
         assert_eq!(classify(Action::Delete, 404, None, b""), Ok(Done::AlreadyApplied));
-        assert!(matches!(classify(Action::Update, 404, None, b""), Err(WtlError::NotFound { .. })));
-        assert!(matches!(classify(Action::Update, 409, None, b""), Err(WtlError::Rejected { status: 409, .. })));
+        assert!(matches!(
+            classify(Action::Update, 404, None, b""),
+            Err(WtlError::NotFound { .. })
+        ));
+        assert!(matches!(
+            classify(Action::Update, 409, None, b""),
+            Err(WtlError::Rejected { status: 409, .. })
+        ));
     }
 
     #[test]
     fn statuses_map_to_their_kinds() {
         let e = classify(Action::Update, 400, None, br#"{"error":"bad msisdn"}"#).expect_err("rejected");
-        assert_eq!(e, WtlError::Rejected { status: 400, text: "bad msisdn".into() });
-        assert!(matches!(classify(Action::Update, 422, None, b"nope"), Err(WtlError::Rejected { status: 422, .. })));
-        assert!(matches!(classify(Action::Update, 401, None, b""), Err(WtlError::AuthFailed { status: 401 })));
-        assert!(matches!(classify(Action::Update, 403, None, b""), Err(WtlError::AuthFailed { status: 403 })));
+        assert_eq!(
+            e,
+            WtlError::Rejected {
+                status: 400,
+                text: "bad msisdn".into()
+            }
+        );
+        assert!(matches!(
+            classify(Action::Update, 422, None, b"nope"),
+            Err(WtlError::Rejected { status: 422, .. })
+        ));
+        assert!(matches!(
+            classify(Action::Update, 401, None, b""),
+            Err(WtlError::AuthFailed { status: 401 })
+        ));
+        assert!(matches!(
+            classify(Action::Update, 403, None, b""),
+            Err(WtlError::AuthFailed { status: 403 })
+        ));
         let e = classify(Action::Update, 429, Some(Duration::from_secs(2)), b"").expect_err("429");
         assert!(e.is_transient());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
         for s in [502, 503, 504] {
-            assert!(classify(Action::Update, s, None, b"").expect_err("5xx").is_transient(), "{s}");
+            assert!(
+                classify(Action::Update, s, None, b"").expect_err("5xx").is_transient(),
+                "{s}"
+            );
         }
         let e = classify(Action::Update, 500, None, b"").expect_err("500");
         assert!(!e.is_transient());
