@@ -4,5 +4,7 @@
 mod errors;
 mod fixtures;
 mod helpers;
+mod redelivery;
+mod resilience;
 mod stories;
 mod surface;

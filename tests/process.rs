@@ -1,0 +1,373 @@
+//! The built binary as a process: JSON log lines with trace ids, start-up errors, shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nsps-wtl-connector");
+const SECRET_TOKEN: &str = "nsps-secret-token-xyz";
+const WTL_SECRET: &str = "wtl-secret-token-abc";
+
+struct Running {
+    child: Child,
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts the binary in an empty directory (no `.env`) with only `vars` set.
+fn start(vars: &[(&str, &str)]) -> Running {
+    start_with_args(&[], vars)
+}
+
+fn start_with_args(args: &[&str], vars: &[(&str, &str)]) -> Running {
+    let dir = std::env::temp_dir().join(format!("nsps-wtl-test-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PORT", port.to_string())
+        .current_dir(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("the binary starts");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+    Running { child, port, lines }
+}
+
+impl Running {
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the connector did not become healthy");
+    }
+
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (bounded far above any legitimate drain) and returns the exit code.
+    fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("the process did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn json_lines(&self) -> Vec<serde_json::Value> {
+        // Let the reader thread drain the pipe after exit.
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    fn raw_output(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+}
+
+fn post_event(port: u16, body: &str, trace: &str, request: &str) -> mini_http::Answer {
+    mini_http::post(port, body, SECRET_TOKEN, trace, request)
+}
+
+/// A tiny blocking HTTP/1.1 client (the tests drive a process, not the library).
+mod mini_http {
+    pub use inner::*;
+    mod inner {
+        use std::io::{Read, Write};
+        use std::net::TcpStream;
+
+        pub struct Answer {
+            pub status: u16,
+            pub head: String,
+            pub body: String,
+        }
+
+        pub fn post(port: u16, body: &str, token: &str, trace: &str, request: &str) -> Answer {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let req = format!(
+                "POST /process-event HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Type: application/json\r\nx-b3-traceid: {trace}\r\nx-request-id: {request}\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read");
+            let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+            let status = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            Answer {
+                status,
+                head: head.to_ascii_lowercase(),
+                body: body.to_string(),
+            }
+        }
+    }
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_is_json_lines_carrying_trace_ids_and_no_secret() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .mount(&wtl)
+        .await;
+    let uri = wtl.uri();
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &uri),
+        ("WTL_API_TOKEN", WTL_SECRET),
+    ]);
+    let port = app.port;
+    let answer = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let a = post_event(port, &fixture("sim-updated-open.json"), "trace-111", "req-222");
+        (app, a)
+    })
+    .await
+    .expect("thread");
+    let (mut app, answer) = answer;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert!(answer.head.contains("x-b3-traceid: trace-111"));
+    assert!(answer.head.contains("x-request-id: req-222"));
+    app.terminate();
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0, "SIGTERM exits 0");
+
+    let raw = app.raw_output();
+    assert!(!raw.contains(SECRET_TOKEN), "the NSPS token never reaches a log line");
+    assert!(!raw.contains(WTL_SECRET), "the WTL token never reaches a log line");
+    let lines = app.json_lines();
+    for l in &lines {
+        for key in ["timestamp", "level", "message"] {
+            assert!(l.get(key).is_some(), "{key} missing in {l}");
+        }
+    }
+    let config = lines
+        .iter()
+        .find(|l| l["message"] == "effective configuration")
+        .expect("config line");
+    assert_eq!(config["config"]["WTL_API_TOKEN"], "***");
+    assert_eq!(config["config"]["WTL_AUTH"], "bearer");
+
+    let request_lines: Vec<&serde_json::Value> = lines.iter().filter(|l| l["request_id"] == "trace-111").collect();
+    assert!(
+        request_lines.len() >= 3,
+        "event, WTL call and access lines: {request_lines:?}"
+    );
+    for l in &request_lines {
+        assert_eq!(l["unique_id"], "req-222");
+    }
+    let wtl_line = request_lines
+        .iter()
+        .find(|l| l["message"] == "WTL call succeeded")
+        .expect("a WTL line");
+    assert_eq!(wtl_line["imsi"], "001010000020349");
+    assert_eq!(wtl_line["action"], "update");
+    assert_eq!(wtl_line["wtl_status"], 200);
+    assert!(wtl_line["latency_ms"].is_number());
+    assert_eq!(wtl_line["event_type"], "SIM/Updated");
+    assert_eq!(wtl_line["event_id"], "3e84c79f-ab6f-4546-8e27-0b6ab866f1fb");
+    let access = request_lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .expect("an access line");
+    assert_eq!(access["method"], "POST");
+    assert_eq!(access["path"], "/process-event");
+    assert_eq!(access["status"], 202);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").starts_with("drained"))
+    );
+}
+
+#[test]
+fn a_missing_setting_stops_start_up_with_one_line_naming_it() {
+    let mut app = start(&[("WTL_API_URL", "http://127.0.0.1:9")]);
+    let code = app.wait_exit(Duration::from_secs(20));
+    assert_ne!(code, 0);
+    let lines = app.json_lines();
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert_eq!(lines[0]["level"], "ERROR");
+    assert!(lines[0]["message"].as_str().expect("text").contains("API_TOKEN"));
+    let mut stderr = String::new();
+    let _ = app.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    assert!(!stderr.contains("panicked"), "no panic trace: {stderr}");
+}
+
+#[test]
+fn an_invalid_setting_names_the_variable_without_echoing_secrets() {
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", "http://127.0.0.1:9"),
+        ("WTL_HTTP_REQUESTS_TIMEOUT", "soon"),
+    ]);
+    assert_ne!(app.wait_exit(Duration::from_secs(20)), 0);
+    let lines = app.json_lines();
+    assert_eq!(lines.len(), 1);
+    let message = lines[0]["message"].as_str().expect("text");
+    assert!(message.contains("WTL_HTTP_REQUESTS_TIMEOUT"), "{message}");
+    assert!(!app.raw_output().contains(SECRET_TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_events_finish_and_idle_connections_do_not_hold_the_drain() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"result":true}"#)
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .mount(&wtl)
+        .await;
+    let uri = wtl.uri();
+    // A drain that had to wait for the idle connection would take the whole minute.
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &uri),
+        ("SHUTDOWN_TIMEOUT", "60"),
+    ]);
+    let port = app.port;
+    let (mut app, answer, idle_closed) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        // An idle keep-alive connection: one request answered, the socket left open.
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut buf = [0u8; 512];
+        let n = idle.read(&mut buf).expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+        let in_flight = std::thread::spawn(move || post_event(port, &fixture("sim-created.json"), "t-1", "r-1"));
+        std::thread::sleep(Duration::from_millis(400));
+        app.terminate();
+        let answer = in_flight.join().expect("request thread");
+        // The server closes the idle connection: a read returns end-of-stream.
+        idle.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let idle_closed = matches!(idle.read(&mut buf), Ok(0));
+        (app, answer, idle_closed)
+    })
+    .await
+    .expect("thread");
+    assert_eq!(answer.status, 202, "the in-flight event finished: {}", answer.body);
+    assert!(idle_closed, "the idle keep-alive connection was closed");
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let lines = app.json_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "shutdown signal received" && l["signal"] == "SIGTERM")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").starts_with("drained"))
+    );
+    assert_eq!(wtl.received_requests().await.expect("recorded").len(), 1);
+}
+
+#[test]
+fn healthcheck_subcommand_reports_health() {
+    let mut app = start(&[("API_TOKEN", SECRET_TOKEN), ("WTL_API_URL", "http://127.0.0.1:9")]);
+    app.wait_ready();
+    let ok = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", app.port.to_string())
+        .status()
+        .expect("runs");
+    assert!(ok.success());
+    app.terminate();
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let down = Command::new(BIN)
+        .arg("healthcheck")
+        .env("PORT", app.port.to_string())
+        .stderr(Stdio::null())
+        .status()
+        .expect("runs");
+    assert!(!down.success(), "nothing listens any more");
+}
+
+#[test]
+fn demo_serves_events_into_the_embedded_simulator() {
+    let mut app = start_with_args(&["demo"], &[("API_TOKEN", SECRET_TOKEN)]);
+    app.wait_ready();
+    let created = post_event(app.port, nsps_wtl_connector::demo::SAMPLE_CREATED, "t-1", "r-1");
+    assert_eq!(created.status, 202, "{}", created.body);
+    assert!(created.body.contains(r#""action":"insert""#), "{}", created.body);
+    let updated = post_event(app.port, nsps_wtl_connector::demo::SAMPLE_UPDATED, "t-2", "r-2");
+    assert_eq!(updated.status, 202, "{}", updated.body);
+    app.terminate();
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let lines = app.json_lines();
+    let sim = lines
+        .iter()
+        .find(|l| l["message"] == "WTL simulator listening")
+        .and_then(|l| l["address"].as_str())
+        .expect("the simulator's address is logged");
+    assert!(sim.starts_with("127.0.0.1:"));
+    let mut stderr = String::new();
+    let _ = app.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    assert!(
+        stderr.contains("curl -sS -X POST"),
+        "the banner shows a ready-to-paste curl: {stderr}"
+    );
+    assert!(stderr.contains(SECRET_TOKEN), "the banner shows the token to use");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "WTL call succeeded" && l["action"] == "update")
+    );
+}
