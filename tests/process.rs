@@ -249,7 +249,7 @@ fn a_missing_setting_stops_start_up_with_one_line_naming_it() {
 
 #[test]
 fn an_invalid_setting_names_the_variable_without_echoing_secrets() {
-    let app = start(&[
+    let mut app = start(&[
         ("API_TOKEN", SECRET_TOKEN),
         ("WTL_API_URL", "http://127.0.0.1:9"),
         ("WTL_HTTP_REQUESTS_TIMEOUT", "soon"),
