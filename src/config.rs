@@ -852,6 +852,18 @@ mod tests {
     }
 
     #[test]
+    fn env_example_lists_every_variable_and_is_valid() {
+        let text = include_str!("../.env.example");
+        let vars: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect(".env.example parses");
+        for name in KNOWN_VARS {
+            assert!(vars.iter().any(|(k, _)| k == name), "{name} is missing from .env.example");
+        }
+        Settings::from_vars(vars).expect(".env.example holds a valid configuration");
+    }
+
+    #[test]
     fn unrelated_variables_are_ignored() {
         let mut vars: Vec<(String, String)> = base().into_iter().map(|(a, b)| (a.into(), b.into())).collect();
         vars.push(("HOME".into(), "/root".into()));
