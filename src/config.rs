@@ -858,7 +858,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect(".env.example parses");
         for name in KNOWN_VARS {
-            assert!(vars.iter().any(|(k, _)| k == name), "{name} is missing from .env.example");
+            assert!(
+                vars.iter().any(|(k, _)| k == name),
+                "{name} is missing from .env.example"
+            );
         }
         Settings::from_vars(vars).expect(".env.example holds a valid configuration");
     }

@@ -14,9 +14,9 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 #[derive(Debug, Deserialize)]
 pub struct Event {
     pub event_id: String,
-    pub data: EventData,
+    pub data: Obj<EventData>,
     #[serde(default)]
-    pub pb_data: Option<PbData>,
+    pub pb_data: Option<Obj<PbData>>,
     /// Kept as text: a timestamp that cannot be read only loses ordering protection.
     #[serde(default, deserialize_with = "loose_string")]
     pub created_at: Option<String>,
@@ -33,13 +33,13 @@ pub struct EventData {
 #[derive(Debug, Default, Deserialize)]
 pub struct PbData {
     #[serde(default)]
-    pub account_info: Option<AccountInfo>,
+    pub account_info: Option<Obj<AccountInfo>>,
     #[serde(default)]
-    pub sim_info: Option<SimInfo>,
+    pub sim_info: Option<Obj<SimInfo>>,
     #[serde(default)]
-    pub prev_sim_info: Option<SimInfo>,
+    pub prev_sim_info: Option<Obj<SimInfo>>,
     #[serde(default)]
-    pub access_policy_info: Option<OneOrMany<AccessPolicy>>,
+    pub access_policy_info: Option<OneOrMany<Obj<AccessPolicy>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +64,7 @@ pub struct SimInfo {
 #[derive(Debug, Default, Deserialize)]
 pub struct AccessPolicy {
     #[serde(default)]
-    pub attributes: Option<Vec<PolicyAttribute>>,
+    pub attributes: Option<Vec<Obj<PolicyAttribute>>>,
 }
 
 /// `{group_name, name, value}`. Attributes the connector does not read may carry any JSON, so
@@ -149,6 +149,34 @@ impl<'de> Deserialize<'de> for Blocked {
     }
 }
 
+/// A JSON object read as `T`. serde's derived structs also accept a JSON array (fields by
+/// position); for an event that is never right, so a list where an object belongs is refused.
+#[derive(Debug, Default)]
+pub struct Obj<T>(pub T);
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
 /// A member that NSPS may send as one object or as a list of them.
 #[derive(Debug)]
 pub enum OneOrMany<T> {
@@ -216,8 +244,8 @@ impl FieldProblem {
 /// Parses an event body. On failure, says which field and why.
 pub fn parse_event(body: &[u8]) -> Result<Event, FieldProblem> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let event: Event = match serde_path_to_error::deserialize(&mut de) {
-        Ok(e) => e,
+    let event: Event = match serde_path_to_error::deserialize::<_, Obj<Event>>(&mut de) {
+        Ok(e) => e.0,
         Err(err) => return Err(describe(err)),
     };
     if let Err(e) = de.end() {
@@ -341,9 +369,23 @@ mod tests {
             br#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"account_info":{"blocked":"Y","bill_status":"S"}}}"#,
         )
         .expect("valid");
-        let acc = e.pb_data.and_then(|p| p.account_info).expect("account");
+        let acc = e.pb_data.and_then(|p| p.0.account_info).expect("account");
         assert_eq!(acc.blocked, Some(Blocked(true)));
         assert_eq!(acc.bill_status, Some(BillStatus::Suspended));
+    }
+
+    #[test]
+    fn a_list_where_an_object_belongs_is_refused() {
+        assert_eq!(problem(r#"["1",{"event_type":"x"}]"#).field, "(body)");
+        assert_eq!(problem(r#"{"event_id":"1","data":["x"]}"#).field, "data");
+        assert_eq!(
+            problem(r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":[null,null]}"#).field,
+            "pb_data"
+        );
+        let p = problem(r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"sim_info":["001010000020349"]}}"#);
+        assert_eq!(p.field, "pb_data.sim_info");
+        let p = problem(r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"access_policy_info":[[]]}}"#);
+        assert_eq!(p.field, "pb_data.access_policy_info[0]");
     }
 
     #[test]

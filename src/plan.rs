@@ -190,7 +190,7 @@ pub fn plan(event: &Event, rules: &PlanRules) -> Result<Plan, FieldProblem> {
         return Ok(Plan::Skip(SkipReason::NoActionForEventType(event_type.to_string())));
     };
     let empty = PbData::default();
-    let pb = event.pb_data.as_ref().unwrap_or(&empty);
+    let pb: &PbData = event.pb_data.as_deref().unwrap_or(&empty);
 
     let new_imsi = parse_imsi(
         pb.sim_info.as_ref().and_then(|s| s.imsi.as_deref()),
