@@ -24,8 +24,6 @@ use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::wtl::WtlClient;
 
-/// A client that has not sent its request headers within this time is disconnected.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -121,7 +119,7 @@ impl Application {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .header_read_timeout(state.settings.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
         builder

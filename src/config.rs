@@ -97,6 +97,8 @@ pub struct Settings {
     pub events_path: Option<String>,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
+    /// A client must send its whole request head within this time (slow-client protection).
+    pub header_read_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub dedup_ttl: Duration,
@@ -140,6 +142,7 @@ struct RawEnv {
     events_path: Option<String>,
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
+    header_read_timeout: Option<String>,
     request_timeout: Option<String>,
     max_in_flight: Option<String>,
     event_dedup_ttl: Option<String>,
@@ -351,6 +354,7 @@ impl Settings {
         };
         let max_body_bytes = parse_int::<usize>("MAX_BODY_BYTES", raw.max_body_bytes, 2 * 1024 * 1024, 1024, 1 << 30)?;
         let shutdown_timeout = parse_seconds_allow_zero("SHUTDOWN_TIMEOUT", raw.shutdown_timeout, 8.0)?;
+        let header_read_timeout = parse_seconds("HEADER_READ_TIMEOUT", raw.header_read_timeout, 10.0)?;
         let default_request_timeout = total_timeout.as_secs_f64() + 5.0;
         let request_timeout = parse_seconds("REQUEST_TIMEOUT", raw.request_timeout, default_request_timeout)?;
         if request_timeout < total_timeout {
@@ -400,6 +404,7 @@ impl Settings {
             events_path,
             max_body_bytes,
             shutdown_timeout,
+            header_read_timeout,
             request_timeout,
             max_in_flight,
             dedup_ttl,
@@ -450,6 +455,7 @@ impl Settings {
         m.insert("EVENTS_PATH", opt(&self.events_path));
         m.insert("MAX_BODY_BYTES", self.max_body_bytes.to_string());
         m.insert("SHUTDOWN_TIMEOUT", secs(self.shutdown_timeout));
+        m.insert("HEADER_READ_TIMEOUT", secs(self.header_read_timeout));
         m.insert("REQUEST_TIMEOUT", secs(self.request_timeout));
         m.insert("MAX_IN_FLIGHT", self.max_in_flight.to_string());
         m.insert("EVENT_DEDUP_TTL", secs(self.dedup_ttl));
@@ -555,6 +561,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "SHUTDOWN_TIMEOUT",
+    "HEADER_READ_TIMEOUT",
     "REQUEST_TIMEOUT",
     "MAX_IN_FLIGHT",
     "EVENT_DEDUP_TTL",

@@ -174,6 +174,13 @@ async fn stdout_is_json_lines_carrying_trace_ids_and_no_secret() {
     let answer = tokio::task::spawn_blocking(move || {
         app.wait_ready();
         let a = post_event(port, &fixture("sim-updated-open.json"), "trace-111", "req-222");
+        let forged = post_event(
+            port,
+            &fixture("sim-deleted.json"),
+            r#"x"}{"level":"CRITICAL","message":"forged"#,
+            "req-333",
+        );
+        assert_eq!(forged.status, 202);
         (app, a)
     })
     .await

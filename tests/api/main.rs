@@ -3,6 +3,7 @@
 
 mod errors;
 mod fixtures;
+mod hardening;
 mod helpers;
 mod redelivery;
 mod resilience;
