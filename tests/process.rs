@@ -378,3 +378,37 @@ fn demo_serves_events_into_the_embedded_simulator() {
             .any(|l| l["message"] == "WTL call succeeded" && l["action"] == "update")
     );
 }
+
+#[test]
+fn log_level_and_format_are_honoured() {
+    let mut quiet = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", "http://127.0.0.1:9"),
+        ("LOG_LEVEL", "warning"),
+    ]);
+    quiet.wait_ready();
+    quiet.terminate();
+    assert_eq!(quiet.wait_exit(Duration::from_secs(20)), 0);
+    let lines = quiet.json_lines();
+    assert!(
+        lines.iter().all(|l| l["level"] != "INFO"),
+        "LOG_LEVEL=warning hides INFO: {lines:?}"
+    );
+
+    let mut text = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", "http://127.0.0.1:9"),
+        ("LOG_FORMAT", "text"),
+    ]);
+    text.wait_ready();
+    text.terminate();
+    assert_eq!(text.wait_exit(Duration::from_secs(20)), 0);
+    std::thread::sleep(Duration::from_millis(100));
+    let raw = text.raw_output();
+    assert!(raw.contains("INFO") && raw.contains("connector listening"), "{raw}");
+    assert!(
+        serde_json::from_str::<serde_json::Value>(raw.lines().next().unwrap_or("")).is_err(),
+        "text, not JSON"
+    );
+    assert!(!raw.contains(SECRET_TOKEN));
+}
