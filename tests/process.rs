@@ -17,6 +17,15 @@ struct Running {
     child: Child,
     port: u16,
     lines: Arc<Mutex<Vec<String>>>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn free_port() -> u16 {
@@ -55,7 +64,12 @@ fn start_with_args(args: &[&str], vars: &[(&str, &str)]) -> Running {
             sink.lock().expect("lock").push(line);
         }
     });
-    Running { child, port, lines }
+    Running {
+        child,
+        port,
+        lines,
+        dir,
+    }
 }
 
 impl Running {
