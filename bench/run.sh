@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Benchmark: the connector against a plain pass-through forwarder, in one run, on loopback.
+#
+#   bash bench/run.sh           full run: 5 runs x 10 s per point, checks the budget (exit 1 if missed)
+#   bash bench/run.sh --smoke   1 run x 2 s per point, no thresholds (CI keeps the harness working)
+#
+# Upstream: the connector's own WTL simulator (`nsps-wtl-connector simulator`), with the test
+# IMSI inserted first so every `update` succeeds. Load: wrk (Debian package) POSTing the fixture
+# tests/fixtures/sim-updated-open.json (one WTL update per event). Results: bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+smoke=false
+[ "${1:-}" = "--smoke" ] && smoke=true
+if $smoke; then runs=1 duration=2 starts=3; else runs=${BENCH_RUNS:-5} duration=${BENCH_SECONDS:-10} starts=10; fi
+
+if ! command -v wrk >/dev/null 2>&1; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
+
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+echo "building (release)..."
+cargo build --release --locked --quiet
+cargo build --release --locked --quiet --manifest-path bench/forwarder/Cargo.toml
+bin="$target_dir/release/nsps-wtl-connector"
+fwd="$root/bench/forwarder/target/release/bench-forwarder"
+[ -n "${CARGO_TARGET_DIR:-}" ] && fwd="$CARGO_TARGET_DIR/release/bench-forwarder"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_http() { # wait_http URL
+  for _ in $(seq 1 500); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.01; done
+  echo "error: $1 did not come up" >&2; return 1
+}
+
+sim_port=$(free_port) conn_port=$(free_port) fwd_port=$(free_port)
+(cd "$work" && SIMULATOR_PORT=$sim_port LOG_LEVEL=ERROR exec "$bin" simulator) >"$work/sim.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$sim_port/health"
+curl -fsS -o /dev/null -X POST "http://127.0.0.1:$sim_port/prov" -H 'content-type: application/json' \
+  -d '{"imsi":"001010000020349","subscriber_status":"operatorDeterminedBarring","cs_profile":"default","eps_profile":"default","msisdn":[],"action":"insert"}'
+
+# The connector as an operator runs it (INFO logs, to a file), with the redelivery memory off so
+# that every request makes its WTL call.
+(cd "$work" && PORT=$conn_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+  EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec "$bin") >"$work/connector.log" 2>&1 &
+conn_pid=$!
+pids+=("$conn_pid")
+(LISTEN="127.0.0.1:$fwd_port" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:$conn_port/health"
+sleep 1
+idle_rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$conn_pid/status")
+
+cat >"$work/post.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer bench-token"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$root/tests/fixtures/sim-updated-open.json", "r")
+wrk.body = f:read("*a")
+f:close()
+EOF
+
+# load NAME URL CONNECTIONS: appends "name conns rps p50_ms p99_ms non2xx" per run.
+load() {
+  local name=$1 url=$2 c=$3 threads=1 out
+  [ "$c" -gt 1 ] && threads=2
+  out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$work/post.lua" "$url")
+  python3 - "$name" "$c" "$out" >>"$work/runs.txt" <<'PY'
+import re, sys
+name, conns, text = sys.argv[1], sys.argv[2], sys.argv[3]
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", v)
+    n, u = float(m.group(1)), m.group(2)
+    return n / 1000 if u == "us" else n if u == "ms" else n * 1000 if u == "s" else n * 60000
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0)
+PY
+}
+
+echo "load: $runs run(s) x ${duration}s per point"
+: >"$work/runs.txt"
+for c in 1 64; do
+  for _ in $(seq 1 "$runs"); do
+    load connector "http://127.0.0.1:$conn_port/process-event" "$c"
+    load baseline "http://127.0.0.1:$fwd_port/process-event" "$c"
+  done
+done
+peak_rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$conn_pid/status")
+
+# Cold start: process spawn to the first 200 on /health, polled every millisecond.
+cold=$(python3 - "$bin" "$starts" <<'PY'
+import os, socket, statistics, subprocess, sys, tempfile, time
+binary, n = sys.argv[1], int(sys.argv[2])
+times = []
+for _ in range(n):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    env = {"PATH": os.environ.get("PATH", ""), "PORT": str(port), "API_TOKEN": "t",
+           "WTL_API_URL": "http://127.0.0.1:9", "LOG_LEVEL": "ERROR"}
+    start = time.perf_counter()
+    p = subprocess.Popen([binary], env=env, cwd=tempfile.gettempdir(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ready = None
+    while time.perf_counter() - start < 5:
+        try:
+            c = socket.create_connection(("127.0.0.1", port), timeout=0.5)
+            c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            if c.recv(16).startswith(b"HTTP/1.1 200"):
+                ready = time.perf_counter() - start
+                c.close()
+                break
+            c.close()
+        except OSError:
+            time.sleep(0.001)
+    p.terminate(); p.wait()
+    if ready is not None:
+        times.append(ready * 1000)
+print(f"{statistics.median(times):.1f}" if times else "nan")
+PY
+)
+size_bytes=$(stat -c %s "$bin")
+
+mkdir -p bench/results
+python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" <<'PY'
+import json, os, platform, statistics, sys
+runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration = sys.argv[1:9]
+rows = [l.split() for l in open(runs_file) if l.strip()]
+def med(name, c, i):
+    vals = [float(r[i]) for r in rows if r[0] == name and r[1] == c]
+    return statistics.median(vals)
+res = {}
+for name in ("connector", "baseline"):
+    for c in ("1", "64"):
+        res[f"{name}_{c}"] = {"rps": med(name, c, 2), "p50_ms": med(name, c, 3), "p99_ms": med(name, c, 4),
+                              "non2xx": sum(int(r[5]) for r in rows if r[0] == name and r[1] == c)}
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+machine = f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB, Linux {platform.release()}"
+summary = {
+    "machine": machine, "mode": "smoke" if smoke == "true" else "full", "runs": int(runs), "seconds": int(duration),
+    "points": res, "idle_rss_mb": int(idle_kb) / 1024, "peak_rss_mb": int(peak_kb) / 1024,
+    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6,
+}
+c64, b64 = res["connector_64"], res["baseline_64"]
+checks = [
+    ("throughput at 64 connections >= 80% of baseline", c64["rps"] / b64["rps"], ">= 0.80", c64["rps"] >= 0.8 * b64["rps"]),
+    ("p99 at 64 connections <= 1.5x baseline", c64["p99_ms"] / b64["p99_ms"], "<= 1.5", c64["p99_ms"] <= 1.5 * b64["p99_ms"]),
+    ("idle RSS <= 10 MB", summary["idle_rss_mb"], "<= 10", summary["idle_rss_mb"] <= 10),
+    ("peak RSS <= 40 MB", summary["peak_rss_mb"], "<= 40", summary["peak_rss_mb"] <= 40),
+    ("ready <= 50 ms after start", summary["cold_start_ms"], "<= 50", summary["cold_start_ms"] <= 50),
+    ("binary <= 15 MB", summary["binary_mb"], "<= 15", summary["binary_mb"] <= 15),
+]
+summary["budget"] = [{"check": n, "value": round(v, 3), "limit": l, "ok": ok} for n, v, l, ok in checks]
+lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, medians of {runs} run(s) of {duration} s per point", "",
+         "| load | connector req/s | baseline req/s | ratio | connector p50 / p99 (ms) | baseline p50 / p99 (ms) |",
+         "|---|---|---|---|---|---|"]
+for c in ("1", "64"):
+    a, b = res[f"connector_{c}"], res[f"baseline_{c}"]
+    lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['rps'] / b['rps']:.2f} | "
+                 f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} |")
+lines += ["", "| measure | value |", "|---|---|",
+          f"| idle RSS after start-up | {summary['idle_rss_mb']:.1f} MB |",
+          f"| peak RSS under load | {summary['peak_rss_mb']:.1f} MB |",
+          f"| start to first 200 on /health (median) | {summary['cold_start_ms']:.1f} ms |",
+          f"| stripped release binary | {summary['binary_mb']:.1f} MB |", "",
+          "| budget | value | limit | |", "|---|---|---|---|"]
+lines += [f"| {n} | {v:.2f} | {l} | {'ok' if ok else 'MISSED'} |" for n, v, l, ok in checks]
+errors = sum(p["non2xx"] for p in res.values())
+if errors:
+    lines += ["", f"warning: {errors} non-2xx answers during the load"]
+text = "\n".join(lines) + "\n"
+open("bench/results/latest.md", "w").write(text)
+json.dump(summary, open("bench/results/latest.json", "w"), indent=2)
+print(text)
+missed = [n for n, _, _, ok in checks if not ok]
+if smoke != "true" and (missed or errors):
+    print("budget missed: " + ", ".join(missed) if missed else "load produced errors", file=sys.stderr)
+    sys.exit(1)
+PY
