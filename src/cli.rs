@@ -30,7 +30,7 @@ pub fn main() -> ExitCode {
         None | Some("serve") => run_async(serve()),
         Some("demo") => {
             load_dotenv();
-            init_logs_from_env();
+            let _logs = init_logs_from_env();
             run_async(crate::demo::run())
         }
         Some("simulator") => run_async(simulator()),
@@ -76,19 +76,19 @@ fn load_dotenv() {
 
 /// Logging before the settings are parsed: the log settings are read on their own so that a
 /// bad setting elsewhere can still be reported as a proper log line.
-fn init_logs_from_env() {
+fn init_logs_from_env() -> telemetry::LogGuard {
     let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "INFO".into());
     let rust_log = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
     let format = match std::env::var("LOG_FORMAT").map(|f| f.trim().to_ascii_lowercase()) {
         Ok(f) if f == "text" => LogFormat::Text,
         _ => LogFormat::Json,
     };
-    telemetry::init(&level, rust_log.as_deref(), format);
+    telemetry::init(&level, rust_log.as_deref(), format)
 }
 
 async fn serve() -> u8 {
     load_dotenv();
-    init_logs_from_env();
+    let _logs = init_logs_from_env();
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -109,7 +109,7 @@ async fn serve() -> u8 {
 }
 
 async fn simulator() -> u8 {
-    init_logs_from_env();
+    let _logs = init_logs_from_env();
     let port: u16 = std::env::var("SIMULATOR_PORT")
         .ok()
         .and_then(|p| p.parse().ok())

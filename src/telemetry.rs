@@ -51,23 +51,95 @@ pub fn filter_for(log_level: &str) -> String {
 }
 
 /// Installs the global subscriber. `rust_log`, when set, replaces the `LOG_LEVEL` filter.
-pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) {
+/// Keep the returned guard alive: dropping it flushes every line still queued.
+pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> LogGuard {
     let directives = rust_log.map(str::to_string).unwrap_or_else(|| filter_for(log_level));
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (lines, guard) = StdoutLines::start();
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
-        LogFormat::Json => registry.with(JsonLayer::new(std::io::stdout)).try_init(),
+        LogFormat::Json => registry.with(JsonLayer::new(lines)).try_init(),
         LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(false)
-                    .with_writer(std::io::stdout),
-            )
+            .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(lines))
             .try_init(),
     };
     // A second initialisation (tests starting several apps in one process) keeps the first.
     let _ = result;
     install_panic_hook();
+    guard
+}
+
+/// Lines queued for the writer thread, at most this many (then writers wait: no line is lost).
+const LOG_QUEUE: usize = 65_536;
+
+enum LogMsg {
+    Line(Vec<u8>),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Log lines go to one thread that writes them to stdout through a buffer and flushes whenever
+/// it has caught up, so a request never waits for a write system call.
+#[derive(Clone)]
+pub struct StdoutLines(std::sync::mpsc::SyncSender<LogMsg>);
+
+/// Flushes the queued lines when dropped.
+pub struct LogGuard(std::sync::mpsc::SyncSender<LogMsg>);
+
+impl StdoutLines {
+    fn start() -> (Self, LogGuard) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LogMsg>(LOG_QUEUE);
+        let spawned = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+            while let Ok(msg) = rx.recv() {
+                let mut pending = Some(msg);
+                while let Some(msg) = pending.take() {
+                    match msg {
+                        LogMsg::Line(line) => {
+                            let _ = out.write_all(&line);
+                        }
+                        LogMsg::Flush(ack) => {
+                            let _ = out.flush();
+                            let _ = ack.send(());
+                        }
+                    }
+                    pending = rx.try_recv().ok();
+                }
+                let _ = out.flush();
+            }
+        });
+        if spawned.is_err() {
+            eprintln!("warning: the log writer thread could not start; logs are lost");
+        }
+        (Self(tx.clone()), LogGuard(tx))
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(1);
+        if self.0.send(LogMsg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+impl std::io::Write for StdoutLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(LogMsg::Line(buf.to_vec()))
+            .map_err(|_| std::io::Error::other("log writer stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for StdoutLines {
+    type Writer = StdoutLines;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 /// A panic becomes one ERROR line (message and location, no backtrace) in the current span,

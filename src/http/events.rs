@@ -92,6 +92,7 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
             (ApiError::request_timeout(timeout).into_response(), None, "timeout")
         }
     };
+    tracing::Span::current().record("outcome", outcome);
     state
         .metrics
         .event(event_type.as_deref().unwrap_or("unknown"), outcome, started.elapsed());
@@ -132,7 +133,7 @@ async fn process(
     span.record("event_id", event.event_id.as_str());
     span.record("event_type", event.data.event_type.as_str());
     let event_type = Some(event.data.event_type.clone());
-    tracing::info!(bytes = bytes.len(), "event received");
+    tracing::debug!(bytes = bytes.len(), "event received");
 
     let (response, outcome) = decide(state, &event, ids, started).await;
     (response, event_type, outcome)
@@ -217,7 +218,8 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         }
     }
     ticket.succeeded();
-    tracing::info!(calls = done.len(), "event processed");
+    // The access line carries the outcome; this detail is for DEBUG.
+    tracing::debug!(calls = done.len(), "event processed");
     let actions = done
         .iter()
         .map(|(c, result)| ActionTaken {

@@ -90,6 +90,7 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
         unique_id = %ids.unique_id,
         event_id = tracing::field::Empty,
         event_type = tracing::field::Empty,
+        outcome = tracing::field::Empty,
     );
     let method = req.method().clone();
     let path: String = req.uri().path().chars().take(200).collect();
