@@ -70,7 +70,7 @@ pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> LogGu
 }
 
 /// Lines queued for the writer thread, at most this many (then writers wait: no line is lost).
-const LOG_QUEUE: usize = 65_536;
+const LOG_QUEUE: usize = 8_192;
 
 enum LogMsg {
     Line(Vec<u8>),
