@@ -289,7 +289,7 @@ async fn sigterm_lets_in_flight_events_finish_and_idle_connections_do_not_hold_t
         .respond_with(
             ResponseTemplate::new(200)
                 .set_body_string(r#"{"result":true}"#)
-                .set_delay(Duration::from_millis(1500)),
+                .set_delay(Duration::from_millis(3000)),
         )
         .mount(&wtl)
         .await;
@@ -312,7 +312,7 @@ async fn sigterm_lets_in_flight_events_finish_and_idle_connections_do_not_hold_t
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
 
         let in_flight = std::thread::spawn(move || post_event(port, &fixture("sim-created.json"), "t-1", "r-1"));
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(1000));
         app.terminate();
         let answer = in_flight.join().expect("request thread");
         // The server closes the idle connection: a read returns end-of-stream.
