@@ -70,11 +70,20 @@ wrk.body = f:read("*a")
 f:close()
 EOF
 
+# The baseline forwards bytes without reading them, so it is sent the very body the connector
+# sends WTL for this event: the upstream then does the same work (a real update) for both.
+cat >"$work/post-baseline.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"imsi":"001010000020349","subscriber_status":"serviceGranted","cs_profile":"cs-pp-20250319","eps_profile":"eps-pp-20250319","msisdn":["79123456789"],"action":"update"}'
+LUA
+
 # load NAME URL CONNECTIONS: appends "name conns rps p50_ms p99_ms non2xx" per run.
 load() {
-  local name=$1 url=$2 c=$3 threads=1 out
+  local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua"
   [ "$c" -gt 1 ] && threads=2
-  out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$work/post.lua" "$url")
+  [ "$name" = baseline ] && script="$work/post-baseline.lua"
+  out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
   python3 - "$name" "$c" "$out" >>"$work/runs.txt" <<'PY'
 import re, sys
 name, conns, text = sys.argv[1], sys.argv[2], sys.argv[3]
