@@ -31,10 +31,19 @@ pub struct TraceIds {
 impl TraceIds {
     pub fn generated() -> Self {
         Self {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            unique_id: uuid::Uuid::new_v4().to_string(),
+            request_id: new_trace_id(),
+            unique_id: new_trace_id(),
         }
     }
+}
+
+/// A fresh UUID v4 for a trace id the caller did not send. Trace ids need to be unique, not
+/// secret, so the random bits come from a fast per-thread generator rather than the operating
+/// system (a system call per id).
+pub fn new_trace_id() -> String {
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    let mut buf = uuid::Uuid::encode_buffer();
+    id.hyphenated().encode_lower(&mut buf).to_string()
 }
 
 /// The filter directives for a `LOG_LEVEL` (Python level names, any case). Chatty libraries are
@@ -157,68 +166,123 @@ fn install_panic_hook() {
     }));
 }
 
+/// Where the JSON layer hands its finished lines.
+pub trait LineSink: Send + Sync + 'static {
+    fn line(&self, line: Vec<u8>);
+}
+
+impl LineSink for StdoutLines {
+    fn line(&self, line: Vec<u8>) {
+        // Only fails once the writer thread is gone (process exit): nothing left to write to.
+        let _ = self.0.send(LogMsg::Line(line));
+    }
+}
+
 /// The JSON line layer.
 pub struct JsonLayer<W> {
-    make_writer: W,
+    sink: W,
 }
 
 impl<W> JsonLayer<W> {
-    pub fn new(make_writer: W) -> Self {
-        Self { make_writer }
+    pub fn new(sink: W) -> Self {
+        Self { sink }
     }
 }
 
-/// Fields recorded on a span, already JSON-encoded.
+/// Fields already JSON-encoded: each name with the byte range of its value in one buffer, so
+/// recording a field allocates nothing once the buffer has grown to fit.
 #[derive(Default)]
-struct SpanFields(Vec<(&'static str, String)>);
+struct Fields {
+    names: Vec<(&'static str, usize, usize)>,
+    json: String,
+}
 
-impl SpanFields {
-    fn set(&mut self, name: &'static str, json: String) {
-        match self.0.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = json,
-            None => self.0.push((name, json)),
+impl Fields {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            names: Vec::with_capacity(8),
+            json: String::with_capacity(bytes),
         }
     }
+
+    /// Records the value written to the buffer since `start` under `name`. A name recorded again
+    /// (a span field set later) points at its new value.
+    fn close(&mut self, name: &'static str, start: usize) {
+        let end = self.json.len();
+        match self.names.iter_mut().find(|(k, _, _)| *k == name) {
+            Some(slot) => *slot = (name, start, end),
+            None => self.names.push((name, start, end)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.names.iter().map(|&(k, s, e)| (k, &self.json[s..e]))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
 }
 
-struct Recorder<'a>(&'a mut SpanFields);
+struct Recorder<'a>(&'a mut Fields);
+
+impl Recorder<'_> {
+    fn number(&mut self, field: &Field, value: impl fmt::Display) {
+        let start = self.0.json.len();
+        let _ = write!(self.0.json, "{value}");
+        self.0.close(field.name(), start);
+    }
+}
 
 impl Visit for Recorder<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.set(field.name(), json_string(value));
+        let start = self.0.json.len();
+        push_json_string(&mut self.0.json, value);
+        self.0.close(field.name(), start);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let text = format!("{value:?}");
+        let start = self.0.json.len();
         // Fields named `*_json` carry JSON produced by the connector itself (the start-up
         // configuration): nested as a value when it parses, else quoted like any text.
-        match field.name().strip_suffix("_json") {
-            Some(name) if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() => {
-                self.0.set(name_static(field.name(), name), text)
+        if let Some(name) = field.name().strip_suffix("_json") {
+            let text = format!("{value:?}");
+            if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
+                self.0.json.push_str(&text);
+                self.0.close(name_static(field.name(), name), start);
+            } else {
+                push_json_string(&mut self.0.json, &text);
+                self.0.close(field.name(), start);
             }
-            _ => self.0.set(field.name(), json_string(&text)),
+            return;
         }
+        self.0.json.push('"');
+        let _ = write!(Escaping(&mut self.0.json), "{value:?}");
+        self.0.json.push('"');
+        self.0.close(field.name(), start);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.set(field.name(), value.to_string());
+        self.number(field, value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.set(field.name(), value.to_string());
+        self.number(field, value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.set(field.name(), value.to_string());
+        self.number(field, value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        let text = if value.is_finite() {
+        if value.is_finite() {
             // Three decimals are enough for milliseconds and keep lines short.
-            let rounded = (value * 1000.0).round() / 1000.0;
-            rounded.to_string()
+            self.number(field, (value * 1000.0).round() / 1000.0);
         } else {
-            "null".to_string()
-        };
-        self.0.set(field.name(), text);
+            self.number(field, "null");
+        }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.set(field.name(), json_string(&value.to_string()));
+        let start = self.0.json.len();
+        self.0.json.push('"');
+        let _ = write!(Escaping(&mut self.0.json), "{value}");
+        self.0.json.push('"');
+        self.0.close(field.name(), start);
     }
 }
 
@@ -227,24 +291,51 @@ fn name_static(full: &'static str, prefix: &str) -> &'static str {
     &full[..prefix.len()]
 }
 
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
+/// Whether a character must be escaped inside a JSON string on a log line: quotes, backslashes,
+/// control characters, and the two line separators some viewers split lines on.
+fn needs_escape(c: char) -> bool {
+    matches!(c, '"' | '\\' | '\u{2028}' | '\u{2029}') || (c as u32) < 0x20
+}
+
+/// Appends `s` to `out`, escaped for the inside of a JSON string. Runs of plain text are copied
+/// whole.
+fn push_escaped(out: &mut String, s: &str) {
+    let mut plain_from = 0;
+    for (i, c) in s.char_indices() {
+        if !needs_escape(c) {
+            continue;
+        }
+        out.push_str(&s[plain_from..i]);
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}' => {
+            c => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
-            c => out.push(c),
         }
+        plain_from = i + c.len_utf8();
     }
+    out.push_str(&s[plain_from..]);
+}
+
+fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
-    out
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// A `fmt::Write` that escapes as it writes, so a `Display` value lands in the line without an
+/// intermediate string.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_escaped(self.0, s);
+        Ok(())
+    }
 }
 
 fn level_name(level: &Level) -> &'static str {
@@ -257,16 +348,43 @@ fn level_name(level: &Level) -> &'static str {
     }
 }
 
-const TIMESTAMP: &[time::format_description::FormatItem<'static>] =
-    time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+/// Appends `t` as RFC 3339 UTC with microseconds: `2025-03-12T16:47:30.443939Z`.
+fn push_timestamp(out: &mut String, t: std::time::SystemTime) {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), by whole 400-year eras.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
 
 impl<S, W> Layer<S> for JsonLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + 'static,
+    W: LineSink,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let mut fields = SpanFields::default();
+        let mut fields = Fields::with_capacity(160);
         attrs.record(&mut Recorder(&mut fields));
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(fields);
@@ -276,63 +394,61 @@ where
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         if let Some(span) = ctx.span(id) {
             let mut ext = span.extensions_mut();
-            if let Some(fields) = ext.get_mut::<SpanFields>() {
+            if let Some(fields) = ext.get_mut::<Fields>() {
                 values.record(&mut Recorder(fields));
             }
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = SpanFields::default();
+        let mut fields = Fields::with_capacity(256);
         event.record(&mut Recorder(&mut fields));
         let meta = event.metadata();
         let level = level_name(meta.level());
-        let timestamp = time::OffsetDateTime::now_utc().format(TIMESTAMP).unwrap_or_default();
 
-        let mut line = String::with_capacity(320);
-        let _ = write!(
-            line,
-            "{{\"timestamp\":\"{timestamp}\",\"level\":\"{level}\",\"severity\":\"{level}\""
-        );
-        let mut written: Vec<&'static str> = Vec::with_capacity(16);
+        let mut line = String::with_capacity(512);
+        line.push_str("{\"timestamp\":\"");
+        push_timestamp(&mut line, std::time::SystemTime::now());
+        line.push_str("\",\"level\":\"");
+        line.push_str(level);
+        line.push_str("\",\"severity\":\"");
+        line.push_str(level);
         // `message` first (log-crate records carry it as `message` too).
-        for (k, v) in &fields.0 {
-            if *k == "message" {
-                let _ = write!(line, ",\"message\":{v}");
-                written.push("message");
+        line.push_str("\",\"message\":");
+        line.push_str(fields.get("message").unwrap_or("\"\""));
+        line.push_str(",\"target\":");
+        push_json_string(&mut line, meta.target());
+        let mut written: Vec<&'static str> = Vec::with_capacity(16);
+        written.push("message");
+        let mut push_field = |line: &mut String, k: &'static str, v: &str| {
+            if written.contains(&k) {
+                return;
             }
-        }
-        if written.is_empty() {
-            line.push_str(",\"message\":\"\"");
-            written.push("message");
-        }
-        let _ = write!(line, ",\"target\":{}", json_string(meta.target()));
-        for (k, v) in &fields.0 {
-            // Records bridged from the `log` crate carry their origin as `log.*` fields.
-            if written.contains(k) || k.starts_with("log.") {
-                continue;
-            }
-            let _ = write!(line, ",{}:{v}", json_string(k));
+            line.push(',');
+            push_json_string(line, k);
+            line.push(':');
+            line.push_str(v);
             written.push(k);
+        };
+        for (k, v) in fields.iter() {
+            // Records bridged from the `log` crate carry their origin as `log.*` fields.
+            if !k.starts_with("log.") {
+                push_field(&mut line, k, v);
+            }
         }
         // Inner spans first, so the field nearest the event wins.
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
                 let ext = span.extensions();
-                if let Some(span_fields) = ext.get::<SpanFields>() {
-                    for (k, v) in &span_fields.0 {
-                        if written.contains(k) {
-                            continue;
-                        }
-                        let _ = write!(line, ",{}:{v}", json_string(k));
-                        written.push(k);
+                if let Some(span_fields) = ext.get::<Fields>() {
+                    for (k, v) in span_fields.iter() {
+                        push_field(&mut line, k, v);
                     }
                 }
             }
         }
         line.push_str("}\n");
-        let mut writer = self.make_writer.make_writer();
-        let _ = writer.write_all(line.as_bytes());
+        self.sink.line(line.into_bytes());
     }
 }
 
@@ -354,10 +470,15 @@ mod tests {
         }
     }
 
+    impl LineSink for Buffer {
+        fn line(&self, line: Vec<u8>) {
+            self.0.lock().expect("lock").extend_from_slice(&line);
+        }
+    }
+
     fn capture(f: impl FnOnce()) -> Vec<serde_json::Value> {
         let buf = Buffer::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(move || out.clone()));
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
         tracing::subscriber::with_default(subscriber, f);
         let bytes = buf.0.lock().expect("lock").clone();
         String::from_utf8(bytes)
@@ -402,6 +523,74 @@ mod tests {
         });
         assert_eq!(lines.len(), 1, "one event, one line");
         assert_eq!(lines[0]["level"], "INFO");
+        assert_eq!(
+            lines[0]["value"],
+            "x\"}\n{\"level\":\"ERROR\",\"message\":\"forged\u{2028}"
+        );
+    }
+
+    #[test]
+    fn every_kind_of_value_round_trips() {
+        struct Shown;
+        impl fmt::Display for Shown {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("tab\there \"quoted\" \u{1}ctl é")
+            }
+        }
+        let err = std::io::Error::other("broken \"pipe\"");
+        let lines = capture(|| {
+            let span = tracing::info_span!("outer", shared = "outer", only_outer = 1u64);
+            let _o = span.enter();
+            let inner = tracing::info_span!("inner", shared = "inner");
+            let _i = inner.enter();
+            tracing::error!(
+                shown = %Shown,
+                debugged = ?"q\"",
+                negative = -5i64,
+                flag = true,
+                nan = f64::NAN,
+                error = &err as &(dyn std::error::Error + 'static),
+                "all kinds"
+            );
+        });
+        let l = &lines[0];
+        assert_eq!(l["shown"], "tab\there \"quoted\" \u{1}ctl é");
+        assert_eq!(l["debugged"], "\"q\\\"\"");
+        assert_eq!(l["negative"], -5);
+        assert_eq!(l["flag"], true);
+        assert!(l["nan"].is_null());
+        assert_eq!(l["error"], "broken \"pipe\"");
+        assert_eq!(l["shared"], "inner", "the nearest span wins");
+        assert_eq!(l["only_outer"], 1);
+        assert_eq!(l["level"], "ERROR");
+        assert_eq!(l["target"], module_path!());
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Leap days, century rules, year ends, and a day far ahead.
+        for secs in [
+            0u64,
+            951_782_400,
+            951_868_799,
+            1_709_164_800,
+            4_107_542_399,
+            1_741_798_050,
+            253_402_300_799,
+        ] {
+            for micros in [0u32, 1, 443_939, 999_999] {
+                let t = UNIX_EPOCH + Duration::new(secs, micros * 1000);
+                let mut ours = String::new();
+                push_timestamp(&mut ours, t);
+                let expected = time::OffsetDateTime::from(t)
+                    .format(time::macros::format_description!(
+                        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+                    ))
+                    .expect("format");
+                assert_eq!(ours, expected);
+            }
+        }
     }
 
     #[test]
@@ -411,6 +600,19 @@ mod tests {
             tracing::info!(config_json = %config, "effective configuration");
         });
         assert_eq!(lines[0]["config"]["PORT"], "8000");
+    }
+
+    #[test]
+    fn generated_trace_ids_are_distinct_uuid_v4() {
+        let a = new_trace_id();
+        let b = new_trace_id();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+            assert_eq!(parsed.get_version_num(), 4);
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(id, parsed.hyphenated().to_string());
+        }
     }
 
     #[test]

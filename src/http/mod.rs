@@ -120,7 +120,7 @@ fn incoming_id(headers: &HeaderMap, name: &HeaderName) -> String {
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(crate::telemetry::new_trace_id)
 }
 
 async fn health() -> Response {

@@ -3,6 +3,11 @@
 //! One call shape: `POST {WTL_API_URL}/prov` with a JSON body. The client executes one planned
 //! call (credentials, rate limit, per-attempt timeout, retries with backoff inside the event's
 //! time budget) and returns a typed outcome. It knows nothing about NSPS.
+//!
+//! The `/prov` calls go through hyper's pooled client directly (rustls for `https`, the
+//! platform's trusted roots): it is the per-event hot path, and a general-purpose client's
+//! per-request URL handling, redirect and proxy layers measurably cost throughput there. The
+//! OAuth2 token endpoint, called once per token lifetime, uses reqwest (see [`oauth`]).
 
 pub mod limiter;
 pub mod oauth;
@@ -12,8 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::HeaderValue;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -37,10 +46,28 @@ enum Credentials {
     OAuth(Box<TokenSource>),
 }
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static AGENT: HeaderValue = HeaderValue::from_static(concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION")));
+
+/// Why the WTL client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("the system's trusted certificates could not be loaded for TLS: {0}")]
+    Tls(String),
+    #[error("WTL_API_URL does not make a valid /prov address: {0}")]
+    Url(String),
+    #[error("the OAuth2 token client could not be built: {0}")]
+    TokenClient(String),
+}
+
 /// The shared WTL client: one connection pool for the whole process.
 pub struct WtlClient {
-    http: reqwest::Client,
-    prov_url: String,
+    http: Client<Connector, Full<Bytes>>,
+    prov_url: Uri,
     credentials: Credentials,
     limiter: Option<RateLimiter>,
     settings: WtlSettings,
@@ -101,16 +128,29 @@ impl From<WtlError> for AttemptFailure {
 }
 
 impl WtlClient {
-    pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(settings.connect_timeout)
+    pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(settings.connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(Duration::from_secs(30)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .try_with_platform_verifier()
+            .map_err(|e| ClientBuildError::Tls(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        // No redirects are followed (the client has no such layer): credentials must never
+        // follow a redirect to another host, and WTL has no reason to redirect.
+        let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .tcp_keepalive(Duration::from_secs(30))
-            // Credentials must never follow a redirect to another host; WTL has no reason to redirect.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(tls);
+        let prov_url: Uri = format!("{}/prov", settings.base_url)
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientBuildError::Url(e.to_string()))?;
         let credentials = match settings.auth {
             WtlAuthMode::None => Credentials::None,
             WtlAuthMode::Bearer => match &settings.api_token {
@@ -130,7 +170,7 @@ impl WtlClient {
             }
             WtlAuthMode::OAuth2 => match &settings.oauth {
                 Some(oauth) => Credentials::OAuth(Box::new(TokenSource::new(
-                    http.clone(),
+                    token_client(settings).map_err(|e| ClientBuildError::TokenClient(describe_reqwest(&e)))?,
                     oauth.clone(),
                     settings.username.clone(),
                     settings.password.clone(),
@@ -141,7 +181,7 @@ impl WtlClient {
         };
         Ok(Self {
             http,
-            prov_url: format!("{}/prov", settings.base_url),
+            prov_url,
             credentials,
             limiter: settings.rate_limit.map(RateLimiter::per_second),
             settings: settings.clone(),
@@ -311,34 +351,43 @@ impl WtlClient {
             .into());
         }
         let limit = self.settings.attempt_timeout.min(remaining);
-        let mut req = self
-            .http
-            .post(&self.prov_url)
-            .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json")
-            .header("x-b3-traceid", ids.request_id.as_str())
-            .header("x-request-id", ids.unique_id.as_str())
-            .body(body.clone());
+        let mut req = Request::new(Full::new(body.clone()));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = self.prov_url.clone();
+        let headers = req.headers_mut();
+        headers.insert(CONTENT_TYPE, JSON.clone());
+        headers.insert(ACCEPT, JSON.clone());
+        headers.insert(USER_AGENT, AGENT.clone());
+        // Trace ids were checked to be printable ASCII or generated, so they are valid values.
+        if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
+            headers.insert(X_B3_TRACEID.clone(), v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&ids.unique_id) {
+            headers.insert(X_REQUEST_ID.clone(), v);
+        }
         if let Some(auth) = auth {
-            req = req.header(AUTHORIZATION, auth);
+            headers.insert(AUTHORIZATION, auth);
         }
         let exchange = async {
-            let mut resp = req.send().await?;
+            let resp = self.http.request(req).await.map_err(|e| net_error(&e))?;
             let status = resp.status().as_u16();
             let retry_after = resp
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
+            let mut body = resp.into_body();
             let mut answer = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| broken(&e))?;
+                let Ok(chunk) = frame.into_data() else { continue };
                 let room = MAX_ANSWER_BYTES.saturating_sub(answer.len());
                 answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 if room <= chunk.len() {
                     break;
                 }
             }
-            Ok::<_, reqwest::Error>((status, retry_after, answer))
+            Ok::<_, WtlError>((status, retry_after, answer))
         };
         match tokio::time::timeout(limit, exchange).await {
             Err(_) => Err(AttemptFailure {
@@ -348,8 +397,8 @@ impl WtlClient {
                 },
                 token_generation,
             }),
-            Ok(Err(e)) => Err(AttemptFailure {
-                error: net_error(&e),
+            Ok(Err(error)) => Err(AttemptFailure {
+                error,
                 token_generation,
             }),
             Ok(Ok((status, retry_after, answer))) => outcome::classify(action, status, retry_after, &answer)
@@ -360,6 +409,19 @@ impl WtlClient {
                 }),
         }
     }
+}
+
+/// The client for the OAuth2 token endpoint, with the same connection settings as `/prov`.
+fn token_client(settings: &WtlSettings) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(settings.connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .tcp_keepalive(Duration::from_secs(30))
+        // Credentials must never follow a redirect to another host.
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
 }
 
 fn sensitive(value: &str) -> HeaderValue {
@@ -376,22 +438,60 @@ pub fn backoff(base: Duration, retry: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-fn net_error(e: &reqwest::Error) -> WtlError {
-    let kind = if e.is_timeout() {
-        NetFailure::Timeout
-    } else if e.is_connect() {
-        if describe_reqwest(e).contains("dns error") {
-            NetFailure::Dns
-        } else {
-            NetFailure::Connect
-        }
-    } else {
+/// A failure to send the request or to get the answer's head.
+fn net_error(e: &hyper_util::client::legacy::Error) -> WtlError {
+    let detail = describe_error(e);
+    let kind = if !e.is_connect() {
         NetFailure::Transport
+    } else if detail.contains("dns error") {
+        NetFailure::Dns
+    } else if timed_out(e) {
+        NetFailure::Timeout
+    } else {
+        NetFailure::Connect
     };
+    WtlError::Unreachable { kind, detail }
+}
+
+/// The connection broke while the answer's body was read.
+fn broken(e: &hyper::Error) -> WtlError {
     WtlError::Unreachable {
-        kind,
-        detail: describe_reqwest(e),
+        kind: if e.is_timeout() {
+            NetFailure::Timeout
+        } else {
+            NetFailure::Transport
+        },
+        detail: describe_error(e),
     }
+}
+
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// An error and its causes on one line, outermost first, without repeating a cause whose text
+/// the outer one already holds.
+fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A reqwest error with its causes, without the URL (which may carry credentials).
@@ -457,6 +557,68 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&prov_body(&call)).expect("json");
         assert_eq!(v, serde_json::json!({"imsi":"001010000020350","action":"delete"}));
+    }
+
+    fn client_for(url: &str) -> WtlClient {
+        let settings = crate::config::Settings::from_vars([
+            ("API_TOKEN", "t"),
+            ("WTL_API_URL", url),
+            ("WTL_MAX_RETRIES", "0"),
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "5"),
+        ])
+        .expect("valid settings");
+        WtlClient::new(&settings.wtl, Arc::new(Metrics::default())).expect("client")
+    }
+
+    fn delete_call() -> WtlCall {
+        WtlCall {
+            action: Action::Delete,
+            imsi: Imsi::parse("001010000020349").expect("valid"),
+            state: None,
+        }
+    }
+
+    async fn failure_of(url: &str) -> (NetFailure, String) {
+        let ids = TraceIds::generated();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        match client_for(url).execute(&delete_call(), &ids, deadline).await {
+            Err(WtlError::Unreachable { kind, detail }) => (kind, detail),
+            other => panic!("expected an unreachable WTL, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_failure() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let (kind, detail) = failure_of(&url).await;
+        assert_eq!(kind, NetFailure::Connect, "{detail}");
+        assert!(detail.to_lowercase().contains("refused"), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_a_dns_failure() {
+        let (kind, detail) = failure_of("http://wtl.does-not-exist.invalid").await;
+        assert_eq!(kind, NetFailure::Dns, "{detail}");
+    }
+
+    #[tokio::test]
+    async fn https_to_a_server_that_speaks_no_tls_fails_cleanly() {
+        // A server that answers anything with plain HTTP: the TLS handshake cannot succeed.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let (kind, detail) = failure_of(&format!("https://127.0.0.1:{}", addr.port())).await;
+        assert_eq!(kind, NetFailure::Connect, "{detail}");
+        assert!(!detail.is_empty());
     }
 
     #[test]
