@@ -72,9 +72,73 @@ pub struct AccessPolicy {
 #[derive(Debug, Default, Deserialize)]
 pub struct PolicyAttribute {
     #[serde(default)]
-    pub name: Option<serde_json::Value>,
+    pub name: Loose,
     #[serde(default)]
-    pub value: Option<serde_json::Value>,
+    pub value: Loose,
+}
+
+/// A member read only when it is text: absent or `null`, a string, or any other JSON value
+/// (skipped, remembered only as not being text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Loose {
+    #[default]
+    Null,
+    Text(String),
+    Other,
+}
+
+impl Loose {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Loose;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose, E> {
+                Ok(Loose::Text(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Loose, E> {
+                Ok(Loose::Text(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Loose, E> {
+                Ok(Loose::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Loose, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose, A::Error> {
+                while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Loose, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Account billing status: NSPS's words or PortaBilling's one-letter codes.
@@ -110,8 +174,17 @@ impl BillStatus {
 
 impl<'de> Deserialize<'de> for BillStatus {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        Ok(Self::parse(&text))
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = BillStatus;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BillStatus, E> {
+                Ok(BillStatus::parse(v))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -219,8 +292,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
 
 /// Keeps a string; any other JSON value counts as absent.
 fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(s) => Some(s),
+    Ok(match Loose::deserialize(d)? {
+        Loose::Text(s) => Some(s),
         _ => None,
     })
 }
@@ -247,7 +320,7 @@ impl FieldProblem {
 /// allocation per key). Only a body that fails is read again by [`parse_event_tracked`], which
 /// names the field; both readings accept and refuse exactly the same bodies.
 pub fn parse_event(body: &[u8]) -> Result<Event, FieldProblem> {
-    match serde_json::from_slice::<Obj<Event>>(body) {
+    match serde_json::from_str::<Obj<Event>>(as_text(body)?) {
         Ok(event) => check_event(event.0),
         Err(_) => match parse_event_tracked(body) {
             Err(problem) => Err(problem),
@@ -261,7 +334,7 @@ pub fn parse_event(body: &[u8]) -> Result<Event, FieldProblem> {
 /// The same reading as [`parse_event`], tracking the JSON path all along: slower, and the
 /// reference the fast reading is tested against.
 pub fn parse_event_tracked(body: &[u8]) -> Result<Event, FieldProblem> {
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = serde_json::Deserializer::from_str(as_text(body)?);
     let event: Event = match serde_path_to_error::deserialize::<_, Obj<Event>>(&mut de) {
         Ok(e) => e.0,
         Err(err) => return Err(describe(err)),
@@ -270,6 +343,20 @@ pub fn parse_event_tracked(body: &[u8]) -> Result<Event, FieldProblem> {
         return Err(FieldProblem::new("(body)", format!("malformed JSON: {e}")));
     }
     check_event(event)
+}
+
+/// JSON is UTF-8 text (RFC 8259), the whole body, including members the connector skips.
+/// Checking it once up front also spares the reader checking every string on its own.
+fn as_text(body: &[u8]) -> Result<&str, FieldProblem> {
+    std::str::from_utf8(body).map_err(|e| {
+        FieldProblem::new(
+            "(body)",
+            format!(
+                "malformed JSON: the body is not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })
 }
 
 fn check_event(event: Event) -> Result<Event, FieldProblem> {
@@ -408,6 +495,37 @@ mod tests {
         assert_eq!(p.field, "pb_data.sim_info");
         let p = problem(r#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"access_policy_info":[[]]}}"#);
         assert_eq!(p.field, "pb_data.access_policy_info[0]");
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_even_in_unread_members() {
+        let mut body = br#"{"event_id":"1","data":{"event_type":"x"},"note":"caf"#.to_vec();
+        body.push(0xE9);
+        body.extend_from_slice(br#""}"#);
+        for p in [
+            parse_event(&body).expect_err("fast"),
+            parse_event_tracked(&body).expect_err("tracked"),
+        ] {
+            assert_eq!(p.field, "(body)");
+            assert!(p.message.contains("not UTF-8"), "{}", p.message);
+        }
+    }
+
+    #[test]
+    fn loose_members_tell_text_from_other_values() {
+        let e = parse_event(
+            br#"{"event_id":"1","data":{"event_type":"x"},"pb_data":{"access_policy_info":{"attributes":[
+                {"name":"cs_profile","value":"a"},{"name":null,"value":{"k":[1,{"n":2}]}},{"name":7,"value":[1,"b"]},{}]}}}"#,
+        )
+        .expect("valid");
+        let policies = e.pb_data.and_then(|p| p.0.access_policy_info).expect("policies");
+        let (_, policy) = policies.items()[0];
+        let attrs: Vec<_> = policy.attributes.iter().flatten().collect();
+        assert_eq!(attrs[0].name, Loose::Text("cs_profile".into()));
+        assert_eq!(attrs[0].value.as_str(), Some("a"));
+        assert_eq!((&attrs[1].name, &attrs[1].value), (&Loose::Null, &Loose::Other));
+        assert_eq!((&attrs[2].name, &attrs[2].value), (&Loose::Other, &Loose::Other));
+        assert_eq!((&attrs[3].name, &attrs[3].value), (&Loose::Null, &Loose::Null));
     }
 
     #[test]

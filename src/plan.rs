@@ -8,7 +8,7 @@ use std::fmt;
 
 use regex::Regex;
 
-use crate::nsps::{AccountInfo, BillStatus, Event, FieldProblem, PbData};
+use crate::nsps::{AccountInfo, BillStatus, Event, FieldProblem, Loose, PbData};
 
 /// The WTL action word sent in the `action` member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -310,7 +310,7 @@ fn profile(pb: &PbData, name: &str, default: &Profile) -> Result<Profile, FieldP
     };
     for (policy_index, policy) in policies.items() {
         for (i, attr) in policy.attributes.iter().flatten().enumerate() {
-            if attr.name.as_ref().and_then(|n| n.as_str()) != Some(name) {
+            if attr.name.as_str() != Some(name) {
                 continue;
             }
             let field = || {
@@ -318,9 +318,9 @@ fn profile(pb: &PbData, name: &str, default: &Profile) -> Result<Profile, FieldP
                 format!("pb_data.access_policy_info{policy}.attributes[{i}].value")
             };
             let text = match &attr.value {
-                None | Some(serde_json::Value::Null) => return Ok(default.clone()),
-                Some(serde_json::Value::String(s)) => s,
-                Some(_) => return Err(FieldProblem::new(field(), format!("the {name} value must be a string"))),
+                Loose::Null => return Ok(default.clone()),
+                Loose::Text(s) => s,
+                Loose::Other => return Err(FieldProblem::new(field(), format!("the {name} value must be a string"))),
             };
             let first = text.split(',').next().unwrap_or("").trim();
             if first.is_empty() {

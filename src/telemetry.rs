@@ -80,14 +80,16 @@ pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> LogGu
 
 /// Lines queued for the writer thread, at most this many (then writers wait: no line is lost).
 const LOG_QUEUE: usize = 8_192;
+/// How long the writer thread lets lines gather after writing a batch.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum LogMsg {
     Line(Vec<u8>),
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
-/// Log lines go to one thread that writes them to stdout through a buffer and flushes whenever
-/// it has caught up, so a request never waits for a write system call.
+/// Log lines go to one thread that writes them to stdout through a buffer, in batches, so a
+/// request never waits for a write system call. A line reaches stdout within a few milliseconds.
 #[derive(Clone)]
 pub struct StdoutLines(std::sync::mpsc::SyncSender<LogMsg>);
 
@@ -114,6 +116,10 @@ impl StdoutLines {
                     pending = rx.try_recv().ok();
                 }
                 let _ = out.flush();
+                // Lines written in the next moment wait in the queue and go out together: under
+                // load this thread then wakes a few hundred times a second instead of once per
+                // line, and request threads never pay for waking it.
+                std::thread::sleep(BATCH_WINDOW);
             }
         });
         if spawned.is_err() {
@@ -291,34 +297,56 @@ fn name_static(full: &'static str, prefix: &str) -> &'static str {
     &full[..prefix.len()]
 }
 
-/// Whether a character must be escaped inside a JSON string on a log line: quotes, backslashes,
-/// control characters, and the two line separators some viewers split lines on.
-fn needs_escape(c: char) -> bool {
-    matches!(c, '"' | '\\' | '\u{2028}' | '\u{2029}') || (c as u32) < 0x20
-}
+/// The bytes that start something to escape inside a JSON string on a log line: quotes,
+/// backslashes, control characters, and 0xE2, the first byte of the two line separators (U+2028,
+/// U+2029) some log viewers split lines on.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0xE2] = true;
+    t
+};
 
 /// Appends `s` to `out`, escaped for the inside of a JSON string. Runs of plain text are copied
-/// whole.
+/// whole; only the bytes [`SPECIAL`] marks are looked at twice.
 fn push_escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
     let mut plain_from = 0;
-    for (i, c) in s.char_indices() {
-        if !needs_escape(c) {
+    for (i, &b) in bytes.iter().enumerate() {
+        if !SPECIAL[b as usize] {
             continue;
         }
-        out.push_str(&s[plain_from..i]);
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0xE2 => match bytes.get(i + 1..i + 3) {
+                Some([0x80, 0xA8]) => "\\u2028",
+                Some([0x80, 0xA9]) => "\\u2029",
+                // Another character that starts with 0xE2: plain text.
+                _ => continue,
+            },
+            _ => "",
+        };
+        // `i` is at an ASCII byte or at the start of a character, so both slices are on
+        // character boundaries.
+        out.push_str(s.get(plain_from..i).unwrap_or_default());
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escaped);
         }
-        plain_from = i + c.len_utf8();
+        plain_from = i + if b == 0xE2 { 3 } else { 1 };
     }
-    out.push_str(&s[plain_from..]);
+    out.push_str(s.get(plain_from..).unwrap_or_default());
 }
 
 fn push_json_string(out: &mut String, s: &str) {
@@ -354,14 +382,23 @@ fn push_timestamp(out: &mut String, t: std::time::SystemTime) {
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    let mut buf = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut buf[0..4], year.clamp(0, 9999) as u64);
+    put_digits(&mut buf[5..7], u64::from(month));
+    put_digits(&mut buf[8..10], u64::from(day));
+    put_digits(&mut buf[11..13], rem / 3600);
+    put_digits(&mut buf[14..16], rem / 60 % 60);
+    put_digits(&mut buf[17..19], rem % 60);
+    put_digits(&mut buf[20..26], u64::from(since.subsec_micros()));
+    out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+}
+
+/// Writes `n` as decimal digits filling `slot`, zero-padded on the left.
+fn put_digits(slot: &mut [u8], mut n: u64) {
+    for d in slot.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), by whole 400-year eras.
@@ -564,6 +601,22 @@ mod tests {
         assert_eq!(l["only_outer"], 1);
         assert_eq!(l["level"], "ERROR");
         assert_eq!(l["target"], module_path!());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_text_reads_back_as_itself_and_stays_on_one_line(text in "(?s).{0,40}", cut in 0usize..40) {
+            // Any text, with the characters that need escaping mixed in at a random place.
+            let mut text = text;
+            let at = text.char_indices().nth(cut).map_or(text.len(), |(i, _)| i);
+            text.insert_str(at, "\"\\\n\r\t\u{0}\u{1f}\u{2028}\u{2029}\u{2030}é");
+            let mut json = String::new();
+            push_json_string(&mut json, &text);
+            let back: String = serde_json::from_str(&json).expect("valid JSON string");
+            proptest::prop_assert_eq!(&back, &text);
+            let breaks_line = json.chars().any(|c| (c as u32) < 0x20 || c == '\u{2028}' || c == '\u{2029}');
+            proptest::prop_assert!(!breaks_line, "raw control or separator in {}", json);
+        }
     }
 
     #[test]
