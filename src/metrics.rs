@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds (seconds) of the latency histogram buckets.
@@ -50,10 +50,12 @@ impl Histogram {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    known_event_types: BTreeSet<String>,
-    events: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Shared label values: counting an event clones a pointer, not the text.
+    known_event_types: BTreeSet<Arc<str>>,
+    other: Arc<str>,
+    events: Mutex<BTreeMap<(Arc<str>, &'static str), u64>>,
     wtl_calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     wtl_retries: Mutex<BTreeMap<&'static str, u64>>,
     wtl_latency: Histogram,
@@ -65,6 +67,25 @@ pub struct Metrics {
     in_flight: AtomicI64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            known_event_types: BTreeSet::new(),
+            other: Arc::from("other"),
+            events: Mutex::default(),
+            wtl_calls: Mutex::default(),
+            wtl_retries: Mutex::default(),
+            wtl_latency: Histogram::default(),
+            event_latency: Histogram::default(),
+            token_requests: AtomicU64::default(),
+            dedup_hits: AtomicU64::default(),
+            stale_hits: AtomicU64::default(),
+            shed: AtomicU64::default(),
+            in_flight: AtomicI64::default(),
+        }
+    }
+}
+
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
     let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
     *m.entry(key).or_insert(0) += 1;
@@ -73,17 +94,16 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 impl Metrics {
     pub fn new<'a>(event_types: impl IntoIterator<Item = &'a String>) -> Self {
         Self {
-            known_event_types: event_types.into_iter().cloned().collect(),
+            known_event_types: event_types.into_iter().map(|t| Arc::from(t.as_str())).collect(),
             ..Self::default()
         }
     }
 
     /// One event answered: its type (bounded), outcome label, and time taken.
     pub fn event(&self, event_type: &str, outcome: &'static str, took: Duration) {
-        let t = if self.known_event_types.contains(event_type) {
-            event_type.to_string()
-        } else {
-            "other".to_string()
+        let t = match self.known_event_types.get(event_type) {
+            Some(known) => known.clone(),
+            None => self.other.clone(),
         };
         bump(&self.events, (t, outcome));
         self.event_latency.observe(took);

@@ -276,11 +276,29 @@ impl Visit for Recorder<'_> {
         self.number(field, value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if value.is_finite() {
-            // Three decimals are enough for milliseconds and keep lines short.
-            self.number(field, (value * 1000.0).round() / 1000.0);
-        } else {
+        // Three decimals are enough for milliseconds and keep lines short.
+        let thousandths = (value * 1000.0).round();
+        if !value.is_finite() {
             self.number(field, "null");
+        } else if thousandths.abs() < 1e15 {
+            // Integer arithmetic: exact, and far cheaper than formatting a float.
+            let n = thousandths as i64;
+            let start = self.0.json.len();
+            let sign = if n < 0 { "-" } else { "" };
+            let (whole, frac) = (n.unsigned_abs() / 1000, n.unsigned_abs() % 1000);
+            let _ = write!(self.0.json, "{sign}{whole}");
+            if frac != 0 {
+                let mut digits = [b'.', b'0', b'0', b'0'];
+                put_digits(&mut digits[1..], frac);
+                let used = digits.iter().rposition(|&d| d != b'0').map_or(0, |i| i + 1);
+                self.0
+                    .json
+                    .push_str(std::str::from_utf8(&digits[..used]).unwrap_or_default());
+            }
+            self.0.close(field.name(), start);
+        } else {
+            // Too large for thousandths to matter.
+            self.number(field, value);
         }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
@@ -547,6 +565,7 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARNING");
         assert_eq!(lines[1]["message"], "after");
         assert_eq!(lines[1]["latency_ms"], 1.235);
+        assert_eq!(lines[1]["request_id"], "r-1");
         assert!(lines[1]["timestamp"].as_str().expect("ts").ends_with('Z'));
     }
 
@@ -643,6 +662,27 @@ mod tests {
                     .expect("format");
                 assert_eq!(ours, expected);
             }
+        }
+    }
+
+    #[test]
+    fn floats_keep_three_decimals() {
+        let cases = [
+            (1.23456, "1.235"),
+            (2.0, "2"),
+            (0.1, "0.1"),
+            (0.0004, "0"),
+            (-1.5, "-1.5"),
+            (12.05, "12.05"),
+            (1e20, "1e20"),
+        ];
+        for (value, text) in cases {
+            let lines = capture(|| tracing::info!(v = value, "f"));
+            assert_eq!(
+                lines[0]["v"],
+                serde_json::from_str::<serde_json::Value>(text).expect("json"),
+                "{value}"
+            );
         }
     }
 

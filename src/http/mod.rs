@@ -86,8 +86,8 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
     };
     let span = tracing::info_span!(
         "request",
-        request_id = %ids.request_id,
-        unique_id = %ids.unique_id,
+        request_id = ids.request_id.as_str(),
+        unique_id = ids.unique_id.as_str(),
         event_id = tracing::field::Empty,
         event_type = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -106,7 +106,13 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
-        tracing::info!(method = %method, path = %path, status, latency_ms, "request completed");
+        tracing::info!(
+            method = method.as_str(),
+            path = path.as_str(),
+            status,
+            latency_ms,
+            "request completed"
+        );
     });
     resp
 }
