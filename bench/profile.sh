@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 seconds=${PROFILE_SECONDS:-15}
 
-need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
-need valgrind valgrind
-need wrk wrk
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+apt_need valgrind valgrind
+apt_need wrk wrk
 
 target=$root/target/profiling
 echo "building (release with line tables)..."
@@ -23,27 +24,8 @@ CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false \
   cargo build --release --locked --quiet --target-dir "$target"
 bin=$target/release/nsps-wtl-connector
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() {
-  for _ in $(seq 1 3000); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.01; done
-  echo "error: $1 did not come up" >&2; return 1
-}
-
-sim_port=$(free_port) conn_port=$(free_port)
-(cd "$work" && SIMULATOR_PORT=$sim_port LOG_LEVEL=ERROR exec "$bin" simulator) >/dev/null 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$sim_port/health"
-curl -fsS -o /dev/null -X POST "http://127.0.0.1:$sim_port/prov" -H 'content-type: application/json' \
-  -d '{"imsi":"001010000020349","subscriber_status":"operatorDeterminedBarring","cs_profile":"default","eps_profile":"default","msisdn":[],"action":"insert"}'
+start_simulator "$bin"
+conn_port=$(free_port)
 
 mkdir -p bench/results
 out=$root/bench/results/callgrind.out
@@ -52,16 +34,9 @@ out=$root/bench/results/callgrind.out
   exec valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/connector.log" 2>"$work/valgrind.log" &
 vg=$!
 pids+=("$vg")
-wait_http "http://127.0.0.1:$conn_port/health"
+wait_http "http://127.0.0.1:$conn_port/health" 3000
 
-cat >"$work/post.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer bench-token"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$root/tests/fixtures/sim-updated-open.json", "r")
-wrk.body = f:read("*a")
-f:close()
-EOF
+event_script "$work/post.lua"
 wrk -t1 -c4 -d"${seconds}s" -s "$work/post.lua" "http://127.0.0.1:$conn_port/process-event" >/dev/null
 kill -TERM "$vg"
 wait "$vg" || true

@@ -15,9 +15,9 @@ smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
 if $smoke; then runs=1 duration=2 starts=3; else runs=${BENCH_RUNS:-5} duration=${BENCH_SECONDS:-10} starts=10; fi
 
-if ! command -v wrk >/dev/null 2>&1; then
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
-fi
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+apt_need wrk wrk
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 echo "building (release)..."
@@ -27,27 +27,8 @@ bin="$target_dir/release/nsps-wtl-connector"
 fwd="$root/bench/forwarder/target/release/bench-forwarder"
 [ -n "${CARGO_TARGET_DIR:-}" ] && fwd="$CARGO_TARGET_DIR/release/bench-forwarder"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_http() { # wait_http URL
-  for _ in $(seq 1 500); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.01; done
-  echo "error: $1 did not come up" >&2; return 1
-}
-
-sim_port=$(free_port) conn_port=$(free_port) fwd_port=$(free_port)
-(cd "$work" && SIMULATOR_PORT=$sim_port LOG_LEVEL=ERROR exec "$bin" simulator) >"$work/sim.log" 2>&1 &
-pids+=($!)
-wait_http "http://127.0.0.1:$sim_port/health"
-curl -fsS -o /dev/null -X POST "http://127.0.0.1:$sim_port/prov" -H 'content-type: application/json' \
-  -d '{"imsi":"001010000020349","subscriber_status":"operatorDeterminedBarring","cs_profile":"default","eps_profile":"default","msisdn":[],"action":"insert"}'
+start_simulator "$bin"
+conn_port=$(free_port) fwd_port=$(free_port)
 
 # The connector as an operator runs it (INFO logs, to a file), with the redelivery memory off so
 # that every request makes its WTL call.
@@ -61,14 +42,7 @@ wait_http "http://127.0.0.1:$conn_port/health"
 sleep 1
 idle_rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$conn_pid/status")
 
-cat >"$work/post.lua" <<EOF
-wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer bench-token"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$root/tests/fixtures/sim-updated-open.json", "r")
-wrk.body = f:read("*a")
-f:close()
-EOF
+event_script "$work/post.lua"
 
 # The baseline forwards bytes without reading them, so it is sent the very body the connector
 # sends WTL for this event: the upstream then does the same work (a real update) for both.

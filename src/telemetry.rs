@@ -28,7 +28,23 @@ pub struct TraceIds {
     pub unique_id: String,
 }
 
+/// The header NSPS sends its trace id in (`request_id` in logs).
+pub static X_B3_TRACEID: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
+/// The header NSPS sends its delivery id in (`unique_id` in logs).
+pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 impl TraceIds {
+    /// Sets both ids on outgoing headers: the answer to NSPS and every WTL call. Ids are printable
+    /// ASCII (checked on the way in, or generated), so they are always valid header values.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap) {
+        if let Ok(v) = http::HeaderValue::from_str(&self.request_id) {
+            headers.insert(X_B3_TRACEID.clone(), v);
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&self.unique_id) {
+            headers.insert(X_REQUEST_ID.clone(), v);
+        }
+    }
+
     pub fn generated() -> Self {
         Self {
             request_id: new_trace_id(),
@@ -238,6 +254,15 @@ impl Recorder<'_> {
         let _ = write!(self.0.json, "{value}");
         self.0.close(field.name(), start);
     }
+
+    /// Formatted text as a JSON string, escaped as it is written.
+    fn quoted(&mut self, field: &Field, text: fmt::Arguments<'_>) {
+        let start = self.0.json.len();
+        self.0.json.push('"');
+        let _ = Escaping(&mut self.0.json).write_fmt(text);
+        self.0.json.push('"');
+        self.0.close(field.name(), start);
+    }
 }
 
 impl Visit for Recorder<'_> {
@@ -247,24 +272,20 @@ impl Visit for Recorder<'_> {
         self.0.close(field.name(), start);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let start = self.0.json.len();
         // Fields named `*_json` carry JSON produced by the connector itself (the start-up
         // configuration): nested as a value when it parses, else quoted like any text.
         if let Some(name) = field.name().strip_suffix("_json") {
             let text = format!("{value:?}");
             if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok() {
+                let start = self.0.json.len();
                 self.0.json.push_str(&text);
                 self.0.close(name_static(field.name(), name), start);
             } else {
-                push_json_string(&mut self.0.json, &text);
-                self.0.close(field.name(), start);
+                self.record_str(field, &text);
             }
             return;
         }
-        self.0.json.push('"');
-        let _ = write!(Escaping(&mut self.0.json), "{value:?}");
-        self.0.json.push('"');
-        self.0.close(field.name(), start);
+        self.quoted(field, format_args!("{value:?}"));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.number(field, value);
@@ -302,11 +323,7 @@ impl Visit for Recorder<'_> {
         }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let start = self.0.json.len();
-        self.0.json.push('"');
-        let _ = write!(Escaping(&mut self.0.json), "{value}");
-        self.0.json.push('"');
-        self.0.close(field.name(), start);
+        self.quoted(field, format_args!("{value}"));
     }
 }
 

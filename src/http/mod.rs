@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::config::Settings;
 use crate::memory::Memory;
 use crate::metrics::Metrics;
-use crate::telemetry::TraceIds;
+use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
 use error::ApiError;
 
@@ -44,9 +44,6 @@ pub struct AppState {
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
 }
-
-static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface. Trailing slashes are trimmed before routing.
 pub fn router(state: AppState) -> NormalizePath<Router> {
@@ -96,13 +93,7 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
     let path: String = req.uri().path().chars().take(200).collect();
     req.extensions_mut().insert(ids.clone());
     let mut resp = next.run(req).instrument(span.clone()).await;
-    let headers = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
-        headers.insert(X_B3_TRACEID.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ids.unique_id) {
-        headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    ids.write_headers(resp.headers_mut());
     let status = resp.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {

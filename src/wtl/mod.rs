@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -48,10 +48,9 @@ enum Credentials {
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-static X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
-static AGENT: HeaderValue = HeaderValue::from_static(concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION")));
+/// The `User-Agent` of every call to WTL and its token endpoint.
+const AGENT: &str = concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION"));
 
 /// Why the WTL client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -357,14 +356,8 @@ impl WtlClient {
         let headers = req.headers_mut();
         headers.insert(CONTENT_TYPE, JSON.clone());
         headers.insert(ACCEPT, JSON.clone());
-        headers.insert(USER_AGENT, AGENT.clone());
-        // Trace ids were checked to be printable ASCII or generated, so they are valid values.
-        if let Ok(v) = HeaderValue::from_str(&ids.request_id) {
-            headers.insert(X_B3_TRACEID.clone(), v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&ids.unique_id) {
-            headers.insert(X_REQUEST_ID.clone(), v);
-        }
+        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+        ids.write_headers(headers);
         if let Some(auth) = auth {
             headers.insert(AUTHORIZATION, auth);
         }
@@ -414,7 +407,7 @@ impl WtlClient {
 /// The client for the OAuth2 token endpoint, with the same connection settings as `/prov`.
 fn token_client(settings: &WtlSettings) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .user_agent(concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION")))
+        .user_agent(AGENT)
         .connect_timeout(settings.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
@@ -494,19 +487,14 @@ fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// A reqwest error with its causes, without the URL (which may carry credentials).
+/// A reqwest error with its causes, without the URL (which may carry credentials): reqwest's
+/// own text names the URL, so the description starts at its first cause.
 pub fn describe_reqwest(e: &reqwest::Error) -> String {
     use std::error::Error;
-    let mut parts = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        parts.push(s.to_string());
-        source = s.source();
+    match e.source() {
+        Some(cause) => describe_error(cause),
+        None => e.without_url_ref(),
     }
-    if parts.is_empty() {
-        parts.push(e.without_url_ref().to_string());
-    }
-    parts.join(": ")
 }
 
 trait WithoutUrl {

@@ -231,8 +231,8 @@ scenario "aws unknown flag" _aws-deploy/deploy.sh --frobnicate
 
 # ---------------- shellcheck ----------------
 if command -v shellcheck >/dev/null 2>&1; then
-  if shellcheck _gcp-deploy/deploy.sh _aws-deploy/deploy.sh tests/deploy/run.sh tests/deploy/check-dockerfile.sh \
-    bench/run.sh bench/profile.sh; then
+  if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh tests/deploy/run.sh tests/deploy/check-dockerfile.sh \
+    bench/run.sh bench/profile.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
 else

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Helpers shared by bench/run.sh and bench/profile.sh (sourced, not run). Sourcing creates a
+# scratch folder ($work) and a process list ($pids) that are cleaned up when the script exits.
+
+root=${root:?set root to the repository folder before sourcing bench/lib.sh}
+work=$(mktemp -d)
+pids=()
+bench_cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+# apt_need COMMAND PACKAGE: installs PACKAGE from Debian's packages when COMMAND is missing.
+apt_need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+
+# wait_http URL [TRIES]: polls every 10 ms until URL answers 2xx (a server under valgrind needs more tries).
+wait_http() {
+  for _ in $(seq 1 "${2:-500}"); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.01; done
+  echo "error: $1 did not come up" >&2; return 1
+}
+
+# start_simulator BINARY: the connector's WTL simulator on a free port ($sim_port), with the
+# fixture's IMSI inserted so that every `update` of the benchmark succeeds.
+start_simulator() {
+  sim_port=$(free_port)
+  (cd "$work" && SIMULATOR_PORT=$sim_port LOG_LEVEL=ERROR exec "$1" simulator) >"$work/sim.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$sim_port/health"
+  curl -fsS -o /dev/null -X POST "http://127.0.0.1:$sim_port/prov" -H 'content-type: application/json' \
+    -d '{"imsi":"001010000020349","subscriber_status":"operatorDeterminedBarring","cs_profile":"default","eps_profile":"default","msisdn":[],"action":"insert"}'
+}
+
+# event_script FILE: a wrk script POSTing the SIM/Updated fixture with the benchmark's token.
+event_script() {
+  cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer bench-token"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$root/tests/fixtures/sim-updated-open.json", "r")
+wrk.body = f:read("*a")
+f:close()
+LUA
+}
