@@ -393,8 +393,11 @@ impl Settings {
         };
         let rust_log = raw.rust_log;
         if let Some(filter) = &rust_log {
-            if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
-                return Err(ConfigError::new("RUST_LOG", "not a valid filter directive list"));
+            if filter.parse::<tracing_subscriber::filter::Targets>().is_err() {
+                return Err(ConfigError::new(
+                    "RUST_LOG",
+                    "not a valid filter: a comma-separated list of `level` and `target=level`",
+                ));
             }
         }
 
@@ -769,6 +772,12 @@ mod tests {
     }
 
     #[test]
+    fn rust_log_takes_levels_per_target() {
+        let s = with(&[("RUST_LOG", "warn,nsps_wtl_connector=debug,hyper=error")]).expect("valid");
+        assert_eq!(s.rust_log.as_deref(), Some("warn,nsps_wtl_connector=debug,hyper=error"));
+    }
+
+    #[test]
     fn missing_required_variable_is_named() {
         let err = Settings::from_vars(vec![("WTL_API_URL", "http://x")]).expect_err("must fail");
         assert_eq!(err.var, "API_TOKEN");
@@ -788,6 +797,7 @@ mod tests {
             ("WTL_DEFAULT_CS_PROFILE", "9bad"),
             ("MAX_BODY_BYTES", "-1"),
             ("EVENTS_PATH", "events"),
+            ("RUST_LOG", "hyper=loud"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{err}");

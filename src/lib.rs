@@ -16,4 +16,5 @@ pub mod openapi;
 pub mod plan;
 pub mod simulator;
 pub mod telemetry;
+pub mod words;
 pub mod wtl;

@@ -12,7 +12,7 @@ use std::io::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
@@ -79,7 +79,11 @@ pub fn filter_for(log_level: &str) -> String {
 /// Keep the returned guard alive: dropping it flushes every line still queued.
 pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> LogGuard {
     let directives = rust_log.map(str::to_string).unwrap_or_else(|| filter_for(log_level));
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Static per-target levels: deciding whether a line is wanted costs a prefix match, with no
+    // bookkeeping per span (RUST_LOG is checked at start-up, so the fallback is for the tests).
+    let filter = directives
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
     let (lines, guard) = StdoutLines::start();
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
@@ -332,31 +336,17 @@ fn name_static(full: &'static str, prefix: &str) -> &'static str {
     &full[..prefix.len()]
 }
 
-/// The bytes that start something to escape inside a JSON string on a log line: quotes,
-/// backslashes, control characters, and 0xE2, the first byte of the two line separators (U+2028,
-/// U+2029) some log viewers split lines on.
-const SPECIAL: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 0x20 {
-        t[b] = true;
-        b += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t[0xE2] = true;
-    t
-};
-
-/// Appends `s` to `out`, escaped for the inside of a JSON string. Runs of plain text are copied
-/// whole; only the bytes [`SPECIAL`] marks are looked at twice.
+/// Appends `s` to `out`, escaped for the inside of a JSON string. Runs of plain text are found
+/// eight bytes at a time and copied whole. Escaped: quotes, backslashes, control characters, and
+/// the two line separators (U+2028, U+2029, which start with byte 0xE2) some log viewers split
+/// lines on.
 fn push_escaped(out: &mut String, s: &str) {
     let bytes = s.as_bytes();
     let mut plain_from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !SPECIAL[b as usize] {
-            continue;
-        }
+    let mut i = 0;
+    loop {
+        i = crate::words::find_text_stop(bytes, i, 0xE2);
+        let Some(&b) = bytes.get(i) else { break };
         let escaped = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -367,7 +357,10 @@ fn push_escaped(out: &mut String, s: &str) {
                 Some([0x80, 0xA8]) => "\\u2028",
                 Some([0x80, 0xA9]) => "\\u2029",
                 // Another character that starts with 0xE2: plain text.
-                _ => continue,
+                _ => {
+                    i += 1;
+                    continue;
+                }
             },
             _ => "",
         };
@@ -380,6 +373,7 @@ fn push_escaped(out: &mut String, s: &str) {
             out.push_str(escaped);
         }
         plain_from = i + if b == 0xE2 { 3 } else { 1 };
+        i = plain_from;
     }
     out.push_str(s.get(plain_from..).unwrap_or_default());
 }
