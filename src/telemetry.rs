@@ -1,12 +1,15 @@
 //! Logs: one JSON object per line on stdout.
 //!
 //! Every line has `timestamp` (RFC 3339, UTC), `level` (and `severity`, which Cloud Logging
-//! reads), `message`, the event's own fields, and the fields of every span it was written in, so
-//! a line written while serving a request carries that request's `request_id` and `unique_id`.
+//! reads), `message`, the event's own fields, the fields of the request being served
+//! ([`RequestLog`]: `request_id`, `unique_id`, then `event_id`, `event_type` and `outcome` once
+//! known) and those of every span it was written in.
 //! Values are JSON-escaped, so no input can forge a line. Lines from libraries that use the `log`
 //! crate are routed through the same layer, so nothing reaches stdout as plain text.
 
+use std::cell::RefCell;
 use std::fmt::{self, Write as _};
+use std::future::Future;
 use std::io::Write as _;
 
 use tracing::field::{Field, Visit};
@@ -26,6 +29,59 @@ use crate::config::LogFormat;
 pub struct TraceIds {
     pub request_id: String,
     pub unique_id: String,
+}
+
+tokio::task_local! {
+    static REQUEST: RequestLog;
+}
+
+/// The fields every line logged while serving one request carries. They live with the request's
+/// task, already JSON-encoded, so a line copies them instead of walking tracing spans (a span per
+/// request cost about a tenth of the work of serving an event). The text log format has no
+/// access to them and gets a span with the same fields instead.
+pub struct RequestLog {
+    fields: RefCell<Fields>,
+    span: tracing::Span,
+}
+
+impl RequestLog {
+    /// `span` is the request's span for the text format, or `Span::none()`.
+    pub fn new(ids: &TraceIds, span: tracing::Span) -> Self {
+        let mut fields = Fields::with_capacity(192);
+        fields.push_text("request_id", &ids.request_id);
+        fields.push_text("unique_id", &ids.unique_id);
+        Self {
+            fields: RefCell::new(fields),
+            span,
+        }
+    }
+
+    /// Runs `work` with these fields on every line it logs.
+    pub async fn scope<F: Future>(self, work: F) -> F::Output {
+        let span = self.span.clone();
+        REQUEST.scope(self, tracing::Instrument::instrument(work, span)).await
+    }
+}
+
+/// Adds a field to the lines of the request being served (no effect outside one).
+fn note(name: &'static str, value: &str) {
+    let _ = REQUEST.try_with(|log| {
+        log.span.record(name, value);
+        if let Ok(mut fields) = log.fields.try_borrow_mut() {
+            fields.push_text(name, value);
+        }
+    });
+}
+
+/// The event being served: its id and type go on every later line of the request.
+pub fn note_event(event_id: &str, event_type: &str) {
+    note("event_id", event_id);
+    note("event_type", event_type);
+}
+
+/// How the request's event ended (the metric label), for its access line.
+pub fn note_outcome(outcome: &'static str) {
+    note("outcome", outcome);
 }
 
 /// The header NSPS sends its trace id in (`request_id` in logs).
@@ -241,6 +297,13 @@ impl Fields {
         }
     }
 
+    /// Records `value` as a JSON string under `name`.
+    fn push_text(&mut self, name: &'static str, value: &str) {
+        let start = self.json.len();
+        push_json_string(&mut self.json, value);
+        self.close(name, start);
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.names.iter().map(|&(k, s, e)| (k, &self.json[s..e]))
     }
@@ -271,9 +334,7 @@ impl Recorder<'_> {
 
 impl Visit for Recorder<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let start = self.0.json.len();
-        push_json_string(&mut self.0.json, value);
-        self.0.close(field.name(), start);
+        self.0.push_text(field.name(), value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         // Fields named `*_json` carry JSON produced by the connector itself (the start-up
@@ -502,6 +563,13 @@ where
                 push_field(&mut line, k, v);
             }
         }
+        let _ = REQUEST.try_with(|log| {
+            if let Ok(request) = log.fields.try_borrow() {
+                for (k, v) in request.iter() {
+                    push_field(&mut line, k, v);
+                }
+            }
+        });
         // Inner spans first, so the field nearest the event wins.
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope {
@@ -578,6 +646,36 @@ mod tests {
         assert_eq!(lines[1]["latency_ms"], 1.235);
         assert_eq!(lines[1]["request_id"], "r-1");
         assert!(lines[1]["timestamp"].as_str().expect("ts").ends_with('Z'));
+    }
+
+    #[test]
+    fn lines_carry_the_fields_of_the_request_being_served() {
+        let lines = capture(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let ids = TraceIds {
+                request_id: "r-\"1".into(),
+                unique_id: "u-1".into(),
+            };
+            runtime.block_on(RequestLog::new(&ids, tracing::Span::none()).scope(async {
+                tracing::info!("before");
+                note_event("e-9", "SIM/Updated");
+                tracing::info!(outcome = "applied", "WTL call");
+                note_outcome("processed");
+                tracing::info!("after");
+            }));
+            tracing::info!("outside");
+            note_outcome("lost");
+        });
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0]["request_id"], "r-\"1");
+        assert_eq!(lines[0]["unique_id"], "u-1");
+        assert!(lines[0].get("event_id").is_none());
+        assert_eq!(lines[1]["event_id"], "e-9");
+        assert_eq!(lines[1]["event_type"], "SIM/Updated");
+        assert_eq!(lines[1]["outcome"], "applied", "the line's own field wins");
+        assert_eq!(lines[2]["outcome"], "processed");
+        assert_eq!(lines[2]["request_id"], "r-\"1");
+        assert!(lines[3].get("request_id").is_none() && lines[3].get("outcome").is_none());
     }
 
     #[test]

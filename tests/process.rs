@@ -414,11 +414,27 @@ fn log_level_and_format_are_honoured() {
         ("LOG_FORMAT", "text"),
     ]);
     text.wait_ready();
+    // WTL is unreachable: the event is answered 503, and its lines still name the request.
+    let answer = post_event(text.port, &fixture("sim-updated-open.json"), "trace-text", "req-text");
+    assert_eq!(answer.status, 503, "{}", answer.body);
     text.terminate();
     assert_eq!(text.wait_exit(Duration::from_secs(20)), 0);
     std::thread::sleep(Duration::from_millis(100));
     let raw = text.raw_output();
     assert!(raw.contains("INFO") && raw.contains("connector listening"), "{raw}");
+    let access = raw
+        .lines()
+        .find(|l| l.contains("request completed") && l.contains("/process-event"))
+        .unwrap_or_else(|| panic!("an access line: {raw}"));
+    for part in [
+        "trace-text",
+        "req-text",
+        "3e84c79f-ab6f-4546-8e27-0b6ab866f1fb",
+        "failed",
+        "status=503",
+    ] {
+        assert!(access.contains(part), "{part} in {access}");
+    }
     assert!(
         serde_json::from_str::<serde_json::Value>(raw.lines().next().unwrap_or("")).is_err(),
         "text, not JSON"

@@ -92,7 +92,7 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
             (ApiError::request_timeout(timeout).into_response(), None, "timeout")
         }
     };
-    tracing::Span::current().record("outcome", outcome);
+    crate::telemetry::note_outcome(outcome);
     state
         .metrics
         .event(event_type.as_deref().unwrap_or("unknown"), outcome, started.elapsed());
@@ -129,9 +129,7 @@ async fn process(
             return (ApiError::invalid_event(problem).into_response(), None, "invalid");
         }
     };
-    let span = tracing::Span::current();
-    span.record("event_id", event.event_id.as_str());
-    span.record("event_type", event.data.event_type.as_str());
+    crate::telemetry::note_event(&event.event_id, &event.data.event_type);
     let event_type = Some(event.data.event_type.clone());
     tracing::debug!(bytes = bytes.len(), "event received");
 

@@ -20,12 +20,11 @@ use tokio::time::Instant;
 use tower::Layer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tracing::Instrument;
 
-use crate::config::Settings;
+use crate::config::{LogFormat, Settings};
 use crate::memory::Memory;
 use crate::metrics::Metrics;
-use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{RequestLog, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
 use error::ApiError;
 
@@ -73,7 +72,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
     NormalizePathLayer::trim_trailing_slash().layer(app)
 }
 
-/// Trace ids in, trace ids out, one span per request and one access line.
+/// Trace ids in, trace ids out, the request's log fields and one access line.
 async fn trace_requests(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let _in_flight = state.metrics.in_flight();
     let started = Instant::now();
@@ -81,31 +80,46 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
         request_id: incoming_id(req.headers(), &X_B3_TRACEID),
         unique_id: incoming_id(req.headers(), &X_REQUEST_ID),
     };
-    let span = tracing::info_span!(
-        "request",
-        request_id = ids.request_id.as_str(),
-        unique_id = ids.unique_id.as_str(),
-        event_id = tracing::field::Empty,
-        event_type = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
+    // JSON lines take the request's fields from `RequestLog`; text lines need a span for them.
+    let span = match state.settings.log_format {
+        LogFormat::Text => tracing::info_span!(
+            "request",
+            request_id = ids.request_id.as_str(),
+            unique_id = ids.unique_id.as_str(),
+            event_id = tracing::field::Empty,
+            event_type = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        ),
+        LogFormat::Json => tracing::Span::none(),
+    };
+    let log = RequestLog::new(&ids, span);
     let method = req.method().clone();
-    let path: String = req.uri().path().chars().take(200).collect();
+    let uri = req.uri().clone();
     req.extensions_mut().insert(ids.clone());
-    let mut resp = next.run(req).instrument(span.clone()).await;
-    ids.write_headers(resp.headers_mut());
-    let status = resp.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
+    log.scope(async move {
+        let mut resp = next.run(req).await;
+        ids.write_headers(resp.headers_mut());
+        let status = resp.status().as_u16();
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             method = method.as_str(),
-            path = path.as_str(),
+            path = prefix(uri.path(), 200),
             status,
             latency_ms,
             "request completed"
         );
-    });
-    resp
+        resp
+    })
+    .await
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn prefix(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or_default()
 }
 
 /// The caller's id when it is a sane header value (printable ASCII, at most 128 characters),
