@@ -37,7 +37,8 @@ conn_port=$(free_port) fwd_port=$(free_port)
 conn_pid=$!
 pids+=("$conn_pid")
 (LISTEN="127.0.0.1:$fwd_port" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
-pids+=($!)
+fwd_pid=$!
+pids+=("$fwd_pid")
 wait_http "http://127.0.0.1:$conn_port/health"
 sleep 1
 idle_rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$conn_pid/status")
@@ -52,15 +53,22 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"imsi":"001010000020349","subscriber_status":"serviceGranted","cs_profile":"cs-pp-20250319","eps_profile":"eps-pp-20250319","msisdn":["79123456789"],"action":"update"}'
 LUA
 
-# load NAME URL CONNECTIONS: appends "name conns rps p50_ms p99_ms non2xx" per run.
+# CPU time (user + system, in clock ticks) the process PID has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+ticks_per_second=$(getconf CLK_TCK)
+
+# load NAME URL CONNECTIONS: appends "name conns rps p50_ms p99_ms non2xx cpu_us" per run, where
+# cpu_us is the CPU time the connector (or the forwarder) spent per request.
 load() {
-  local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua"
+  local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua" pid=$conn_pid before after
   [ "$c" -gt 1 ] && threads=2
-  [ "$name" = baseline ] && script="$work/post-baseline.lua"
+  [ "$name" = baseline ] && script="$work/post-baseline.lua" pid=$fwd_pid
+  before=$(cpu_ticks "$pid")
   out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
-  python3 - "$name" "$c" "$out" >>"$work/runs.txt" <<'PY'
+  after=$(cpu_ticks "$pid")
+  python3 - "$name" "$c" "$out" "$((after - before))" "$ticks_per_second" >>"$work/runs.txt" <<'PY'
 import re, sys
-name, conns, text = sys.argv[1], sys.argv[2], sys.argv[3]
+name, conns, text, ticks, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s|m)", v)
     n, u = float(m.group(1)), m.group(2)
@@ -69,7 +77,9 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
 p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0)
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+cpu_us = ticks / hz * 1e6 / max(requests, 1)
+print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0, f"{cpu_us:.2f}")
 PY
 }
 
@@ -126,6 +136,7 @@ res = {}
 for name in ("connector", "baseline"):
     for c in ("1", "64"):
         res[f"{name}_{c}"] = {"rps": med(name, c, 2), "p50_ms": med(name, c, 3), "p99_ms": med(name, c, 4),
+                              "cpu_us_per_request": med(name, c, 6),
                               "non2xx": sum(int(r[5]) for r in rows if r[0] == name and r[1] == c)}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
@@ -146,12 +157,13 @@ checks = [
 ]
 summary["budget"] = [{"check": n, "value": round(v, 3), "limit": l, "ok": ok} for n, v, l, ok in checks]
 lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, medians of {runs} run(s) of {duration} s per point", "",
-         "| load | connector req/s | baseline req/s | ratio | connector p50 / p99 (ms) | baseline p50 / p99 (ms) |",
-         "|---|---|---|---|---|---|"]
+         "| load | connector req/s | baseline req/s | ratio | connector p50 / p99 (ms) | baseline p50 / p99 (ms) | CPU µs per request, connector / baseline |",
+         "|---|---|---|---|---|---|---|"]
 for c in ("1", "64"):
     a, b = res[f"connector_{c}"], res[f"baseline_{c}"]
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['rps'] / b['rps']:.2f} | "
-                 f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} |")
+                 f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | "
+                 f"{a['cpu_us_per_request']:.1f} / {b['cpu_us_per_request']:.1f} |")
 lines += ["", "| measure | value |", "|---|---|",
           f"| idle RSS after start-up | {summary['idle_rss_mb']:.1f} MB |",
           f"| peak RSS under load | {summary['peak_rss_mb']:.1f} MB |",
