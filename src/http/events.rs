@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
@@ -33,7 +33,8 @@ struct Accepted<'a> {
 
 fn accepted(body: &Accepted<'_>) -> Response {
     let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+    let json_type = HeaderValue::from_static("application/json");
+    (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, json_type)], json).into_response()
 }
 
 /// Metric label for how an event ended.
