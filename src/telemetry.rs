@@ -233,8 +233,9 @@ impl<'a> MakeWriter<'a> for StdoutLines {
     }
 }
 
-/// A panic becomes one ERROR line (message and location, no backtrace) in the current span,
-/// so it carries the request's ids. The request itself is answered 500 by the HTTP edge.
+/// A panic becomes one ERROR line (message and location, no backtrace), written on the panicking
+/// request's task, so it carries the request's ids. The request itself is answered 500 by the
+/// HTTP edge.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = info
