@@ -138,6 +138,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A list whose every element `item` reads.
+    fn list_of<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+        let mut all = Vec::new();
+        self.list(|r| {
+            all.push(item(r)?);
+            Some(())
+        })?;
+        Some(all)
+    }
+
     /// A string without escapes, borrowed from the body.
     fn plain_text(&mut self) -> Option<&'a str> {
         self.consume(b'"')?;
@@ -369,12 +379,7 @@ impl<'a> Reader<'a> {
         if self.peek()? == b'{' {
             return self.access_policy().map(|p| OneOrMany::One(Obj(p)));
         }
-        let mut all = Vec::new();
-        self.list(|r| {
-            all.push(Obj(r.access_policy()?));
-            Some(())
-        })?;
-        Some(OneOrMany::Many(all))
+        self.list_of(|r| r.access_policy().map(Obj)).map(OneOrMany::Many)
     }
 
     fn access_policy(&mut self) -> Option<AccessPolicy> {
@@ -389,21 +394,18 @@ impl<'a> Reader<'a> {
     }
 
     fn attributes(&mut self) -> Option<Vec<Obj<PolicyAttribute>>> {
-        let mut all = Vec::new();
-        self.list(|r| {
+        self.list_of(|r| {
             let (mut name, mut value) = (None, None);
             r.object(|r, key| match key {
                 "name" => once(&mut name, r.loose()?),
                 "value" => once(&mut value, r.loose()?),
                 _ => r.skip_value(),
             })?;
-            all.push(Obj(PolicyAttribute {
+            Some(Obj(PolicyAttribute {
                 name: name.unwrap_or_default(),
                 value: value.unwrap_or_default(),
-            }));
-            Some(())
-        })?;
-        Some(all)
+            }))
+        })
     }
 }
 

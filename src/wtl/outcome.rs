@@ -176,8 +176,9 @@ struct Verdict {
 /// A member's value as far as the verdict cares.
 #[derive(PartialEq)]
 enum Flag {
-    /// `null`, `false` or `""`.
-    Quiet(bool),
+    False,
+    /// `null` or `""`.
+    Empty,
     /// Anything else.
     Raised,
 }
@@ -191,13 +192,13 @@ impl<'de> serde::Deserialize<'de> for Flag {
                 f.write_str("any JSON value")
             }
             fn visit_unit<E>(self) -> Result<Flag, E> {
-                Ok(Flag::Quiet(false))
+                Ok(Flag::Empty)
             }
             fn visit_bool<E>(self, v: bool) -> Result<Flag, E> {
-                Ok(if v { Flag::Raised } else { Flag::Quiet(true) })
+                Ok(if v { Flag::Raised } else { Flag::False })
             }
             fn visit_str<E>(self, v: &str) -> Result<Flag, E> {
-                Ok(if v.is_empty() { Flag::Quiet(false) } else { Flag::Raised })
+                Ok(if v.is_empty() { Flag::Empty } else { Flag::Raised })
             }
             fn visit_i64<E>(self, _: i64) -> Result<Flag, E> {
                 Ok(Flag::Raised)
@@ -268,7 +269,7 @@ impl<'de> serde::Deserialize<'de> for Verdict {
                     }
                 }
                 Ok(Verdict {
-                    failed: result == Some(Flag::Quiet(true)) || error == Some(Flag::Raised),
+                    failed: result == Some(Flag::False) || error == Some(Flag::Raised),
                 })
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Verdict, A::Error> {
