@@ -14,7 +14,6 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -114,7 +113,7 @@ impl Application {
             state,
             extra_routes,
         } = self;
-        let service = TowerToHyperService::new(http::router_with(state.clone(), extra_routes));
+        let service = http::FrontDoor::new(state.clone(), http::router_with(state.clone(), extra_routes));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()

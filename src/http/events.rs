@@ -1,9 +1,9 @@
 //! `POST /process-event`: authenticate, read, parse, plan, execute, answer.
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Serialize;
 use tokio::time::Instant;
@@ -40,14 +40,25 @@ fn accepted(body: &Accepted<'_>) -> Response {
 /// Metric label for how an event ended.
 type Outcome = &'static str;
 
+/// The event route as an axum handler (the trace ids come from the request's extensions).
 pub async fn handle_event(State(state): State<AppState>, req: Request) -> Response {
-    let started = Instant::now();
-    let (parts, body) = req.into_parts();
-    let ids = parts
-        .extensions
+    let ids = req
+        .extensions()
         .get::<TraceIds>()
         .cloned()
         .unwrap_or_else(TraceIds::generated);
+    handle(&state, req, &ids).await
+}
+
+/// Serves one event delivery: any request body type (axum's, or hyper's straight from the
+/// connection on the front door's fast path).
+pub async fn handle<B>(state: &AppState, req: http::Request<B>, ids: &TraceIds) -> Response
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
 
     // Auth comes first: an unauthenticated sender learns nothing and its body is never read.
     if let Err(reason) = super::check_bearer(&parts.headers, &state.settings) {
@@ -82,7 +93,7 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
     }
 
     let timeout = state.settings.request_timeout;
-    let work = process(&state, body, &ids, started);
+    let work = process(state, body, ids, started);
     let (response, event_type, outcome) = match tokio::time::timeout(timeout, work).await {
         Ok(done) => done,
         Err(_) => {
@@ -102,12 +113,11 @@ pub async fn handle_event(State(state): State<AppState>, req: Request) -> Respon
 
 /// Reads, parses, plans and executes one event. Returns the answer, the event type (once
 /// known) and the outcome label.
-async fn process(
-    state: &AppState,
-    body: Body,
-    ids: &TraceIds,
-    started: Instant,
-) -> (Response, Option<String>, Outcome) {
+async fn process<B>(state: &AppState, body: B, ids: &TraceIds, started: Instant) -> (Response, Option<String>, Outcome)
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = state.settings.max_body_bytes;
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),

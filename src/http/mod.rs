@@ -2,12 +2,24 @@
 //!
 //! It knows nothing about WTL beyond the outcome types the client returns, which
 //! [`error::ApiError`] turns into statuses in one place.
+//!
+//! [`FrontDoor`] is the service the server runs. An event delivery (`POST` to the event path)
+//! goes from it straight to the event handler, with the same trace ids, request log fields,
+//! access line and panic answer the router's middleware gives; every other request goes
+//! through axum's router. The event path is the one NSPS calls for every event, and the
+//! router's per-request work (route lookup, boxed middleware, path rewriting) measurably cost
+//! throughput there (see the README's performance section).
 
 pub mod error;
 pub mod events;
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -15,9 +27,10 @@ use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tower::Layer;
+use tower::{Layer, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
@@ -72,14 +85,102 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
     NormalizePathLayer::trim_trailing_slash().layer(app)
 }
 
-/// Trace ids in, trace ids out, the request's log fields and one access line.
+/// The service the server runs: event deliveries straight to their handler, the rest through
+/// the router.
+#[derive(Clone)]
+pub struct FrontDoor {
+    state: AppState,
+    router: NormalizePath<Router>,
+}
+
+impl FrontDoor {
+    pub fn new(state: AppState, router: NormalizePath<Router>) -> Self {
+        Self { state, router }
+    }
+}
+
+/// `POST` to `/`, `/process-event` or `EVENTS_PATH`, trailing slashes aside (the router trims
+/// them the same way). Anything else, however close, is left to the router.
+fn is_event_delivery(method: &Method, path: &str, events_path: Option<&str>) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let trimmed = path.trim_end_matches('/');
+    trimmed.is_empty() || trimmed == "/process-event" || events_path == Some(trimmed)
+}
+
+type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl hyper::service::Service<hyper::Request<Incoming>> for FrontDoor {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxedAnswer;
+
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        if is_event_delivery(
+            req.method(),
+            req.uri().path(),
+            self.state.settings.events_path.as_deref(),
+        ) {
+            let state = self.state.clone();
+            Box::pin(async move {
+                let ids = trace_ids(req.headers());
+                let method = req.method().clone();
+                let uri = req.uri().clone();
+                let work = CatchPanic(Box::pin(events::handle(&state, req, &ids)));
+                Ok(traced(&state, &ids, method, uri, work).await)
+            })
+        } else {
+            let router = self.router.clone();
+            Box::pin(async move {
+                let req = req.map(axum::body::Body::new);
+                router.oneshot(req).await
+            })
+        }
+    }
+}
+
+/// Polls a future and answers 500 `INTERNAL_ERROR` if it panics (the panic hook has logged it).
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future<Output = Response>> Future for CatchPanic<F> {
+    type Output = Response;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => Poll::Ready(ApiError::internal().into_response()),
+        }
+    }
+}
+
+/// The caller's trace ids, or fresh ones.
+fn trace_ids(headers: &HeaderMap) -> TraceIds {
+    TraceIds {
+        request_id: incoming_id(headers, &X_B3_TRACEID),
+        unique_id: incoming_id(headers, &X_REQUEST_ID),
+    }
+}
+
+/// Trace ids in, trace ids out, the request's log fields and one access line (the router's
+/// middleware; the front door does the same for event deliveries).
 async fn trace_requests(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ids = trace_ids(req.headers());
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    req.extensions_mut().insert(ids.clone());
+    traced(&state, &ids, method, uri, next.run(req)).await
+}
+
+/// Runs `work` with the request's log fields, then puts the trace ids on its answer and writes
+/// the access line.
+async fn traced<F>(state: &AppState, ids: &TraceIds, method: Method, uri: Uri, work: F) -> Response
+where
+    F: Future<Output = Response>,
+{
     let _in_flight = state.metrics.in_flight();
     let started = Instant::now();
-    let ids = TraceIds {
-        request_id: incoming_id(req.headers(), &X_B3_TRACEID),
-        unique_id: incoming_id(req.headers(), &X_REQUEST_ID),
-    };
     // JSON lines take the request's fields from `RequestLog`; text lines need a span for them.
     let span = match state.settings.log_format {
         LogFormat::Text => tracing::info_span!(
@@ -92,12 +193,9 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
         ),
         LogFormat::Json => tracing::Span::none(),
     };
-    let log = RequestLog::new(&ids, span);
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    req.extensions_mut().insert(ids.clone());
+    let log = RequestLog::new(ids, span);
     log.scope(async move {
-        let mut resp = next.run(req).await;
+        let mut resp = work.await;
         ids.write_headers(resp.headers_mut());
         let status = resp.status().as_u16();
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -208,4 +306,57 @@ async fn method_not_allowed(method: Method, uri: Uri) -> Response {
 /// Marks the service as no longer ready (shutdown has begun).
 pub fn set_not_ready(flag: &AtomicBool) {
     flag.store(false, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_deliveries_are_told_apart_from_other_requests() {
+        let custom = Some("/nsps/events");
+        for path in [
+            "/",
+            "/process-event",
+            "/process-event/",
+            "/process-event//",
+            "/nsps/events",
+            "/nsps/events/",
+        ] {
+            assert!(is_event_delivery(&Method::POST, path, custom), "{path}");
+        }
+        for path in ["/process-event", "/"] {
+            assert!(!is_event_delivery(&Method::GET, path, custom), "GET {path}");
+            assert!(!is_event_delivery(&Method::PUT, path, custom), "PUT {path}");
+        }
+        for path in [
+            "/process-events",
+            "/process",
+            "/health",
+            "//process-event",
+            "/nsps/events/x",
+            "/nsps",
+        ] {
+            assert!(!is_event_delivery(&Method::POST, path, custom), "{path}");
+        }
+        assert!(!is_event_delivery(&Method::POST, "/nsps/events", None));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_internal_error() {
+        let boom = async {
+            let v: Vec<u8> = Vec::new();
+            #[allow(clippy::indexing_slicing)]
+            let _ = v[usize::from(v.is_empty())];
+            StatusCode::OK.into_response()
+        };
+        let resp = CatchPanic(Box::pin(boom)).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.expect("body");
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(json["type"], "INTERNAL_ERROR", "{json}");
+
+        let fine = CatchPanic(Box::pin(async { StatusCode::ACCEPTED.into_response() })).await;
+        assert_eq!(fine.status(), StatusCode::ACCEPTED);
+    }
 }

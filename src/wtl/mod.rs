@@ -4,11 +4,13 @@
 //! call (credentials, rate limit, per-attempt timeout, retries with backoff inside the event's
 //! time budget) and returns a typed outcome. It knows nothing about NSPS.
 //!
-//! The `/prov` calls go through hyper's pooled client directly (rustls for `https`, the
-//! platform's trusted roots): it is the per-event hot path, and a general-purpose client's
-//! per-request URL handling, redirect and proxy layers measurably cost throughput there. The
-//! OAuth2 token endpoint, called once per token lifetime, uses reqwest (see [`oauth`]).
+//! The `/prov` calls go through the connector's own keep-alive HTTP/1.1 pool ([`http1`]: rustls
+//! with the platform's trusted roots for `https`), run inside the event's task: it is the
+//! per-event hot path, and a general-purpose pooled client's connection tasks, channels and
+//! per-request URL handling measurably cost throughput there. The OAuth2 token endpoint, called
+//! once per token lifetime, uses reqwest (see [`oauth`]).
 
+pub mod http1;
 pub mod limiter;
 pub mod oauth;
 pub mod outcome;
@@ -16,13 +18,7 @@ pub mod outcome;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{HeaderValue, Method, Request, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::HeaderValue;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -30,7 +26,8 @@ use tokio::time::Instant;
 use crate::config::{WtlAuthMode, WtlSettings};
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
-use crate::telemetry::TraceIds;
+use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use http1::{Endpoint, Http1Client};
 use limiter::RateLimiter;
 use oauth::TokenSource;
 pub use outcome::{Done, NetFailure, WtlError};
@@ -46,9 +43,6 @@ enum Credentials {
     OAuth(Box<TokenSource>),
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-static JSON: HeaderValue = HeaderValue::from_static("application/json");
 /// The `User-Agent` of every call to WTL and its token endpoint.
 const AGENT: &str = concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION"));
 
@@ -65,8 +59,7 @@ pub enum ClientBuildError {
 
 /// The shared WTL client: one connection pool for the whole process.
 pub struct WtlClient {
-    http: Client<Connector, Full<Bytes>>,
-    prov_url: Uri,
+    prov: Http1Client,
     credentials: Credentials,
     limiter: Option<RateLimiter>,
     settings: WtlSettings,
@@ -76,7 +69,7 @@ pub struct WtlClient {
 impl std::fmt::Debug for WtlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WtlClient")
-            .field("prov_url", &self.prov_url)
+            .field("prov", &self.prov)
             .finish_non_exhaustive()
     }
 }
@@ -128,28 +121,30 @@ impl From<WtlError> for AttemptFailure {
 
 impl WtlClient {
     pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_connect_timeout(Some(settings.connect_timeout));
-        tcp.set_nodelay(true);
-        tcp.set_keepalive(Some(Duration::from_secs(30)));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()
-            .map_err(|e| ClientBuildError::Tls(e.to_string()))?
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(tcp);
-        // No redirects are followed (the client has no such layer): credentials must never
+        let endpoint = Endpoint::parse(&format!("{}/prov", settings.base_url)).map_err(ClientBuildError::Url)?;
+        let tls = if endpoint.tls {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            let mut config = rustls::ClientConfig::builder()
+                .with_platform_verifier()
+                .map_err(|e| ClientBuildError::Tls(e.to_string()))?
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(Arc::new(config))
+        } else {
+            None
+        };
+        // No redirects are followed (the client has no such notion): credentials must never
         // follow a redirect to another host, and WTL has no reason to redirect.
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(tls);
-        let prov_url: Uri = format!("{}/prov", settings.base_url)
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ClientBuildError::Url(e.to_string()))?;
+        let json = HeaderValue::from_static("application/json");
+        let agent = HeaderValue::from_static(AGENT);
+        let prov = Http1Client::new(
+            endpoint,
+            tls,
+            settings.connect_timeout,
+            MAX_ANSWER_BYTES,
+            &[("content-type", &json), ("accept", &json), ("user-agent", &agent)],
+        )
+        .map_err(ClientBuildError::Url)?;
         let credentials = match settings.auth {
             WtlAuthMode::None => Credentials::None,
             WtlAuthMode::Bearer => match &settings.api_token {
@@ -179,8 +174,7 @@ impl WtlClient {
             },
         };
         Ok(Self {
-            http,
-            prov_url,
+            prov,
             credentials,
             limiter: settings.rate_limit.map(RateLimiter::per_second),
             settings: settings.clone(),
@@ -198,7 +192,7 @@ impl WtlClient {
 
     /// Executes one planned call, retrying transient failures within `deadline`.
     pub async fn execute(&self, call: &WtlCall, ids: &TraceIds, deadline: Instant) -> Result<Done, WtlError> {
-        let body = Bytes::from(prov_body(call));
+        let body = prov_body(call);
         let action = call.action.as_str();
         let imsi = call.imsi.as_str();
         let mut attempt: u32 = 0;
@@ -330,7 +324,7 @@ impl WtlClient {
     async fn attempt(
         &self,
         action: crate::plan::Action,
-        body: &Bytes,
+        body: &[u8],
         ids: &TraceIds,
         deadline: Instant,
     ) -> Result<(Done, u16), AttemptFailure> {
@@ -350,37 +344,28 @@ impl WtlClient {
             .into());
         }
         let limit = self.settings.attempt_timeout.min(remaining);
-        let mut req = Request::new(Full::new(body.clone()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.prov_url.clone();
-        let headers = req.headers_mut();
-        headers.insert(CONTENT_TYPE, JSON.clone());
-        headers.insert(ACCEPT, JSON.clone());
-        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
-        ids.write_headers(headers);
-        if let Some(auth) = auth {
-            headers.insert(AUTHORIZATION, auth);
-        }
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| net_error(&e))?;
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
-            let mut body = resp.into_body();
-            let mut answer = Vec::new();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| broken(&e))?;
-                let Ok(chunk) = frame.into_data() else { continue };
-                let room = MAX_ANSWER_BYTES.saturating_sub(answer.len());
-                answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if room <= chunk.len() {
-                    break;
-                }
+        let mut headers: [(&str, &[u8]); 3] = [
+            (X_B3_TRACEID.as_str(), ids.request_id.as_bytes()),
+            (X_REQUEST_ID.as_str(), ids.unique_id.as_bytes()),
+            ("authorization", b""),
+        ];
+        let extra = match &auth {
+            Some(value) => {
+                headers[2].1 = value.as_bytes();
+                &headers[..]
             }
-            Ok::<_, WtlError>((status, retry_after, answer))
+            None => &headers[..2],
+        };
+        let exchange = async {
+            let answer = self.prov.post(extra, body).await.map_err(|f| WtlError::Unreachable {
+                kind: f.kind,
+                detail: f.detail,
+            })?;
+            let retry_after = answer
+                .retry_after
+                .as_deref()
+                .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
+            Ok::<_, WtlError>((answer.status, retry_after, answer.body))
         };
         match tokio::time::timeout(limit, exchange).await {
             Err(_) => Err(AttemptFailure {
@@ -429,46 +414,6 @@ fn sensitive(value: &str) -> HeaderValue {
 pub fn backoff(base: Duration, retry: u32) -> Duration {
     let ceiling = base.saturating_mul(1u32 << retry.min(20)).min(BACKOFF_CAP.max(base));
     ceiling.mul_f64(fastrand::f64())
-}
-
-/// A failure to send the request or to get the answer's head.
-fn net_error(e: &hyper_util::client::legacy::Error) -> WtlError {
-    let detail = describe_error(e);
-    let kind = if !e.is_connect() {
-        NetFailure::Transport
-    } else if detail.contains("dns error") {
-        NetFailure::Dns
-    } else if timed_out(e) {
-        NetFailure::Timeout
-    } else {
-        NetFailure::Connect
-    };
-    WtlError::Unreachable { kind, detail }
-}
-
-/// The connection broke while the answer's body was read.
-fn broken(e: &hyper::Error) -> WtlError {
-    WtlError::Unreachable {
-        kind: if e.is_timeout() {
-            NetFailure::Timeout
-        } else {
-            NetFailure::Transport
-        },
-        detail: describe_error(e),
-    }
-}
-
-fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(e);
-    while let Some(s) = source {
-        if s.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// An error and its causes on one line, outermost first, without repeating a cause whose text
