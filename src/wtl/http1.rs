@@ -248,7 +248,12 @@ impl Http1Client {
                     return Ok(answer);
                 }
                 // Closed by the server before it read the request: send it on a new connection.
-                Err(Broken::BeforeAnswer(_)) => {}
+                Err(Broken::BeforeAnswer(f)) => {
+                    tracing::debug!(
+                        detail = %f.detail,
+                        "a reused WTL connection closed before the answer; sending the call on a new connection"
+                    );
+                }
                 Err(Broken::During(f)) => return Err(f),
             }
         }
