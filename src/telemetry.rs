@@ -22,6 +22,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+use crate::words::{push_escaped, push_json_string};
 
 /// The NSPS trace ids of one request: `x-b3-traceid` (logged as `request_id`) and
 /// `x-request-id` (logged as `unique_id`). Sent on every WTL call made for the request.
@@ -396,54 +397,6 @@ impl Visit for Recorder<'_> {
 /// The field name without its `_json` suffix. Field names are `'static`, so a prefix is too.
 fn name_static(full: &'static str, prefix: &str) -> &'static str {
     &full[..prefix.len()]
-}
-
-/// Appends `s` to `out`, escaped for the inside of a JSON string. Runs of plain text are found
-/// eight bytes at a time and copied whole. Escaped: quotes, backslashes, control characters, and
-/// the two line separators (U+2028, U+2029, which start with byte 0xE2) some log viewers split
-/// lines on.
-fn push_escaped(out: &mut String, s: &str) {
-    let bytes = s.as_bytes();
-    let mut plain_from = 0;
-    let mut i = 0;
-    loop {
-        i = crate::words::find_text_stop(bytes, i, 0xE2);
-        let Some(&b) = bytes.get(i) else { break };
-        let escaped = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0xE2 => match bytes.get(i + 1..i + 3) {
-                Some([0x80, 0xA8]) => "\\u2028",
-                Some([0x80, 0xA9]) => "\\u2029",
-                // Another character that starts with 0xE2: plain text.
-                _ => {
-                    i += 1;
-                    continue;
-                }
-            },
-            _ => "",
-        };
-        // `i` is at an ASCII byte or at the start of a character, so both slices are on
-        // character boundaries.
-        out.push_str(s.get(plain_from..i).unwrap_or_default());
-        if escaped.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escaped);
-        }
-        plain_from = i + if b == 0xE2 { 3 } else { 1 };
-        i = plain_from;
-    }
-    out.push_str(s.get(plain_from..).unwrap_or_default());
-}
-
-fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    push_escaped(out, s);
-    out.push('"');
 }
 
 /// A `fmt::Write` that escapes as it writes, so a `Display` value lands in the line without an

@@ -5,7 +5,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::AppState;
@@ -14,25 +13,35 @@ use crate::memory::Admission;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
 use crate::telemetry::TraceIds;
+use crate::words::push_json_string;
 use crate::wtl::Done;
 
-#[derive(Serialize)]
-struct ActionTaken<'a> {
-    action: &'static str,
-    imsi: &'a str,
-    result: &'static str,
-}
-
-#[derive(Serialize)]
-struct Accepted<'a> {
-    message: String,
-    event_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actions: Option<Vec<ActionTaken<'a>>>,
-}
-
-fn accepted(body: &Accepted<'_>) -> Response {
-    let json = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+/// A 202 answer: `{"message", "event_id", "actions": [{"action", "imsi", "result"}]}`, the
+/// actions only for an event that made WTL calls. Written directly: every value is a short
+/// string.
+fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, &'static str)]>) -> Response {
+    let mut json = String::with_capacity(96 + message.len() + event_id.len() + actions.map_or(0, |a| a.len() * 72));
+    json.push_str("{\"message\":");
+    push_json_string(&mut json, message);
+    json.push_str(",\"event_id\":");
+    push_json_string(&mut json, event_id);
+    if let Some(actions) = actions {
+        json.push_str(",\"actions\":[");
+        for (i, (call, result)) in actions.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str("{\"action\":");
+            push_json_string(&mut json, call.action.as_str());
+            json.push_str(",\"imsi\":");
+            push_json_string(&mut json, call.imsi.as_str());
+            json.push_str(",\"result\":");
+            push_json_string(&mut json, result);
+            json.push('}');
+        }
+        json.push(']');
+    }
+    json.push('}');
     let json_type = HeaderValue::from_static("application/json");
     (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, json_type)], json).into_response()
 }
@@ -157,14 +166,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         Ok(Plan::Skip(reason)) => {
             let message = format!("Event ignored: {reason}");
             tracing::info!(reason = %reason, "event ignored");
-            return (
-                accepted(&Accepted {
-                    message,
-                    event_id: &event.event_id,
-                    actions: None,
-                }),
-                "ignored",
-            );
+            return (accepted(&message, &event.event_id, None), "ignored");
         }
         Ok(Plan::Calls(calls)) => calls,
     };
@@ -175,28 +177,14 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         Admission::Duplicate => {
             state.metrics.dedup_hit();
             tracing::info!("event already processed; answering from memory");
-            return (
-                accepted(&Accepted {
-                    message: "Event already processed".into(),
-                    event_id: &event.event_id,
-                    actions: None,
-                }),
-                "duplicate",
-            );
+            return (accepted("Event already processed", &event.event_id, None), "duplicate");
         }
         Admission::Stale { imsi, applied } => {
             state.metrics.stale_hit();
             let message =
                 format!("Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})");
             tracing::info!(%imsi, applied = %applied, "stale event ignored");
-            return (
-                accepted(&Accepted {
-                    message,
-                    event_id: &event.event_id,
-                    actions: None,
-                }),
-                "stale",
-            );
+            return (accepted(&message, &event.event_id, None), "stale");
         }
         Admission::Proceed(ticket) => ticket,
     };
@@ -229,28 +217,20 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
     ticket.succeeded();
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
-    let actions = done
-        .iter()
-        .map(|(c, result)| ActionTaken {
-            action: c.action.as_str(),
-            imsi: c.imsi.as_str(),
-            result,
-        })
-        .collect();
     (
-        accepted(&Accepted {
-            message: "Event processed successfully".into(),
-            event_id: &event.event_id,
-            actions: Some(actions),
-        }),
+        accepted("Event processed successfully", &event.event_id, Some(&done)),
         "processed",
     )
 }
 
 /// `application/json`, with parameters, or any `application/*+json`.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or("").trim().as_bytes();
+    let (Some(kind), Some(suffix)) = (essence.get(..12), essence.get(essence.len().saturating_sub(5)..)) else {
+        return false;
+    };
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (kind.eq_ignore_ascii_case(b"application/") && suffix.eq_ignore_ascii_case(b"+json"))
 }
 
 #[cfg(test)]
@@ -265,5 +245,7 @@ mod tests {
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/x-www-form-urlencoded"));
         assert!(!is_json(""));
+        assert!(!is_json("application/jsonx"));
+        assert!(is_json(" application/problem+JSON ; q=1"));
     }
 }

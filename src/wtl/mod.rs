@@ -20,13 +20,13 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use secrecy::ExposeSecret;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::config::{WtlAuthMode, WtlSettings};
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
 use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::words::push_json_string;
 use http1::{Endpoint, Http1Client};
 use limiter::RateLimiter;
 use oauth::TokenSource;
@@ -74,34 +74,33 @@ impl std::fmt::Debug for WtlClient {
     }
 }
 
-/// The JSON body of `POST /prov`. `delete` carries only the IMSI and the action.
-#[derive(Serialize)]
-struct ProvBody<'a> {
-    imsi: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subscriber_status: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cs_profile: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eps_profile: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    msisdn: Option<&'a [String]>,
-    action: &'static str,
-}
-
-/// The wire body for one planned call.
+/// The JSON body of `POST /prov` for one planned call: `imsi`, then for `insert` and `update`
+/// the full state (`subscriber_status`, `cs_profile`, `eps_profile`, `msisdn`), then `action`.
+/// `delete` carries only the IMSI and the action. Written directly: every value is a string.
 pub fn prov_body(call: &WtlCall) -> Vec<u8> {
-    let state = call.state.as_ref();
-    let body = ProvBody {
-        imsi: call.imsi.as_str(),
-        subscriber_status: state.map(|s| s.status.as_str()),
-        cs_profile: state.map(|s| s.cs_profile.as_str()),
-        eps_profile: state.map(|s| s.eps_profile.as_str()),
-        msisdn: state.map(|s| s.msisdn.as_slice()),
-        action: call.action.as_str(),
-    };
-    // Serialising plain strings into a Vec cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
+    let mut json = String::with_capacity(192);
+    json.push_str("{\"imsi\":");
+    push_json_string(&mut json, call.imsi.as_str());
+    if let Some(state) = &call.state {
+        json.push_str(",\"subscriber_status\":");
+        push_json_string(&mut json, state.status.as_str());
+        json.push_str(",\"cs_profile\":");
+        push_json_string(&mut json, state.cs_profile.as_str());
+        json.push_str(",\"eps_profile\":");
+        push_json_string(&mut json, state.eps_profile.as_str());
+        json.push_str(",\"msisdn\":[");
+        for (i, number) in state.msisdn.iter().enumerate() {
+            if i > 0 {
+                json.push(',');
+            }
+            push_json_string(&mut json, number);
+        }
+        json.push(']');
+    }
+    json.push_str(",\"action\":");
+    push_json_string(&mut json, call.action.as_str());
+    json.push('}');
+    json.into_bytes()
 }
 
 /// Why an attempt failed, and with which OAuth token (to discard exactly that one on a 401).
@@ -479,6 +478,22 @@ mod tests {
             serde_json::json!({"imsi":"001010000020349","subscriber_status":"serviceGranted",
                 "cs_profile":"cs","eps_profile":"eps","msisdn":["79123456789"],"action":"update"})
         );
+        // Member order as the reference sends it; numbers listed in order; none is `[]`.
+        assert_eq!(
+            String::from_utf8(prov_body(&call)).expect("text"),
+            r#"{"imsi":"001010000020349","subscriber_status":"serviceGranted","cs_profile":"cs","eps_profile":"eps","msisdn":["79123456789"],"action":"update"}"#
+        );
+        let mut two = call.clone();
+        if let Some(state) = two.state.as_mut() {
+            state.msisdn = vec!["1".into(), "2".into()];
+        }
+        let v: serde_json::Value = serde_json::from_slice(&prov_body(&two)).expect("json");
+        assert_eq!(v["msisdn"], serde_json::json!(["1", "2"]));
+        if let Some(state) = two.state.as_mut() {
+            state.msisdn.clear();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&prov_body(&two)).expect("json");
+        assert_eq!(v["msisdn"], serde_json::json!([]));
     }
 
     #[test]
