@@ -35,10 +35,24 @@ pub fn leading_equal(word: u64, byte: u8) -> usize {
     (other.trailing_zeros() / 8) as usize
 }
 
+/// Bytes that end a run of plain JSON string content: quote, backslash, control characters.
+static TEXT_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 /// Index of the first byte at or after `i` that is a quote, a backslash, a control character or
 /// `extra` (which may repeat one of those), or `bytes.len()` when there is none.
 pub fn find_text_stop(bytes: &[u8], mut i: usize, extra: u8) -> usize {
-    let is_stop = |b: u8| b == b'"' || b == b'\\' || b < 0x20 || b == extra;
+    // The last few bytes (all of a short key or value) one at a time, by table.
+    let is_stop = |b: u8| TEXT_STOP[usize::from(b)] || b == extra;
     while let Some(word) = word_at(bytes, i) {
         let stops =
             bytes_equal(word, b'"') | bytes_equal(word, b'\\') | bytes_below(word, 0x20) | bytes_equal(word, extra);
