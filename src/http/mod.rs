@@ -99,14 +99,18 @@ impl FrontDoor {
     }
 }
 
-/// `POST` to `/`, `/process-event` or `EVENTS_PATH`, trailing slashes aside (the router trims
-/// them the same way). Anything else, however close, is left to the router.
-fn is_event_delivery(method: &Method, path: &str, events_path: Option<&str>) -> bool {
+/// For a `POST` to `/`, `/process-event` or `EVENTS_PATH`, trailing slashes aside (the router
+/// trims them the same way), that path as the access line names it. Anything else, however
+/// close, is left to the router.
+fn event_path<'a>(method: &Method, path: &str, events_path: Option<&'a str>) -> Option<&'a str> {
     if method != Method::POST {
-        return false;
+        return None;
     }
-    let trimmed = path.trim_end_matches('/');
-    trimmed.is_empty() || trimmed == "/process-event" || events_path == Some(trimmed)
+    match path.trim_end_matches('/') {
+        "" => Some("/"),
+        "/process-event" => Some("/process-event"),
+        trimmed => events_path.filter(|p| *p == trimmed),
+    }
 }
 
 type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -117,18 +121,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for FrontDoor {
     type Future = BoxedAnswer;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        if is_event_delivery(
-            req.method(),
-            req.uri().path(),
-            self.state.settings.events_path.as_deref(),
-        ) {
+        let settings = &self.state.settings;
+        if event_path(req.method(), req.uri().path(), settings.events_path.as_deref()).is_some() {
             let state = self.state.clone();
             Box::pin(async move {
                 let ids = trace_ids(req.headers());
-                let method = req.method().clone();
-                let uri = req.uri().clone();
+                let path = event_path(&Method::POST, req.uri().path(), state.settings.events_path.as_deref())
+                    .unwrap_or("/process-event");
                 let work = CatchPanic(Box::pin(events::handle(&state, req, &ids)));
-                Ok(traced(&state, &ids, method, uri, work).await)
+                Ok(traced(&state, &ids, &Method::POST, path, work).await)
             })
         } else {
             let router = self.router.clone();
@@ -170,12 +171,12 @@ async fn trace_requests(State(state): State<AppState>, mut req: Request, next: N
     let method = req.method().clone();
     let uri = req.uri().clone();
     req.extensions_mut().insert(ids.clone());
-    traced(&state, &ids, method, uri, next.run(req)).await
+    traced(&state, &ids, &method, uri.path(), next.run(req)).await
 }
 
 /// Runs `work` with the request's log fields, then puts the trace ids on its answer and writes
 /// the access line.
-async fn traced<F>(state: &AppState, ids: &TraceIds, method: Method, uri: Uri, work: F) -> Response
+async fn traced<F>(state: &AppState, ids: &TraceIds, method: &Method, path: &str, work: F) -> Response
 where
     F: Future<Output = Response>,
 {
@@ -201,7 +202,7 @@ where
         let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
         tracing::info!(
             method = method.as_str(),
-            path = prefix(uri.path(), 200),
+            path = prefix(path, 200),
             status,
             latency_ms,
             "request completed"
@@ -315,19 +316,19 @@ mod tests {
     #[test]
     fn event_deliveries_are_told_apart_from_other_requests() {
         let custom = Some("/nsps/events");
-        for path in [
-            "/",
-            "/process-event",
-            "/process-event/",
-            "/process-event//",
-            "/nsps/events",
-            "/nsps/events/",
+        for (path, logged) in [
+            ("/", "/"),
+            ("/process-event", "/process-event"),
+            ("/process-event/", "/process-event"),
+            ("/process-event//", "/process-event"),
+            ("/nsps/events", "/nsps/events"),
+            ("/nsps/events/", "/nsps/events"),
         ] {
-            assert!(is_event_delivery(&Method::POST, path, custom), "{path}");
+            assert_eq!(event_path(&Method::POST, path, custom), Some(logged), "{path}");
         }
         for path in ["/process-event", "/"] {
-            assert!(!is_event_delivery(&Method::GET, path, custom), "GET {path}");
-            assert!(!is_event_delivery(&Method::PUT, path, custom), "PUT {path}");
+            assert_eq!(event_path(&Method::GET, path, custom), None, "GET {path}");
+            assert_eq!(event_path(&Method::PUT, path, custom), None, "PUT {path}");
         }
         for path in [
             "/process-events",
@@ -337,9 +338,9 @@ mod tests {
             "/nsps/events/x",
             "/nsps",
         ] {
-            assert!(!is_event_delivery(&Method::POST, path, custom), "{path}");
+            assert_eq!(event_path(&Method::POST, path, custom), None, "{path}");
         }
-        assert!(!is_event_delivery(&Method::POST, "/nsps/events", None));
+        assert_eq!(event_path(&Method::POST, "/nsps/events", None), None);
     }
 
     #[tokio::test]

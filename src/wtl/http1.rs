@@ -12,13 +12,18 @@
 //! the connection; `Connection: close` and HTTP/1.0 answers are never reused; at most
 //! `max_answer` bytes of a body are kept (the rest is not read, and the connection is dropped).
 //! An idle connection that the server has closed (or written to) is noticed before reuse
-//! without a system call (the reactor has already marked it readable) and dropped. If a reused
-//! connection is closed under a call before any byte of the answer arrives (the server's idle
-//! timeout crossed the request on the wire), the call is sent once more on a new connection:
-//! the server closed that connection without reading the request.
+//! without a system call (the reactor has already marked it readable) and dropped; idle
+//! connections older than [`IDLE_TIMEOUT`] are closed. If writing the request to a reused
+//! connection fails because the server had already reset it, the request never reached the
+//! server and is written once more on a new connection. A connection that breaks after the
+//! request was written is a failure the caller handles (its retries, rate limit and metrics):
+//! the server may have acted on the request.
 //!
-//! Timeouts: the TCP connect and the TLS handshake are bounded by `connect_timeout`; the whole
-//! exchange is bounded by the caller, which drops the future (and with it the connection).
+//! Timeouts: the TCP connect and the TLS handshake are bounded by `connect_timeout` (shared
+//! among the host's addresses, so one address that never answers does not use it all); the
+//! whole exchange is bounded by the caller, which drops the future (and with it the connection).
+//! Hostile answers are bounded too: heads and lines by size, interim (1xx) heads and trailers by
+//! count and size, the kept body by `max_answer`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,8 +47,11 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
 /// Longest chunk-size or trailer line of a chunked body.
 const MAX_LINE: usize = 4096;
-/// An idle connection unused for this long is closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// An idle connection unused for this long is closed instead of reused (below the idle timeout
+/// of common servers and load balancers, so the server rarely closes one just as it is used).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most interim (1xx) heads accepted before the answer.
+const MAX_INTERIM: usize = 8;
 /// Most idle connections kept.
 const MAX_IDLE: usize = 1024;
 /// TCP keep-alive probe interval on WTL connections.
@@ -162,6 +170,21 @@ impl Stream {
         let mut cx = Context::from_waker(Waker::noop());
         self.tcp().poll_read_ready(&mut cx).is_pending()
     }
+
+    /// No decrypted bytes are left waiting inside TLS (stray bytes after an answer would be
+    /// read as the start of the next one). Asks rustls' buffer only, without reading the socket.
+    fn nothing_buffered(&mut self) -> bool {
+        match self {
+            Self::Plain(_) => true,
+            Self::Tls(s) => {
+                let mut probe = [0u8; 1];
+                matches!(
+                    std::io::Read::read(&mut s.get_mut().1.reader(), &mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock
+                )
+            }
+        }
+    }
 }
 
 struct Idle {
@@ -247,14 +270,14 @@ impl Http1Client {
                     self.give_back(stream, reusable);
                     return Ok(answer);
                 }
-                // Closed by the server before it read the request: send it on a new connection.
-                Err(Broken::BeforeAnswer(f)) => {
+                // Reset by the server before the request was written: it never arrived.
+                Err(Broken::Unsent(f)) => {
                     tracing::debug!(
                         detail = %f.detail,
-                        "a reused WTL connection closed before the answer; sending the call on a new connection"
+                        "a reused WTL connection was closed before the call was written; writing it on a new connection"
                     );
                 }
-                Err(Broken::During(f)) => return Err(f),
+                Err(Broken::Sent(f)) => return Err(f),
             }
         }
         let mut stream = self.connect().await?;
@@ -263,7 +286,7 @@ impl Http1Client {
                 self.give_back(stream, reusable);
                 Ok(answer)
             }
-            Err(Broken::BeforeAnswer(f) | Broken::During(f)) => Err(f),
+            Err(Broken::Unsent(f) | Broken::Sent(f)) => Err(f),
         }
     }
 
@@ -278,16 +301,21 @@ impl Http1Client {
         None
     }
 
-    fn give_back(&self, stream: Stream, reusable: bool) {
-        if !reusable {
+    fn give_back(&self, mut stream: Stream, reusable: bool) {
+        if !reusable || !stream.nothing_buffered() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // The longest idle sit at the bottom: close the expired ones, so a pool that grew in a
+        // burst does not keep sockets open for good.
+        let expired = idle
+            .iter()
+            .take_while(|c| now.duration_since(c.since) >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
         if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                stream,
-                since: Instant::now(),
-            });
+            idle.push(Idle { stream, since: now });
         }
     }
 
@@ -323,15 +351,20 @@ impl Http1Client {
                 format!("dns error: {host} has no address"),
             ));
         }
+        // Each address gets an equal share of what is left of the connect timeout.
+        let deadline = Instant::now() + self.connect_timeout;
+        let count = addrs.len();
         let mut last = None;
         let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
+        for (k, addr) in addrs.into_iter().enumerate() {
+            let share = deadline.saturating_duration_since(Instant::now()) / u32::try_from(count - k).unwrap_or(1);
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
                     tcp = Some(s);
                     break;
                 }
-                Err(e) => last = Some((addr, e)),
+                Ok(Err(e)) => last = Some((addr, e)),
+                Err(_) => last = Some((addr, io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
             }
         }
         let tcp = match (tcp, last) {
@@ -371,10 +404,11 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 
 /// How an exchange broke.
 enum Broken {
-    /// Before the first byte of the answer: the server did not take the request.
-    BeforeAnswer(Failure),
-    /// Later: WTL may have acted on the request.
-    During(Failure),
+    /// Writing the request failed because the server had reset the connection: it never
+    /// arrived.
+    Unsent(Failure),
+    /// After the request was written: WTL may have acted on it.
+    Sent(Failure),
 }
 
 fn broken(e: &io::Error) -> Failure {
@@ -387,7 +421,7 @@ fn broken(e: &io::Error) -> Failure {
 }
 
 fn bad_answer(why: impl Into<String>) -> Broken {
-    Broken::During(Failure::new(NetFailure::Transport, why))
+    Broken::Sent(Failure::new(NetFailure::Transport, why))
 }
 
 /// Writes `request`, reads one answer. Returns it and whether the connection may be reused.
@@ -395,9 +429,9 @@ async fn exchange(stream: &mut Stream, request: &[u8], max_answer: usize) -> Res
     if let Err(e) = stream.write_all(request).await {
         return Err(match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-                Broken::BeforeAnswer(broken(&e))
+                Broken::Unsent(broken(&e))
             }
-            _ => Broken::During(broken(&e)),
+            _ => Broken::Sent(broken(&e)),
         });
     }
     let mut wire = Wire {
@@ -420,10 +454,11 @@ impl Wire<'_> {
         self.buf.get(self.pos..).unwrap_or_default()
     }
 
-    /// Reads more; `Ok(false)` when the server closed the connection.
+    /// Reads more; `Ok(false)` when the server closed the connection. Bytes already used are
+    /// dropped first, so the buffer holds at most what is still unread plus one read.
     async fn fill(&mut self) -> io::Result<bool> {
-        if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
             self.pos = 0;
         }
         Ok(self.stream.read_into(&mut self.buf).await? > 0)
@@ -446,7 +481,7 @@ impl Wire<'_> {
             match self.fill().await {
                 Ok(true) => {}
                 Ok(false) => return Err(bad_answer("the connection closed in the middle of a chunked answer")),
-                Err(e) => return Err(Broken::During(broken(&e))),
+                Err(e) => return Err(Broken::Sent(broken(&e))),
             }
         }
     }
@@ -459,7 +494,7 @@ impl Wire<'_> {
                 match self.fill().await {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
-                    Err(e) => return Err(Broken::During(broken(&e))),
+                    Err(e) => return Err(Broken::Sent(broken(&e))),
                 }
             }
             let here = self.pending().len().min(n);
@@ -506,9 +541,10 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, String> {
     for h in resp.headers.iter() {
         let value = std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value
-                .parse()
-                .map_err(|_| format!("WTL's answer has an invalid Content-Length: {value:?}"))?;
+            let n: u64 = Some(value)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("WTL's answer has an invalid Content-Length: {value:?}"))?;
             if head.content_length.is_some_and(|m| m != n) {
                 return Err("WTL's answer has two different Content-Length headers".into());
             }
@@ -527,12 +563,16 @@ fn parse_head(bytes: &[u8]) -> Result<Option<Head>, String> {
 }
 
 async fn read_answer(wire: &mut Wire<'_>, max_answer: usize) -> Result<(Answer, bool), Broken> {
-    let mut received = false;
+    let mut interim = 0;
     let head = loop {
         match parse_head(wire.pending()) {
             Err(why) => return Err(bad_answer(why)),
             Ok(Some(head)) if (100..200).contains(&head.status) && head.status != 101 => {
                 // An interim answer (100 Continue and the like): the real one follows.
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(bad_answer("WTL sent more than 8 interim (1xx) answers"));
+                }
                 wire.pos += head.len;
                 continue;
             }
@@ -543,18 +583,14 @@ async fn read_answer(wire: &mut Wire<'_>, max_answer: usize) -> Result<(Answer, 
             return Err(bad_answer("WTL's answer head is larger than 64 KiB"));
         }
         match wire.fill().await {
-            Ok(true) => received = true,
-            Ok(false) if received => {
-                return Err(bad_answer("the connection closed in the middle of WTL's answer head"));
+            Ok(true) => {}
+            Ok(false) if wire.buf.is_empty() => {
+                return Err(bad_answer("the connection closed before WTL answered"));
             }
             Ok(false) => {
-                return Err(Broken::BeforeAnswer(Failure::new(
-                    NetFailure::Transport,
-                    "the connection closed before WTL answered",
-                )));
+                return Err(bad_answer("the connection closed in the middle of WTL's answer head"));
             }
-            Err(e) if !received => return Err(Broken::BeforeAnswer(broken(&e))),
-            Err(e) => return Err(Broken::During(broken(&e))),
+            Err(e) => return Err(Broken::Sent(broken(&e))),
         }
     };
     if head.status == 101 {
@@ -562,7 +598,8 @@ async fn read_answer(wire: &mut Wire<'_>, max_answer: usize) -> Result<(Answer, 
     }
     wire.pos += head.len;
     let mut body = Vec::new();
-    let mut reusable = head.http11 && !head.close;
+    // Both framings at once is a sign of a confused or hostile peer: read by chunks, never reuse.
+    let mut reusable = head.http11 && !head.close && !(head.chunked && head.content_length.is_some());
     if head.status == 204 || head.status == 304 {
         // No body, whatever the head says.
     } else if head.chunked {
@@ -605,12 +642,23 @@ async fn read_chunked(wire: &mut Wire<'_>, body: &mut Vec<u8>, max: usize) -> Re
         let line = wire.line().await?;
         let text = std::str::from_utf8(&line).unwrap_or("");
         let size_text = text.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| bad_answer(format!("a chunked answer has an invalid chunk size: {size_text:?}")))?;
+        let size = Some(size_text)
+            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .and_then(|t| usize::from_str_radix(t, 16).ok())
+            .ok_or_else(|| bad_answer(format!("a chunked answer has an invalid chunk size: {size_text:?}")))?;
         if size == 0 {
-            // Trailers, up to an empty line.
-            while !wire.line().await?.is_empty() {}
-            return Ok(true);
+            // Trailers, up to an empty line, at most a head's worth.
+            let mut trailers = 0;
+            loop {
+                let line = wire.line().await?;
+                if line.is_empty() {
+                    return Ok(true);
+                }
+                trailers += line.len() + 2;
+                if trailers > MAX_HEAD_BYTES {
+                    return Err(bad_answer("a chunked answer has more than 64 KiB of trailers"));
+                }
+            }
         }
         if body.len() >= max {
             // Enough is kept; the rest is not read and the connection will not be reused.
@@ -828,18 +876,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reused_connection_closed_before_the_answer_is_sent_again_once() {
+    async fn a_reused_connection_closed_after_the_request_is_a_failure_not_a_silent_resend() {
         // Each connection: the first request is answered, the second is read and then the
-        // connection is closed without an answer (the server's idle timeout crossing it).
+        // connection is closed without an answer. WTL may have acted on it, so the client does
+        // not send it again by itself: the caller's retry rules decide.
         let server = server(vec![OK, b""]).await;
         let client = client(server.addr);
         client.post(&[], b"{}").await.expect("first");
-        let a = client
-            .post(&[], b"{}")
-            .await
-            .expect("second, sent again on a new connection");
-        assert_eq!(a.status, 200);
+        let f = client.post(&[], b"{}").await.expect_err("no answer to the second");
+        assert_eq!(f.kind, NetFailure::Transport);
+        assert_eq!(server.accepted.load(Ordering::SeqCst), 1, "not sent again");
+        assert_eq!(server.received.lock().expect("lock").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_idle_connections_are_closed_when_a_call_ends() {
+        let server = server(vec![OK, OK, OK]).await;
+        let client = client(server.addr);
+        client.post(&[], b"{}").await.expect("first");
+        // Make the pooled connection look older than the idle timeout.
+        if let Some(conn) = client.idle.lock().expect("lock").first_mut() {
+            conn.since = conn.since.checked_sub(IDLE_TIMEOUT).expect("an instant 30 s back");
+        }
+        assert!(client.checkout().is_none(), "an expired connection is not reused");
+        client.post(&[], b"{}").await.expect("second, on a new connection");
         assert_eq!(server.accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(client.idle_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn endless_interim_answers_and_trailers_are_cut_off() {
+        let interims: &'static [u8] = Box::leak(b"HTTP/1.1 100 Continue\r\n\r\n".repeat(20).into_boxed_slice());
+        let mut trailer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n".to_vec();
+        for _ in 0..2000 {
+            trailer.extend_from_slice(b"x-trailer: 0123456789012345678901234567890123456789\r\n");
+        }
+        let trailer: &'static [u8] = Box::leak(trailer.into_boxed_slice());
+        for answer in [interims, trailer] {
+            let server = server(vec![answer]).await;
+            let f = client(server.addr).post(&[], b"{}").await.expect_err("refused");
+            assert_eq!(f.kind, NetFailure::Transport, "{}", f.detail);
+        }
     }
 
     #[tokio::test]
@@ -859,6 +936,8 @@ mod tests {
             &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"[..],
             &b"not http at all\r\n\r\n"[..],
             &b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n{}"[..],
+            &b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\n{}"[..],
+            &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n+2\r\n{}\r\n0\r\n\r\n"[..],
         ] {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
