@@ -99,17 +99,36 @@ impl FrontDoor {
     }
 }
 
-/// For a `POST` to `/`, `/process-event` or `EVENTS_PATH`, trailing slashes aside (the router
-/// trims them the same way), that path as the access line names it. Anything else, however
-/// close, is left to the router.
-fn event_path<'a>(method: &Method, path: &str, events_path: Option<&'a str>) -> Option<&'a str> {
-    if method != Method::POST {
-        return None;
+/// The paths an event is delivered to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EventRoute {
+    Root,
+    ProcessEvent,
+    /// `EVENTS_PATH`.
+    Custom,
+}
+
+impl EventRoute {
+    /// Which one a `POST` to `path` is, trailing slashes aside (the router trims them the same
+    /// way). Anything else, however close, is left to the router.
+    fn of(method: &Method, path: &str, events_path: Option<&str>) -> Option<Self> {
+        if method != Method::POST {
+            return None;
+        }
+        match path.trim_end_matches('/') {
+            "" => Some(Self::Root),
+            "/process-event" => Some(Self::ProcessEvent),
+            trimmed => (events_path == Some(trimmed)).then_some(Self::Custom),
+        }
     }
-    match path.trim_end_matches('/') {
-        "" => Some("/"),
-        "/process-event" => Some("/process-event"),
-        trimmed => events_path.filter(|p| *p == trimmed),
+
+    /// The path as the access line names it.
+    fn path(self, events_path: Option<&str>) -> &str {
+        match self {
+            Self::Root => "/",
+            Self::ProcessEvent => "/process-event",
+            Self::Custom => events_path.unwrap_or_default(),
+        }
     }
 }
 
@@ -121,13 +140,12 @@ impl hyper::service::Service<hyper::Request<Incoming>> for FrontDoor {
     type Future = BoxedAnswer;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let settings = &self.state.settings;
-        if event_path(req.method(), req.uri().path(), settings.events_path.as_deref()).is_some() {
+        let events_path = self.state.settings.events_path.as_deref();
+        if let Some(route) = EventRoute::of(req.method(), req.uri().path(), events_path) {
             let state = self.state.clone();
             Box::pin(async move {
                 let ids = trace_ids(req.headers());
-                let path = event_path(&Method::POST, req.uri().path(), state.settings.events_path.as_deref())
-                    .unwrap_or("/process-event");
+                let path = route.path(state.settings.events_path.as_deref());
                 let work = CatchPanic(Box::pin(events::handle(&state, req, &ids)));
                 Ok(traced(&state, &ids, &Method::POST, path, work).await)
             })
@@ -316,7 +334,8 @@ mod tests {
     #[test]
     fn event_deliveries_are_told_apart_from_other_requests() {
         let custom = Some("/nsps/events");
-        for (path, logged) in [
+        let logged = |method: &Method, path: &str| EventRoute::of(method, path, custom).map(|r| r.path(custom));
+        for (path, named) in [
             ("/", "/"),
             ("/process-event", "/process-event"),
             ("/process-event/", "/process-event"),
@@ -324,11 +343,11 @@ mod tests {
             ("/nsps/events", "/nsps/events"),
             ("/nsps/events/", "/nsps/events"),
         ] {
-            assert_eq!(event_path(&Method::POST, path, custom), Some(logged), "{path}");
+            assert_eq!(logged(&Method::POST, path), Some(named), "{path}");
         }
         for path in ["/process-event", "/"] {
-            assert_eq!(event_path(&Method::GET, path, custom), None, "GET {path}");
-            assert_eq!(event_path(&Method::PUT, path, custom), None, "PUT {path}");
+            assert_eq!(logged(&Method::GET, path), None, "GET {path}");
+            assert_eq!(logged(&Method::PUT, path), None, "PUT {path}");
         }
         for path in [
             "/process-events",
@@ -338,9 +357,9 @@ mod tests {
             "/nsps/events/x",
             "/nsps",
         ] {
-            assert_eq!(event_path(&Method::POST, path, custom), None, "{path}");
+            assert_eq!(logged(&Method::POST, path), None, "{path}");
         }
-        assert_eq!(event_path(&Method::POST, "/nsps/events", None), None);
+        assert_eq!(EventRoute::of(&Method::POST, "/nsps/events", None), None);
     }
 
     #[tokio::test]

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::ClientBuildError;
 use super::outcome::NetFailure;
 
 /// Longest answer head (status line and headers) read.
@@ -213,22 +214,26 @@ impl std::fmt::Debug for Http1Client {
 
 impl Http1Client {
     /// `fixed` headers go on every call (values checked by `HeaderValue`, so none can break
-    /// the head).
+    /// the head). For `https`, TLS trusts the platform's roots and offers HTTP/1.1 only.
     pub fn new(
         endpoint: Endpoint,
-        tls: Option<Arc<rustls::ClientConfig>>,
         connect_timeout: Duration,
         max_answer: usize,
         fixed: &[(&str, &HeaderValue)],
-    ) -> Result<Self, String> {
-        let tls = match (endpoint.tls, tls) {
-            (false, _) => None,
-            (true, None) => return Err("https needs a TLS configuration".into()),
-            (true, Some(config)) => {
-                let name = ServerName::try_from(endpoint.host.clone())
-                    .map_err(|e| format!("{:?} is not a valid TLS server name: {e}", endpoint.host))?;
-                Some((TlsConnector::from(config), name))
-            }
+    ) -> Result<Self, ClientBuildError> {
+        let tls = if endpoint.tls {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            let mut config = rustls::ClientConfig::builder()
+                .with_platform_verifier()
+                .map_err(|e| ClientBuildError::Tls(e.to_string()))?
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
+                ClientBuildError::Url(format!("{:?} is not a valid TLS server name: {e}", endpoint.host))
+            })?;
+            Some((TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
         };
         let mut head = Vec::with_capacity(256);
         head.extend_from_slice(b"POST ");
@@ -351,34 +356,7 @@ impl Http1Client {
                 format!("dns error: {host} has no address"),
             ));
         }
-        // Each address gets an equal share of what is left of the connect timeout.
-        let deadline = Instant::now() + self.connect_timeout;
-        let count = addrs.len();
-        let mut last = None;
-        let mut tcp = None;
-        for (k, addr) in addrs.into_iter().enumerate() {
-            let share = deadline.saturating_duration_since(Instant::now()) / u32::try_from(count - k).unwrap_or(1);
-            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Ok(Err(e)) => last = Some((addr, e)),
-                Err(_) => last = Some((addr, io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
-            }
-        }
-        let tcp = match (tcp, last) {
-            (Some(s), _) => s,
-            (None, Some((addr, e))) => {
-                let kind = if e.kind() == io::ErrorKind::TimedOut {
-                    NetFailure::Timeout
-                } else {
-                    NetFailure::Connect
-                };
-                return Err(Failure::new(kind, format!("tcp connect to {addr} failed: {e}")));
-            }
-            (None, None) => return Err(Failure::new(NetFailure::Connect, "no address to connect to")),
-        };
+        let tcp = dial(&addrs, self.connect_timeout).await?;
         let _ = tcp.set_nodelay(true);
         let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
@@ -393,6 +371,29 @@ impl Http1Client {
             },
         }
     }
+}
+
+/// A TCP connection to the first of `addrs` that accepts one, each address given an equal share
+/// of what is left of `limit`. `addrs` is not empty.
+async fn dial(addrs: &[SocketAddr], limit: Duration) -> Result<TcpStream, Failure> {
+    let deadline = Instant::now() + limit;
+    let mut failure = Failure::new(NetFailure::Connect, "no address to connect to");
+    for (k, addr) in addrs.iter().enumerate() {
+        let left = u32::try_from(addrs.len() - k).unwrap_or(1);
+        let share = deadline.saturating_duration_since(Instant::now()) / left;
+        let error = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => e,
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        };
+        let kind = if error.kind() == io::ErrorKind::TimedOut {
+            NetFailure::Timeout
+        } else {
+            NetFailure::Connect
+        };
+        failure = Failure::new(kind, format!("tcp connect to {addr} failed: {error}"));
+    }
+    Err(failure)
 }
 
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
@@ -770,7 +771,7 @@ mod tests {
     fn client(addr: SocketAddr) -> Http1Client {
         let endpoint = Endpoint::parse(&format!("http://{addr}/base/prov")).expect("valid");
         let json = HeaderValue::from_static("application/json");
-        Http1Client::new(endpoint, None, Duration::from_secs(2), 100, &[("content-type", &json)]).expect("client")
+        Http1Client::new(endpoint, Duration::from_secs(2), 100, &[("content-type", &json)]).expect("client")
     }
 
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";

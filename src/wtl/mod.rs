@@ -121,29 +121,16 @@ impl From<WtlError> for AttemptFailure {
 impl WtlClient {
     pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
         let endpoint = Endpoint::parse(&format!("{}/prov", settings.base_url)).map_err(ClientBuildError::Url)?;
-        let tls = if endpoint.tls {
-            use rustls_platform_verifier::BuilderVerifierExt;
-            let mut config = rustls::ClientConfig::builder()
-                .with_platform_verifier()
-                .map_err(|e| ClientBuildError::Tls(e.to_string()))?
-                .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some(Arc::new(config))
-        } else {
-            None
-        };
         // No redirects are followed (the client has no such notion): credentials must never
         // follow a redirect to another host, and WTL has no reason to redirect.
         let json = HeaderValue::from_static("application/json");
         let agent = HeaderValue::from_static(AGENT);
         let prov = Http1Client::new(
             endpoint,
-            tls,
             settings.connect_timeout,
             MAX_ANSWER_BYTES,
             &[("content-type", &json), ("accept", &json), ("user-agent", &agent)],
-        )
-        .map_err(ClientBuildError::Url)?;
+        )?;
         let credentials = match settings.auth {
             WtlAuthMode::None => Credentials::None,
             WtlAuthMode::Bearer => match &settings.api_token {
