@@ -23,6 +23,9 @@ use crate::memory::Memory;
 use crate::metrics::Metrics;
 use crate::wtl::WtlClient;
 
+/// After `SHUTDOWN_TIMEOUT`, how long the 503 answers of cut-off events have to go out.
+const ANSWER_FLUSH: Duration = Duration::from_secs(1);
+
 /// Largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -37,6 +40,7 @@ pub enum StartError {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    cut_off: tokio::sync::watch::Sender<bool>,
     extra_routes: axum::Router<AppState>,
 }
 
@@ -46,10 +50,12 @@ impl Application {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new(settings.rules.event_actions.keys()));
         let wtl = WtlClient::new(&settings.wtl, metrics.clone()).map_err(|e| StartError::Client(e.to_string()))?;
+        let (cut_off, cut_off_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
             memory: Memory::new(settings.dedup_ttl, settings.dedup_max, settings.stale_event_check),
             event_slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             ready: Arc::new(AtomicBool::new(true)),
+            cut_off: cut_off_rx,
             wtl: Arc::new(wtl),
             metrics,
             settings,
@@ -60,6 +66,7 @@ impl Application {
         Ok(Self {
             listener,
             state,
+            cut_off,
             extra_routes: axum::Router::new(),
         })
     }
@@ -111,6 +118,7 @@ impl Application {
         let Self {
             listener,
             state,
+            cut_off,
             extra_routes,
         } = self;
         let service = http::FrontDoor::new(state.clone(), http::router_with(state.clone(), extra_routes));
@@ -160,8 +168,20 @@ impl Application {
             timeout_s = limit.as_secs_f64(),
             "shutdown begun: no new connections; draining"
         );
-        match tokio::time::timeout(limit, graceful.shutdown()).await {
-            Ok(()) => tracing::info!("drained: every in-flight request finished"),
+        let drained = graceful.shutdown();
+        tokio::pin!(drained);
+        if tokio::time::timeout(limit, &mut drained).await.is_ok() {
+            tracing::info!("drained: every in-flight request finished");
+            return;
+        }
+        // Events still running are stopped and answered 503 (never 2xx: their WTL calls may be
+        // incomplete), and those answers get a moment to reach NSPS before the process ends.
+        let _ = cut_off.send(true);
+        match tokio::time::timeout(ANSWER_FLUSH, &mut drained).await {
+            Ok(()) => tracing::warn!(
+                timeout_s = limit.as_secs_f64(),
+                "drained at SHUTDOWN_TIMEOUT: the events still running were answered 503 (NSPS will redeliver them)"
+            ),
             Err(_) => tracing::warn!(
                 timeout_s = limit.as_secs_f64(),
                 "SHUTDOWN_TIMEOUT reached: the requests still running were cut off (NSPS will redeliver them)"

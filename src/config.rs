@@ -159,6 +159,10 @@ struct RawEnv {
     debug: Option<String>,
 }
 
+/// `WTL_RATE_LIMIT` bounds: one call in 1000 s at the slowest, a million a second at most.
+pub const MIN_RATE_LIMIT: f64 = 0.001;
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+
 /// Default event type → WTL action table.
 pub const DEFAULT_EVENT_ACTIONS: &str = "SIM/Updated=update,SIM/Created=insert,SIM/Deleted=delete,SIM/Replaced=update";
 
@@ -193,7 +197,11 @@ impl Settings {
         let mut warnings = Vec::new();
 
         let api_tokens = parse_tokens(raw.api_token)?;
-        let base_url = parse_base_url(raw.wtl_api_url)?;
+        let wtl_api_url = raw
+            .wtl_api_url
+            .ok_or_else(|| ConfigError::new("WTL_API_URL", "required (the WTL API base URL)"))?;
+        let (base_url, url_credentials) = parse_http_url("WTL_API_URL", &wtl_api_url)?;
+        let base_url = base_url.trim_end_matches('/').to_string();
 
         let cs = parse_profile("WTL_DEFAULT_CS_PROFILE", raw.wtl_default_cs_profile)?;
         let eps = parse_profile("WTL_DEFAULT_EPS_PROFILE", raw.wtl_default_eps_profile)?;
@@ -241,10 +249,12 @@ impl Settings {
                         format!("expected calls per second (a number), got {text:?}"),
                     )
                 })?;
-                if !(value.is_finite() && value > 0.0) {
+                if !(MIN_RATE_LIMIT..=MAX_RATE_LIMIT).contains(&value) {
                     return Err(ConfigError::new(
                         "WTL_RATE_LIMIT",
-                        "must be a number above 0 (leave it unset for no limit)",
+                        format!(
+                            "must be between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} calls per second (leave it unset for no limit)"
+                        ),
                     ));
                 }
                 Some(value)
@@ -252,9 +262,26 @@ impl Settings {
         };
 
         let api_token = raw.wtl_api_token.map(SecretString::from);
-        let username = raw.wtl_api_username;
-        let password = raw.wtl_api_password.map(SecretString::from);
+        let mut username = raw.wtl_api_username;
+        let mut password = raw.wtl_api_password.map(SecretString::from);
+        // Credentials inside WTL_API_URL are its Basic credentials, when nothing else says how
+        // to authenticate; beside other WTL credentials they would be ambiguous.
+        let url_basic = match url_credentials {
+            None => false,
+            Some(_) if raw.wtl_auth.is_some() || api_token.is_some() || username.is_some() || password.is_some() => {
+                return Err(ConfigError::new(
+                    "WTL_API_URL",
+                    "carries credentials (user:password@) while WTL_AUTH or other WTL credentials are set; give them as WTL_API_USERNAME and WTL_API_PASSWORD instead",
+                ));
+            }
+            Some(c) => {
+                username = Some(c.username);
+                password = Some(c.password.unwrap_or_else(|| SecretString::from(String::new())));
+                true
+            }
+        };
         let auth = match raw.wtl_auth.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+            None if url_basic => WtlAuthMode::Basic,
             None if api_token.is_some() => WtlAuthMode::Bearer,
             None => WtlAuthMode::None,
             Some(mode) => match mode.as_str() {
@@ -284,9 +311,21 @@ impl Settings {
                 let token_url = raw
                     .wtl_oauth_token_url
                     .ok_or_else(|| ConfigError::new("WTL_OAUTH_TOKEN_URL", "required when WTL_AUTH=oauth2"))?;
-                let token_url = parse_http_url("WTL_OAUTH_TOKEN_URL", &token_url)?;
-                let client_id = raw.wtl_oauth_client_id;
-                let client_secret = raw.wtl_oauth_client_secret.map(SecretString::from);
+                let (token_url, url_client) = parse_http_url("WTL_OAUTH_TOKEN_URL", &token_url)?;
+                let mut client_id = raw.wtl_oauth_client_id;
+                let mut client_secret = raw.wtl_oauth_client_secret.map(SecretString::from);
+                // Credentials inside the token URL are the client's id and secret (sent with
+                // HTTP Basic, as RFC 6749 §2.3.1 has it), unless those are set on their own.
+                if let Some(c) = url_client {
+                    if client_id.is_some() || client_secret.is_some() {
+                        return Err(ConfigError::new(
+                            "WTL_OAUTH_TOKEN_URL",
+                            "carries credentials (user:password@) while WTL_OAUTH_CLIENT_ID or WTL_OAUTH_CLIENT_SECRET is set; give them in those settings only",
+                        ));
+                    }
+                    client_id = Some(c.username);
+                    client_secret = c.password;
+                }
                 let has_user = username.is_some() && password.is_some();
                 if client_id.is_none() && !has_user {
                     return Err(ConfigError::new(
@@ -475,7 +514,7 @@ impl Settings {
         );
         m.insert("RUST_LOG", opt(&self.rust_log));
         m.insert("APP_NAME", opt(&self.app_name));
-        m.insert("WTL_API_URL", redact_url(&self.wtl.base_url));
+        m.insert("WTL_API_URL", self.wtl.base_url.clone());
         m.insert("WTL_AUTH", self.wtl.auth.as_str().to_string());
         m.insert("WTL_API_TOKEN", secret(&self.wtl.api_token));
         m.insert("WTL_API_USERNAME", opt(&self.wtl.username));
@@ -483,9 +522,7 @@ impl Settings {
         let oauth = self.wtl.oauth.as_ref();
         m.insert(
             "WTL_OAUTH_TOKEN_URL",
-            oauth
-                .map(|o| redact_url(&o.token_url))
-                .unwrap_or_else(|| "unset".into()),
+            oauth.map(|o| o.token_url.clone()).unwrap_or_else(|| "unset".into()),
         );
         m.insert("WTL_OAUTH_CLIENT_ID", opt(&oauth.and_then(|o| o.client_id.clone())));
         m.insert(
@@ -605,26 +642,41 @@ fn parse_tokens(value: Option<String>) -> Result<Vec<SecretString>, ConfigError>
     Ok(tokens)
 }
 
-fn parse_base_url(value: Option<String>) -> Result<String, ConfigError> {
-    let value = value.ok_or_else(|| ConfigError::new("WTL_API_URL", "required (the WTL API base URL)"))?;
-    let url = parse_http_url("WTL_API_URL", &value)?;
-    Ok(url.trim_end_matches('/').to_string())
+/// User name and password found inside a URL (`user:pass@host`), percent-decoded.
+pub struct UrlCredentials {
+    pub username: String,
+    pub password: Option<SecretString>,
 }
 
-fn parse_http_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+/// An http(s) URL from the configuration, split into the address (never holding credentials,
+/// so it can be shown anywhere) and the credentials it carried, if any.
+fn parse_http_url(var: &'static str, value: &str) -> Result<(String, Option<UrlCredentials>), ConfigError> {
     let value = value.trim();
-    let parsed: http::Uri = value.parse().map_err(|_| ConfigError::new(var, "not a valid URL"))?;
-    match parsed.scheme_str() {
-        Some("http") | Some("https") => {}
-        _ => return Err(ConfigError::new(var, "must start with http:// or https://")),
+    // The text is never echoed back: it may hold a password.
+    let mut url = url::Url::parse(value).map_err(|e| ConfigError::new(var, format!("not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "must start with http:// or https://"));
     }
-    if parsed.host().is_none_or(str::is_empty) {
+    if url.host_str().is_none_or(str::is_empty) {
         return Err(ConfigError::new(var, "has no host"));
     }
-    if parsed.query().is_some() {
+    if url.query().is_some() {
         return Err(ConfigError::new(var, "must not carry a query string"));
     }
-    Ok(value.to_string())
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let credentials = (!url.username().is_empty() || url.password().is_some()).then(|| UrlCredentials {
+        username: decode(url.username()),
+        password: url.password().map(|p| SecretString::from(decode(p))),
+    });
+    // Both setters only fail for URLs that cannot have credentials, which http(s) ones can.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut text = url.to_string();
+    // `Url` writes "http://host/" for "http://host"; keep the operator's form of the path.
+    if !value.ends_with('/') && url.path() == "/" {
+        text.pop();
+    }
+    Ok((text, credentials))
 }
 
 fn is_loopback_url(url: &str) -> bool {
@@ -632,20 +684,6 @@ fn is_loopback_url(url: &str) -> bool {
         .ok()
         .and_then(|u| u.host().map(str::to_string))
         .is_some_and(|h| h == "localhost" || h.starts_with("127.") || h == "[::1]")
-}
-
-/// A URL for the log: user information (`user:pass@`) is hidden.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
 }
 
 fn parse_profile(var: &'static str, value: Option<String>) -> Result<Profile, ConfigError> {
@@ -798,6 +836,16 @@ mod tests {
             ("MAX_BODY_BYTES", "-1"),
             ("EVENTS_PATH", "events"),
             ("RUST_LOG", "hyper=loud"),
+            ("WTL_RATE_LIMIT", "1e-300"),
+            ("WTL_RATE_LIMIT", "0"),
+            ("WTL_RATE_LIMIT", "-3"),
+            ("WTL_RATE_LIMIT", "NaN"),
+            ("WTL_RATE_LIMIT", "inf"),
+            ("WTL_RATE_LIMIT", "1e300"),
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "1e300"),
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "NaN"),
+            ("SHUTDOWN_TIMEOUT", "-1"),
+            ("EVENT_DEDUP_TTL", "inf"),
         ] {
             let err = with(&[(var, value)]).expect_err(var);
             assert_eq!(err.var, var, "{err}");
@@ -837,7 +885,7 @@ mod tests {
         let s = with(&[
             ("API_TOKEN", "nsps-secret-1"),
             ("WTL_AUTH", "oauth2"),
-            ("WTL_OAUTH_TOKEN_URL", "https://user:pw-secret@idp.example/token"),
+            ("WTL_OAUTH_TOKEN_URL", "https://idp.example/token"),
             ("WTL_OAUTH_CLIENT_ID", "cid"),
             ("WTL_OAUTH_CLIENT_SECRET", "client-secret-2"),
             ("WTL_API_TOKEN", "wtl-secret-3"),
@@ -845,13 +893,76 @@ mod tests {
         .expect("valid");
         let debug = format!("{s:?}");
         let redacted = format!("{:?}", s.redacted());
-        for secret in ["nsps-secret-1", "client-secret-2", "wtl-secret-3", "pw-secret"] {
+        for secret in ["nsps-secret-1", "client-secret-2", "wtl-secret-3"] {
             assert!(!redacted.contains(secret), "{secret} leaked into the redacted view");
-            if secret != "pw-secret" {
-                assert!(!debug.contains(secret), "{secret} leaked into Debug");
-            }
+            assert!(!debug.contains(secret), "{secret} leaked into Debug");
         }
         assert!(redacted.contains("cid"));
+    }
+
+    #[test]
+    fn credentials_in_the_wtl_url_become_its_basic_credentials() {
+        let s = Settings::from_vars([
+            ("API_TOKEN", "t"),
+            ("WTL_API_URL", "https://hlr%20user:p%40ss-secret@hlr.example/wtl/"),
+        ])
+        .expect("valid");
+        assert_eq!(s.wtl.auth, WtlAuthMode::Basic);
+        assert_eq!(s.wtl.base_url, "https://hlr.example/wtl");
+        assert_eq!(s.wtl.username.as_deref(), Some("hlr user"));
+        assert_eq!(s.wtl.password.as_ref().map(|p| p.expose_secret()), Some("p@ss-secret"));
+        for shown in [format!("{s:?}"), format!("{:?}", s.redacted())] {
+            assert!(!shown.contains("ss-secret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_wtl_url_beside_other_credentials_are_refused() {
+        for extra in [
+            ("WTL_AUTH", "bearer"),
+            ("WTL_API_TOKEN", "x"),
+            ("WTL_API_USERNAME", "u"),
+        ] {
+            let err = Settings::from_vars([
+                ("API_TOKEN", "t"),
+                ("WTL_API_URL", "https://u:pw-secret@hlr.example"),
+                extra,
+            ])
+            .expect_err("ambiguous credentials");
+            assert_eq!(err.var, "WTL_API_URL");
+            assert!(!err.to_string().contains("pw-secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_token_url_are_the_client_credentials() {
+        let s = with(&[
+            ("WTL_AUTH", "oauth2"),
+            ("WTL_OAUTH_TOKEN_URL", "https://cid:pw-secret@idp.example/token"),
+        ])
+        .expect("valid");
+        let oauth = s.wtl.oauth.as_ref().expect("oauth");
+        assert_eq!(oauth.token_url, "https://idp.example/token");
+        assert_eq!(oauth.client_id.as_deref(), Some("cid"));
+        assert_eq!(
+            oauth.client_secret.as_ref().map(|p| p.expose_secret()),
+            Some("pw-secret")
+        );
+        let err = with(&[
+            ("WTL_AUTH", "oauth2"),
+            ("WTL_OAUTH_TOKEN_URL", "https://cid:pw-secret@idp.example/token"),
+            ("WTL_OAUTH_CLIENT_ID", "other"),
+        ])
+        .expect_err("two client ids");
+        assert_eq!(err.var, "WTL_OAUTH_TOKEN_URL");
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused_without_echoing_it() {
+        let err = Settings::from_vars([("API_TOKEN", "t"), ("WTL_API_URL", "https://u:pw-secret@[bad")])
+            .expect_err("not a URL");
+        assert_eq!(err.var, "WTL_API_URL");
+        assert!(!err.to_string().contains("pw-secret"), "{err}");
     }
 
     #[test]

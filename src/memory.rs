@@ -43,7 +43,11 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         }
     }
 
-    fn get(&self, k: &K) -> Option<&V> {
+    fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.map.get(k).map(|(v, _)| v)
     }
 
@@ -103,8 +107,10 @@ enum RunState {
 struct Tables {
     /// `event_id` → when it was processed successfully.
     done: Bounded<String, Instant>,
-    /// `event_id` → the outcome channel of the delivery processing it now.
-    running: HashMap<String, watch::Receiver<RunState>>,
+    /// `event_id` → the registration and outcome channel of the delivery processing it now.
+    running: HashMap<String, (u64, watch::Receiver<RunState>)>,
+    /// Last registration number given out.
+    run_seq: u64,
     /// IMSI → timestamp of the last event applied to it.
     applied: Bounded<Imsi, OffsetDateTime>,
     /// IMSI → lock held while an event for it is executed.
@@ -136,6 +142,7 @@ impl Memory {
             tables: Mutex::new(Tables {
                 done: Bounded::new(cap),
                 running: HashMap::new(),
+                run_seq: 0,
                 applied: Bounded::new(cap),
                 busy: HashMap::new(),
             }),
@@ -155,78 +162,117 @@ impl Memory {
 
     /// Decides whether this delivery runs. May wait: for a concurrent delivery of the same
     /// event, and for events executing on the same IMSIs.
+    ///
+    /// Cancellation: the returned future may be dropped at either await (the client hung up,
+    /// `REQUEST_TIMEOUT` fired, shutdown). Everything it registers in the shared tables is held
+    /// by the [`Ticket`] built before the first await, and the ticket's `Drop` removes it again
+    /// and tells waiting deliveries that this one ended without success. So a delivery cut off
+    /// while it waits leaves no "running" entry behind and no per-IMSI lock held.
     pub async fn admit(self: &Arc<Self>, event: &Event, calls: &[WtlCall]) -> Admission {
-        let dedup = !self.ttl.is_zero();
-        let mut outcome_tx = None;
-        if dedup {
-            loop {
-                let mut waiting = {
-                    let mut t = self.lock();
-                    let now = Instant::now();
-                    let ttl = self.ttl;
-                    t.done.drop_oldest_while(|at| now.duration_since(*at) >= ttl);
-                    if t.done.get(&event.event_id).is_some() {
-                        return Admission::Duplicate;
-                    }
-                    match t.running.get(&event.event_id) {
-                        Some(rx) => rx.clone(),
-                        None => {
-                            let (tx, rx) = watch::channel(RunState::Running);
-                            t.running.insert(event.event_id.clone(), rx);
-                            outcome_tx = Some(tx);
-                            break;
-                        }
-                    }
-                };
-                // Another delivery of this event is running: wait for how it ends.
-                let ended = waiting.wait_for(|s| *s != RunState::Running).await.map(|s| *s);
-                if matches!(ended, Ok(RunState::Succeeded)) {
-                    return Admission::Duplicate;
-                }
-                // It failed (or was cancelled): this delivery tries itself.
-            }
-        }
-
         let mut imsis: Vec<Imsi> = calls.iter().map(|c| c.imsi.clone()).collect();
         imsis.sort();
         imsis.dedup();
         let stamp = if self.ordering { event_time(event) } else { None };
-
-        // One event at a time per IMSI; locks taken in sorted order, so never a deadlock.
-        let mut guards = Vec::with_capacity(imsis.len());
-        if self.ordering {
-            for imsi in &imsis {
-                let lock = self.lock().busy.entry(imsi.clone()).or_default().clone();
-                guards.push(lock.lock_owned().await);
-            }
-        }
-        let ticket = Ticket {
+        let mut ticket = Ticket {
             memory: self.clone(),
             event_id: event.event_id.clone(),
-            outcome_tx,
+            run: None,
             imsis,
             stamp,
-            guards,
+            guards: Vec::new(),
             finished: false,
         };
-        if let Some(stamp) = stamp {
-            let t = self.lock();
-            for imsi in &ticket.imsis {
-                if let Some(last) = t.applied.get(imsi) {
-                    if stamp < *last {
-                        let applied = last.format(&Rfc3339).unwrap_or_default();
-                        let imsi = imsi.clone();
-                        drop(t);
-                        // Not a failure of the event: it is answered 202 and will not be redelivered.
-                        let mut ticket = ticket;
-                        ticket.finish(RunState::Failed);
-                        return Admission::Stale { imsi, applied };
+
+        if !self.ttl.is_zero() {
+            loop {
+                let mut waiting = match self.claim_or_watch(&event.event_id) {
+                    Claim::Duplicate => return ticket.close(Admission::Duplicate),
+                    Claim::Claimed(run) => {
+                        ticket.run = Some(run);
+                        break;
                     }
+                    Claim::Watch(rx) => rx,
+                };
+                // Another delivery of this event is running: wait for how it ends. An `Err`
+                // means its sender is gone; `claim_or_watch` then finds the entry abandoned.
+                let ended = waiting.wait_for(|s| *s != RunState::Running).await.map(|s| *s);
+                if matches!(ended, Ok(RunState::Succeeded)) {
+                    return ticket.close(Admission::Duplicate);
                 }
+                // It failed (or was cut off): this delivery tries itself.
+            }
+        }
+
+        // One event at a time per IMSI; locks taken in sorted order, so never a deadlock. A
+        // delivery dropped while it waits here holds no lock yet: its ticket's `Drop` forgets
+        // the lock entries nobody holds.
+        if self.ordering {
+            for i in 0..ticket.imsis.len() {
+                let lock = self.lock().busy.entry(ticket.imsis[i].clone()).or_default().clone();
+                ticket.guards.push(lock.lock_owned().await);
+            }
+        }
+        if let Some(stamp) = stamp {
+            if let Some((imsi, applied)) = self.newer_applied(&ticket.imsis, stamp) {
+                // Not a failure of the event: it is answered 202 and will not be redelivered.
+                return ticket.close(Admission::Stale { imsi, applied });
             }
         }
         Admission::Proceed(ticket)
     }
+
+    /// Marks `event_id` as running in this delivery, unless it was processed already or
+    /// another live delivery runs it. An entry whose sender is gone (its delivery ended
+    /// without clearing it) counts as no one running it and is replaced.
+    fn claim_or_watch(&self, event_id: &str) -> Claim {
+        let mut t = self.lock();
+        let now = Instant::now();
+        let ttl = self.ttl;
+        t.done.drop_oldest_while(|at| now.duration_since(*at) >= ttl);
+        if t.done.get(event_id).is_some() {
+            return Claim::Duplicate;
+        }
+        if let Some((_, rx)) = t.running.get(event_id) {
+            if rx.has_changed().is_ok() {
+                return Claim::Watch(rx.clone());
+            }
+        }
+        t.run_seq += 1;
+        let id = t.run_seq;
+        let (tx, rx) = watch::channel(RunState::Running);
+        t.running.insert(event_id.to_string(), (id, rx));
+        Claim::Claimed(Run { id, tx })
+    }
+
+    /// The first of `imsis` that already has a newer event applied than `stamp`.
+    fn newer_applied(&self, imsis: &[Imsi], stamp: OffsetDateTime) -> Option<(Imsi, String)> {
+        let t = self.lock();
+        imsis.iter().find_map(|imsi| {
+            let last = t.applied.get(imsi)?;
+            (stamp < *last).then(|| (imsi.clone(), last.format(&Rfc3339).unwrap_or_default()))
+        })
+    }
+
+    /// Event ids marked running and IMSI locks held or awaited (for tests: both are zero when
+    /// no delivery is in flight).
+    pub fn in_flight(&self) -> (usize, usize) {
+        let t = self.lock();
+        (t.running.len(), t.busy.len())
+    }
+}
+
+/// What [`Memory::claim_or_watch`] found.
+enum Claim {
+    Duplicate,
+    Claimed(Run),
+    Watch(watch::Receiver<RunState>),
+}
+
+/// This delivery's registration as the one running its event.
+struct Run {
+    /// Which registration, so that only its own entry is ever removed.
+    id: u64,
+    tx: watch::Sender<RunState>,
 }
 
 /// The right to execute one delivery. Dropping it without an outcome counts as a failure
@@ -234,7 +280,7 @@ impl Memory {
 pub struct Ticket {
     memory: Arc<Memory>,
     event_id: String,
-    outcome_tx: Option<watch::Sender<RunState>>,
+    run: Option<Run>,
     imsis: Vec<Imsi>,
     stamp: Option<OffsetDateTime>,
     guards: Vec<OwnedMutexGuard<()>>,
@@ -250,14 +296,22 @@ impl Ticket {
         self.finish(RunState::Failed);
     }
 
+    /// Ends an admission that does not proceed (duplicate, stale): releases what it holds.
+    fn close(mut self, admission: Admission) -> Admission {
+        self.finish(RunState::Failed);
+        admission
+    }
+
     fn finish(&mut self, state: RunState) {
         if self.finished {
             return;
         }
         self.finished = true;
         let mut t = self.memory.lock();
-        if self.outcome_tx.is_some() {
-            t.running.remove(&self.event_id);
+        if let Some(run) = &self.run {
+            if t.running.get(&self.event_id).is_some_and(|(id, _)| *id == run.id) {
+                t.running.remove(&self.event_id);
+            }
             if state == RunState::Succeeded {
                 t.done.insert(self.event_id.clone(), Instant::now());
             }
@@ -280,8 +334,8 @@ impl Ticket {
             }
         }
         drop(t);
-        if let Some(tx) = self.outcome_tx.take() {
-            let _ = tx.send(state);
+        if let Some(run) = self.run.take() {
+            let _ = run.tx.send(state);
         }
     }
 }
@@ -441,6 +495,93 @@ mod tests {
             second.await.expect("task"),
             "the second delivery is answered as a duplicate"
         );
+    }
+
+    /// Runs `admit` on its own task and waits for its answer from outside, so a delivery that
+    /// never yields fails the test instead of stalling it.
+    async fn admitted_within(m: &Arc<Memory>, id: &str, imsi: &str) -> &'static str {
+        let m = m.clone();
+        let (id, imsi) = (id.to_string(), imsi.to_string());
+        let task = tokio::spawn(async move {
+            match m.admit(&event(&id, None), &call(&imsi)).await {
+                Admission::Duplicate => "duplicate",
+                Admission::Stale { .. } => "stale",
+                Admission::Proceed(t) => {
+                    t.succeeded();
+                    "ran"
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the delivery was admitted without hanging")
+            .expect("task")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_dropped_while_waiting_for_its_imsi_leaves_nothing_behind() {
+        let m = Memory::new(Duration::from_secs(600), 100, true);
+        let Admission::Proceed(holder) = m.admit(&event("first", None), &call(A)).await else {
+            panic!("the first event runs")
+        };
+        // A second event for the same IMSI waits for the lock and is cut off there.
+        let cut = tokio::time::timeout(Duration::from_millis(50), m.admit(&event("second", None), &call(A))).await;
+        assert!(cut.is_err(), "the second event waits while the first holds the IMSI");
+        holder.succeeded();
+        assert_eq!(m.in_flight(), (0, 0), "nothing of the cut-off delivery remains");
+        assert_eq!(
+            admitted_within(&m, "second", A).await,
+            "ran",
+            "its redelivery runs normally"
+        );
+        assert_eq!(admitted_within(&m, "second", A).await, "duplicate");
+        assert_eq!(m.in_flight(), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delivery_dropped_while_waiting_for_its_twin_leaves_nothing_behind() {
+        let m = Memory::new(Duration::from_secs(600), 100, true);
+        let Admission::Proceed(first) = m.admit(&event("e1", None), &call(A)).await else {
+            panic!("the first delivery runs")
+        };
+        let cut = tokio::time::timeout(Duration::from_millis(50), m.admit(&event("e1", None), &call(A))).await;
+        assert!(cut.is_err(), "the second delivery waits for the first");
+        first.failed();
+        assert_eq!(m.in_flight(), (0, 0));
+        assert_eq!(admitted_within(&m, "e1", A).await, "ran", "a redelivery runs itself");
+        assert_eq!(m.in_flight(), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_running_delivery_dropped_before_its_outcome_releases_its_twins() {
+        let m = Memory::new(Duration::from_secs(600), 100, true);
+        let admitted = m.admit(&event("e1", None), &call(A)).await;
+        let waiter = {
+            let m = m.clone();
+            tokio::spawn(async move { matches!(m.admit(&event("e1", None), &call(A)).await, Admission::Proceed(_)) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(admitted);
+        let ran = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiting delivery goes ahead")
+            .expect("task");
+        assert!(ran, "the waiting delivery runs the event itself");
+        assert_eq!(m.in_flight(), (0, 0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_running_entry_counts_as_no_one_running() {
+        let m = Memory::new(Duration::from_secs(600), 100, true);
+        {
+            // An entry whose sender is gone, as a delivery that ended without clearing it would
+            // leave.
+            let (tx, rx) = watch::channel(RunState::Running);
+            drop(tx);
+            m.lock().running.insert("e1".into(), (99, rx));
+        }
+        assert_eq!(admitted_within(&m, "e1", A).await, "ran");
+        assert_eq!(m.in_flight(), (0, 0));
     }
 
     #[test]

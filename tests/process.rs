@@ -339,6 +339,159 @@ async fn sigterm_lets_in_flight_events_finish_and_idle_connections_do_not_hold_t
     assert_eq!(wtl.received_requests().await.expect("recorded").len(), 1);
 }
 
+/// Runs one event through a process started with `vars` at `LOG_LEVEL=DEBUG` and returns its
+/// answer and every line it wrote.
+async fn one_event_at_debug(vars: Vec<(&'static str, String)>) -> (mini_http::Answer, String) {
+    let mut all: Vec<(&str, &str)> = vec![("API_TOKEN", SECRET_TOKEN), ("LOG_LEVEL", "DEBUG")];
+    all.extend(vars.iter().map(|(k, v)| (*k, v.as_str())));
+    let app = start(&all);
+    let port = app.port;
+    let (mut app, answer) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let answer = post_event(port, &fixture("sim-deleted.json"), "t-1", "r-1");
+        app.terminate();
+        (app, answer)
+    })
+    .await
+    .expect("thread");
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let mut stderr = String::new();
+    let _ = app.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    (answer, format!("{}\n{stderr}", app.raw_output()))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_inside_urls_never_reach_an_answer_or_a_log_line() {
+    const URL_SECRET: &str = "url-secret-pw-789";
+    let closed = format!("127.0.0.1:{}", free_port());
+    let token_endpoint = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string(r#"{"error":"invalid_client"}"#))
+        .mount(&token_endpoint)
+        .await;
+    let refusing = token_endpoint
+        .uri()
+        .replace("http://", &format!("http://cid:{URL_SECRET}@"));
+    let cases: Vec<(u16, Vec<(&'static str, String)>)> = vec![
+        // WTL unreachable, its URL carrying credentials.
+        (
+            503,
+            vec![("WTL_API_URL", format!("http://hlr:{URL_SECRET}@{closed}/wtl"))],
+        ),
+        // Token endpoint unreachable.
+        (
+            503,
+            vec![
+                ("WTL_API_URL", format!("http://{closed}")),
+                ("WTL_AUTH", "oauth2".into()),
+                ("WTL_OAUTH_TOKEN_URL", format!("http://cid:{URL_SECRET}@{closed}/token")),
+            ],
+        ),
+        // Token endpoint refusing.
+        (
+            500,
+            vec![
+                ("WTL_API_URL", format!("http://{closed}")),
+                ("WTL_AUTH", "oauth2".into()),
+                ("WTL_OAUTH_TOKEN_URL", format!("{refusing}/token")),
+            ],
+        ),
+    ];
+    for (status, vars) in cases {
+        let (answer, output) = one_event_at_debug(vars.clone()).await;
+        assert_eq!(answer.status, status, "{vars:?}: {}", answer.body);
+        assert!(!answer.body.contains(URL_SECRET), "answer: {}", answer.body);
+        assert!(!output.contains(URL_SECRET), "log: {output}");
+        assert!(
+            output.contains("effective configuration"),
+            "the start-up line was written"
+        );
+    }
+    // The refusing token endpoint was sent the URL's credentials as the client's.
+    let sent = token_endpoint.received_requests().await.expect("recorded");
+    assert_eq!(sent.len(), 1);
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("cid:{URL_SECRET}"))
+    );
+    assert_eq!(sent[0].headers["authorization"], basic.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_inside_the_wtl_url_are_sent_as_basic_credentials() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .mount(&wtl)
+        .await;
+    let url = wtl.uri().replace("http://", "http://hlr-user:hlr-pass-456@");
+    let (answer, output) = one_event_at_debug(vec![("WTL_API_URL", url)]).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert!(!output.contains("hlr-pass-456"), "{output}");
+    let sent = wtl.received_requests().await.expect("recorded");
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("hlr-user:hlr-pass-456")
+    );
+    assert_eq!(sent[0].headers["authorization"], basic.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_still_running_at_shutdown_timeout_are_answered_503_never_2xx() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"result":true}"#)
+                .set_delay(Duration::from_secs(6)),
+        )
+        .mount(&wtl)
+        .await;
+    let uri = wtl.uri();
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &uri),
+        ("SHUTDOWN_TIMEOUT", "1"),
+    ]);
+    let port = app.port;
+    let (mut app, answers) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let senders: Vec<_> = (0..3)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let body = format!(
+                        r#"{{"event_id":"cut-{i}","data":{{"event_type":"SIM/Deleted"}},"pb_data":{{"sim_info":{{"imsi":"00101000009900{i}"}}}}}}"#
+                    );
+                    post_event(port, &body, "t", "r")
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        app.terminate();
+        let answers: Vec<_> = senders.into_iter().map(|t| t.join().expect("sender")).collect();
+        (app, answers)
+    })
+    .await
+    .expect("thread");
+    for answer in &answers {
+        assert_eq!(answer.status, 503, "cut off, answered, not dropped: {}", answer.body);
+        let body: serde_json::Value = serde_json::from_str(&answer.body).expect("JSON error body");
+        assert_eq!(body["message"], "The connector is shutting down");
+        assert!(answer.head.contains("retry-after:"), "{}", answer.head);
+    }
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    assert_eq!(wtl.received_requests().await.expect("recorded").len(), 3);
+    let lines = app.json_lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").contains("answered 503")),
+        "the drain says what happened"
+    );
+}
+
 #[test]
 fn healthcheck_subcommand_reports_health() {
     let mut app = start(&[("API_TOKEN", SECRET_TOKEN), ("WTL_API_URL", "http://127.0.0.1:9")]);

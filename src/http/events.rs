@@ -102,15 +102,25 @@ where
     }
 
     let timeout = state.settings.request_timeout;
-    let work = process(state, body, ids, started);
-    let (response, event_type, outcome) = match tokio::time::timeout(timeout, work).await {
-        Ok(done) => done,
-        Err(_) => {
-            tracing::error!(
-                timeout_s = timeout.as_secs_f64(),
-                "event not completed within REQUEST_TIMEOUT"
-            );
-            (ApiError::request_timeout(timeout).into_response(), None, "timeout")
+    let work = tokio::time::timeout(timeout, process(state, body, ids, started));
+    // Dropping `work` at either exit below is safe: everything it holds in shared state is
+    // released by guards (see `memory::Ticket`), so a redelivery finds the event free.
+    let mut cut_off = state.cut_off.clone();
+    let (response, event_type, outcome) = tokio::select! {
+        biased;
+        done = work => match done {
+            Ok(done) => done,
+            Err(_) => {
+                tracing::error!(
+                    timeout_s = timeout.as_secs_f64(),
+                    "event not completed within REQUEST_TIMEOUT"
+                );
+                (ApiError::request_timeout(timeout).into_response(), None, "timeout")
+            }
+        },
+        _ = cut_off.wait_for(|cut| *cut) => {
+            tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
+            (ApiError::shutting_down().into_response(), None, "cut_off")
         }
     };
     crate::telemetry::note_outcome(outcome);

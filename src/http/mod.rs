@@ -55,6 +55,9 @@ pub struct AppState {
     pub event_slots: Arc<Semaphore>,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
+    /// Becomes true when `SHUTDOWN_TIMEOUT` has run out: events still in flight stop and are
+    /// answered 503, so NSPS redelivers them instead of losing the answer with the connection.
+    pub cut_off: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The whole HTTP surface. Trailing slashes are trimmed before routing.

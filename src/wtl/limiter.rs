@@ -20,20 +20,32 @@ pub struct RateLimiter {
 pub struct TooLate;
 
 impl RateLimiter {
+    /// `rate` calls per second. Start-up keeps `WTL_RATE_LIMIT` within sane bounds; a value
+    /// outside them still gives a usable limiter (at most one call in 1000 s).
     pub fn per_second(rate: f64) -> Self {
+        let slowest = Duration::from_secs(1000);
+        let interval = Duration::try_from_secs_f64(1.0 / rate).map_or(slowest, |d| d.min(slowest));
         Self {
-            interval: Duration::from_secs_f64(1.0 / rate),
+            interval,
             next_slot: Mutex::new(None),
         }
     }
 
+    fn slots(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // A poisoned lock only means another caller panicked between two lines that cannot
+        // panic; the slot it holds is still a valid instant.
+        self.next_slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Waits for this caller's slot. Returns how long it waited.
+    ///
+    /// Cancellation: a caller dropped while it waits gives its slot back when no later caller
+    /// has booked one after it (the usual case: the limiter is idle again). Otherwise the slot
+    /// stays unused, which only spaces the later callers by one more interval; nothing blocks.
     pub async fn acquire(&self, deadline: Instant) -> Result<Duration, TooLate> {
         let now = Instant::now();
         let slot = {
-            // A poisoned lock only means another caller panicked between two lines that cannot
-            // panic; the slot it holds is still a valid instant.
-            let mut next = self.next_slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut next = self.slots();
             let slot = next.map_or(now, |n| n.max(now));
             if slot > deadline {
                 return Err(TooLate);
@@ -41,8 +53,39 @@ impl RateLimiter {
             *next = Some(slot + self.interval);
             slot
         };
+        let booking = Booking {
+            limiter: self,
+            slot,
+            used: false,
+        };
         tokio::time::sleep_until(slot).await;
+        booking.keep();
         Ok(slot - now)
+    }
+}
+
+/// A booked slot, given back if the caller is dropped before using it.
+struct Booking<'a> {
+    limiter: &'a RateLimiter,
+    slot: Instant,
+    used: bool,
+}
+
+impl Booking<'_> {
+    fn keep(mut self) {
+        self.used = true;
+    }
+}
+
+impl Drop for Booking<'_> {
+    fn drop(&mut self) {
+        if self.used {
+            return;
+        }
+        let mut next = self.limiter.slots();
+        if *next == Some(self.slot + self.limiter.interval) {
+            *next = Some(self.slot);
+        }
     }
 }
 
@@ -75,6 +118,27 @@ mod tests {
         for pair in times.windows(2) {
             assert!(pair[1] - pair[0] >= Duration::from_millis(100), "{pair:?}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_dropped_while_waiting_gives_its_slot_back() {
+        let limiter = RateLimiter::per_second(1.0);
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(60);
+        assert_eq!(limiter.acquire(deadline).await, Ok(Duration::ZERO));
+        // The next slot is 1 s away; this caller is cut off after 0.5 s.
+        let cut = tokio::time::timeout(Duration::from_millis(500), limiter.acquire(deadline)).await;
+        assert!(cut.is_err());
+        // The slot it booked (at 1 s) is free again: the next caller waits 0.5 s, not 1.5 s.
+        assert_eq!(limiter.acquire(deadline).await, Ok(Duration::from_millis(500)));
+        assert_eq!(Instant::now() - start, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_absurd_rate_gives_a_usable_limiter() {
+        assert_eq!(RateLimiter::per_second(1e-300).interval, Duration::from_secs(1000));
+        assert_eq!(RateLimiter::per_second(0.0).interval, Duration::from_secs(1000));
+        assert_eq!(RateLimiter::per_second(1e300).interval, Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

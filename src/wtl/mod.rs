@@ -120,6 +120,7 @@ impl From<WtlError> for AttemptFailure {
 
 impl WtlClient {
     pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+        install_crypto_provider();
         let endpoint = Endpoint::parse(&format!("{}/prov", settings.base_url)).map_err(ClientBuildError::Url)?;
         // No redirects are followed (the client has no such notion): credentials must never
         // follow a redirect to another host, and WTL has no reason to redirect.
@@ -375,6 +376,17 @@ impl WtlClient {
     }
 }
 
+/// Makes aws-lc-rs the process's TLS crypto provider, once. Chosen explicitly so that a
+/// dependency enabling a second provider can never leave rustls unable to pick one (which
+/// would panic when the first TLS configuration is built). Later calls change nothing.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // `Err` only means a provider was installed already (by an embedding program).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 /// The client for the OAuth2 token endpoint, with the same connection settings as `/prov`.
 fn token_client(settings: &WtlSettings) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
@@ -554,6 +566,21 @@ mod tests {
         let (kind, detail) = failure_of(&format!("https://127.0.0.1:{}", addr.port())).await;
         assert_eq!(kind, NetFailure::Connect, "{detail}");
         assert!(!detail.is_empty());
+    }
+
+    #[test]
+    fn the_crypto_provider_is_chosen_once_and_explicitly() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+        let provider = rustls::crypto::CryptoProvider::get_default().expect("installed");
+        assert!(
+            provider
+                .cipher_suites
+                .iter()
+                .any(|s| s.version() == &rustls::version::TLS13),
+            "the installed provider is a full one"
+        );
     }
 
     #[test]

@@ -7,6 +7,15 @@
 //! Single flight: the cache sits behind an async mutex that is held while a token is fetched,
 //! so however many events find the token expired at once, one request goes to the token
 //! endpoint and the others wait for its result.
+//!
+//! Cancellation: the event that fetches may be dropped at any await of the fetch (its client
+//! hung up, `REQUEST_TIMEOUT`, shutdown). The mutex guard is then dropped with it, so the next
+//! waiter takes the lock and fetches itself; nothing in the cache was changed before the
+//! answer arrived (the refresh token in particular is kept until an answer replaces or
+//! refuses it), so a cut-off fetch leaves the cache as it found it.
+//!
+//! Lifetimes: `expires_in` (or the JWT `exp`) is honoured up to [`MAX_LIFETIME`]; a value that
+//! is not a positive number of seconds means "renew at the next use", never a failure.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -71,6 +80,9 @@ struct TokenAnswer {
     refresh_token: Option<String>,
 }
 
+/// Longest lifetime believed, whatever the token endpoint or the JWT claims.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// Renew this long before expiry: a tenth of the lifetime, at most a minute.
 fn renew_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(60))
@@ -123,14 +135,19 @@ impl TokenSource {
     }
 
     async fn renew(&self, state: &mut State, deadline: Instant) -> Result<IssuedToken, WtlError> {
-        if let Some(refresh) = state.refresh.take() {
+        // The refresh token stays in the cache until an answer replaces or refuses it: a fetch
+        // cut off here must not lose it.
+        if let Some(refresh) = state.refresh.clone() {
             let form = vec![
                 ("grant_type", "refresh_token".to_string()),
                 ("refresh_token", refresh.expose_secret().to_string()),
             ];
             match self.request(form, deadline).await {
                 Ok(answer) => return self.store(state, answer, "refresh_token"),
-                Err(e) => tracing::warn!(error = %e, "token refresh failed; requesting a new token"),
+                Err(e) => {
+                    state.refresh = None;
+                    tracing::warn!(error = %e, "token refresh failed; requesting a new token");
+                }
             }
         }
         let mut form = Vec::with_capacity(4);
@@ -160,13 +177,10 @@ impl TokenSource {
                 detail: "the access_token holds characters not allowed in a header".into(),
             })?;
         header.set_sensitive(true);
-        let lifetime = answer
-            .expires_in
-            .as_ref()
-            .and_then(|v| v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .or_else(|| jwt_lifetime(&access, SystemTime::now()));
+        let lifetime = match &answer.expires_in {
+            Some(value) => Some(lifetime_from(value)),
+            None => jwt_lifetime(&access, SystemTime::now()),
+        };
         let now = Instant::now();
         let renew_at = lifetime.map(|l| now + l.saturating_sub(renew_margin(l)));
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -280,9 +294,32 @@ pub fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_f64()?;
+    let exp = claims.get("exp")?;
+    let Some(exp) = exp.as_f64() else {
+        return Some(Duration::ZERO);
+    };
     let now = now.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64();
-    Some(Duration::from_secs_f64((exp - now).max(0.0)))
+    Some(seconds_to_lifetime(exp - now))
+}
+
+/// The lifetime an `expires_in` value gives: a number or a numeric string of seconds, at most
+/// [`MAX_LIFETIME`]. Anything else (negative, zero, not a number) is `ZERO`: renew at the next
+/// use.
+pub fn lifetime_from(expires_in: &serde_json::Value) -> Duration {
+    let seconds = match expires_in {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    seconds.map_or(Duration::ZERO, seconds_to_lifetime)
+}
+
+/// Seconds as a lifetime within `[0, MAX_LIFETIME]`; NaN and negatives are zero.
+fn seconds_to_lifetime(seconds: f64) -> Duration {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(seconds).map_or(MAX_LIFETIME, |d| d.min(MAX_LIFETIME))
 }
 
 #[cfg(test)]
@@ -304,6 +341,32 @@ mod tests {
         assert_eq!(jwt_lifetime(&jwt(r#"{"exp":10}"#), now), Some(Duration::ZERO));
         assert_eq!(jwt_lifetime(&jwt(r#"{"sub":"x"}"#), now), None);
         assert_eq!(jwt_lifetime("opaque-token", now), None);
+    }
+
+    #[test]
+    fn odd_lifetimes_are_clamped_or_mean_renew_at_next_use() {
+        use serde_json::json;
+        assert_eq!(lifetime_from(&json!(3600)), Duration::from_secs(3600));
+        assert_eq!(lifetime_from(&json!("120")), Duration::from_secs(120));
+        assert_eq!(lifetime_from(&json!(1e300)), MAX_LIFETIME);
+        assert_eq!(lifetime_from(&json!("1e300")), MAX_LIFETIME);
+        assert_eq!(lifetime_from(&json!(u64::MAX)), MAX_LIFETIME);
+        for odd in [
+            json!(-5),
+            json!(0),
+            json!("soon"),
+            json!("NaN"),
+            json!("-inf"),
+            json!(null),
+            json!({"s": 1}),
+        ] {
+            assert_eq!(lifetime_from(&odd), Duration::ZERO, "{odd}");
+        }
+        assert_eq!(lifetime_from(&json!("inf")), MAX_LIFETIME);
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":1e300}"#), now), Some(MAX_LIFETIME));
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":-1e300}"#), now), Some(Duration::ZERO));
+        assert_eq!(jwt_lifetime(&jwt(r#"{"exp":"tomorrow"}"#), now), Some(Duration::ZERO));
     }
 
     #[test]

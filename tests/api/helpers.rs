@@ -171,3 +171,36 @@ pub async fn error_body(resp: reqwest::Response, status: u16, kind: &str) -> ser
     assert!(body["error"].is_string(), "{body}");
     body
 }
+
+/// Answers with `templates` in turn (the last one repeatedly), whatever the request.
+pub struct InTurn {
+    templates: Vec<ResponseTemplate>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl InTurn {
+    pub fn new(templates: Vec<ResponseTemplate>) -> Self {
+        Self {
+            templates,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl wiremock::Respond for InTurn {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.templates[i.min(self.templates.len() - 1)].clone()
+    }
+}
+
+/// The requests `server` received on `at`, in order.
+pub async fn received_on(server: &MockServer, at: &str) -> Vec<wiremock::Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == at)
+        .collect()
+}

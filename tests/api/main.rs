@@ -1,6 +1,7 @@
 //! Integration tests: the whole connector on 127.0.0.1:0 against a WTL stand-in on loopback.
 //! One test binary with a module per area (faster to build than one binary per file).
 
+mod cancellation;
 mod errors;
 mod fixtures;
 mod hardening;
