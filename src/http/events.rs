@@ -1,4 +1,17 @@
 //! `POST /process-event`: authenticate, read, parse, plan, execute, answer.
+//!
+//! Every await between receiving an event and answering it may be the last one (NSPS hangs up,
+//! `REQUEST_TIMEOUT` or the shutdown cut-off fires). What each leaves behind when dropped:
+//! - reading the body: nothing shared (the `MAX_IN_FLIGHT` permit is released by its drop);
+//! - `Memory::admit`, waiting for a twin delivery or for the IMSI's lock: the `Ticket` exists
+//!   before the first wait, and its drop unregisters the event and releases or forgets the
+//!   locks, telling waiting twins to go ahead;
+//! - the rate limiter: the booked slot is given back when no later caller booked after it;
+//! - the OAuth2 token fetch: the single-flight lock is released with its guard and the cache
+//!   is unchanged until an answer arrives (the refresh token is kept);
+//! - the WTL call and the retry sleeps: nothing shared beyond the ticket, released as above.
+//!   The call may have reached WTL; the event was not answered 2xx, so NSPS redelivers it and
+//!   the idempotent call is repeated.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
