@@ -47,6 +47,31 @@ pub struct Application {
 impl Application {
     /// Builds the service and binds `addr` (port 0 picks a free port).
     pub async fn bind(settings: Settings, addr: SocketAddr) -> Result<Self, StartError> {
+        let listener = listen(addr).map_err(|source| StartError::Bind { addr, source })?;
+        Self::on_listener(settings, listener)
+    }
+
+    /// Binds `BIND_ADDRESS:$PORT`; unset, the dual-stack `[::]:$PORT` (IPv6 and IPv4), or
+    /// `0.0.0.0:$PORT` where the host has no IPv6.
+    pub async fn bind_port(settings: Settings) -> Result<Self, StartError> {
+        let port = settings.port;
+        if let Some(ip) = settings.bind_address {
+            return Self::bind(settings, SocketAddr::new(ip, port)).await;
+        }
+        let dual = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
+        let listener = match listen(dual) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::info!(error = %e, "no IPv6 on this host; listening on IPv4 only");
+                let v4 = SocketAddr::from(([0, 0, 0, 0], port));
+                listen(v4).map_err(|source| StartError::Bind { addr: v4, source })?
+            }
+        };
+        Self::on_listener(settings, listener)
+    }
+
+    /// Builds the service around a bound listener.
+    fn on_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartError> {
         let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new(settings.rules.event_actions.keys()));
         let wtl = WtlClient::new(&settings.wtl, metrics.clone()).map_err(|e| StartError::Client(e.to_string()))?;
@@ -60,21 +85,12 @@ impl Application {
             metrics,
             settings,
         };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self {
             listener,
             state,
             cut_off,
             extra_routes: axum::Router::new(),
         })
-    }
-
-    /// Binds `0.0.0.0:$PORT`.
-    pub async fn bind_port(settings: Settings) -> Result<Self, StartError> {
-        let addr = SocketAddr::from(([0, 0, 0, 0], settings.port));
-        Self::bind(settings, addr).await
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -188,6 +204,21 @@ impl Application {
             ),
         }
     }
+}
+
+/// A listening socket on `addr`. An IPv6 wildcard accepts IPv4 too (dual-stack), whatever the
+/// host's default for new sockets is.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Completes on SIGTERM or SIGINT.

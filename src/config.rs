@@ -87,6 +87,102 @@ pub struct WtlSettings {
     pub retry_after_max: Duration,
     /// Calls per second across the process; `None` = unlimited.
     pub rate_limit: Option<f64>,
+    /// Extra trusted CAs and the client identity for mutual TLS.
+    pub tls: crate::wtl::tls::TlsFiles,
+    pub proxy: ProxySettings,
+}
+
+/// Egress proxies for every WTL call. `explicit` (`WTL_PROXY`) wins over the environment's.
+/// The URLs may carry proxy credentials: they are used, and shown only through
+/// [`ProxySettings::shown`].
+#[derive(Clone, Default)]
+pub struct ProxySettings {
+    pub explicit: Option<String>,
+    pub https: Option<String>,
+    pub http: Option<String>,
+    pub all: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl ProxySettings {
+    /// Reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (the lower-case spelling
+    /// first, as curl does) and `WTL_PROXY`, each checked to be a URL.
+    fn from_vars(vars: &BTreeMap<String, String>, explicit: Option<String>) -> Result<Self, ConfigError> {
+        let read = |upper: &'static str| -> Result<Option<String>, ConfigError> {
+            let lower = upper.to_ascii_lowercase();
+            let value = [lower.as_str(), upper]
+                .iter()
+                .find_map(|k| vars.get(*k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()));
+            value.map(|v| check_proxy_url(upper, &v)).transpose()
+        };
+        let no_proxy = ["no_proxy", "NO_PROXY"]
+            .iter()
+            .find_map(|k| vars.get(*k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()));
+        Ok(Self {
+            explicit: explicit.map(|v| check_proxy_url("WTL_PROXY", v.trim())).transpose()?,
+            https: read("HTTPS_PROXY")?,
+            http: read("HTTP_PROXY")?,
+            all: read("ALL_PROXY")?,
+            no_proxy,
+        })
+    }
+
+    /// What is in force, for the start-up line: proxy credentials as `***`.
+    pub fn shown(&self) -> String {
+        if let Some(p) = &self.explicit {
+            return format!("{} (WTL_PROXY, for every WTL call)", hide_userinfo(p));
+        }
+        let mut parts = Vec::new();
+        for (name, value) in [("https", &self.https), ("http", &self.http), ("all", &self.all)] {
+            if let Some(v) = value {
+                parts.push(format!("{name}={}", hide_userinfo(v)));
+            }
+        }
+        if parts.is_empty() {
+            return "none".into();
+        }
+        if let Some(n) = &self.no_proxy {
+            parts.push(format!("no_proxy={n}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// A proxy URL as reqwest takes it: a scheme it knows and a host. A bare `host:port` is read as
+/// `http://host:port`, as curl does.
+fn check_proxy_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let text = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let url = url::Url::parse(&text).map_err(|e| ConfigError::new(var, format!("not a valid proxy URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "must be an http:// or https:// proxy URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(var, "has no host"));
+    }
+    Ok(text)
+}
+
+/// A URL with its `user:password@` replaced by `***@`, for showing.
+fn hide_userinfo(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("***");
+            url.to_string()
+        }
+        Ok(_) => text.to_string(),
+        Err(_) => "(not shown)".to_string(),
+    }
 }
 
 /// Everything the connector needs, parsed and checked.
@@ -94,6 +190,8 @@ pub struct WtlSettings {
 pub struct Settings {
     pub api_tokens: Vec<SecretString>,
     pub port: u16,
+    /// `BIND_ADDRESS`; unset = dual-stack `[::]`, or `0.0.0.0` where the host has no IPv6.
+    pub bind_address: Option<std::net::IpAddr>,
     pub events_path: Option<String>,
     pub max_body_bytes: usize,
     pub shutdown_timeout: Duration,
@@ -139,6 +237,11 @@ struct RawEnv {
     wtl_rate_limit: Option<String>,
     wtl_imsi_regexp: Option<String>,
     wtl_event_actions: Option<String>,
+    wtl_ca_file: Option<String>,
+    wtl_client_cert_file: Option<String>,
+    wtl_client_key_file: Option<String>,
+    wtl_proxy: Option<String>,
+    bind_address: Option<String>,
     events_path: Option<String>,
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
@@ -186,14 +289,21 @@ impl Settings {
         let pairs: BTreeMap<String, String> = vars
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
-            .filter(|(k, _)| KNOWN_VARS.contains(&k.as_str()))
+            .filter(|(k, _)| KNOWN_VARS.contains(&k.as_str()) || PROXY_VARS.contains(&k.as_str()))
             .collect();
-        let pairs = pairs.into_iter().filter(|(_, v)| !v.trim().is_empty());
+        let proxy_vars: BTreeMap<String, String> = pairs
+            .iter()
+            .filter(|(k, _)| PROXY_VARS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let pairs = pairs
+            .into_iter()
+            .filter(|(k, v)| !v.trim().is_empty() && KNOWN_VARS.contains(&k.as_str()));
         let raw: RawEnv = envy::from_iter(pairs).map_err(|e| ConfigError::new("environment", e.to_string()))?;
-        Self::from_raw(raw)
+        Self::from_raw(raw, &proxy_vars)
     }
 
-    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
+    fn from_raw(raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
         let mut warnings = Vec::new();
 
         let api_tokens = parse_tokens(raw.api_token)?;
@@ -372,6 +482,34 @@ impl Settings {
         }
 
         let port = parse_int::<u16>("PORT", raw.port, 8000, 0, u16::MAX)?;
+        let bind_address = raw.bind_address.map(|a| parse_bind_address(&a)).transpose()?;
+        let tls_files = crate::wtl::tls::TlsFiles {
+            ca_file: raw.wtl_ca_file.map(|p| p.trim().to_string()),
+            client_cert_file: raw.wtl_client_cert_file.map(|p| p.trim().to_string()),
+            client_key_file: raw.wtl_client_key_file.map(|p| p.trim().to_string()),
+        };
+        match (&tls_files.client_cert_file, &tls_files.client_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "WTL_CLIENT_KEY_FILE",
+                    "required when WTL_CLIENT_CERT_FILE is set (mutual TLS needs both)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "WTL_CLIENT_CERT_FILE",
+                    "required when WTL_CLIENT_KEY_FILE is set (mutual TLS needs both)",
+                ));
+            }
+            _ => {}
+        }
+        if base_url.starts_with("http://") && (tls_files.ca_file.is_some() || tls_files.client_cert_file.is_some()) {
+            warnings.push(
+                "WTL_CA_FILE or WTL_CLIENT_CERT_FILE is set but WTL_API_URL uses plain http: TLS settings apply only to https"
+                    .to_string(),
+            );
+        }
+        let proxy = ProxySettings::from_vars(proxy_vars, raw.wtl_proxy)?;
         let events_path = match raw.events_path {
             None => None,
             Some(p) => {
@@ -477,7 +615,10 @@ impl Settings {
                 retry_base,
                 retry_after_max,
                 rate_limit,
+                tls: tls_files,
+                proxy,
             },
+            bind_address,
             warnings,
         })
     }
@@ -515,6 +656,19 @@ impl Settings {
         m.insert("RUST_LOG", opt(&self.rust_log));
         m.insert("APP_NAME", opt(&self.app_name));
         m.insert("WTL_API_URL", self.wtl.base_url.clone());
+        m.insert(
+            "BIND_ADDRESS",
+            self.bind_address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into()),
+        );
+        m.insert("WTL_CA_FILE", opt(&self.wtl.tls.ca_file));
+        m.insert("WTL_CLIENT_CERT_FILE", opt(&self.wtl.tls.client_cert_file));
+        m.insert("WTL_CLIENT_KEY_FILE", opt(&self.wtl.tls.client_key_file));
+        m.insert(
+            "WTL_PROXY / HTTPS_PROXY / HTTP_PROXY / ALL_PROXY",
+            self.wtl.proxy.shown(),
+        );
         m.insert("WTL_AUTH", self.wtl.auth.as_str().to_string());
         m.insert("WTL_API_TOKEN", secret(&self.wtl.api_token));
         m.insert("WTL_API_USERNAME", opt(&self.wtl.username));
@@ -598,6 +752,11 @@ pub const KNOWN_VARS: &[&str] = &[
     "WTL_RATE_LIMIT",
     "WTL_IMSI_REGEXP",
     "WTL_EVENT_ACTIONS",
+    "WTL_CA_FILE",
+    "WTL_CLIENT_CERT_FILE",
+    "WTL_CLIENT_KEY_FILE",
+    "WTL_PROXY",
+    "BIND_ADDRESS",
     "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "SHUTDOWN_TIMEOUT",
@@ -614,6 +773,18 @@ pub const KNOWN_VARS: &[&str] = &[
     "PORT",
     "APP_NAME",
     "DEBUG",
+];
+
+/// The standard proxy variables, read in either case (see [`ProxySettings`]).
+pub const PROXY_VARS: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
 ];
 
 const LOG_LEVELS: &[&str] = &["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"];
@@ -684,6 +855,18 @@ fn is_loopback_url(url: &str) -> bool {
         .ok()
         .and_then(|u| u.host().map(str::to_string))
         .is_some_and(|h| h == "localhost" || h.starts_with("127.") || h == "[::1]")
+}
+
+/// An IP address, IPv6 with or without brackets.
+fn parse_bind_address(text: &str) -> Result<std::net::IpAddr, ConfigError> {
+    let text = text.trim();
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    bare.parse().map_err(|_| {
+        ConfigError::new(
+            "BIND_ADDRESS",
+            format!("expected an IP address such as :: or 0.0.0.0 or 127.0.0.1, got {text:?} (the port is PORT)"),
+        )
+    })
 }
 
 fn parse_profile(var: &'static str, value: Option<String>) -> Result<Profile, ConfigError> {

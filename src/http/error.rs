@@ -211,6 +211,15 @@ impl ApiError {
                 format!("WTL failed the {call}"),
                 text.clone(),
             ),
+            WtlError::Unreachable {
+                kind: crate::wtl::NetFailure::Tls,
+                ..
+            } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ConnectionError,
+                format!("The TLS connection to WTL failed for the {call}"),
+                err.to_string(),
+            ),
             WtlError::Unreachable { .. } | WtlError::DeadlineExceeded { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorType::ConnectionError,

@@ -4,30 +4,30 @@
 //! call (credentials, rate limit, per-attempt timeout, retries with backoff inside the event's
 //! time budget) and returns a typed outcome. It knows nothing about NSPS.
 //!
-//! The `/prov` calls go through the connector's own keep-alive HTTP/1.1 pool ([`http1`]: rustls
-//! with the platform's trusted roots for `https`), run inside the event's task: it is the
-//! per-event hot path, and a general-purpose pooled client's connection tasks, channels and
-//! per-request URL handling measurably cost throughput there. The OAuth2 token endpoint, called
-//! once per token lifetime, uses reqwest (see [`oauth`]).
+//! Every WTL call, `/prov` and the OAuth2 token endpoint alike, goes through one shared
+//! `reqwest::Client` built once at start-up ([`http_client`]): pooled keep-alive connections,
+//! HTTP/2 by ALPN when WTL offers it, the system's trusted roots plus `WTL_CA_FILE`, the client
+//! identity for mutual TLS, and the proxy settings.
 
-pub mod http1;
 pub mod limiter;
+pub(crate) mod net;
 pub mod oauth;
 pub mod outcome;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use http::HeaderValue;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use crate::config::{WtlAuthMode, WtlSettings};
+use crate::config::{ProxySettings, WtlAuthMode, WtlSettings};
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
 use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::words::push_json_string;
-use http1::{Endpoint, Http1Client};
 use limiter::RateLimiter;
 use oauth::TokenSource;
 pub use outcome::{Done, NetFailure, WtlError};
@@ -46,20 +46,41 @@ enum Credentials {
 /// The `User-Agent` of every call to WTL and its token endpoint.
 const AGENT: &str = concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION"));
 
-/// Why the WTL client could not be built.
+/// Why the WTL client could not be built. Each names the setting to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("the system's trusted certificates could not be loaded for TLS: {0}")]
-    Tls(String),
-    #[error("WTL_API_URL does not make a valid /prov address: {0}")]
-    Url(String),
-    #[error("the OAuth2 token client could not be built: {0}")]
-    TokenClient(String),
+    #[error("{var}: {path} {problem}")]
+    File {
+        var: &'static str,
+        path: String,
+        problem: String,
+    },
+    #[error("{missing} is required when {given} is set (mutual TLS needs both)")]
+    MissingPair { missing: &'static str, given: &'static str },
+    #[error("{var}: {problem}")]
+    Setting { var: &'static str, problem: String },
+    #[error("the WTL HTTP client could not be built: {0}")]
+    Client(String),
+}
+
+impl ClientBuildError {
+    fn file(var: &'static str, path: &str, problem: impl Into<String>) -> Self {
+        Self::File {
+            var,
+            path: path.to_string(),
+            problem: problem.into(),
+        }
+    }
+
+    fn missing_pair(missing: &'static str, given: &'static str) -> Self {
+        Self::MissingPair { missing, given }
+    }
 }
 
 /// The shared WTL client: one connection pool for the whole process.
 pub struct WtlClient {
-    prov: Http1Client,
+    http: reqwest::Client,
+    prov_url: reqwest::Url,
     credentials: Credentials,
     limiter: Option<RateLimiter>,
     settings: WtlSettings,
@@ -69,7 +90,7 @@ pub struct WtlClient {
 impl std::fmt::Debug for WtlClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WtlClient")
-            .field("prov", &self.prov)
+            .field("prov_url", &self.prov_url.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -121,17 +142,13 @@ impl From<WtlError> for AttemptFailure {
 impl WtlClient {
     pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
         install_crypto_provider();
-        let endpoint = Endpoint::parse(&format!("{}/prov", settings.base_url)).map_err(ClientBuildError::Url)?;
-        // No redirects are followed (the client has no such notion): credentials must never
-        // follow a redirect to another host, and WTL has no reason to redirect.
-        let json = HeaderValue::from_static("application/json");
-        let agent = HeaderValue::from_static(AGENT);
-        let prov = Http1Client::new(
-            endpoint,
-            settings.connect_timeout,
-            MAX_ANSWER_BYTES,
-            &[("content-type", &json), ("accept", &json), ("user-agent", &agent)],
-        )?;
+        let http = http_client(settings)?;
+        // The configured URL holds no credentials (they were taken out when it was read).
+        let prov_url =
+            reqwest::Url::parse(&format!("{}/prov", settings.base_url)).map_err(|e| ClientBuildError::Setting {
+                var: "WTL_API_URL",
+                problem: format!("does not make a valid /prov address: {e}"),
+            })?;
         let credentials = match settings.auth {
             WtlAuthMode::None => Credentials::None,
             WtlAuthMode::Bearer => match &settings.api_token {
@@ -151,7 +168,7 @@ impl WtlClient {
             }
             WtlAuthMode::OAuth2 => match &settings.oauth {
                 Some(oauth) => Credentials::OAuth(Box::new(TokenSource::new(
-                    token_client(settings).map_err(|e| ClientBuildError::TokenClient(describe_reqwest(&e)))?,
+                    http.clone(),
                     oauth.clone(),
                     settings.username.clone(),
                     settings.password.clone(),
@@ -161,7 +178,8 @@ impl WtlClient {
             },
         };
         Ok(Self {
-            prov,
+            http,
+            prov_url,
             credentials,
             limiter: settings.rate_limit.map(RateLimiter::per_second),
             settings: settings.clone(),
@@ -179,7 +197,7 @@ impl WtlClient {
 
     /// Executes one planned call, retrying transient failures within `deadline`.
     pub async fn execute(&self, call: &WtlCall, ids: &TraceIds, deadline: Instant) -> Result<Done, WtlError> {
-        let body = prov_body(call);
+        let body = Bytes::from(prov_body(call));
         let action = call.action.as_str();
         let imsi = call.imsi.as_str();
         let mut attempt: u32 = 0;
@@ -311,7 +329,7 @@ impl WtlClient {
     async fn attempt(
         &self,
         action: crate::plan::Action,
-        body: &[u8],
+        body: &Bytes,
         ids: &TraceIds,
         deadline: Instant,
     ) -> Result<(Done, u16), AttemptFailure> {
@@ -331,50 +349,74 @@ impl WtlClient {
             .into());
         }
         let limit = self.settings.attempt_timeout.min(remaining);
-        let mut headers: [(&str, &[u8]); 3] = [
-            (X_B3_TRACEID.as_str(), ids.request_id.as_bytes()),
-            (X_REQUEST_ID.as_str(), ids.unique_id.as_bytes()),
-            ("authorization", b""),
-        ];
-        let extra = match &auth {
-            Some(value) => {
-                headers[2].1 = value.as_bytes();
-                &headers[..]
-            }
-            None => &headers[..2],
+        let fail = |error| AttemptFailure {
+            error,
+            token_generation,
         };
-        let exchange = async {
-            let answer = self.prov.post(extra, body).await.map_err(|f| WtlError::Unreachable {
-                kind: f.kind,
-                detail: f.detail,
-            })?;
-            let retry_after = answer
-                .retry_after
-                .as_deref()
-                .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
-            Ok::<_, WtlError>((answer.status, retry_after, answer.body))
-        };
-        match tokio::time::timeout(limit, exchange).await {
-            Err(_) => Err(AttemptFailure {
-                error: WtlError::Unreachable {
+        let answer = match tokio::time::timeout(limit, self.exchange(auth, body.clone(), ids)).await {
+            Err(_) => {
+                return Err(fail(WtlError::Unreachable {
                     kind: NetFailure::Timeout,
                     detail: format!("no answer within {}s", limit.as_secs_f64()),
-                },
-                token_generation,
-            }),
-            Ok(Err(error)) => Err(AttemptFailure {
-                error,
-                token_generation,
-            }),
-            Ok(Ok((status, retry_after, answer))) => outcome::classify(action, status, retry_after, &answer)
-                .map(|done| (done, status))
-                .map_err(|error| AttemptFailure {
-                    error,
-                    token_generation,
-                }),
+                }));
+            }
+            Ok(Err(error)) => return Err(fail(error)),
+            Ok(Ok(answer)) => answer,
+        };
+        outcome::classify(action, answer.status, answer.retry_after, &answer.body)
+            .map(|done| (done, answer.status))
+            .map_err(fail)
+    }
+
+    /// Sends `POST /prov` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body).
+    async fn exchange(&self, auth: Option<HeaderValue>, body: Bytes, ids: &TraceIds) -> Result<Answer, WtlError> {
+        let mut request = self
+            .http
+            .post(self.prov_url.clone())
+            .header(http::header::CONTENT_TYPE, JSON)
+            .header(http::header::ACCEPT, JSON)
+            .header(&X_B3_TRACEID, ids.request_id.as_str())
+            .header(&X_REQUEST_ID, ids.unique_id.as_str())
+            .body(body);
+        if let Some(auth) = auth {
+            request = request.header(http::header::AUTHORIZATION, auth);
         }
+        let unreachable = |e: reqwest::Error| {
+            let (kind, detail) = net::classify(&e);
+            WtlError::Unreachable { kind, detail }
+        };
+        let mut response = request.send().await.map_err(unreachable)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
+            let room = MAX_ANSWER_BYTES - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() == MAX_ANSWER_BYTES {
+                // The rest is not needed to classify the answer; the connection is not reused.
+                break;
+            }
+        }
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
 }
+
+/// What WTL answered to one `POST /prov`.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+const JSON: &str = "application/json";
 
 /// Makes aws-lc-rs the process's TLS crypto provider, once. Chosen explicitly so that a
 /// dependency enabling a second provider can never leave rustls unable to pick one (which
@@ -387,17 +429,75 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// The client for the OAuth2 token endpoint, with the same connection settings as `/prov`.
-fn token_client(settings: &WtlSettings) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The one HTTP client for every WTL call: TLS (system roots plus `WTL_CA_FILE`, the client
+/// identity), proxies, timeouts and pooling, all from the settings.
+pub fn http_client(settings: &WtlSettings) -> Result<reqwest::Client, ClientBuildError> {
+    install_crypto_provider();
+    let material = tls::load(&settings.tls)?;
+    let mut builder = reqwest::Client::builder()
         .user_agent(AGENT)
         .connect_timeout(settings.connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the idle timeout of common servers and load balancers, so a pooled connection
+        // is rarely found closed by the other side.
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(30))
-        // Credentials must never follow a redirect to another host.
+        // Credentials must never follow a redirect to another host, and WTL has no reason to
+        // redirect.
         .redirect(reqwest::redirect::Policy::none())
-        .build()
+        .tls_certs_merge(material.extra_roots);
+    if let Some(identity) = material.identity {
+        builder = builder.identity(identity);
+    }
+    builder = with_proxies(builder, &settings.proxy)?;
+    builder.build().map_err(|e| {
+        if settings.tls.client_cert_file.is_some() {
+            ClientBuildError::Setting {
+                var: "WTL_CLIENT_CERT_FILE",
+                problem: format!(
+                    "the client certificate and WTL_CLIENT_KEY_FILE could not be used together: {}",
+                    net::describe(&e)
+                ),
+            }
+        } else {
+            ClientBuildError::Client(net::describe(&e))
+        }
+    })
+}
+
+/// Idle pooled connections are closed after this long.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The proxies from the settings; reqwest's own reading of the environment is turned off, so
+/// what the start-up line shows is exactly what is used.
+fn with_proxies(
+    mut builder: reqwest::ClientBuilder,
+    proxy: &ProxySettings,
+) -> Result<reqwest::ClientBuilder, ClientBuildError> {
+    builder = builder.no_proxy();
+    let invalid = |var: &'static str| {
+        move |e: reqwest::Error| ClientBuildError::Setting {
+            var,
+            problem: format!("not a usable proxy URL: {}", net::describe(&e)),
+        }
+    };
+    if let Some(explicit) = &proxy.explicit {
+        return Ok(builder.proxy(reqwest::Proxy::all(explicit.as_str()).map_err(invalid("WTL_PROXY"))?));
+    }
+    let no_proxy = || reqwest::NoProxy::from_string(proxy.no_proxy.as_deref().unwrap_or(""));
+    if let Some(url) = &proxy.https {
+        let p = reqwest::Proxy::https(url.as_str()).map_err(invalid("HTTPS_PROXY"))?;
+        builder = builder.proxy(p.no_proxy(no_proxy()));
+    }
+    if let Some(url) = &proxy.http {
+        let p = reqwest::Proxy::http(url.as_str()).map_err(invalid("HTTP_PROXY"))?;
+        builder = builder.proxy(p.no_proxy(no_proxy()));
+    }
+    if let Some(url) = &proxy.all {
+        let p = reqwest::Proxy::all(url.as_str()).map_err(invalid("ALL_PROXY"))?;
+        builder = builder.proxy(p.no_proxy(no_proxy()));
+    }
+    Ok(builder)
 }
 
 fn sensitive(value: &str) -> HeaderValue {
@@ -412,46 +512,6 @@ fn sensitive(value: &str) -> HeaderValue {
 pub fn backoff(base: Duration, retry: u32) -> Duration {
     let ceiling = base.saturating_mul(1u32 << retry.min(20)).min(BACKOFF_CAP.max(base));
     ceiling.mul_f64(fastrand::f64())
-}
-
-/// An error and its causes on one line, outermost first, without repeating a cause whose text
-/// the outer one already holds.
-fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// A reqwest error with its causes, without the URL (which may carry credentials): reqwest's
-/// own text names the URL, so the description starts at its first cause.
-pub fn describe_reqwest(e: &reqwest::Error) -> String {
-    use std::error::Error;
-    match e.source() {
-        Some(cause) => describe_error(cause),
-        None => e.without_url_ref(),
-    }
-}
-
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        let text = self.to_string();
-        match self.url() {
-            Some(url) => text.replace(url.as_str(), "WTL"),
-            None => text,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -564,8 +624,8 @@ mod tests {
             }
         });
         let (kind, detail) = failure_of(&format!("https://127.0.0.1:{}", addr.port())).await;
-        assert_eq!(kind, NetFailure::Connect, "{detail}");
-        assert!(!detail.is_empty());
+        assert_eq!(kind, NetFailure::Tls, "{detail}");
+        assert!(detail.starts_with("TLS handshake failed"), "{detail}");
     }
 
     #[test]

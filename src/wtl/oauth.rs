@@ -246,9 +246,10 @@ impl TokenSource {
                 });
             }
             Ok(Err(e)) => {
-                tracing::warn!(latency_ms, error = %super::describe_reqwest(&e), "the WTL token endpoint could not be reached");
+                let (kind, detail) = super::net::classify(&e);
+                tracing::warn!(latency_ms, failure = kind.as_str(), error = %detail, "the WTL token endpoint could not be reached");
                 return Err(WtlError::TokenEndpointUnreachable {
-                    detail: format!("{}: {}", self.settings.token_url, super::describe_reqwest(&e)),
+                    detail: format!("{}: {detail}", self.settings.token_url),
                 });
             }
             Ok(Ok(x)) => x,

@@ -26,6 +26,9 @@ pub enum NetFailure {
     Dns,
     /// The connection broke while the request or answer was on the wire.
     Transport,
+    /// The TLS handshake failed: a certificate refused on either side, no common protocol.
+    /// Waiting does not mend it, so it is not retried.
+    Tls,
 }
 
 impl NetFailure {
@@ -35,6 +38,7 @@ impl NetFailure {
             Self::Connect => "connection refused or failed",
             Self::Dns => "DNS lookup failed",
             Self::Transport => "connection broken",
+            Self::Tls => "TLS failure",
         }
     }
 }
@@ -105,7 +109,8 @@ impl WtlError {
     /// Is this failure worth another attempt (connection errors, timeouts, 429, 502/503/504)?
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::RateLimited { .. } | Self::Unreachable { .. } => true,
+            Self::Unreachable { kind, .. } => *kind != NetFailure::Tls,
+            Self::RateLimited { .. } => true,
             Self::Service { status, .. } => matches!(status, Some(502..=504)),
             _ => false,
         }
@@ -132,6 +137,13 @@ pub fn classify(action: Action, status: u16, retry_after: Option<Duration>, body
         404 => Err(WtlError::NotFound {
             text: error_text(body, status),
         }),
+        400 if is_client_certificate_page(body) => Err(WtlError::Unreachable {
+            kind: NetFailure::Tls,
+            detail: format!(
+                "the TLS front of WTL refused the client certificate or wants one (HTTP 400: {}); set WTL_CLIENT_CERT_FILE and WTL_CLIENT_KEY_FILE to a certificate it trusts",
+                error_text(body, status)
+            ),
+        }),
         400 | 409 | 422 => Err(WtlError::Rejected {
             status,
             text: error_text(body, status),
@@ -144,6 +156,14 @@ pub fn classify(action: Action, status: u16, retry_after: Option<Duration>, body
             retry_after: if matches!(status, 502..=504) { retry_after } else { None },
         }),
     }
+}
+
+/// The page a TLS-terminating web server (nginx and its kin) answers with 400 when mutual TLS
+/// failed: not a verdict on the data, so never a 422 to NSPS.
+fn is_client_certificate_page(body: &[u8]) -> bool {
+    const MARKS: [&str; 2] = ["No required SSL certificate was sent", "The SSL certificate error"];
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+    MARKS.iter().any(|m| text.contains(m))
 }
 
 /// A 2xx is a success unless its JSON says otherwise (`"result": false` or an `"error"` member).
@@ -362,6 +382,19 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_web_server_refusing_the_client_certificate_is_a_tls_failure_not_a_data_error() {
+        let page = b"<html><head><title>400 No required SSL certificate was sent</title></head></html>";
+        let err = classify(Action::Update, 400, None, page).expect_err("a failure");
+        assert!(
+            matches!(&err, WtlError::Unreachable { kind: NetFailure::Tls, detail } if detail.contains("WTL_CLIENT_CERT_FILE")),
+            "{err:?}"
+        );
+        assert!(!err.is_transient(), "a certificate problem is not retried");
+        let plain = classify(Action::Update, 400, None, br#"{"error":"bad imsi"}"#).expect_err("a failure");
+        assert!(matches!(plain, WtlError::Rejected { status: 400, .. }));
+    }
 
     #[test]
     fn plain_2xx_is_success() {

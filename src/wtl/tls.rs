@@ -1,0 +1,109 @@
+//! TLS material for the WTL client, read once at start-up: extra trusted CAs (`WTL_CA_FILE`)
+//! and the client identity for mutual TLS (`WTL_CLIENT_CERT_FILE` + `WTL_CLIENT_KEY_FILE`).
+//!
+//! The files are checked here, before reqwest sees them, so a mistake stops start-up with one
+//! line naming the setting and the file instead of a generic builder error.
+
+use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::ClientBuildError;
+
+/// Where the TLS files are (paths as configured).
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+/// What the files hold, ready for the client builder.
+pub(crate) struct TlsMaterial {
+    pub(crate) extra_roots: Vec<reqwest::Certificate>,
+    pub(crate) identity: Option<reqwest::Identity>,
+}
+
+pub(crate) fn load(files: &TlsFiles) -> Result<TlsMaterial, ClientBuildError> {
+    let extra_roots = match &files.ca_file {
+        Some(path) => ca_certificates(path)?,
+        None => Vec::new(),
+    };
+    let identity = match (&files.client_cert_file, &files.client_key_file) {
+        (Some(cert), Some(key)) => Some(client_identity(cert, key)?),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ClientBuildError::missing_pair(
+                "WTL_CLIENT_KEY_FILE",
+                "WTL_CLIENT_CERT_FILE",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ClientBuildError::missing_pair(
+                "WTL_CLIENT_CERT_FILE",
+                "WTL_CLIENT_KEY_FILE",
+            ));
+        }
+    };
+    Ok(TlsMaterial { extra_roots, identity })
+}
+
+fn read(var: &'static str, path: &str) -> Result<Vec<u8>, ClientBuildError> {
+    std::fs::read(Path::new(path)).map_err(|e| ClientBuildError::file(var, path, format!("cannot be read: {e}")))
+}
+
+/// Every certificate in a PEM file; none at all is an error.
+fn pem_certificates(
+    var: &'static str,
+    path: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ClientBuildError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClientBuildError::file(var, path, format!("is not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ClientBuildError::file(
+            var,
+            path,
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+        ));
+    }
+    Ok(certs)
+}
+
+fn ca_certificates(path: &str) -> Result<Vec<reqwest::Certificate>, ClientBuildError> {
+    const VAR: &str = "WTL_CA_FILE";
+    let pem = read(VAR, path)?;
+    pem_certificates(VAR, path, &pem)?
+        .iter()
+        .map(|der| {
+            reqwest::Certificate::from_der(der)
+                .map_err(|e| ClientBuildError::file(VAR, path, format!("holds a certificate that cannot be used: {e}")))
+        })
+        .collect()
+}
+
+/// The client certificate chain and its key (PKCS#8, PKCS#1 or SEC1) as one identity.
+fn client_identity(cert_path: &str, key_path: &str) -> Result<reqwest::Identity, ClientBuildError> {
+    let cert_pem = read("WTL_CLIENT_CERT_FILE", cert_path)?;
+    pem_certificates("WTL_CLIENT_CERT_FILE", cert_path, &cert_pem)?;
+    let key_pem = read("WTL_CLIENT_KEY_FILE", key_path)?;
+    PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        ClientBuildError::file(
+            "WTL_CLIENT_KEY_FILE",
+            key_path,
+            format!("holds no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}"),
+        )
+    })?;
+    let mut both = cert_pem;
+    both.push(b'\n');
+    both.extend_from_slice(&key_pem);
+    reqwest::Identity::from_pem(&both).map_err(|e| {
+        ClientBuildError::file(
+            "WTL_CLIENT_CERT_FILE",
+            cert_path,
+            format!("and WTL_CLIENT_KEY_FILE ({key_path}) do not make a client identity: {e}"),
+        )
+    })
+}
