@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+#[path = "api/stands.rs"]
+mod stands;
+
 const BIN: &str = env!("CARGO_BIN_EXE_nsps-wtl-connector");
 const SECRET_TOKEN: &str = "nsps-secret-token-xyz";
 const WTL_SECRET: &str = "wtl-secret-token-abc";
@@ -436,6 +439,31 @@ async fn credentials_inside_the_wtl_url_are_sent_as_basic_credentials() {
         base64::engine::general_purpose::STANDARD.encode("hlr-user:hlr-pass-456")
     );
     assert_eq!(sent[0].headers["authorization"], basic.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_system_roots_stay_trusted_beside_wtl_ca_file() {
+    use stands::{Ca, Files, LOCAL_NAMES, TlsWtl};
+    // The system's roots are where the platform looks for them; SSL_CERT_FILE points that look
+    // at a bundle this test made, standing in for a public CA.
+    let files = Files::new();
+    let (public, private) = (Ca::new("Public Root CA"), Ca::new("Operator Root CA"));
+    let idp = TlsWtl::start(&public.server(LOCAL_NAMES), None, &[b"h2", b"http/1.1"]).await;
+    let hlr = TlsWtl::start(&private.server(LOCAL_NAMES), None, &[b"h2", b"http/1.1"]).await;
+    let system_bundle = files.write("system.pem", &public.pem);
+    let (answer, output) = one_event_at_debug(vec![
+        ("SSL_CERT_FILE", system_bundle),
+        ("WTL_CA_FILE", files.write("operator.pem", &private.pem)),
+        ("WTL_API_URL", hlr.url()),
+        ("WTL_AUTH", "oauth2".into()),
+        ("WTL_OAUTH_TOKEN_URL", format!("{}/oauth/token", idp.url())),
+        ("WTL_OAUTH_CLIENT_ID", "connector".into()),
+        ("WTL_OAUTH_CLIENT_SECRET", "client-secret".into()),
+    ])
+    .await;
+    assert_eq!(answer.status, 202, "{}\n{output}", answer.body);
+    assert_eq!(idp.paths(), vec!["/oauth/token"], "reached through the system's roots");
+    assert_eq!(hlr.paths(), vec!["/prov"], "reached through WTL_CA_FILE");
 }
 
 #[tokio::test(flavor = "multi_thread")]

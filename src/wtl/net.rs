@@ -10,8 +10,8 @@ use super::outcome::NetFailure;
 /// Classifies a failed exchange: TLS anywhere in the causes wins (a handshake refused is not a
 /// network fault), then timeout, DNS, connect, and anything else broke on the wire.
 pub(crate) fn classify(e: &reqwest::Error) -> (NetFailure, String) {
-    if let Some(tls) = tls_cause(e) {
-        return (NetFailure::Tls, explain_tls(tls));
+    if let Some(why) = tls_failure(e) {
+        return (NetFailure::Tls, format!("TLS handshake failed: {why}"));
     }
     let detail = describe(e);
     let kind = if e.is_timeout() {
@@ -26,13 +26,17 @@ pub(crate) fn classify(e: &reqwest::Error) -> (NetFailure, String) {
     (kind, detail)
 }
 
-/// The rustls error among the causes, including one wrapped in (possibly nested) I/O errors,
-/// whose own `source` skips the error they wrap.
-fn tls_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+/// What went wrong with TLS, if anything among the causes is a TLS failure: a rustls error
+/// (possibly inside nested I/O errors, whose own `source` skips what they wrap), or an alert
+/// the server sent, which the HTTP/2 layer passes on only as the text of an I/O error.
+fn tls_failure(e: &(dyn StdError + 'static)) -> Option<String> {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(c) = cause {
         if let Some(tls) = rustls_inside(c) {
-            return Some(tls);
+            return Some(explain_tls(tls));
+        }
+        if let Some(alert) = alert_in_text(c) {
+            return Some(explain_alert(&alert));
         }
         cause = c.source();
     }
@@ -47,9 +51,20 @@ fn rustls_inside<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Erro
     rustls_inside(inner)
 }
 
+/// The alert name in an I/O error that carries a TLS alert only as text.
+fn alert_in_text(e: &(dyn StdError + 'static)) -> Option<String> {
+    let io = e.downcast_ref::<std::io::Error>()?;
+    if io.kind() != std::io::ErrorKind::InvalidData {
+        return None;
+    }
+    let text = io.to_string();
+    text.strip_prefix("received fatal alert: ")
+        .map(|name| name.trim().to_string())
+}
+
 /// A TLS failure in words an operator can act on.
 fn explain_tls(e: &rustls::Error) -> String {
-    let why = match e {
+    match e {
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::UnknownIssuer => {
                 "the server's certificate is signed by an unknown issuer (trust its CA with WTL_CA_FILE)".to_string()
@@ -66,21 +81,29 @@ fn explain_tls(e: &rustls::Error) -> String {
             CertificateError::Revoked => "the server's certificate has been revoked".to_string(),
             other => format!("the server's certificate was refused: {other:?}"),
         },
-        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
-            "the server requires a client certificate (set WTL_CLIENT_CERT_FILE and WTL_CLIENT_KEY_FILE)".to_string()
-        }
-        rustls::Error::AlertReceived(
-            alert @ (AlertDescription::BadCertificate
-            | AlertDescription::UnknownCA
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateExpired
-            | AlertDescription::CertificateRevoked
-            | AlertDescription::AccessDenied),
-        ) => format!("the server refused the client certificate (alert {alert:?})"),
+        rustls::Error::AlertReceived(alert) => explain_alert(&format!("{alert:?}")),
         other => other.to_string(),
-    };
-    format!("TLS handshake failed: {why}")
+    }
+}
+
+/// A TLS alert from the server, by its name.
+fn explain_alert(name: &str) -> String {
+    let certificate_refused = [
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateUnknown",
+        "UnsupportedCertificate",
+        "CertificateExpired",
+        "CertificateRevoked",
+        "AccessDenied",
+    ];
+    if name == format!("{:?}", AlertDescription::CertificateRequired) {
+        "the server requires a client certificate (set WTL_CLIENT_CERT_FILE and WTL_CLIENT_KEY_FILE)".to_string()
+    } else if certificate_refused.contains(&name) {
+        format!("the server refused the client certificate (alert {name})")
+    } else {
+        format!("the server ended the handshake (alert {name})")
+    }
 }
 
 /// An error with its causes on one line, without the URL reqwest's own text names (it may

@@ -2,11 +2,13 @@
 //! One test binary with a module per area (faster to build than one binary per file).
 
 mod cancellation;
+mod connectivity;
 mod errors;
 mod fixtures;
 mod hardening;
 mod helpers;
 mod redelivery;
 mod resilience;
+mod stands;
 mod stories;
 mod surface;
