@@ -61,7 +61,10 @@ APP_VARS=(API_TOKEN WTL_API_URL WTL_API_TOKEN WTL_AUTH WTL_API_USERNAME WTL_API_
   WTL_TOTAL_TIMEOUT WTL_MAX_RETRIES WTL_RETRY_BASE_MS WTL_RETRY_AFTER_MAX WTL_RATE_LIMIT
   WTL_IMSI_REGEXP WTL_EVENT_ACTIONS EVENTS_PATH MAX_BODY_BYTES SHUTDOWN_TIMEOUT
   HEADER_READ_TIMEOUT REQUEST_TIMEOUT MAX_IN_FLIGHT EVENT_DEDUP_TTL EVENT_DEDUP_MAX
-  STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG)
+  STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG
+  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY)
+# HTTPS_PROXY and its kin are not passed on: in the shell that deploys they describe that
+# machine's network, not the service's. WTL_PROXY sets the service's proxy.
 SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET)
 
 load_env_file() {
@@ -206,11 +209,32 @@ import json, os, sys
 count = int(sys.argv[1])
 plain, secret = sys.argv[2:2 + count], sys.argv[2 + count:]
 cfg = {"Port": "8000", "RuntimeEnvironmentVariables": {n: os.environ[n] for n in plain}}
-if secret:
-    cfg["RuntimeEnvironmentSecrets"] = {n: os.environ["SECRET_PREFIX"] + n for n in secret}
+refs = {n: os.environ["SECRET_PREFIX"] + n for n in secret}
+# TLS material for reaching WTL: App Runner has no file mounts, so each PEM is a secret whose
+# value is the PEM itself, handed over as the setting (the connector takes inline PEM).
+for setting, ref in (("WTL_CA_FILE", "WTL_CA_SECRET_ARN"), ("WTL_CLIENT_CERT_FILE", "WTL_CLIENT_CERT_SECRET_ARN"),
+                     ("WTL_CLIENT_KEY_FILE", "WTL_CLIENT_KEY_SECRET_ARN")):
+    if os.environ.get(ref):
+        refs[setting] = os.environ[ref]
+        cfg["RuntimeEnvironmentVariables"].pop(setting, None)
+if refs:
+    cfg["RuntimeEnvironmentSecrets"] = refs
 print(json.dumps(cfg))
 PY
 }
+
+# CPU and memory, and the instance role (INSTANCE_ROLE_ARN) the service reads its secrets with.
+instance_configuration() {
+  local cfg="Cpu=$APPRUNNER_CPU,Memory=$APPRUNNER_MEMORY"
+  [ -n "${INSTANCE_ROLE_ARN:-}" ] && cfg+=",InstanceRoleArn=$INSTANCE_ROLE_ARN"
+  echo "$cfg"
+}
+
+# Reaching a private network (an HLR or a Redis on it) through an App Runner VPC connector.
+network_flags=()
+if [ -n "${VPC_CONNECTOR_ARN:-}" ]; then
+  network_flags=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
+fi
 
 source_configuration() {
   local image=$1 role=$2 image_cfg
@@ -292,12 +316,13 @@ source_configuration "$image" "$role" >"$workdir/source.json"
 if [ -z "$arn" ] || [ "$arn" = None ]; then
   run aws apprunner create-service "${reg[@]}" --service-name "$SERVICE_NAME" \
     --source-configuration "file://$workdir/source.json" \
-    --instance-configuration "Cpu=$APPRUNNER_CPU,Memory=$APPRUNNER_MEMORY" \
+    --instance-configuration "$(instance_configuration)" "${network_flags[@]}" \
     --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3"
   arn=$(service_arn)
 else
   run aws apprunner update-service "${reg[@]}" --service-arn "$arn" \
     --source-configuration "file://$workdir/source.json" \
+    --instance-configuration "$(instance_configuration)" "${network_flags[@]}" \
     --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3"
   if $force; then
     wait_running "$arn"

@@ -64,7 +64,10 @@ APP_VARS=(API_TOKEN WTL_API_URL WTL_API_TOKEN WTL_AUTH WTL_API_USERNAME WTL_API_
   WTL_TOTAL_TIMEOUT WTL_MAX_RETRIES WTL_RETRY_BASE_MS WTL_RETRY_AFTER_MAX WTL_RATE_LIMIT
   WTL_IMSI_REGEXP WTL_EVENT_ACTIONS EVENTS_PATH MAX_BODY_BYTES SHUTDOWN_TIMEOUT
   HEADER_READ_TIMEOUT REQUEST_TIMEOUT MAX_IN_FLIGHT EVENT_DEDUP_TTL EVENT_DEDUP_MAX
-  STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG)
+  STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG
+  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY)
+# HTTPS_PROXY and its kin are not passed on: in the shell that deploys they describe that
+# machine's network, not the service's. WTL_PROXY sets the service's proxy.
 SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET)
 
 # Values from the env file fill in what the environment does not already set.
@@ -122,6 +125,29 @@ fi
 
 image="$GCP_REGION-docker.pkg.dev/$GCP_PROJECT_ID/$AR_REPOSITORY/$SERVICE_NAME:$IMAGE_TAG"
 
+# TLS files for reaching WTL, kept in Secret Manager and mounted as files (each in a directory
+# of its own, as Cloud Run requires); the connector is told where they are.
+TLS_MOUNTS=()
+mount_tls() { # mount_tls SECRET_VAR FILE_VAR PATH
+  local secret=${!1:-}
+  [ -n "$secret" ] || return 0
+  TLS_MOUNTS+=("$3=$secret:latest")
+  printf -v "$2" '%s' "$3"
+  export "${2?}"
+}
+mount_tls WTL_CA_SECRET WTL_CA_FILE /secrets/wtl-ca/ca.pem
+mount_tls WTL_CLIENT_CERT_SECRET WTL_CLIENT_CERT_FILE /secrets/wtl-client-cert/client.pem
+mount_tls WTL_CLIENT_KEY_SECRET WTL_CLIENT_KEY_FILE /secrets/wtl-client-key/client.key
+
+# Reaching a private network (an HLR or a Redis on it): a Serverless VPC connector, or Direct
+# VPC egress (a network and subnet).
+network_flags=()
+if [ -n "${VPC_CONNECTOR:-}" ]; then
+  network_flags=(--vpc-connector "$VPC_CONNECTOR" --vpc-egress "${VPC_EGRESS:-private-ranges-only}")
+elif [ -n "${VPC_NETWORK:-}" ]; then
+  network_flags=(--network "$VPC_NETWORK" --subnet "${VPC_SUBNET:-$VPC_NETWORK}" --vpc-egress "${VPC_EGRESS:-private-ranges-only}")
+fi
+
 # Prints a command with every secret value masked, then runs it (unless --dry-run).
 mask() {
   local text=$*
@@ -158,12 +184,16 @@ env_vars_file() {
   done
 }
 
+# The --set-secrets / --update-secrets list: secret settings (with --secrets) and TLS file mounts.
 secret_flags() {
-  local name flags=""
-  for name in "${SECRET_VARS[@]}"; do
-    [ -n "${!name:-}" ] || continue
-    flags+="${flags:+,}$name=$(secret_name "$name"):latest"
-  done
+  local name flags="" mount
+  if $secrets; then
+    for name in "${SECRET_VARS[@]}"; do
+      [ -n "${!name:-}" ] || continue
+      flags+="${flags:+,}$name=$(secret_name "$name"):latest"
+    done
+  fi
+  for mount in "${TLS_MOUNTS[@]}"; do flags+="${flags:+,}$mount"; done
   echo "$flags"
 }
 
@@ -232,9 +262,10 @@ case "$mode" in
   env)
     env_vars_file "$workdir/env.yaml"
     extra=()
-    if $secrets; then store_secrets; extra=(--update-secrets "$(secret_flags)"); fi
+    $secrets && store_secrets
+    [ -n "$(secret_flags)" ] && extra=(--update-secrets "$(secret_flags)")
     run gcloud run services update "$SERVICE_NAME" "${project[@]}" "${region[@]}" \
-      --env-vars-file "$workdir/env.yaml" "${extra[@]}"
+      --env-vars-file "$workdir/env.yaml" "${extra[@]}" "${network_flags[@]}"
     smoke_test "$(service_url)"
     exit 0
     ;;
@@ -258,14 +289,15 @@ fi
 
 env_vars_file "$workdir/env.yaml"
 extra=()
-if $secrets; then store_secrets; extra=(--set-secrets "$(secret_flags)"); fi
+$secrets && store_secrets
+[ -n "$(secret_flags)" ] && extra=(--set-secrets "$(secret_flags)")
 # Cloud Run gives an instance 10 s after SIGTERM; the connector drains within SHUTDOWN_TIMEOUT
 # (8 s by default). The connector checks the Bearer token itself, hence --allow-unauthenticated.
 run gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" \
   --image "$image" --platform managed --port 8000 --allow-unauthenticated \
   --min-instances "$MIN_INSTANCES" --max-instances "$MAX_INSTANCES" --concurrency "$CONCURRENCY" \
   --cpu "$CPU" --memory "$MEMORY" --timeout 60 \
-  --env-vars-file "$workdir/env.yaml" "${extra[@]}"
+  --env-vars-file "$workdir/env.yaml" "${extra[@]}" "${network_flags[@]}"
 
 url=$(service_url)
 echo "service URL: $url"

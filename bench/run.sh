@@ -147,8 +147,12 @@ summary = {
     "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6,
 }
 c64, b64 = res["connector_64"], res["baseline_64"]
+c1, b1 = res["connector_1"], res["baseline_1"]
+cpu_ratio = c64["cpu_us_per_request"] / max(b64["cpu_us_per_request"], 1e-9)
+p50_extra_us = (c1["p50_ms"] - b1["p50_ms"]) * 1000
 checks = [
-    ("throughput at 64 connections >= 80% of baseline", c64["rps"] / b64["rps"], ">= 0.80", c64["rps"] >= 0.8 * b64["rps"]),
+    ("CPU per event at 64 connections <= 3x baseline", cpu_ratio, "<= 3", cpu_ratio <= 3),
+    ("p50 at 1 connection <= baseline + 100 us (extra us)", p50_extra_us, "<= 100", p50_extra_us <= 100),
     ("p99 at 64 connections <= 1.5x baseline", c64["p99_ms"] / b64["p99_ms"], "<= 1.5", c64["p99_ms"] <= 1.5 * b64["p99_ms"]),
     ("idle RSS <= 10 MB", summary["idle_rss_mb"], "<= 10", summary["idle_rss_mb"] <= 10),
     ("peak RSS <= 40 MB", summary["peak_rss_mb"], "<= 40", summary["peak_rss_mb"] <= 40),

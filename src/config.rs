@@ -662,9 +662,10 @@ impl Settings {
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into()),
         );
-        m.insert("WTL_CA_FILE", opt(&self.wtl.tls.ca_file));
-        m.insert("WTL_CLIENT_CERT_FILE", opt(&self.wtl.tls.client_cert_file));
-        m.insert("WTL_CLIENT_KEY_FILE", opt(&self.wtl.tls.client_key_file));
+        let pem = |v: &Option<String>| v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown);
+        m.insert("WTL_CA_FILE", pem(&self.wtl.tls.ca_file));
+        m.insert("WTL_CLIENT_CERT_FILE", pem(&self.wtl.tls.client_cert_file));
+        m.insert("WTL_CLIENT_KEY_FILE", pem(&self.wtl.tls.client_key_file));
         m.insert(
             "WTL_PROXY / HTTPS_PROXY / HTTP_PROXY / ALL_PROXY",
             self.wtl.proxy.shown(),

@@ -67,7 +67,7 @@ impl ClientBuildError {
     fn file(var: &'static str, path: &str, problem: impl Into<String>) -> Self {
         Self::File {
             var,
-            path: path.to_string(),
+            path: tls::shown(path),
             problem: problem.into(),
         }
     }

@@ -1,6 +1,10 @@
 //! TLS material for the WTL client, read once at start-up: extra trusted CAs (`WTL_CA_FILE`)
 //! and the client identity for mutual TLS (`WTL_CLIENT_CERT_FILE` + `WTL_CLIENT_KEY_FILE`).
 //!
+//! Each setting holds a file path, or the PEM text itself (a value starting with `-----BEGIN`;
+//! `\n` written as two characters is read as a line break), for platforms that hand secrets
+//! over as environment variables only (App Runner).
+//!
 //! The files are checked here, before reqwest sees them, so a mistake stops start-up with one
 //! line naming the setting and the file instead of a generic builder error.
 
@@ -11,12 +15,23 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ClientBuildError;
 
-/// Where the TLS files are (paths as configured).
-#[derive(Clone, Debug, Default)]
+/// Where the TLS material is: paths, or PEM text given inline.
+#[derive(Clone, Default)]
 pub struct TlsFiles {
     pub ca_file: Option<String>,
     pub client_cert_file: Option<String>,
     pub client_key_file: Option<String>,
+}
+
+impl std::fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<String>| v.as_deref().map(shown);
+        f.debug_struct("TlsFiles")
+            .field("ca_file", &show(&self.ca_file))
+            .field("client_cert_file", &show(&self.client_cert_file))
+            .field("client_key_file", &show(&self.client_key_file))
+            .finish()
+    }
 }
 
 /// What the files hold, ready for the client builder.
@@ -49,8 +64,26 @@ pub(crate) fn load(files: &TlsFiles) -> Result<TlsMaterial, ClientBuildError> {
     Ok(TlsMaterial { extra_roots, identity })
 }
 
-fn read(var: &'static str, path: &str) -> Result<Vec<u8>, ClientBuildError> {
-    std::fs::read(Path::new(path)).map_err(|e| ClientBuildError::file(var, path, format!("cannot be read: {e}")))
+/// Is this setting's value the PEM text itself rather than a path?
+pub fn is_inline_pem(value: &str) -> bool {
+    value.trim_start().starts_with("-----BEGIN")
+}
+
+/// How a setting's value is named in messages: its path, or a mention of inline PEM (never
+/// the PEM itself: it may be a private key).
+pub fn shown(value: &str) -> String {
+    if is_inline_pem(value) {
+        format!("(PEM given inline, {} bytes)", value.len())
+    } else {
+        value.to_string()
+    }
+}
+
+fn read(var: &'static str, value: &str) -> Result<Vec<u8>, ClientBuildError> {
+    if is_inline_pem(value) {
+        return Ok(value.replace("\\n", "\n").into_bytes());
+    }
+    std::fs::read(Path::new(value)).map_err(|e| ClientBuildError::file(var, value, format!("cannot be read: {e}")))
 }
 
 /// Every certificate in a PEM file; none at all is an error.

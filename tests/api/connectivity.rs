@@ -414,3 +414,25 @@ async fn bind_address_limits_the_listener() {
         .expect("binds");
     assert_eq!(app.local_addr().ip().to_string(), "127.0.0.1");
 }
+
+#[tokio::test]
+async fn tls_material_can_be_given_inline_as_pem_and_is_never_shown() {
+    let (ca, clients) = (Ca::new("Operator Root CA"), Ca::new("Client CA"));
+    let wtl = TlsWtl::start(&ca.server(LOCAL_NAMES), Some(&clients), H2_AND_H1).await;
+    let client = clients.client("inline");
+    // As an environment variable often carries it: on one line, `\n` for each line break.
+    let one_line = client.key_pem.replace('\n', "\\n");
+    let vars = vec![
+        ("WTL_CA_FILE", ca.pem.clone()),
+        ("WTL_CLIENT_CERT_FILE", client.cert_pem.clone()),
+        ("WTL_CLIENT_KEY_FILE", one_line),
+    ];
+    let app = spawn(&wtl.url(), &vars).await;
+    let (status, body) = deliver(&app, "inline-pem").await;
+    assert_eq!(status, 202, "{body}");
+    assert!(wtl.seen()[0].client_cert);
+    let shown = format!("{:?} {:?}", app.state.settings.redacted(), app.state.settings);
+    let key_body = &client.key_pem[40..80];
+    assert!(!shown.contains(key_body), "{shown}");
+    assert!(shown.contains("PEM given inline"), "{shown}");
+}

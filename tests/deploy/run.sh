@@ -147,6 +147,24 @@ if grep -q -- "$secret_token" "$FAKE_STATE/secret-stdin" && ! grep -q -- "$secre
   ok "gcp secrets: values go through stdin, never the command line"
 else bad "gcp secrets: value handling"; fi
 
+EXTRA_ENV=(WTL_CA_SECRET=wtl-ca WTL_CLIENT_CERT_SECRET=wtl-cert WTL_CLIENT_KEY_SECRET=wtl-key VPC_CONNECTOR=conn-1
+  HTTPS_PROXY=http://laptop-proxy:3128 WTL_PROXY=http://egress.internal:3128)
+scenario "gcp TLS files and a VPC connector" _gcp-deploy/deploy.sh --yes
+EXTRA_ENV=()
+[ "$status" -eq 0 ] && ok "gcp TLS deploy exits 0" || { bad "gcp TLS deploy exits 0 ($status)"; cat "$sandbox/out"; }
+expect "gcp mounts the TLS secrets as files" 'run deploy .*--set-secrets /secrets/wtl-ca/ca.pem=wtl-ca:latest,/secrets/wtl-client-cert/client.pem=wtl-cert:latest,/secrets/wtl-client-key/client.key=wtl-key:latest'
+expect "gcp deploy reaches the private network through the connector" 'run deploy .*--vpc-connector conn-1 --vpc-egress private-ranges-only'
+grep -qxF "WTL_CA_FILE: '/secrets/wtl-ca/ca.pem'" "$FAKE_STATE/env.yaml" && grep -qxF "WTL_CLIENT_KEY_FILE: '/secrets/wtl-client-key/client.key'" "$FAKE_STATE/env.yaml" \
+  && ok "gcp tells the connector where the TLS files are" || bad "gcp TLS file settings: $(cat "$FAKE_STATE/env.yaml")"
+grep -qxF "WTL_PROXY: 'http://egress.internal:3128'" "$FAKE_STATE/env.yaml" && ok "gcp passes WTL_PROXY" || bad "gcp passes WTL_PROXY"
+if grep -q 'laptop-proxy' "$FAKE_STATE/env.yaml"; then bad "gcp passed the deploying shell's HTTPS_PROXY"; else ok "gcp leaves the deploying shell's HTTPS_PROXY behind"; fi
+
+EXTRA_ENV=(VPC_NETWORK=net-1 VPC_SUBNET=sub-1)
+scenario "gcp Direct VPC egress" _gcp-deploy/deploy.sh --yes
+EXTRA_ENV=()
+expect "gcp Direct VPC egress names the network and subnet" 'run deploy .*--network net-1 --subnet sub-1 --vpc-egress private-ranges-only'
+refuse "gcp without TLS secrets mounts nothing" 'set-secrets'
+
 scenario "gcp destroy" _gcp-deploy/deploy.sh --destroy --yes
 expect "gcp destroy deletes the service" '^gcloud run services delete nsps-wtl-connector --project proj-1 --region europe-west1 --quiet'
 refuse "gcp destroy deploys nothing" 'run deploy|builds submit'
@@ -193,6 +211,25 @@ assert "PORT" not in cfg["RuntimeEnvironmentVariables"]
 assert d["AuthenticationConfiguration"]["AccessRoleArn"].endswith("role/AppRunnerECRAccessRole")
 PY
 then ok "aws source configuration carries the settings intact (regex with commas and quotes)"; else bad "aws source configuration"; fi
+
+EXTRA_ENV=(WTL_CA_SECRET_ARN=arn:aws:secretsmanager:eu-central-1:123456789012:secret:wtl-ca
+  WTL_CLIENT_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-central-1:123456789012:secret:wtl-key
+  WTL_CA_FILE=/ignored.pem INSTANCE_ROLE_ARN=arn:aws:iam::123456789012:role/connector
+  VPC_CONNECTOR_ARN=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/hlr/1)
+FAKE_FIRST=1 scenario "aws TLS secrets and a VPC connector" _aws-deploy/deploy.sh --yes
+EXTRA_ENV=()
+[ "$status" -eq 0 ] && ok "aws TLS deploy exits 0" || { bad "aws TLS deploy exits 0 ($status)"; cat "$sandbox/out"; }
+if python3 - "$FAKE_STATE/source.json" <<'PY'
+import json, sys
+cfg = json.load(open(sys.argv[1]))["ImageRepository"]["ImageConfiguration"]
+refs = cfg["RuntimeEnvironmentSecrets"]
+assert refs["WTL_CA_FILE"].endswith(":secret:wtl-ca"), refs
+assert refs["WTL_CLIENT_KEY_FILE"].endswith(":secret:wtl-key"), refs
+assert "WTL_CA_FILE" not in cfg["RuntimeEnvironmentVariables"]
+PY
+then ok "aws hands the TLS PEMs over as secrets"; else bad "aws TLS secrets"; fi
+expect "aws instance role for the secrets" 'create-service .*--instance-configuration Cpu=.*Memory=.*,InstanceRoleArn=arn:aws:iam::123456789012:role/connector'
+expect "aws VPC connector for the private network" 'create-service .*--network-configuration EgressConfiguration=\{EgressType=VPC,VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/hlr/1\}'
 
 KEEP_SERVICE=1 scenario "aws update with force" _aws-deploy/deploy.sh --force-deploy --yes
 expect "aws updates the existing service" '^aws apprunner update-service --region eu-central-1 --service-arn arn:aws:apprunner:'
