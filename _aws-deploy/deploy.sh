@@ -62,10 +62,11 @@ APP_VARS=(API_TOKEN WTL_API_URL WTL_API_TOKEN WTL_AUTH WTL_API_USERNAME WTL_API_
   WTL_IMSI_REGEXP WTL_EVENT_ACTIONS EVENTS_PATH MAX_BODY_BYTES SHUTDOWN_TIMEOUT
   HEADER_READ_TIMEOUT REQUEST_TIMEOUT MAX_IN_FLIGHT EVENT_DEDUP_TTL EVENT_DEDUP_MAX
   STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG
-  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY)
+  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY
+  REDIS_URL REDIS_KEY_PREFIX REDIS_TIMEOUT REDIS_CA_FILE REDIS_FAIL_OPEN STALE_EVENT_TTL)
 # HTTPS_PROXY and its kin are not passed on: in the shell that deploys they describe that
 # machine's network, not the service's. WTL_PROXY sets the service's proxy.
-SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET)
+SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET REDIS_URL)
 
 load_env_file() {
   local file=$1 line key value
@@ -90,6 +91,10 @@ SERVICE_NAME=${SERVICE_NAME:-nsps-wtl-connector}
 ECR_REPOSITORY=${ECR_REPOSITORY:-nsps-wtl-connector}
 APPRUNNER_CPU=${APPRUNNER_CPU:-0.25 vCPU}
 APPRUNNER_MEMORY=${APPRUNNER_MEMORY:-0.5 GB}
+# One instance keeps the redelivery memory whole; with REDIS_URL it is shared, so several can run.
+if [ -n "${REDIS_URL:-}" ]; then MAX_INSTANCES=${MAX_INSTANCES:-3}; else MAX_INSTANCES=${MAX_INSTANCES:-1}; fi
+MIN_INSTANCES=${MIN_INSTANCES:-1}
+CONCURRENCY=${CONCURRENCY:-100}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-900}
 git_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo nogit)
 IMAGE_TAG=${IMAGE_TAG:-$git_rev-$(date +%Y%m%d%H%M%S)}
@@ -313,16 +318,31 @@ JSON
 fi
 source_configuration "$image" "$role" >"$workdir/source.json"
 
+# The instance count, as an auto-scaling configuration named after it (App Runner's default
+# would allow 25 instances).
+scaling_name="$SERVICE_NAME-$MIN_INSTANCES-$MAX_INSTANCES-$CONCURRENCY"
+scaling=$(query "arn:aws:apprunner:$AWS_REGION:000000000000:autoscalingconfiguration/$scaling_name/1" \
+  aws apprunner list-auto-scaling-configurations "${reg[@]}" --auto-scaling-configuration-name "$scaling_name" \
+  --query "AutoScalingConfigurationSummaryList[0].AutoScalingConfigurationArn" --output text)
+if [ -z "$scaling" ] || [ "$scaling" = None ]; then
+  scaling=$(query "arn:aws:apprunner:$AWS_REGION:000000000000:autoscalingconfiguration/$scaling_name/1" \
+    aws apprunner create-auto-scaling-configuration "${reg[@]}" --auto-scaling-configuration-name "$scaling_name" \
+    --min-size "$MIN_INSTANCES" --max-size "$MAX_INSTANCES" --max-concurrency "$CONCURRENCY" \
+    --query AutoScalingConfiguration.AutoScalingConfigurationArn --output text)
+fi
+
 if [ -z "$arn" ] || [ "$arn" = None ]; then
   run aws apprunner create-service "${reg[@]}" --service-name "$SERVICE_NAME" \
     --source-configuration "file://$workdir/source.json" \
     --instance-configuration "$(instance_configuration)" "${network_flags[@]}" \
+    --auto-scaling-configuration-arn "$scaling" \
     --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3"
   arn=$(service_arn)
 else
   run aws apprunner update-service "${reg[@]}" --service-arn "$arn" \
     --source-configuration "file://$workdir/source.json" \
     --instance-configuration "$(instance_configuration)" "${network_flags[@]}" \
+    --auto-scaling-configuration-arn "$scaling" \
     --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3"
   if $force; then
     wait_running "$arn"

@@ -65,10 +65,11 @@ APP_VARS=(API_TOKEN WTL_API_URL WTL_API_TOKEN WTL_AUTH WTL_API_USERNAME WTL_API_
   WTL_IMSI_REGEXP WTL_EVENT_ACTIONS EVENTS_PATH MAX_BODY_BYTES SHUTDOWN_TIMEOUT
   HEADER_READ_TIMEOUT REQUEST_TIMEOUT MAX_IN_FLIGHT EVENT_DEDUP_TTL EVENT_DEDUP_MAX
   STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG
-  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY)
+  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY
+  REDIS_URL REDIS_KEY_PREFIX REDIS_TIMEOUT REDIS_CA_FILE REDIS_FAIL_OPEN STALE_EVENT_TTL)
 # HTTPS_PROXY and its kin are not passed on: in the shell that deploys they describe that
 # machine's network, not the service's. WTL_PROXY sets the service's proxy.
-SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET)
+SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET REDIS_URL)
 
 # Values from the env file fill in what the environment does not already set.
 load_env_file() {
@@ -97,7 +98,8 @@ GCP_REGION=${GCP_REGION:-europe-west1}
 SERVICE_NAME=${SERVICE_NAME:-nsps-wtl-connector}
 AR_REPOSITORY=${AR_REPOSITORY:-nsps-wtl-connector}
 MIN_INSTANCES=${MIN_INSTANCES:-0}
-MAX_INSTANCES=${MAX_INSTANCES:-1}
+# One instance keeps the redelivery memory whole; with REDIS_URL it is shared, so several can run.
+if [ -n "${REDIS_URL:-}" ]; then MAX_INSTANCES=${MAX_INSTANCES:-3}; else MAX_INSTANCES=${MAX_INSTANCES:-1}; fi
 CONCURRENCY=${CONCURRENCY:-80}
 CPU=${CPU:-1}
 MEMORY=${MEMORY:-256Mi}
@@ -138,6 +140,7 @@ mount_tls() { # mount_tls SECRET_VAR FILE_VAR PATH
 mount_tls WTL_CA_SECRET WTL_CA_FILE /secrets/wtl-ca/ca.pem
 mount_tls WTL_CLIENT_CERT_SECRET WTL_CLIENT_CERT_FILE /secrets/wtl-client-cert/client.pem
 mount_tls WTL_CLIENT_KEY_SECRET WTL_CLIENT_KEY_FILE /secrets/wtl-client-key/client.key
+mount_tls REDIS_CA_SECRET REDIS_CA_FILE /secrets/redis-ca/ca.pem
 
 # Reaching a private network (an HLR or a Redis on it): a Serverless VPC connector, or Direct
 # VPC egress (a network and subnet).

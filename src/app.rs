@@ -19,7 +19,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::memory::Memory;
+use crate::memory::Store;
+use crate::memory::local::Memory;
+use crate::memory::shared::SharedMemory;
 use crate::metrics::Metrics;
 use crate::wtl::WtlClient;
 
@@ -35,6 +37,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot build the WTL HTTP client: {0}")]
     Client(String),
+    #[error("cannot set up the shared redelivery memory: {0}")]
+    Store(String),
 }
 
 pub struct Application {
@@ -76,8 +80,27 @@ impl Application {
         let metrics = Arc::new(Metrics::new(settings.rules.event_actions.keys()));
         let wtl = WtlClient::new(&settings.wtl, metrics.clone()).map_err(|e| StartError::Client(e.to_string()))?;
         let (cut_off, cut_off_rx) = tokio::sync::watch::channel(false);
+        let memory = match &settings.redis {
+            None => Store::Local(Memory::new(
+                settings.dedup_ttl,
+                settings.dedup_max,
+                settings.stale_event_check,
+            )),
+            Some(redis) => Store::Shared {
+                redis: SharedMemory::new(
+                    redis,
+                    settings.dedup_ttl,
+                    settings.stale_event_ttl,
+                    settings.stale_event_check,
+                    settings.request_timeout,
+                    metrics.clone(),
+                )
+                .map_err(|e| StartError::Store(e.to_string()))?,
+                fail_open: redis.fail_open,
+            },
+        };
         let state = AppState {
-            memory: Memory::new(settings.dedup_ttl, settings.dedup_max, settings.stale_event_check),
+            memory: Arc::new(memory),
             event_slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             ready: Arc::new(AtomicBool::new(true)),
             cut_off: cut_off_rx,

@@ -203,6 +203,10 @@ pub struct Settings {
     pub dedup_max: usize,
     pub metrics_public: bool,
     pub stale_event_check: bool,
+    /// How long the time of the last event applied to an IMSI is kept in the shared memory.
+    pub stale_event_ttl: Duration,
+    /// `REDIS_URL` and its companions: the redelivery memory shared by every instance.
+    pub redis: Option<crate::memory::shared::RedisSettings>,
     pub log_level: String,
     pub log_format: LogFormat,
     pub rust_log: Option<String>,
@@ -242,6 +246,12 @@ struct RawEnv {
     wtl_client_key_file: Option<String>,
     wtl_proxy: Option<String>,
     bind_address: Option<String>,
+    redis_url: Option<String>,
+    redis_key_prefix: Option<String>,
+    redis_timeout: Option<String>,
+    redis_ca_file: Option<String>,
+    redis_fail_open: Option<String>,
+    stale_event_ttl: Option<String>,
     events_path: Option<String>,
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
@@ -546,6 +556,20 @@ impl Settings {
         let dedup_max = parse_int::<usize>("EVENT_DEDUP_MAX", raw.event_dedup_max, 100_000, 1, 100_000_000)?;
         let metrics_public = parse_bool("METRICS_PUBLIC", raw.metrics_public, false)?;
         let stale_event_check = parse_bool("STALE_EVENT_CHECK", raw.stale_event_check, true)?;
+        let stale_event_ttl = parse_long_seconds("STALE_EVENT_TTL", raw.stale_event_ttl, 35.0 * 86_400.0)?;
+        let redis = parse_redis(
+            raw.redis_url,
+            raw.redis_key_prefix,
+            raw.redis_timeout,
+            raw.redis_ca_file,
+            raw.redis_fail_open,
+        )?;
+        if redis.is_some() && dedup_ttl.is_zero() && !stale_event_check {
+            warnings.push(
+                "REDIS_URL is set but EVENT_DEDUP_TTL=0 and STALE_EVENT_CHECK=false: the shared memory only keeps one event at a time per IMSI"
+                    .to_string(),
+            );
+        }
 
         let log_level = match raw.log_level.as_deref().map(|s| s.trim().to_ascii_uppercase()) {
             None => "INFO".to_string(),
@@ -591,6 +615,8 @@ impl Settings {
             dedup_max,
             metrics_public,
             stale_event_check,
+            stale_event_ttl,
+            redis,
             log_level,
             log_format,
             rust_log,
@@ -663,6 +689,25 @@ impl Settings {
                 .unwrap_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into()),
         );
         let pem = |v: &Option<String>| v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown);
+        let redis = self.redis.as_ref();
+        m.insert(
+            "REDIS_URL",
+            redis.map_or_else(|| "unset (in-process memory)".into(), |r| r.shown.clone()),
+        );
+        m.insert(
+            "REDIS_KEY_PREFIX",
+            redis.map_or_else(|| "unset".into(), |r| r.key_prefix.clone()),
+        );
+        m.insert(
+            "REDIS_TIMEOUT",
+            redis.map_or_else(|| "unset".into(), |r| secs(r.timeout)),
+        );
+        m.insert("REDIS_CA_FILE", pem(&redis.and_then(|r| r.ca_file.clone())));
+        m.insert(
+            "REDIS_FAIL_OPEN",
+            redis.map_or_else(|| "unset".into(), |r| r.fail_open.to_string()),
+        );
+        m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
         m.insert("WTL_CA_FILE", pem(&self.wtl.tls.ca_file));
         m.insert("WTL_CLIENT_CERT_FILE", pem(&self.wtl.tls.client_cert_file));
         m.insert("WTL_CLIENT_KEY_FILE", pem(&self.wtl.tls.client_key_file));
@@ -758,6 +803,12 @@ pub const KNOWN_VARS: &[&str] = &[
     "WTL_CLIENT_KEY_FILE",
     "WTL_PROXY",
     "BIND_ADDRESS",
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "REDIS_TIMEOUT",
+    "REDIS_CA_FILE",
+    "REDIS_FAIL_OPEN",
+    "STALE_EVENT_TTL",
     "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "SHUTDOWN_TIMEOUT",
@@ -856,6 +907,68 @@ fn is_loopback_url(url: &str) -> bool {
         .ok()
         .and_then(|u| u.host().map(str::to_string))
         .is_some_and(|h| h == "localhost" || h.starts_with("127.") || h == "[::1]")
+}
+
+/// Seconds for a time to live counted in days: above 0, at most 400 days.
+fn parse_long_seconds(var: &'static str, value: Option<String>, default: f64) -> Result<Duration, ConfigError> {
+    let secs = match value {
+        None => default,
+        Some(text) => text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| ConfigError::new(var, format!("expected a number of seconds, got {text:?}")))?,
+    };
+    if !(1.0..=400.0 * 86_400.0).contains(&secs) {
+        return Err(ConfigError::new(
+            var,
+            "must be between 1 second and 400 days (34560000)",
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `REDIS_URL` and its companions; `None` when `REDIS_URL` is unset (the in-process memory).
+fn parse_redis(
+    url: Option<String>,
+    key_prefix: Option<String>,
+    timeout: Option<String>,
+    ca_file: Option<String>,
+    fail_open: Option<String>,
+) -> Result<Option<crate::memory::shared::RedisSettings>, ConfigError> {
+    let Some(url) = url.map(|u| u.trim().to_string()) else {
+        return Ok(None);
+    };
+    // The text is never echoed back: it may hold a password.
+    let parsed = url::Url::parse(&url).map_err(|e| ConfigError::new("REDIS_URL", format!("not a valid URL ({e})")))?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::new(
+            "REDIS_URL",
+            "must start with redis:// or rediss:// (TLS)",
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new("REDIS_URL", "has no host"));
+    }
+    let ca_file = ca_file.map(|c| c.trim().to_string());
+    if ca_file.is_some() && parsed.scheme() != "rediss" {
+        return Err(ConfigError::new(
+            "REDIS_CA_FILE",
+            "applies only to a rediss:// REDIS_URL (TLS)",
+        ));
+    }
+    let timeout = parse_seconds("REDIS_TIMEOUT", timeout, 2.0)?;
+    let key_prefix = key_prefix.unwrap_or_else(|| "nsps-wtl:".to_string());
+    if key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConfigError::new("REDIS_KEY_PREFIX", "must not contain white space"));
+    }
+    Ok(Some(crate::memory::shared::RedisSettings {
+        shown: hide_userinfo(&url),
+        url: SecretString::from(url),
+        key_prefix,
+        timeout,
+        ca_file,
+        fail_open: parse_bool("REDIS_FAIL_OPEN", fail_open, false)?,
+    }))
 }
 
 /// An IP address, IPv6 with or without brackets.

@@ -65,6 +65,8 @@ pub struct Metrics {
     stale_hits: AtomicU64,
     shed: AtomicU64,
     in_flight: AtomicI64,
+    store_latency: Histogram,
+    store_errors: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -78,6 +80,8 @@ impl Default for Metrics {
             wtl_latency: Histogram::default(),
             event_latency: Histogram::default(),
             token_requests: AtomicU64::default(),
+            store_latency: Histogram::default(),
+            store_errors: AtomicU64::default(),
             dedup_hits: AtomicU64::default(),
             stale_hits: AtomicU64::default(),
             shed: AtomicU64::default(),
@@ -140,6 +144,14 @@ impl Metrics {
         InFlight(self)
     }
 
+    /// One operation on the shared redelivery store (Redis), and whether it failed.
+    pub fn store_operation(&self, took: Duration, failed: bool) {
+        self.store_latency.observe(took);
+        if failed {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str(
@@ -166,6 +178,11 @@ impl Metrics {
             .render(&mut out, "wtl_call_duration_seconds", "Time of one WTL call attempt.");
         self.event_latency
             .render(&mut out, "nsps_event_duration_seconds", "Time to answer one event.");
+        self.store_latency.render(
+            &mut out,
+            "redelivery_store_operation_duration_seconds",
+            "Time of one operation on the shared redelivery store (Redis).",
+        );
         let counters = [
             (
                 "wtl_token_requests_total",
@@ -181,6 +198,11 @@ impl Metrics {
                 "nsps_stale_events_total",
                 "Events ignored because a newer one was applied for the IMSI.",
                 self.stale_hits.load(Ordering::Relaxed),
+            ),
+            (
+                "redelivery_store_errors_total",
+                "Operations on the shared redelivery store (Redis) that failed or timed out.",
+                self.store_errors.load(Ordering::Relaxed),
             ),
             (
                 "nsps_shed_total",

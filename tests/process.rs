@@ -442,6 +442,34 @@ async fn credentials_inside_the_wtl_url_are_sent_as_basic_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_redis_password_never_reaches_a_log_line_or_the_start_up_configuration() {
+    let redis = stands::RedisServer::start(Some("redis-secret-pw-4242"));
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .mount(&wtl)
+        .await;
+    let (answer, output) = one_event_at_debug(vec![("WTL_API_URL", wtl.uri()), ("REDIS_URL", redis.url())]).await;
+    assert_eq!(answer.status, 202, "{}\n{output}", answer.body);
+    assert!(!output.contains("redis-secret-pw-4242"), "{output}");
+    assert!(
+        output.contains(&format!("redis://***@127.0.0.1:{}", redis.port)),
+        "{output}"
+    );
+    // Redis down: the 503 and its log lines name no password either.
+    drop(redis);
+    let redis = stands::RedisServer::start(Some("redis-secret-pw-4242"));
+    let url = redis.url();
+    drop(redis);
+    let (answer, output) = one_event_at_debug(vec![("WTL_API_URL", wtl.uri()), ("REDIS_URL", url)]).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(
+        !answer.body.contains("redis-secret-pw-4242") && !output.contains("redis-secret-pw-4242"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_system_roots_stay_trusted_beside_wtl_ca_file() {
     use stands::{Ca, Files, LOCAL_NAMES, TlsWtl};
     // The system's roots are where the platform looks for them; SSL_CERT_FILE points that look

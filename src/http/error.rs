@@ -146,6 +146,19 @@ impl ApiError {
         )
     }
 
+    /// The shared redelivery memory (Redis) could not be asked: nothing is applied without it.
+    pub fn store_unavailable(reason: &str) -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(5)),
+            error: reason.to_string(),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ConnectionError,
+                "redelivery store unavailable",
+            )
+        }
+    }
+
     pub fn shutting_down() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(1)),

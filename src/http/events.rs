@@ -210,6 +210,13 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
             return (accepted(&message, &event.event_id, None), "stale");
         }
         Admission::Proceed(ticket) => ticket,
+        Admission::Unavailable { reason } => {
+            tracing::error!(error = %reason, "event refused: the redelivery store is unavailable");
+            return (
+                ApiError::store_unavailable(&reason).into_response(),
+                "store_unavailable",
+            );
+        }
     };
 
     let deadline = started + state.settings.wtl.total_timeout;
@@ -224,7 +231,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
                 },
             )),
             Err(err) => {
-                ticket.failed();
+                ticket.failed().await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);
                 tracing::warn!(
                     imsi = %call.imsi,
@@ -237,7 +244,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
             }
         }
     }
-    ticket.succeeded();
+    ticket.succeeded().await;
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (

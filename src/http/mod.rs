@@ -35,7 +35,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 use crate::config::{LogFormat, Settings};
-use crate::memory::Memory;
+use crate::memory::Store;
 use crate::metrics::Metrics;
 use crate::telemetry::{RequestLog, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
@@ -50,7 +50,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub wtl: Arc<WtlClient>,
     pub metrics: Arc<Metrics>,
-    pub memory: Arc<Memory>,
+    pub memory: Arc<Store>,
     /// `MAX_IN_FLIGHT` permits; an event that finds none is refused with 503.
     pub event_slots: Arc<Semaphore>,
     /// False once shutdown has begun.
@@ -263,12 +263,16 @@ async fn health() -> Response {
     axum::Json(body).into_response()
 }
 
+/// Ready while serving and while the redelivery memory can be used (with `REDIS_URL`: Redis
+/// answers), so a load balancer sends no events to an instance that would refuse them.
 async fn ready(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
-        axum::Json(serde_json::json!({"status": "Ready"})).into_response()
-    } else {
-        ApiError::shutting_down().into_response()
+    if !state.ready.load(Ordering::Relaxed) {
+        return ApiError::shutting_down().into_response();
     }
+    if !state.memory.available().await {
+        return ApiError::store_unavailable("Redis does not answer").into_response();
+    }
+    axum::Json(serde_json::json!({"status": "Ready"})).into_response()
 }
 
 /// Prometheus metrics; behind the Bearer token unless `METRICS_PUBLIC=true`.

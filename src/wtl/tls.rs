@@ -79,11 +79,16 @@ pub fn shown(value: &str) -> String {
     }
 }
 
-fn read(var: &'static str, value: &str) -> Result<Vec<u8>, ClientBuildError> {
+/// The PEM a setting names: its file's content, or the value itself when it is inline PEM.
+pub(crate) fn pem_bytes(value: &str) -> std::io::Result<Vec<u8>> {
     if is_inline_pem(value) {
         return Ok(value.replace("\\n", "\n").into_bytes());
     }
-    std::fs::read(Path::new(value)).map_err(|e| ClientBuildError::file(var, value, format!("cannot be read: {e}")))
+    std::fs::read(Path::new(value))
+}
+
+fn read(var: &'static str, value: &str) -> Result<Vec<u8>, ClientBuildError> {
+    pem_bytes(value).map_err(|e| ClientBuildError::file(var, value, format!("cannot be read: {e}")))
 }
 
 /// Every certificate in a PEM file; none at all is an error.

@@ -9,6 +9,7 @@ mod hardening;
 mod helpers;
 mod redelivery;
 mod resilience;
+mod shared_memory;
 mod stands;
 mod stories;
 mod surface;

@@ -353,3 +353,122 @@ async fn relay(mut client: TcpStream, log: Arc<Mutex<Vec<Carried>>>) {
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
+
+/// A real `redis-server` on a free loopback port, in a directory of its own; stopped when
+/// dropped.
+pub struct RedisServer {
+    pub port: u16,
+    password: Option<String>,
+    /// Serves TLS only, with this certificate and key (paths).
+    tls: Option<(String, String)>,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn start(password: Option<&str>) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("nsps-wtl-redis-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = Self {
+            port,
+            password: password.map(str::to_string),
+            tls: None,
+            dir,
+            child: None,
+        };
+        server.run();
+        server
+    }
+
+    /// A Redis that speaks only TLS, with a certificate for `localhost` issued by `ca`.
+    pub fn start_tls(ca: &Ca) -> Self {
+        let mut server = Self::start(None);
+        server.stop();
+        let issued = ca.server(LOCAL_NAMES);
+        let cert = server.dir.join("server.pem");
+        let key = server.dir.join("server.key");
+        std::fs::write(&cert, &issued.cert_pem).expect("cert");
+        std::fs::write(&key, &issued.key_pem).expect("key");
+        server.tls = Some((cert.to_string_lossy().into_owned(), key.to_string_lossy().into_owned()));
+        server.run();
+        server
+    }
+
+    /// `redis://[:password@]127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        match (&self.password, &self.tls) {
+            (_, Some(_)) => format!("rediss://localhost:{}", self.port),
+            (Some(p), None) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            (None, None) => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    fn run(&mut self) {
+        let mut cmd = std::process::Command::new("redis-server");
+        let port = self.port.to_string();
+        match &self.tls {
+            None => cmd.args(["--port", &port]),
+            Some((cert, key)) => cmd.args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-ca-cert-file",
+                cert,
+                "--tls-auth-clients",
+                "no",
+            ]),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("redis-server runs (apt-get install redis-server)"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (its data is gone: nothing is saved).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    /// A connection for the test itself to look at the keys.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connects")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

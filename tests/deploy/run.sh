@@ -53,6 +53,8 @@ case "$args" in
   *" apprunner list-services "*)
     if [ -f "$FAKE_STATE/service" ]; then echo "arn:aws:apprunner:eu-central-1:123456789012:service/nsps-wtl-connector/1"; else echo None; fi ;;
   *" apprunner create-service "*) touch "$FAKE_STATE/service"; echo '{}' ;;
+  *" list-auto-scaling-configurations "*) echo None ;;
+  *" create-auto-scaling-configuration "*) echo "arn:aws:apprunner:eu-central-1:123456789012:autoscalingconfiguration/scaling/1" ;;
   *" Service.Status "*) echo RUNNING ;;
   *" Service.ServiceUrl "*) echo "abc123.eu-central-1.awsapprunner.com" ;;
   *ImageIdentifier*) echo "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old" ;;
@@ -165,6 +167,16 @@ EXTRA_ENV=()
 expect "gcp Direct VPC egress names the network and subnet" 'run deploy .*--network net-1 --subnet sub-1 --vpc-egress private-ranges-only'
 refuse "gcp without TLS secrets mounts nothing" 'set-secrets'
 
+EXTRA_ENV=(REDIS_URL=redis://:redis-pw-in-deploy@10.0.0.5:6379 REDIS_CA_SECRET=memorystore-ca VPC_CONNECTOR=conn-1)
+scenario "gcp with REDIS_URL" _gcp-deploy/deploy.sh --secrets --yes
+EXTRA_ENV=()
+[ "$status" -eq 0 ] && ok "gcp REDIS_URL deploy exits 0" || { bad "gcp REDIS_URL deploy exits 0 ($status)"; cat "$sandbox/out"; }
+expect "gcp with a shared memory lifts the one-instance default" 'run deploy .*--max-instances 3 '
+expect "gcp keeps REDIS_URL in Secret Manager" 'run deploy .*--set-secrets .*REDIS_URL=nsps-wtl-connector-redis-url:latest'
+expect "gcp mounts the Redis CA" 'run deploy .*/secrets/redis-ca/ca.pem=memorystore-ca:latest'
+if grep -q 'redis-pw-in-deploy' "$sandbox/out" "$log"; then bad "gcp printed the Redis password"; else ok "gcp never prints the Redis password"; fi
+grep -q 'redis-pw-in-deploy' "$FAKE_STATE/secret-stdin" && ok "gcp stores REDIS_URL through stdin" || bad "gcp stores REDIS_URL through stdin"
+
 scenario "gcp destroy" _gcp-deploy/deploy.sh --destroy --yes
 expect "gcp destroy deletes the service" '^gcloud run services delete nsps-wtl-connector --project proj-1 --region europe-west1 --quiet'
 refuse "gcp destroy deploys nothing" 'run deploy|builds submit'
@@ -230,6 +242,19 @@ PY
 then ok "aws hands the TLS PEMs over as secrets"; else bad "aws TLS secrets"; fi
 expect "aws instance role for the secrets" 'create-service .*--instance-configuration Cpu=.*Memory=.*,InstanceRoleArn=arn:aws:iam::123456789012:role/connector'
 expect "aws VPC connector for the private network" 'create-service .*--network-configuration EgressConfiguration=\{EgressType=VPC,VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/hlr/1\}'
+
+EXTRA_ENV=(REDIS_URL=rediss://:redis-pw-in-deploy@cache.example:6379)
+FAKE_FIRST=1 scenario "aws with REDIS_URL" _aws-deploy/deploy.sh --secrets --yes
+EXTRA_ENV=()
+[ "$status" -eq 0 ] && ok "aws REDIS_URL deploy exits 0" || { bad "aws REDIS_URL deploy exits 0 ($status)"; cat "$sandbox/out"; }
+expect "aws with a shared memory allows three instances" 'create-auto-scaling-configuration .*--min-size 1 --max-size 3 '
+expect "aws service uses that scaling" 'create-service .*--auto-scaling-configuration-arn arn:aws:apprunner:eu-central-1:123456789012:autoscalingconfiguration/scaling/1'
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert 'REDIS_URL' in d['ImageRepository']['ImageConfiguration']['RuntimeEnvironmentSecrets']" "$FAKE_STATE/source.json" \
+  && ok "aws keeps REDIS_URL as a secret" || bad "aws keeps REDIS_URL as a secret"
+if grep -q 'redis-pw-in-deploy' "$sandbox/out" "$log"; then bad "aws printed the Redis password"; else ok "aws never prints the Redis password"; fi
+
+FAKE_FIRST=1 scenario "aws without REDIS_URL" _aws-deploy/deploy.sh --yes
+expect "aws without a shared memory runs one instance" 'create-auto-scaling-configuration .*--min-size 1 --max-size 1 '
 
 KEEP_SERVICE=1 scenario "aws update with force" _aws-deploy/deploy.sh --force-deploy --yes
 expect "aws updates the existing service" '^aws apprunner update-service --region eu-central-1 --service-arn arn:aws:apprunner:'

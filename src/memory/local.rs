@@ -1,8 +1,6 @@
-//! Redelivery memory: duplicate events, concurrent deliveries and out-of-order events.
+//! The redelivery memory of one instance, in process.
 //!
-//! NSPS redelivers every event that did not get a 2xx, and may deliver an old attempt after a
-//! newer event for the same SIM was applied. This module remembers, per instance and in bounded
-//! memory:
+//! It remembers, in bounded memory:
 //! - which `event_id`s were processed successfully in the last `EVENT_DEDUP_TTL` (a repeat is
 //!   answered without calling WTL); a delivery of an event that is being processed right now
 //!   waits for that outcome instead of making the same calls again;
@@ -19,6 +17,8 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+
+use super::event_time;
 use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
@@ -169,9 +169,7 @@ impl Memory {
     /// and tells waiting deliveries that this one ended without success. So a delivery cut off
     /// while it waits leaves no "running" entry behind and no per-IMSI lock held.
     pub async fn admit(self: &Arc<Self>, event: &Event, calls: &[WtlCall]) -> Admission {
-        let mut imsis: Vec<Imsi> = calls.iter().map(|c| c.imsi.clone()).collect();
-        imsis.sort();
-        imsis.dedup();
+        let imsis = super::imsis_of(calls);
         let stamp = if self.ordering { event_time(event) } else { None };
         let mut ticket = Ticket {
             memory: self.clone(),
@@ -344,30 +342,6 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.finish(RunState::Failed);
     }
-}
-
-/// The event's own time: `updated_at`, else `created_at`. Unreadable → none (the event applies).
-pub fn event_time(event: &Event) -> Option<OffsetDateTime> {
-    event
-        .updated_at
-        .as_deref()
-        .and_then(parse_time)
-        .or_else(|| event.created_at.as_deref().and_then(parse_time))
-}
-
-/// RFC 3339, or an ISO-8601 date-time without offset (read as UTC).
-fn parse_time(text: &str) -> Option<OffsetDateTime> {
-    let text = text.trim();
-    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Some(t);
-    }
-    let format = time::macros::format_description!(
-        version = 2,
-        "[year]-[month]-[day][first [T] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
-    );
-    time::PrimitiveDateTime::parse(text, &format)
-        .ok()
-        .map(|t| t.assume_utc())
 }
 
 #[cfg(test)]
@@ -582,14 +556,5 @@ mod tests {
         }
         assert_eq!(admitted_within(&m, "e1", A).await, "ran");
         assert_eq!(m.in_flight(), (0, 0));
-    }
-
-    #[test]
-    fn timestamps_with_and_without_offset_parse() {
-        assert!(parse_time("2025-03-12T16:47:30.443939+00:00").is_some());
-        assert!(parse_time("2025-05-16T12:59:46").is_some());
-        assert!(parse_time("2025-05-16 12:59:46.5").is_some());
-        assert!(parse_time("yesterday").is_none());
-        assert!(parse_time("2025-03-12T16:47:30+02:00") < parse_time("2025-03-12T15:47:30Z"));
     }
 }

@@ -1,0 +1,172 @@
+//! Redelivery memory: duplicate events, concurrent deliveries and out-of-order events.
+//!
+//! NSPS redelivers every event that did not get a 2xx, and may deliver an old attempt after a
+//! newer event for the same SIM was applied. The memory remembers which events were processed,
+//! which event was applied last to each IMSI, and lets one event at a time run per IMSI.
+//!
+//! Two back ends behind one interface ([`Store`]): in process ([`local`], one instance), or
+//! shared through Redis ([`shared`], `REDIS_URL`), so several instances behave as one. The event
+//! handler does not know which it has.
+
+pub(crate) mod local;
+pub(crate) mod shared;
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::nsps::Event;
+use crate::plan::{Imsi, WtlCall};
+
+/// What to do with a delivery.
+pub enum Admission {
+    /// Processed successfully within `EVENT_DEDUP_TTL`.
+    Duplicate,
+    /// A newer event for this IMSI was already applied.
+    Stale { imsi: Imsi, applied: String },
+    /// Go ahead; report the outcome on the ticket.
+    Proceed(Ticket),
+    /// The shared store could not be asked (and `REDIS_FAIL_OPEN` is off): nothing may be
+    /// applied without its guarantees.
+    Unavailable { reason: String },
+}
+
+/// The right to execute one delivery. Dropping it without an outcome counts as a failure (the
+/// request was cut off): what it holds is released, so waiting deliveries go ahead.
+pub struct Ticket(Holder);
+
+enum Holder {
+    Local(local::Ticket),
+    Shared(shared::Ticket),
+    /// Processed without the shared memory (`REDIS_FAIL_OPEN` while Redis is down).
+    Unguarded,
+}
+
+impl Ticket {
+    pub async fn succeeded(self) {
+        match self.0 {
+            Holder::Local(t) => t.succeeded(),
+            Holder::Shared(t) => t.succeeded().await,
+            Holder::Unguarded => {}
+        }
+    }
+
+    pub async fn failed(self) {
+        match self.0 {
+            Holder::Local(t) => t.failed(),
+            Holder::Shared(t) => t.failed().await,
+            Holder::Unguarded => {}
+        }
+    }
+}
+
+/// The redelivery memory the service uses.
+pub enum Store {
+    Local(Arc<local::Memory>),
+    Shared {
+        redis: Arc<shared::SharedMemory>,
+        /// `REDIS_FAIL_OPEN`: process events without the shared memory while Redis is down.
+        fail_open: bool,
+    },
+}
+
+impl Store {
+    /// Decides whether this delivery runs. May wait: for a concurrent delivery of the same
+    /// event, and for events executing on the same IMSIs. Safe to drop at any await.
+    pub async fn admit(&self, event: &Event, calls: &[WtlCall]) -> Admission {
+        match self {
+            Self::Local(memory) => match memory.admit(event, calls).await {
+                local::Admission::Duplicate => Admission::Duplicate,
+                local::Admission::Stale { imsi, applied } => Admission::Stale { imsi, applied },
+                local::Admission::Proceed(t) => Admission::Proceed(Ticket(Holder::Local(t))),
+            },
+            Self::Shared { redis, fail_open } => match redis.admit(event, calls).await {
+                Ok(shared::Admission::Duplicate) => Admission::Duplicate,
+                Ok(shared::Admission::Stale { imsi, applied }) => Admission::Stale { imsi, applied },
+                Ok(shared::Admission::Proceed(t)) => Admission::Proceed(Ticket(Holder::Shared(t))),
+                Err(e) if *fail_open => {
+                    tracing::warn!(
+                        error = %e,
+                        "redelivery store unavailable; processing without duplicate, order and per-IMSI guarantees (REDIS_FAIL_OPEN)"
+                    );
+                    Admission::Proceed(Ticket(Holder::Unguarded))
+                }
+                Err(e) => Admission::Unavailable { reason: e.to_string() },
+            },
+        }
+    }
+
+    /// Can the memory be used right now? The in-process one always can; the shared one when
+    /// Redis answers a `PING` within `REDIS_TIMEOUT`.
+    pub async fn available(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            Self::Shared { redis, .. } => redis.ping().await.is_ok(),
+        }
+    }
+
+    /// Event ids marked running and IMSI locks held or awaited in this process (for tests;
+    /// both are zero when no delivery is in flight). The shared store keeps these in Redis.
+    pub fn in_flight(&self) -> (usize, usize) {
+        match self {
+            Self::Local(memory) => memory.in_flight(),
+            Self::Shared { .. } => (0, 0),
+        }
+    }
+
+    /// Remembered event ids and IMSIs of the in-process memory.
+    pub fn sizes(&self) -> (usize, usize) {
+        match self {
+            Self::Local(memory) => memory.sizes(),
+            Self::Shared { .. } => (0, 0),
+        }
+    }
+}
+
+/// The event's own time: `updated_at`, else `created_at`. Unreadable → none (the event applies).
+pub fn event_time(event: &Event) -> Option<OffsetDateTime> {
+    event
+        .updated_at
+        .as_deref()
+        .and_then(parse_time)
+        .or_else(|| event.created_at.as_deref().and_then(parse_time))
+}
+
+/// RFC 3339, or an ISO-8601 date-time without offset (read as UTC).
+fn parse_time(text: &str) -> Option<OffsetDateTime> {
+    let text = text.trim();
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(t);
+    }
+    let format = time::macros::format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    time::PrimitiveDateTime::parse(text, &format)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+/// The IMSIs of `calls`, sorted and without repeats (locks are always taken in this order, so
+/// two deliveries can never wait for each other).
+fn imsis_of(calls: &[WtlCall]) -> Vec<Imsi> {
+    let mut imsis: Vec<Imsi> = calls.iter().map(|c| c.imsi.clone()).collect();
+    imsis.sort();
+    imsis.dedup();
+    imsis
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_with_and_without_offset_parse() {
+        assert!(parse_time("2025-03-12T16:47:30.443939+00:00").is_some());
+        assert!(parse_time("2025-05-16T12:59:46").is_some());
+        assert!(parse_time("2025-05-16 12:59:46.5").is_some());
+        assert!(parse_time("yesterday").is_none());
+        assert!(parse_time("2025-03-12T16:47:30+02:00") < parse_time("2025-03-12T15:47:30Z"));
+    }
+}

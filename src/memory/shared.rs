@@ -1,0 +1,438 @@
+//! The redelivery memory shared by every instance, in Redis (`REDIS_URL`).
+//!
+//! Keys, all under `REDIS_KEY_PREFIX` and all with a time to live, so the store never grows
+//! without bound:
+//! - `done:<event_id>`: the event was processed successfully (`EVENT_DEDUP_TTL`);
+//! - `running:<event_id>`: a delivery is processing it now (a lease: the event's time budget);
+//! - `applied:<imsi>`: the time (µs since 1970) of the last event applied to the IMSI
+//!   (`STALE_EVENT_TTL`); it only moves forward;
+//! - `lock:<imsi>`: one event at a time per IMSI (a lease, as `running`).
+//!
+//! A lease holds a random token (the fencing value): it is released, and an outcome recorded,
+//! only by a script that checks the token, so a holder whose lease ran out can never release
+//! what another delivery took since. Every read-then-write runs as one Lua script, so two
+//! instances never interleave inside one.
+//!
+//! Cancellation: the [`Ticket`] exists before the first await of [`SharedMemory::admit`] and
+//! notes a lease before asking for it; dropped without an outcome, it releases (token-checked)
+//! whatever it may hold, in a task of its own. Leases expire in any case.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+
+use super::{event_time, imsis_of};
+use crate::metrics::Metrics;
+use crate::nsps::Event;
+use crate::plan::{Imsi, WtlCall};
+
+/// How to reach Redis and how long things are kept.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// The whole `REDIS_URL`, credentials included.
+    pub url: SecretString,
+    /// `REDIS_URL` with its password hidden, for logs.
+    pub shown: String,
+    pub key_prefix: String,
+    /// Limit of one Redis operation (`REDIS_TIMEOUT`).
+    pub timeout: Duration,
+    /// PEM with the CA Redis's certificate is issued by (`REDIS_CA_FILE`), for `rediss://`.
+    pub ca_file: Option<String>,
+    pub fail_open: bool,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.shown)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("ca_file", &self.ca_file.as_deref().map(crate::wtl::tls::shown))
+            .field("fail_open", &self.fail_open)
+            .finish()
+    }
+}
+
+/// Why the shared store could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redelivery store unavailable: Redis did not answer within REDIS_TIMEOUT ({0:?})")]
+    Timeout(Duration),
+    #[error("redelivery store unavailable: {0}")]
+    Redis(String),
+}
+
+/// Why the shared store could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {problem}")]
+pub struct StoreSetupError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+pub(crate) enum Admission {
+    Duplicate,
+    Stale { imsi: Imsi, applied: String },
+    Proceed(Ticket),
+}
+
+pub struct SharedMemory {
+    redis: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    dedup_ttl: Duration,
+    stale_ttl: Duration,
+    ordering: bool,
+    /// How long a lease (`running`, `lock`) lasts: the event's whole time budget.
+    lease: Duration,
+    metrics: Arc<Metrics>,
+    claim: redis::Script,
+    commit: redis::Script,
+    release: redis::Script,
+}
+
+/// Marks the event as running unless it was processed already or another delivery runs it.
+const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'claimed' end
+return 'busy'
+";
+
+/// Records a success: the event as done, each IMSI's time (forward only), then releases the
+/// leases this token holds. KEYS: done, running, applied x n, lock x n.
+/// ARGV: token, dedup ms (0 = none), event time in µs ('' = none), stale ms, n.
+const COMMIT: &str = r"
+local n = tonumber(ARGV[5])
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
+if ARGV[3] ~= '' then
+  local stamp = tonumber(ARGV[3])
+  for i = 1, n do
+    local last = tonumber(redis.call('GET', KEYS[2 + i]) or '-1')
+    if stamp > last then redis.call('SET', KEYS[2 + i], ARGV[3], 'PX', ARGV[4]) end
+  end
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+for i = 1, n do
+  if redis.call('GET', KEYS[2 + n + i]) == ARGV[1] then redis.call('DEL', KEYS[2 + n + i]) end
+end
+return 1
+";
+
+/// Releases every key given whose value is this token.
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 1
+";
+
+/// First and longest pause between two looks at a busy event or IMSI.
+const POLL_FIRST: Duration = Duration::from_millis(10);
+const POLL_LONGEST: Duration = Duration::from_millis(200);
+
+impl SharedMemory {
+    /// Prepares the connection (made at first use and remade after every failure, so the
+    /// connector starts and recovers while Redis is down).
+    pub fn new(
+        settings: &RedisSettings,
+        dedup_ttl: Duration,
+        stale_ttl: Duration,
+        ordering: bool,
+        lease: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, StoreSetupError> {
+        let client = client(settings)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let redis = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| StoreSetupError {
+            var: "REDIS_URL",
+            problem: format!("the connection could not be prepared: {}", e.kind_text()),
+        })?;
+        Ok(Arc::new(Self {
+            redis,
+            prefix: settings.key_prefix.clone(),
+            timeout: settings.timeout,
+            dedup_ttl,
+            stale_ttl,
+            ordering,
+            lease,
+            metrics,
+            claim: redis::Script::new(CLAIM),
+            commit: redis::Script::new(COMMIT),
+            release: redis::Script::new(RELEASE),
+        }))
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}:{id}", self.prefix)
+    }
+
+    /// Runs one Redis operation within `REDIS_TIMEOUT`, counting it in the metrics.
+    async fn call<T: redis::FromRedisValue>(
+        &self,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, op).await {
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
+            Ok(Err(e)) => Err(StoreError::Redis(e.kind_text())),
+            Ok(Ok(v)) => Ok(v),
+        };
+        self.metrics.store_operation(started.elapsed(), result.is_err());
+        result
+    }
+
+    /// `PING`, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.redis.clone();
+        self.call(redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn admit(self: &Arc<Self>, event: &Event, calls: &[WtlCall]) -> Result<Admission, StoreError> {
+        let stamp = if self.ordering { event_time(event) } else { None };
+        let mut ticket = Ticket {
+            memory: self.clone(),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            event_id: event.event_id.clone(),
+            imsis: imsis_of(calls),
+            stamp,
+            run_noted: false,
+            locks_noted: 0,
+            finished: false,
+        };
+        if !self.dedup_ttl.is_zero() && self.claim_event(&mut ticket).await? {
+            ticket.release_now().await;
+            return Ok(Admission::Duplicate);
+        }
+        if self.ordering {
+            self.lock_imsis(&mut ticket).await?;
+        }
+        if let Some(stamp) = stamp {
+            if let Some((imsi, applied)) = self.newer_applied(&ticket.imsis, stamp).await? {
+                ticket.release_now().await;
+                return Ok(Admission::Stale { imsi, applied });
+            }
+        }
+        Ok(Admission::Proceed(ticket))
+    }
+
+    /// Claims the event for this delivery, waiting while another delivery runs it. `true`
+    /// when it turns out processed already.
+    async fn claim_event(&self, ticket: &mut Ticket) -> Result<bool, StoreError> {
+        let (done, running) = (
+            self.key("done", &ticket.event_id),
+            self.key("running", &ticket.event_id),
+        );
+        let mut pause = POLL_FIRST;
+        loop {
+            // Noted before asking: if this future is dropped while the claim is on its way,
+            // the ticket still releases it (a release that finds another token does nothing).
+            ticket.run_noted = true;
+            let mut conn = self.redis.clone();
+            let mut invocation = self.claim.key(&done);
+            invocation.key(&running).arg(&ticket.token).arg(millis(self.lease));
+            let answer: String = self.call(invocation.invoke_async(&mut conn)).await?;
+            match answer.as_str() {
+                "claimed" => return Ok(false),
+                "duplicate" => {
+                    ticket.run_noted = false;
+                    return Ok(true);
+                }
+                _ => {
+                    ticket.run_noted = false;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(POLL_LONGEST);
+                }
+            }
+        }
+    }
+
+    /// Takes each IMSI's lock in order, waiting while another event holds it.
+    async fn lock_imsis(&self, ticket: &mut Ticket) -> Result<(), StoreError> {
+        for i in 0..ticket.imsis.len() {
+            let key = self.key("lock", ticket.imsis[i].as_str());
+            let mut pause = POLL_FIRST;
+            loop {
+                ticket.locks_noted = i + 1;
+                let mut conn = self.redis.clone();
+                let mut set = redis::cmd("SET");
+                set.arg(&key)
+                    .arg(&ticket.token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(self.lease));
+                if self.call(set.query_async::<Option<String>>(&mut conn)).await?.is_some() {
+                    break;
+                }
+                ticket.locks_noted = i;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(POLL_LONGEST);
+            }
+        }
+        Ok(())
+    }
+
+    /// The first of `imsis` that already has a newer event applied than `stamp`.
+    async fn newer_applied(&self, imsis: &[Imsi], stamp: OffsetDateTime) -> Result<Option<(Imsi, String)>, StoreError> {
+        let ours = micros(stamp);
+        for imsi in imsis {
+            let mut conn = self.redis.clone();
+            let mut get = redis::cmd("GET");
+            get.arg(self.key("applied", imsi.as_str()));
+            if let Some(last) = self.call(get.query_async::<Option<i64>>(&mut conn)).await? {
+                if ours < last {
+                    let shown = OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1000)
+                        .ok()
+                        .and_then(|t| t.format(&Rfc3339).ok())
+                        .unwrap_or_default();
+                    return Ok(Some((imsi.clone(), shown)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The right to execute one delivery in the shared memory.
+pub struct Ticket {
+    memory: Arc<SharedMemory>,
+    token: String,
+    event_id: String,
+    imsis: Vec<Imsi>,
+    stamp: Option<OffsetDateTime>,
+    /// The `running` lease may be held.
+    run_noted: bool,
+    /// The locks of the first this-many IMSIs may be held.
+    locks_noted: usize,
+    finished: bool,
+}
+
+impl Ticket {
+    /// Records the success (the event done, the IMSIs' time) and releases the leases. A store
+    /// that fails now does not undo the event: WTL has it, so it is answered 2xx all the same;
+    /// a later redelivery may repeat its (idempotent) calls.
+    pub async fn succeeded(mut self) {
+        self.finished = true;
+        let m = self.memory.clone();
+        let mut invocation = m.commit.key(m.key("done", &self.event_id));
+        invocation.key(m.key("running", &self.event_id));
+        for imsi in &self.imsis {
+            invocation.key(m.key("applied", imsi.as_str()));
+        }
+        for imsi in &self.imsis {
+            invocation.key(m.key("lock", imsi.as_str()));
+        }
+        invocation
+            .arg(&self.token)
+            .arg(millis(m.dedup_ttl))
+            .arg(self.stamp.map(|s| micros(s).to_string()).unwrap_or_default())
+            .arg(millis(m.stale_ttl))
+            .arg(self.imsis.len());
+        let mut conn = m.redis.clone();
+        if let Err(e) = m.call::<i64>(invocation.invoke_async(&mut conn)).await {
+            tracing::warn!(error = %e, "the event was applied but the redelivery store could not record it; a redelivery would repeat its calls");
+        }
+    }
+
+    pub async fn failed(mut self) {
+        self.release_now().await;
+    }
+
+    /// The keys this ticket may hold a lease on.
+    fn held_keys(&self) -> Vec<String> {
+        let m = &self.memory;
+        let mut keys = Vec::with_capacity(1 + self.locks_noted);
+        if self.run_noted {
+            keys.push(m.key("running", &self.event_id));
+        }
+        keys.extend(self.imsis[..self.locks_noted].iter().map(|i| m.key("lock", i.as_str())));
+        keys
+    }
+
+    async fn release_now(&mut self) {
+        self.finished = true;
+        release(self.memory.clone(), self.held_keys(), self.token.clone()).await;
+    }
+}
+
+async fn release(memory: Arc<SharedMemory>, keys: Vec<String>, token: String) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut invocation = memory.release.prepare_invoke();
+    for k in &keys {
+        invocation.key(k);
+    }
+    invocation.arg(&token);
+    let mut conn = memory.redis.clone();
+    if let Err(e) = memory.call::<i64>(invocation.invoke_async(&mut conn)).await {
+        tracing::debug!(error = %e, "leases not released; they expire on their own");
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Cut off without an outcome: release in a task of its own (a drop cannot wait).
+        let (memory, keys, token) = (self.memory.clone(), self.held_keys(), self.token.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release(memory, keys, token));
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// The Redis client for `REDIS_URL`, with `REDIS_CA_FILE` as the trusted CA for `rediss://`.
+fn client(settings: &RedisSettings) -> Result<redis::Client, StoreSetupError> {
+    let url = settings.url.expose_secret();
+    let invalid = |e: redis::RedisError| StoreSetupError {
+        var: "REDIS_URL",
+        problem: format!("not a usable Redis URL: {}", e.kind_text()),
+    };
+    match &settings.ca_file {
+        None => redis::Client::open(url).map_err(invalid),
+        Some(ca) => {
+            let pem = crate::wtl::tls::pem_bytes(ca).map_err(|e| StoreSetupError {
+                var: "REDIS_CA_FILE",
+                problem: format!("{} cannot be read: {e}", crate::wtl::tls::shown(ca)),
+            })?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certificates).map_err(invalid)
+        }
+    }
+}
+
+/// A Redis error's description without anything from the URL.
+trait KindText {
+    fn kind_text(&self) -> String;
+}
+
+impl KindText for redis::RedisError {
+    fn kind_text(&self) -> String {
+        // Redis errors describe the failure (refused, timed out, NOAUTH, ...); they do not
+        // carry the URL or its password.
+        self.to_string()
+    }
+}

@@ -1,0 +1,403 @@
+//! Several instances, one truth: two connectors sharing one real `redis-server` behave as one
+//! for duplicates, stale events and one event at a time per IMSI; Redis down means 503 and no
+//! WTL call, and Redis back means events flow again.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::helpers::*;
+use crate::stands::RedisServer;
+
+const IMSI: &str = "001010000055001";
+
+fn update(id: &str, updated_at: &str) -> String {
+    let mut e: serde_json::Value = serde_json::from_str(&event(id, "SIM/Updated", open_sim(IMSI))).expect("json");
+    e["updated_at"] = json!(updated_at);
+    e.to_string()
+}
+
+async fn two_instances(wtl: &str, redis: &RedisServer, extra: &[(&str, &str)]) -> (TestApp, TestApp) {
+    let url = redis.url();
+    let mut vars = vec![("REDIS_URL", url.as_str()), ("REDIS_TIMEOUT", "0.5")];
+    vars.extend_from_slice(extra);
+    (spawn_app(wtl, &vars).await, spawn_app(wtl, &vars).await)
+}
+
+async fn message(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    (status, json(resp).await["message"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test]
+async fn a_duplicate_delivered_to_the_other_instance_makes_no_wtl_call() {
+    let redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    assert_eq!(
+        message(a.send(&update("e-1", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(
+        message(b.send(&update("e-1", "2025-03-12T17:00:00Z")).await).await,
+        (202, "Event already processed".to_string())
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_older_event_on_the_other_instance_after_a_newer_one_is_stale() {
+    let redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    assert_eq!(
+        message(a.send(&update("new", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    let (status, text) = message(b.send(&update("old", "2025-03-12T16:00:00Z")).await).await;
+    assert_eq!(status, 202);
+    assert!(
+        text.starts_with(&format!("Event ignored: stale event: IMSI {IMSI}")) && text.contains("2025-03-12T17:00:00Z"),
+        "{text}"
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 1, "the stale event made no call");
+    // The time only moves forward: a later event applies, an equal one too.
+    assert_eq!(
+        message(b.send(&update("same", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 2);
+}
+
+/// Answers after `hold`, recording when each call arrived and when its answer was due.
+struct Recorder {
+    hold: Duration,
+    spans: Arc<Mutex<Vec<(Instant, Instant)>>>,
+}
+
+impl Respond for Recorder {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let now = Instant::now();
+        self.spans.lock().expect("lock").push((now, now + self.hold));
+        ResponseTemplate::new(200)
+            .set_body_string(r#"{"result":true}"#)
+            .set_delay(self.hold)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_one_imsi_on_two_instances_never_overlap_at_wtl() {
+    let redis = RedisServer::start(None);
+    let wtl = MockServer::start().await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let hold = Duration::from_millis(150);
+    Mock::given(method("POST"))
+        .and(path("/prov"))
+        .respond_with(Recorder {
+            hold,
+            spans: spans.clone(),
+        })
+        .mount(&wtl)
+        .await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            app.send(&update(&format!("c-{i}"), &format!("2025-03-12T17:00:0{i}Z")))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 202);
+    }
+    let mut spans = spans.lock().expect("lock").clone();
+    assert!(spans.len() >= 2, "{spans:?}");
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 + Duration::from_millis(5) >= pair[0].1,
+            "a call started before the previous one for the same IMSI was answered"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_of_one_event_on_two_instances_make_one_set_of_calls() {
+    let redis = RedisServer::start(None);
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("{}")
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&wtl)
+        .await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            message(app.send_fixture("sim-replaced.json").await).await
+        }));
+    }
+    let mut processed = 0;
+    for t in tasks {
+        let (status, text) = t.await.expect("task");
+        assert_eq!(status, 202, "{text}");
+        if text == "Event processed successfully" {
+            processed += 1;
+        } else {
+            assert_eq!(text, "Event already processed");
+        }
+    }
+    assert_eq!(processed, 1);
+    assert_eq!(wtl_bodies(&wtl).await.len(), 2, "SIM/Replaced makes its two calls once");
+}
+
+#[tokio::test]
+async fn redis_down_means_503_and_no_wtl_call_and_redis_back_means_events_flow_again() {
+    let mut redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let app = spawn_app(
+        &wtl.uri(),
+        &[("REDIS_URL", redis.url().as_str()), ("REDIS_TIMEOUT", "0.5")],
+    )
+    .await;
+    assert_eq!(
+        app.client
+            .get(app.url("/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .status()
+            .as_u16(),
+        200
+    );
+
+    redis.stop();
+    let resp = app.send(&update("while-down", "2025-03-12T17:00:00Z")).await;
+    assert!(
+        resp.headers().get("retry-after").is_some(),
+        "NSPS is told when to come back"
+    );
+    let body = error_body(resp, 503, "CONNECTION_ERROR").await;
+    assert_eq!(body["message"], "redelivery store unavailable");
+    assert!(
+        wtl_bodies(&wtl).await.is_empty(),
+        "nothing applied without the guarantees"
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .status()
+            .as_u16(),
+        503
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/health"))
+            .send()
+            .await
+            .expect("health")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert!(app.state.metrics.render().contains("redelivery_store_errors_total"));
+
+    redis.restart();
+    let mut ready = false;
+    for _ in 0..50 {
+        if app
+            .client
+            .get(app.url("/ready"))
+            .send()
+            .await
+            .expect("ready")
+            .status()
+            .as_u16()
+            == 200
+        {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready again once Redis is back, without a restart");
+    assert_eq!(
+        message(app.send(&update("while-down", "2025-03-12T17:00:00Z")).await).await,
+        (202, "Event processed successfully".to_string())
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 1);
+}
+
+#[tokio::test]
+async fn with_redis_fail_open_events_are_processed_while_redis_is_down() {
+    let mut redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let app = spawn_app(
+        &wtl.uri(),
+        &[
+            ("REDIS_URL", redis.url().as_str()),
+            ("REDIS_TIMEOUT", "0.5"),
+            ("REDIS_FAIL_OPEN", "true"),
+        ],
+    )
+    .await;
+    redis.stop();
+    assert_eq!(
+        message(app.send(&update("open", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_password_protected_redis_works_and_its_password_is_never_shown() {
+    let redis = RedisServer::start(Some("redis-pw-5150"));
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    assert_eq!(
+        message(a.send(&update("pw", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(
+        message(b.send(&update("pw", "2025-03-12T17:00:00Z")).await).await.1,
+        "Event already processed"
+    );
+    let shown = format!("{:?} {:?}", a.state.settings.redacted(), a.state.settings);
+    assert!(!shown.contains("redis-pw-5150"), "{shown}");
+
+    // A wrong password: refused, and the answer names no password.
+    let wrong = format!("redis://:not-the-pw-777@127.0.0.1:{}", redis.port);
+    let app = spawn_app(&wtl.uri(), &[("REDIS_URL", wrong.as_str()), ("REDIS_TIMEOUT", "0.5")]).await;
+    let resp = app.send(&update("wrong-pw", "2025-03-12T17:00:00Z")).await;
+    let body = error_body(resp, 503, "CONNECTION_ERROR").await;
+    assert!(!body.to_string().contains("not-the-pw-777"), "{body}");
+}
+
+#[tokio::test]
+async fn every_key_has_a_time_to_live_and_no_lease_is_left_behind() {
+    let redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let (a, _b) = two_instances(&wtl.uri(), &redis, &[("REDIS_KEY_PREFIX", "test-prefix:")]).await;
+    assert_eq!(
+        message(a.send(&update("ttl-1", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(a.send_fixture("sim-replaced.json").await.status().as_u16(), 202);
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(&mut conn).await.expect("keys");
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(key.starts_with("test-prefix:"), "{key}");
+        assert!(
+            !key.contains(":running:") && !key.contains(":lock:"),
+            "a lease outlived its event: {key}"
+        );
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query_async(&mut conn).await.expect("ttl");
+        assert!(ttl > 0, "{key} has no time to live ({ttl})");
+    }
+    assert!(keys.contains(&"test-prefix:done:ttl-1".to_string()), "{keys:?}");
+    assert!(keys.contains(&format!("test-prefix:applied:{IMSI}")), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_off_while_its_imsi_is_busy_on_another_instance_leaves_nothing_behind() {
+    let redis = RedisServer::start(None);
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(crate::helpers::InTurn::new(vec![
+            ResponseTemplate::new(200)
+                .set_body_string("{}")
+                .set_delay(Duration::from_millis(1200)),
+            ResponseTemplate::new(200).set_body_string("{}"),
+        ]))
+        .mount(&wtl)
+        .await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    let a = Arc::new(a);
+    let first = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            a.send(&update("holder", "2025-03-12T17:00:00Z"))
+                .await
+                .status()
+                .as_u16()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cut = b
+        .client
+        .post(b.url("/process-event"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(update("waiter", "2025-03-12T17:00:01Z"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(cut.is_err(), "the client hung up");
+    assert_eq!(first.await.expect("task"), 202);
+    let redelivered = tokio::time::timeout(
+        Duration::from_secs(10),
+        b.send(&update("waiter", "2025-03-12T17:00:01Z")),
+    )
+    .await
+    .expect("answered in time");
+    assert_eq!(
+        message(redelivered).await,
+        (202, "Event processed successfully".to_string())
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut conn = redis.connection().await;
+    let leases: Vec<String> = redis::cmd("KEYS")
+        .arg("*:lock:*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    let running: Vec<String> = redis::cmd("KEYS")
+        .arg("*:running:*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(leases.is_empty() && running.is_empty(), "{leases:?} {running:?}");
+}
+
+#[tokio::test]
+async fn rediss_with_redis_ca_file_is_trusted_and_without_it_refused() {
+    let (files, ca) = (crate::stands::Files::new(), crate::stands::Ca::new("Memorystore CA"));
+    let redis = RedisServer::start_tls(&ca);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let ca_file = files.write("redis-ca.pem", &ca.pem);
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[("REDIS_CA_FILE", ca_file.as_str())]).await;
+    assert_eq!(
+        message(a.send(&update("tls", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(
+        message(b.send(&update("tls", "2025-03-12T17:00:00Z")).await).await.1,
+        "Event already processed"
+    );
+
+    let untrusting = spawn_app(
+        &wtl.uri(),
+        &[("REDIS_URL", redis.url().as_str()), ("REDIS_TIMEOUT", "0.5")],
+    )
+    .await;
+    let resp = untrusting.send(&update("tls-2", "2025-03-12T17:00:00Z")).await;
+    error_body(resp, 503, "CONNECTION_ERROR").await;
+    assert_eq!(wtl_bodies(&wtl).await.len(), 1);
+}
