@@ -63,6 +63,8 @@ load() {
   local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua" pid=$conn_pid before after
   [ "$c" -gt 1 ] && threads=2
   [ "$name" = baseline ] && script="$work/post-baseline.lua" pid=$fwd_pid
+  [ "$name" = memory_local ] && script="$work/fresh.lua" pid=$local_pid
+  [ "$name" = memory_redis ] && script="$work/fresh.lua" pid=$shared_pid
   before=$(cpu_ticks "$pid")
   out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
   after=$(cpu_ticks "$pid")
@@ -83,12 +85,54 @@ print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0, f"{cpu_us:.2
 PY
 }
 
+# The redelivery memory's cost per event, in process and shared through Redis, measured in the
+# same run: two more connectors with the memory on (duplicates and per-IMSI locks), sent
+# SIM/Deleted events with a fresh event id and IMSI each (a delete of an IMSI WTL does not hold
+# is a success, so every event makes its one call and none waits for another).
+apt_need redis-server redis-server
+redis_port=$(free_port)
+(cd "$work" && exec redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no) >"$work/redis.log" 2>&1 &
+pids+=($!)
+local_port=$(free_port) shared_port=$(free_port)
+(cd "$work" && PORT=$local_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+  LOG_LEVEL=INFO exec "$bin") >"$work/local.log" 2>&1 &
+local_pid=$!
+pids+=("$local_pid")
+(cd "$work" && PORT=$shared_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+  REDIS_URL="redis://127.0.0.1:$redis_port" LOG_LEVEL=INFO exec "$bin") >"$work/shared.log" 2>&1 &
+shared_pid=$!
+pids+=("$shared_pid")
+wait_http "http://127.0.0.1:$local_port/health"
+wait_http "http://127.0.0.1:$shared_port/ready"
+cat >"$work/fresh.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer bench-token"
+wrk.headers["Content-Type"] = "application/json"
+-- Globals: setup() runs in the main state and hands each thread its own seed, and the run its
+-- own tag, so event ids never repeat from one run to the next (a repeat would be a duplicate).
+-- The IMSIs (MCC 001, MNC 9x) stay clear of the fixture's 00101..., which the main load updates.
+n = 0
+seed = 0
+math.randomseed(os.time())
+tag = math.random(1, 1000000000)
+function setup(thread) seed = seed + 1; thread:set("seed", seed); thread:set("tag", tag) end
+function request()
+  n = n + 1
+  local id = string.format("bench-%d-%d-%d", tag, seed, n)
+  local imsi = string.format("0019%d%010d", seed, n)
+  local body = string.format('{"event_id":"%s","data":{"event_type":"SIM/Deleted"},"pb_data":{"sim_info":{"imsi":"%s"}}}', id, imsi)
+  return wrk.format(nil, nil, nil, body)
+end
+LUA
+
 echo "load: $runs run(s) x ${duration}s per point"
 : >"$work/runs.txt"
 for c in 1 64; do
   for _ in $(seq 1 "$runs"); do
     load connector "http://127.0.0.1:$conn_port/process-event" "$c"
     load baseline "http://127.0.0.1:$fwd_port/process-event" "$c"
+    load memory_local "http://127.0.0.1:$local_port/process-event" "$c"
+    load memory_redis "http://127.0.0.1:$shared_port/process-event" "$c"
   done
 done
 peak_rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$conn_pid/status")
@@ -133,7 +177,7 @@ def med(name, c, i):
     vals = [float(r[i]) for r in rows if r[0] == name and r[1] == c]
     return statistics.median(vals)
 res = {}
-for name in ("connector", "baseline"):
+for name in ("connector", "baseline", "memory_local", "memory_redis"):
     for c in ("1", "64"):
         res[f"{name}_{c}"] = {"rps": med(name, c, 2), "p50_ms": med(name, c, 3), "p99_ms": med(name, c, 4),
                               "cpu_us_per_request": med(name, c, 6),
@@ -168,6 +212,14 @@ for c in ("1", "64"):
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['rps'] / b['rps']:.2f} | "
                  f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | "
                  f"{a['cpu_us_per_request']:.1f} / {b['cpu_us_per_request']:.1f} |")
+lines += ["", "Redelivery memory on (fresh event id and IMSI per event, SIM/Deleted): in process and shared through Redis",
+          "", "| load | in-process req/s | Redis req/s | in-process p50 (ms) | Redis p50 (ms) | CPU µs per request, in-process / Redis | Redis cost per event |",
+          "|---|---|---|---|---|---|---|"]
+for c in ("1", "64"):
+    a, b = res[f"memory_local_{c}"], res[f"memory_redis_{c}"]
+    lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['p50_ms']:.2f} | {b['p50_ms']:.2f} | "
+                 f"{a['cpu_us_per_request']:.1f} / {b['cpu_us_per_request']:.1f} | "
+                 f"+{(b['p50_ms'] - a['p50_ms']) * 1000:.0f} µs p50, +{b['cpu_us_per_request'] - a['cpu_us_per_request']:.1f} µs CPU |")
 lines += ["", "| measure | value |", "|---|---|",
           f"| idle RSS after start-up | {summary['idle_rss_mb']:.1f} MB |",
           f"| peak RSS under load | {summary['peak_rss_mb']:.1f} MB |",
