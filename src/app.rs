@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
@@ -160,7 +161,7 @@ impl Application {
             cut_off,
             extra_routes,
         } = self;
-        let service = http::FrontDoor::new(state.clone(), http::router_with(state.clone(), extra_routes));
+        let service = http::router_with(state.clone(), extra_routes);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -179,9 +180,15 @@ impl Application {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let conn = builder.serve_connection(TokioIo::new(stream), service.clone()).into_owned();
+                        // The peer's address reaches the access line as the request's remote IP.
+                        let per_connection = service.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                            req
+                        });
+                        let hyper_service = hyper_util::service::TowerToHyperService::new(per_connection);
+                        let conn = builder.serve_connection(TokioIo::new(stream), hyper_service).into_owned();
                         let conn = graceful.watch(conn);
                         tokio::spawn(async move {
                             if let Err(e) = conn.await {

@@ -76,7 +76,7 @@ fn load_dotenv() {
 
 /// Logging before the settings are parsed: the log settings are read on their own so that a
 /// bad setting elsewhere can still be reported as a proper log line.
-fn init_logs_from_env() -> telemetry::LogGuard {
+fn init_logs_from_env() -> tracing_appender::non_blocking::WorkerGuard {
     let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "INFO".into());
     let rust_log = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
     let format = match std::env::var("LOG_FORMAT").map(|f| f.trim().to_ascii_lowercase()) {

@@ -207,6 +207,8 @@ pub struct Settings {
     pub stale_event_ttl: Duration,
     /// `REDIS_URL` and its companions: the redelivery memory shared by every instance.
     pub redis: Option<crate::memory::shared::RedisSettings>,
+    /// `GOOGLE_CLOUD_PROJECT`: log lines of a traced request carry Cloud Logging's trace name.
+    pub google_cloud_project: Option<String>,
     pub log_level: String,
     pub log_format: LogFormat,
     pub rust_log: Option<String>,
@@ -252,6 +254,7 @@ struct RawEnv {
     redis_ca_file: Option<String>,
     redis_fail_open: Option<String>,
     stale_event_ttl: Option<String>,
+    google_cloud_project: Option<String>,
     events_path: Option<String>,
     max_body_bytes: Option<String>,
     shutdown_timeout: Option<String>,
@@ -617,6 +620,7 @@ impl Settings {
             stale_event_check,
             stale_event_ttl,
             redis,
+            google_cloud_project: raw.google_cloud_project.map(|p| p.trim().to_string()),
             log_level,
             log_format,
             rust_log,
@@ -708,6 +712,7 @@ impl Settings {
             redis.map_or_else(|| "unset".into(), |r| r.fail_open.to_string()),
         );
         m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
+        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.google_cloud_project));
         m.insert("WTL_CA_FILE", pem(&self.wtl.tls.ca_file));
         m.insert("WTL_CLIENT_CERT_FILE", pem(&self.wtl.tls.client_cert_file));
         m.insert("WTL_CLIENT_KEY_FILE", pem(&self.wtl.tls.client_key_file));
@@ -809,6 +814,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "REDIS_CA_FILE",
     "REDIS_FAIL_OPEN",
     "STALE_EVENT_TTL",
+    "GOOGLE_CLOUD_PROJECT",
     "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "SHUTDOWN_TIMEOUT",

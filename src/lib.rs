@@ -16,5 +16,4 @@ pub mod openapi;
 pub mod plan;
 pub mod simulator;
 pub mod telemetry;
-pub mod words;
 pub mod wtl;

@@ -149,10 +149,20 @@ mod mini_http {
         }
 
         pub fn post(port: u16, body: &str, token: &str, trace: &str, request: &str) -> Answer {
+            post_with(
+                port,
+                body,
+                token,
+                &format!("x-b3-traceid: {trace}\r\nx-request-id: {request}\r\n"),
+            )
+        }
+
+        /// POSTs an event with `extra` header lines (each ending in CRLF).
+        pub fn post_with(port: u16, body: &str, token: &str, extra: &str) -> Answer {
             let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
             let req = format!(
                 "POST /process-event HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
-                 Content-Type: application/json\r\nx-b3-traceid: {trace}\r\nx-request-id: {request}\r\n\
+                 Content-Type: application/json\r\nUser-Agent: nsps-test\r\n{extra}\
                  Content-Length: {}\r\n\r\n{body}",
                 body.len()
             );
@@ -439,6 +449,83 @@ async fn credentials_inside_the_wtl_url_are_sent_as_basic_credentials() {
         base64::engine::general_purpose::STANDARD.encode("hlr-user:hlr-pass-456")
     );
     assert_eq!(sent[0].headers["authorization"], basic.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_cloud_run_every_line_of_a_traced_request_carries_the_trace_and_the_access_line_http_request() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .mount(&wtl)
+        .await;
+    let uri = wtl.uri();
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &uri),
+        ("GOOGLE_CLOUD_PROJECT", "nsps-prod"),
+        ("LOG_LEVEL", "DEBUG"),
+    ]);
+    let port = app.port;
+    let (mut app, answers) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let w3c = mini_http::post_with(
+            port,
+            &fixture("sim-updated-open.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: w3c-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+        );
+        let google = mini_http::post_with(
+            port,
+            &fixture("sim-deleted.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: gcp-1\r\nX-Cloud-Trace-Context: 105445aa7843bc8bf206b12000100000/1;o=1\r\n",
+        );
+        let untraced = mini_http::post_with(
+            port,
+            &fixture("sim-created.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: none-1\r\n",
+        );
+        app.terminate();
+        (app, [w3c.status, google.status, untraced.status])
+    })
+    .await
+    .expect("thread");
+    assert_eq!(answers, [202, 202, 202]);
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let lines = app.json_lines();
+    for (request, trace) in [
+        (
+            "w3c-1",
+            Some("projects/nsps-prod/traces/4bf92f3577b34da6a3ce929d0e0e4736"),
+        ),
+        (
+            "gcp-1",
+            Some("projects/nsps-prod/traces/105445aa7843bc8bf206b12000100000"),
+        ),
+        ("none-1", None),
+    ] {
+        let of_request: Vec<&serde_json::Value> = lines.iter().filter(|l| l["request_id"] == request).collect();
+        assert!(of_request.len() >= 2, "{request}: {of_request:?}");
+        for line in &of_request {
+            assert_eq!(line["logging.googleapis.com/trace"].as_str(), trace, "{line}");
+        }
+        let access = of_request
+            .iter()
+            .find(|l| l["message"] == "request completed")
+            .expect("an access line");
+        let http = &access["httpRequest"];
+        assert_eq!(http["requestMethod"], "POST");
+        assert_eq!(http["requestUrl"], "/process-event");
+        assert_eq!(http["status"], 202);
+        assert_eq!(http["userAgent"], "nsps-test");
+        assert_eq!(http["remoteIp"], "127.0.0.1");
+        let latency = http["latency"].as_str().expect("text");
+        assert!(
+            latency.ends_with('s') && latency.trim_end_matches('s').parse::<f64>().is_ok(),
+            "{latency}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,8 +1,10 @@
-//! `POST /process-event`: authenticate, read, parse, plan, execute, answer.
+//! `POST /process-event`: the event route's own layers, the parsed-event extractor, and the
+//! handler (plan, redelivery memory, WTL calls, answer).
 //!
 //! Every await between receiving an event and answering it may be the last one (NSPS hangs up,
 //! `REQUEST_TIMEOUT` or the shutdown cut-off fires). What each leaves behind when dropped:
 //! - reading the body: nothing shared (the `MAX_IN_FLIGHT` permit is released by its drop);
+//! - the shed and timeout layers: a permit and a timer, released by their drops;
 //! - `Memory::admit`, waiting for a twin delivery or for the IMSI's lock: the `Ticket` exists
 //!   before the first wait, and its drop unregisters the event and releases or forgets the
 //!   locks, telling waiting twins to go ahead;
@@ -13,171 +15,204 @@
 //!   The call may have reached WTL; the event was not answered 2xx, so NSPS redelivers it and
 //!   the idempotent call is repeated.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use std::time::Duration;
+
+use axum::BoxError;
+use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::routing::{MethodRouter, post};
 use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::memory::Admission;
+use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
-use crate::telemetry::TraceIds;
-use crate::words::push_json_string;
+use crate::telemetry::{self, TraceIds};
 use crate::wtl::Done;
 
 /// A 202 answer: `{"message", "event_id", "actions": [{"action", "imsi", "result"}]}`, the
-/// actions only for an event that made WTL calls. Written directly: every value is a short
-/// string.
+/// actions only for an event that made WTL calls.
+#[derive(serde::Serialize)]
+pub(crate) struct Accepted<'a> {
+    message: &'a str,
+    event_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actions: Option<Vec<ActionTaken<'a>>>,
+}
+
+/// One WTL call an event made, and how it ended (`applied` or `already_applied`).
+#[derive(serde::Serialize)]
+pub(crate) struct ActionTaken<'a> {
+    action: &'static str,
+    imsi: &'a str,
+    result: &'static str,
+}
+
 fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, &'static str)]>) -> Response {
-    let mut json = String::with_capacity(96 + message.len() + event_id.len() + actions.map_or(0, |a| a.len() * 72));
-    json.push_str("{\"message\":");
-    push_json_string(&mut json, message);
-    json.push_str(",\"event_id\":");
-    push_json_string(&mut json, event_id);
-    if let Some(actions) = actions {
-        json.push_str(",\"actions\":[");
-        for (i, (call, result)) in actions.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str("{\"action\":");
-            push_json_string(&mut json, call.action.as_str());
-            json.push_str(",\"imsi\":");
-            push_json_string(&mut json, call.imsi.as_str());
-            json.push_str(",\"result\":");
-            push_json_string(&mut json, result);
-            json.push('}');
-        }
-        json.push(']');
-    }
-    json.push('}');
-    let json_type = HeaderValue::from_static("application/json");
-    (StatusCode::ACCEPTED, [(header::CONTENT_TYPE, json_type)], json).into_response()
+    let answer = Accepted {
+        message,
+        event_id,
+        actions: actions.map(|done| {
+            done.iter()
+                .map(|(call, result)| ActionTaken {
+                    action: call.action.as_str(),
+                    imsi: call.imsi.as_str(),
+                    result,
+                })
+                .collect()
+        }),
+    };
+    (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
 
 /// Metric label for how an event ended.
 type Outcome = &'static str;
 
-/// The event route as an axum handler (the trace ids come from the request's extensions).
-pub async fn handle_event(State(state): State<AppState>, req: Request) -> Response {
-    let ids = req
-        .extensions()
-        .get::<TraceIds>()
-        .cloned()
-        .unwrap_or_else(TraceIds::generated);
-    handle(&state, req, &ids).await
+/// `POST` to an event path with the layers only events need, outermost first: the Bearer check
+/// and the shutdown gate, load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the shutdown
+/// cut-off, the body limit.
+pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
+    let shed_metrics = state.metrics.clone();
+    let timeout_metrics = state.metrics.clone();
+    let limit = state.settings.request_timeout;
+    post(handle_event).layer(
+        ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(state.clone(), authorize))
+            .layer(HandleErrorLayer::new(move |_: BoxError| {
+                let metrics = shed_metrics.clone();
+                async move { shed(&metrics) }
+            }))
+            .layer(LoadShedLayer::new())
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(state.event_slots.clone()))
+            .layer(HandleErrorLayer::new(move |_: BoxError| {
+                let metrics = timeout_metrics.clone();
+                async move { timed_out(&metrics, limit) }
+            }))
+            .layer(TimeoutLayer::new(limit))
+            .layer(middleware::from_fn_with_state(state.clone(), cut_off_at_shutdown))
+            .layer(DefaultBodyLimit::max(state.settings.max_body_bytes)),
+    )
 }
 
-/// Serves one event delivery: any request body type (axum's, or hyper's straight from the
-/// connection on the front door's fast path).
-pub async fn handle<B>(state: &AppState, req: http::Request<B>, ids: &TraceIds) -> Response
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let started = Instant::now();
-    let (parts, body) = req.into_parts();
-
-    // Auth comes first: an unauthenticated sender learns nothing and its body is never read.
-    if let Err(reason) = super::check_bearer(&parts.headers, &state.settings) {
+/// Auth comes first: an unauthenticated sender learns nothing and its body is never read. Once
+/// shutdown has begun, new events are refused (NSPS redelivers them to a running instance).
+pub(crate) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Err(reason) = super::check_bearer(req.headers(), &state.settings) {
         tracing::warn!(reason, "event refused: authentication failed");
         return ApiError::unauthorized().into_response();
     }
     if !state.ready.load(std::sync::atomic::Ordering::Relaxed) {
         return ApiError::shutting_down().into_response();
     }
-    // Bounded concurrency: beyond MAX_IN_FLIGHT, answer at once rather than queue.
-    let Ok(_permit) = state.event_slots.clone().try_acquire_owned() else {
-        state.metrics.shed();
-        tracing::warn!(
-            max_in_flight = state.settings.max_in_flight,
-            "event refused: MAX_IN_FLIGHT reached"
-        );
-        return ApiError::overloaded().into_response();
-    };
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
-        if !is_json(ct.to_str().unwrap_or("?")) {
-            return ApiError::unsupported_media_type(ct.to_str().unwrap_or("(not text)")).into_response();
-        }
-    }
-    let limit = state.settings.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return ApiError::payload_too_large(limit).into_response();
-    }
-
-    let timeout = state.settings.request_timeout;
-    let work = tokio::time::timeout(timeout, process(state, body, ids, started));
-    // Dropping `work` at either exit below is safe: everything it holds in shared state is
-    // released by guards (see `memory::Ticket`), so a redelivery finds the event free.
-    let mut cut_off = state.cut_off.clone();
-    let (response, event_type, outcome) = tokio::select! {
-        biased;
-        done = work => match done {
-            Ok(done) => done,
-            Err(_) => {
-                tracing::error!(
-                    timeout_s = timeout.as_secs_f64(),
-                    "event not completed within REQUEST_TIMEOUT"
-                );
-                (ApiError::request_timeout(timeout).into_response(), None, "timeout")
-            }
-        },
-        _ = cut_off.wait_for(|cut| *cut) => {
-            tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
-            (ApiError::shutting_down().into_response(), None, "cut_off")
-        }
-    };
-    crate::telemetry::note_outcome(outcome);
-    state
-        .metrics
-        .event(event_type.as_deref().unwrap_or("unknown"), outcome, started.elapsed());
-    response
+    next.run(req).await
 }
 
-/// Reads, parses, plans and executes one event. Returns the answer, the event type (once
-/// known) and the outcome label.
-async fn process<B>(state: &AppState, body: B, ids: &TraceIds, started: Instant) -> (Response, Option<String>, Outcome)
-where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let limit = state.settings.max_body_bytes;
-    let bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return (ApiError::payload_too_large(limit).into_response(), None, "invalid");
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the event body");
-            return (
-                ApiError::unreadable_body("the connection failed while it was sent").into_response(),
-                None,
-                "invalid",
-            );
-        }
-    };
-    let event = match nsps::parse_event(&bytes) {
-        Ok(e) => e,
-        Err(problem) => {
-            tracing::warn!(field = %problem.field, problem = %problem.message, "event refused: invalid payload");
-            return (ApiError::invalid_event(problem).into_response(), None, "invalid");
-        }
-    };
-    crate::telemetry::note_event(&event.event_id, &event.data.event_type);
-    let event_type = Some(event.data.event_type.clone());
-    tracing::debug!(bytes = bytes.len(), "event received");
+fn shed(metrics: &Metrics) -> Response {
+    metrics.shed();
+    tracing::warn!("event refused: MAX_IN_FLIGHT reached");
+    ApiError::overloaded().into_response()
+}
 
-    let (response, outcome) = decide(state, &event, ids, started).await;
-    (response, event_type, outcome)
+fn timed_out(metrics: &Metrics, limit: Duration) -> Response {
+    tracing::error!(
+        timeout_s = limit.as_secs_f64(),
+        "event not completed within REQUEST_TIMEOUT"
+    );
+    telemetry::note_outcome("timeout");
+    metrics.event("unknown", "timeout", limit);
+    ApiError::request_timeout(limit).into_response()
+}
+
+/// When `SHUTDOWN_TIMEOUT` runs out, an event still running is stopped and answered 503 (never
+/// 2xx: its WTL calls may be incomplete). Dropping the work is safe: see the module comment.
+async fn cut_off_at_shutdown(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut cut_off = state.cut_off.clone();
+    tokio::select! {
+        biased;
+        resp = next.run(req) => resp,
+        _ = cut_off.wait_for(|cut| *cut) => {
+            tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
+            telemetry::note_outcome("cut_off");
+            ApiError::shutting_down().into_response()
+        }
+    }
+}
+
+/// An event delivery, read and parsed: the handler's input. The rejection is the error answer
+/// (415 for a content type that is not JSON, 413 beyond `MAX_BODY_BYTES`, 400 for a body that
+/// could not be read, 422 naming the field for one that does not parse).
+pub(crate) struct Delivery(pub(crate) Event);
+
+impl FromRequest<AppState> for Delivery {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let started = Instant::now();
+        let refuse = |api: ApiError| {
+            telemetry::note_outcome("invalid");
+            state.metrics.event("unknown", "invalid", started.elapsed());
+            api.into_response()
+        };
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+            if !is_json(ct.to_str().unwrap_or("?")) {
+                return Err(refuse(ApiError::unsupported_media_type(
+                    ct.to_str().unwrap_or("(not text)"),
+                )));
+            }
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => {
+                return Err(refuse(ApiError::payload_too_large(state.settings.max_body_bytes)));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the event body");
+                return Err(refuse(ApiError::unreadable_body(
+                    "the connection failed while it was sent",
+                )));
+            }
+        };
+        match nsps::parse_event(&bytes) {
+            Ok(event) => {
+                tracing::debug!(bytes = bytes.len(), "event received");
+                Ok(Self(event))
+            }
+            Err(problem) => {
+                tracing::warn!(field = %problem.field, problem = %problem.message, "event refused: invalid payload");
+                Err(refuse(ApiError::invalid_event(problem)))
+            }
+        }
+    }
+}
+
+fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
+    matches!(e, axum::extract::rejection::FailedToBufferBody::LengthLimitError(_))
+}
+
+/// The event route: plans and executes a parsed event, and answers it.
+pub(crate) async fn handle_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Delivery(event): Delivery,
+) -> Response {
+    let started = Instant::now();
+    let ids = TraceIds::from_headers(&headers);
+    telemetry::note_event(&event.event_id, &event.data.event_type);
+    let (response, outcome) = decide(&state, &event, &ids, started).await;
+    telemetry::note_outcome(outcome);
+    state.metrics.event(&event.data.event_type, outcome, started.elapsed());
+    response
 }
 
 async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instant) -> (Response, Outcome) {

@@ -1,43 +1,45 @@
-//! The HTTP edge: routes, trace ids, access log, auth, error bodies.
+//! The HTTP edge: routes and the layers every request goes through, on axum and tower-http.
+//!
+//! Every route, the event route included, goes through the same layers, each in one place
+//! (outermost first):
+//! 1. trailing slashes trimmed (`NormalizePath`);
+//! 2. unusable trace ids dropped, then `x-b3-traceid` and `x-request-id` set (a UUID v4 when
+//!    missing) and echoed on the answer (`SetRequestId`, `PropagateRequestId`);
+//! 3. the request's span (`TraceLayer`): every line logged for it carries its ids;
+//! 4. the access line ([`access_log`]), with Cloud Logging's `httpRequest` object;
+//! 5. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
+//!
+//! The event routes add, in this order: the constant-time Bearer check and the shutdown gate
+//! ([`events::authorize`]), load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the
+//! shutdown cut-off, and the body limit; the handler then receives a parsed event.
 //!
 //! It knows nothing about WTL beyond the outcome types the client returns, which
 //! [`error::ApiError`] turns into statuses in one place.
-//!
-//! [`FrontDoor`] is the service the server runs. An event delivery (`POST` to the event path)
-//! goes from it straight to the event handler, with the same trace ids, request log fields,
-//! access line and panic answer the router's middleware gives; every other request goes
-//! through axum's router. The event path is the one NSPS calls for every event, and the
-//! router's per-request work (route lookup, boxed middleware, path rewriting) measurably cost
-//! throughput there (see the README's performance section).
 
 pub mod error;
 pub mod events;
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use hyper::body::Incoming;
+use axum::routing::get;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
-use crate::config::{LogFormat, Settings};
+use crate::config::Settings;
 use crate::memory::Store;
 use crate::metrics::Metrics;
-use crate::telemetry::{RequestLog, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
 use error::ApiError;
 
@@ -60,177 +62,104 @@ pub struct AppState {
     pub cut_off: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The whole HTTP surface. Trailing slashes are trimmed before routing.
+/// The whole HTTP surface.
 pub fn router(state: AppState) -> NormalizePath<Router> {
     router_with(state, Router::new())
 }
 
-/// The HTTP surface plus `extra` routes, which get the same trace ids, access log, panic
-/// handling and error bodies (used to embed the connector, and by tests).
+/// The HTTP surface plus `extra` routes, which go through the same layers (used to embed the
+/// connector, and by tests).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Router> {
     let mut app = extra
-        .route("/", get(health).post(events::handle_event))
+        .route("/", get(health).merge(events::route(&state)))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .route("/process-event", post(events::handle_event));
+        .route("/process-event", events::route(&state));
     if let Some(path) = &state.settings.events_path {
-        app = app.route(path, post(events::handle_event));
+        app = app.route(path, events::route(&state));
     }
+    let project = state.settings.google_cloud_project.clone();
     let app = app
         .fallback(not_found)
         // Registered after every route so it covers them all; axum adds the `Allow` header.
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
-        .layer(middleware::from_fn_with_state(state.clone(), trace_requests))
+        .layer(
+            ServiceBuilder::new()
+                .map_request(drop_unusable_ids)
+                .layer(SetRequestIdLayer::new(X_B3_TRACEID.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(X_B3_TRACEID.clone()))
+                .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(move |req: &Request| {
+                            let ids = TraceIds::from_headers(req.headers());
+                            let trace = telemetry::cloud_trace(project.as_deref(), req.headers());
+                            telemetry::request_span(&ids, trace.as_deref())
+                        })
+                        // The access line below replaces the layer's own lines.
+                        .on_request(())
+                        .on_response(())
+                        .on_failure(()),
+                )
+                .layer(middleware::from_fn_with_state(state.clone(), access_log))
+                .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response())),
+        )
         .with_state(state);
     NormalizePathLayer::trim_trailing_slash().layer(app)
 }
 
-/// The service the server runs: event deliveries straight to their handler, the rest through
-/// the router.
-#[derive(Clone)]
-pub struct FrontDoor {
-    state: AppState,
-    router: NormalizePath<Router>,
-}
-
-impl FrontDoor {
-    pub fn new(state: AppState, router: NormalizePath<Router>) -> Self {
-        Self { state, router }
-    }
-}
-
-/// The paths an event is delivered to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum EventRoute {
-    Root,
-    ProcessEvent,
-    /// `EVENTS_PATH`.
-    Custom,
-}
-
-impl EventRoute {
-    /// Which one a `POST` to `path` is, trailing slashes aside (the router trims them the same
-    /// way). Anything else, however close, is left to the router.
-    fn of(method: &Method, path: &str, events_path: Option<&str>) -> Option<Self> {
-        if method != Method::POST {
-            return None;
-        }
-        match path.trim_end_matches('/') {
-            "" => Some(Self::Root),
-            "/process-event" => Some(Self::ProcessEvent),
-            trimmed => (events_path == Some(trimmed)).then_some(Self::Custom),
+/// A trace id header that is not a sane value (printable ASCII, at most 128 characters) is
+/// dropped, so a fresh id replaces it: it would otherwise reach logs and WTL's headers.
+fn drop_unusable_ids(mut req: Request) -> Request {
+    for name in [&X_B3_TRACEID, &X_REQUEST_ID] {
+        if req.headers().get(name).is_some_and(|v| !usable_id(v.as_bytes())) {
+            req.headers_mut().remove(name);
         }
     }
-
-    /// The path as the access line names it.
-    fn path(self, events_path: Option<&str>) -> &str {
-        match self {
-            Self::Root => "/",
-            Self::ProcessEvent => "/process-event",
-            Self::Custom => events_path.unwrap_or_default(),
-        }
-    }
+    req
 }
 
-type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-impl hyper::service::Service<hyper::Request<Incoming>> for FrontDoor {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxedAnswer;
-
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let events_path = self.state.settings.events_path.as_deref();
-        if let Some(route) = EventRoute::of(req.method(), req.uri().path(), events_path) {
-            let state = self.state.clone();
-            Box::pin(async move {
-                let ids = trace_ids(req.headers());
-                let path = route.path(state.settings.events_path.as_deref());
-                let work = CatchPanic(Box::pin(events::handle(&state, req, &ids)));
-                Ok(traced(&state, &ids, &Method::POST, path, work).await)
-            })
-        } else {
-            let router = self.router.clone();
-            Box::pin(async move {
-                let req = req.map(axum::body::Body::new);
-                router.oneshot(req).await
-            })
-        }
-    }
+fn usable_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_graphic)
 }
 
-/// Polls a future and answers 500 `INTERNAL_ERROR` if it panics (the panic hook has logged it).
-struct CatchPanic<F>(Pin<Box<F>>);
-
-impl<F: Future<Output = Response>> Future for CatchPanic<F> {
-    type Output = Response;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(poll) => poll,
-            Err(_) => Poll::Ready(ApiError::internal().into_response()),
-        }
-    }
-}
-
-/// The caller's trace ids, or fresh ones.
-fn trace_ids(headers: &HeaderMap) -> TraceIds {
-    TraceIds {
-        request_id: incoming_id(headers, &X_B3_TRACEID),
-        unique_id: incoming_id(headers, &X_REQUEST_ID),
-    }
-}
-
-/// Trace ids in, trace ids out, the request's log fields and one access line (the router's
-/// middleware; the front door does the same for event deliveries).
-async fn trace_requests(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let ids = trace_ids(req.headers());
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    req.extensions_mut().insert(ids.clone());
-    traced(&state, &ids, &method, uri.path(), next.run(req)).await
-}
-
-/// Runs `work` with the request's log fields, then puts the trace ids on its answer and writes
-/// the access line.
-async fn traced<F>(state: &AppState, ids: &TraceIds, method: &Method, path: &str, work: F) -> Response
-where
-    F: Future<Output = Response>,
-{
+/// One access line per request, inside the request's span (so it carries the ids, and the
+/// event's id, type and outcome once known): method, path, status, latency, and Cloud
+/// Logging's `httpRequest` object.
+async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let _in_flight = state.metrics.in_flight();
     let started = Instant::now();
-    // JSON lines take the request's fields from `RequestLog`; text lines need a span for them.
-    let span = match state.settings.log_format {
-        LogFormat::Text => tracing::info_span!(
-            "request",
-            request_id = ids.request_id.as_str(),
-            unique_id = ids.unique_id.as_str(),
-            event_id = tracing::field::Empty,
-            event_type = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        ),
-        LogFormat::Json => tracing::Span::none(),
-    };
-    let log = RequestLog::new(ids, span);
-    log.scope(async move {
-        let mut resp = work.await;
-        ids.write_headers(resp.headers_mut());
-        let status = resp.status().as_u16();
-        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(
-            method = method.as_str(),
-            path = prefix(path, 200),
-            status,
-            latency_ms,
-            "request completed"
-        );
-        resp
-    })
-    .await
+    let method = req.method().clone();
+    let path = prefix(req.uri().path(), 200).to_string();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| prefix(v, 200).to_string());
+    let remote_ip = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical().to_string());
+    let resp = next.run(req).await;
+    let latency = started.elapsed();
+    let status = resp.status().as_u16();
+    tracing::info!(
+        method = method.as_str(),
+        path = path.as_str(),
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "httpRequest.requestMethod" = method.as_str(),
+        "httpRequest.requestUrl" = path.as_str(),
+        "httpRequest.status" = status,
+        "httpRequest.latency" = format!("{:.3}s", latency.as_secs_f64()),
+        "httpRequest.userAgent" = user_agent,
+        "httpRequest.remoteIp" = remote_ip,
+        "request completed"
+    );
+    resp
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.
@@ -240,18 +169,6 @@ fn prefix(text: &str, max: usize) -> &str {
         end -= 1;
     }
     text.get(..end).unwrap_or_default()
-}
-
-/// The caller's id when it is a sane header value (printable ASCII, at most 128 characters),
-/// else a fresh UUID v4.
-fn incoming_id(headers: &HeaderMap, name: &HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(crate::telemetry::new_trace_id)
 }
 
 async fn health() -> Response {
@@ -339,51 +256,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_deliveries_are_told_apart_from_other_requests() {
-        let custom = Some("/nsps/events");
-        let logged = |method: &Method, path: &str| EventRoute::of(method, path, custom).map(|r| r.path(custom));
-        for (path, named) in [
-            ("/", "/"),
-            ("/process-event", "/process-event"),
-            ("/process-event/", "/process-event"),
-            ("/process-event//", "/process-event"),
-            ("/nsps/events", "/nsps/events"),
-            ("/nsps/events/", "/nsps/events"),
-        ] {
-            assert_eq!(logged(&Method::POST, path), Some(named), "{path}");
-        }
-        for path in ["/process-event", "/"] {
-            assert_eq!(logged(&Method::GET, path), None, "GET {path}");
-            assert_eq!(logged(&Method::PUT, path), None, "PUT {path}");
-        }
-        for path in [
-            "/process-events",
-            "/process",
-            "/health",
-            "//process-event",
-            "/nsps/events/x",
-            "/nsps",
-        ] {
-            assert_eq!(logged(&Method::POST, path), None, "{path}");
-        }
-        assert_eq!(EventRoute::of(&Method::POST, "/nsps/events", None), None);
-    }
-
-    #[tokio::test]
-    async fn a_panicking_handler_is_answered_500_internal_error() {
-        let boom = async {
-            let v: Vec<u8> = Vec::new();
-            #[allow(clippy::indexing_slicing)]
-            let _ = v[usize::from(v.is_empty())];
-            StatusCode::OK.into_response()
-        };
-        let resp = CatchPanic(Box::pin(boom)).await;
-        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(resp.into_body(), 4096).await.expect("body");
-        let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(json["type"], "INTERNAL_ERROR", "{json}");
-
-        let fine = CatchPanic(Box::pin(async { StatusCode::ACCEPTED.into_response() })).await;
-        assert_eq!(fine.status(), StatusCode::ACCEPTED);
+    fn only_sane_trace_ids_are_kept() {
+        assert!(usable_id(b"4bf92f3577b34da6"));
+        assert!(!usable_id(b""));
+        assert!(!usable_id(b"has space"));
+        assert!(!usable_id("é".as_bytes()));
+        assert!(!usable_id(&[b'a'; 129]));
     }
 }

@@ -10,8 +10,6 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 
-mod scan;
-
 /// One NSPS event delivery.
 #[derive(Debug, Deserialize)]
 pub struct Event {
@@ -327,37 +325,9 @@ impl FieldProblem {
     }
 }
 
-/// Parses an event body. On failure, says which field and why.
-///
-/// Three readers, fastest first, each giving up to the next:
-/// - `scan::read` walks a plain body once and builds the event directly; anything unusual
-///   (escaped text where a value is kept, a duplicate member, an odd number, deep nesting)
-///   makes it step aside without an answer;
-/// - serde_json reads the body without tracking where it is (that bookkeeping costs an
-///   allocation per key);
-/// - only a body that fails is read again by [`parse_event_tracked`], which names the field.
-///
-/// All three accept and refuse exactly the same bodies and build the same event; the property
-/// tests and the fuzz target hold them to it.
+/// Parses an event body with serde (tracking the JSON path, so a failure names the field: a
+/// 422 tells NSPS's operators exactly what to fix). On failure, says which field and why.
 pub fn parse_event(body: &[u8]) -> Result<Event, FieldProblem> {
-    let text = as_text(body)?;
-    if let Some(event) = scan::read(text) {
-        return check_event(event);
-    }
-    match serde_json::from_str::<Obj<Event>>(text) {
-        Ok(event) => check_event(event.0),
-        Err(_) => match parse_event_tracked(body) {
-            Err(problem) => Err(problem),
-            // Unreachable while both readings agree (a property test holds them to it); still
-            // a clear answer if they ever do not.
-            Ok(_) => Err(FieldProblem::new("(body)", "malformed JSON")),
-        },
-    }
-}
-
-/// The same reading as [`parse_event`], tracking the JSON path all along: slower, and the
-/// reference the fast reading is tested against.
-pub fn parse_event_tracked(body: &[u8]) -> Result<Event, FieldProblem> {
     let mut de = serde_json::Deserializer::from_str(as_text(body)?);
     let event: Event = match serde_path_to_error::deserialize::<_, Obj<Event>>(&mut de) {
         Ok(e) => e.0,
@@ -526,13 +496,9 @@ mod tests {
         let mut body = br#"{"event_id":"1","data":{"event_type":"x"},"note":"caf"#.to_vec();
         body.push(0xE9);
         body.extend_from_slice(br#""}"#);
-        for p in [
-            parse_event(&body).expect_err("fast"),
-            parse_event_tracked(&body).expect_err("tracked"),
-        ] {
-            assert_eq!(p.field, "(body)");
-            assert!(p.message.contains("not UTF-8"), "{}", p.message);
-        }
+        let p = parse_event(&body).expect_err("not UTF-8");
+        assert_eq!(p.field, "(body)");
+        assert!(p.message.contains("not UTF-8"), "{}", p.message);
     }
 
     #[test]

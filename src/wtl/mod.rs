@@ -27,7 +27,6 @@ use crate::config::{ProxySettings, WtlAuthMode, WtlSettings};
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
 use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
-use crate::words::push_json_string;
 use limiter::RateLimiter;
 use oauth::TokenSource;
 pub use outcome::{Done, NetFailure, WtlError};
@@ -96,32 +95,37 @@ impl std::fmt::Debug for WtlClient {
 }
 
 /// The JSON body of `POST /prov` for one planned call: `imsi`, then for `insert` and `update`
-/// the full state (`subscriber_status`, `cs_profile`, `eps_profile`, `msisdn`), then `action`.
-/// `delete` carries only the IMSI and the action. Written directly: every value is a string.
+/// the full state (`subscriber_status`, `cs_profile`, `eps_profile`, `msisdn`), then `action`
+/// (members in the order the reference sends them). `delete` carries only the IMSI and the action.
+#[derive(serde::Serialize)]
+struct ProvBody<'a> {
+    imsi: &'a str,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    state: Option<StateBody<'a>>,
+    action: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct StateBody<'a> {
+    subscriber_status: &'static str,
+    cs_profile: &'a str,
+    eps_profile: &'a str,
+    msisdn: &'a [String],
+}
+
 pub fn prov_body(call: &WtlCall) -> Vec<u8> {
-    let mut json = String::with_capacity(192);
-    json.push_str("{\"imsi\":");
-    push_json_string(&mut json, call.imsi.as_str());
-    if let Some(state) = &call.state {
-        json.push_str(",\"subscriber_status\":");
-        push_json_string(&mut json, state.status.as_str());
-        json.push_str(",\"cs_profile\":");
-        push_json_string(&mut json, state.cs_profile.as_str());
-        json.push_str(",\"eps_profile\":");
-        push_json_string(&mut json, state.eps_profile.as_str());
-        json.push_str(",\"msisdn\":[");
-        for (i, number) in state.msisdn.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            push_json_string(&mut json, number);
-        }
-        json.push(']');
-    }
-    json.push_str(",\"action\":");
-    push_json_string(&mut json, call.action.as_str());
-    json.push('}');
-    json.into_bytes()
+    let body = ProvBody {
+        imsi: call.imsi.as_str(),
+        state: call.state.as_ref().map(|s| StateBody {
+            subscriber_status: s.status.as_str(),
+            cs_profile: s.cs_profile.as_str(),
+            eps_profile: s.eps_profile.as_str(),
+            msisdn: &s.msisdn,
+        }),
+        action: call.action.as_str(),
+    };
+    // Serialising strings into a buffer cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// Why an attempt failed, and with which OAuth token (to discard exactly that one on a 401).
@@ -380,6 +384,9 @@ impl WtlClient {
             .body(body);
         if let Some(auth) = auth {
             request = request.header(http::header::AUTHORIZATION, auth);
+        }
+        if let Some(traceparent) = &ids.traceparent {
+            request = request.header(&crate::telemetry::TRACEPARENT, traceparent.as_str());
         }
         let unreachable = |e: reqwest::Error| {
             let (kind, detail) = net::classify(&e);

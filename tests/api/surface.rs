@@ -327,3 +327,35 @@ async fn metrics_need_the_token_unless_opened() {
     let resp = open.client.get(open.url("/metrics")).send().await.expect("answer");
     assert_eq!(resp.status().as_u16(), 200);
 }
+
+#[tokio::test]
+async fn a_traceparent_is_forwarded_to_wtl_and_a_malformed_one_is_not() {
+    let wtl = wtl_answering(200, "{}").await;
+    let app = spawn_app(&wtl.uri(), &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (sent, forwarded) in [(traceparent, Some(traceparent)), ("00-not-a-trace", None)] {
+        let resp = app
+            .client
+            .post(app.url("/process-event"))
+            .bearer_auth(TOKEN)
+            .header("traceparent", sent)
+            .body(event(
+                &format!("tp-{}", sent.len()),
+                "SIM/Deleted",
+                serde_json::json!({"sim_info": {"imsi": "001010000044001"}}),
+            ))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(resp.status().as_u16(), 202);
+        let received = wtl.received_requests().await.expect("recorded");
+        let last = received.last().expect("a WTL call");
+        assert_eq!(
+            last.headers.get("traceparent").and_then(|v| v.to_str().ok()),
+            forwarded,
+            "{sent}"
+        );
+        // The B3 ids travel beside it, as before.
+        assert!(last.headers.get("x-b3-traceid").is_some());
+    }
+}
