@@ -1,5 +1,7 @@
-//! Command line: `serve` (the default), `demo`, `simulator`, `healthcheck`, `openapi`.
+//! Command line (clap): `serve` (the default), `demo`, `simulator`, `healthcheck`, `openapi`,
+//! `version`; `--help` and `--version`.
 
+use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
@@ -10,46 +12,51 @@ use crate::config::{LogFormat, Settings};
 use crate::simulator::Simulator;
 use crate::telemetry;
 
-const USAGE: &str = "\
-nsps-wtl-connector: connects PortaOne NSPS provisioning events to a WTL HLR/HSS
+/// Connects PortaOne NSPS provisioning events to a WTL HLR/HSS.
+///
+/// Settings come from the environment and a `.env` file in the working directory (see
+/// `.env.example` and the README).
+#[derive(Parser)]
+#[command(name = "nsps-wtl-connector", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-usage: nsps-wtl-connector [COMMAND]
-
-commands:
-  serve         run the connector (the default); settings from the environment and .env
-  demo          run the connector with an embedded in-memory WTL simulator, and print how to try it
-  simulator     run only the WTL simulator on 127.0.0.1:$SIMULATOR_PORT (default 9000)
-  healthcheck   GET /health on 127.0.0.1:$PORT; exit 0 when healthy (for container health checks)
-  openapi       print the OpenAPI document
-  version       print the version
-";
+#[derive(Subcommand)]
+enum Command {
+    /// Run the connector (the default).
+    Serve,
+    /// Run the connector with an embedded in-memory WTL simulator, and print how to try it.
+    Demo,
+    /// Run only the WTL simulator on 127.0.0.1:$SIMULATOR_PORT (default 9000).
+    Simulator,
+    /// GET /health on 127.0.0.1:$PORT; exit 0 when healthy (for container health checks).
+    Healthcheck,
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Print the version.
+    Version,
+}
 
 pub fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("serve") => run_async(serve()),
-        Some("demo") => {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run_async(serve()),
+        Command::Demo => {
             load_dotenv();
             let _logs = init_logs_from_env();
             run_async(crate::demo::run())
         }
-        Some("simulator") => run_async(simulator()),
-        Some("healthcheck") => healthcheck(),
-        Some("openapi") => {
+        Command::Simulator => run_async(simulator()),
+        Command::Healthcheck => healthcheck(),
+        Command::Openapi => {
             print!("{}", crate::openapi::document());
             ExitCode::SUCCESS
         }
-        Some("version" | "--version" | "-V") => {
+        Command::Version => {
             println!("nsps-wtl-connector {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
-        }
-        Some("help" | "--help" | "-h") => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("unknown command {other:?}\n\n{USAGE}");
-            ExitCode::from(2)
         }
     }
 }

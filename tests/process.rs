@@ -636,6 +636,33 @@ async fn events_still_running_at_shutdown_timeout_are_answered_503_never_2xx() {
 }
 
 #[test]
+fn the_command_line_has_help_version_and_refuses_unknown_commands() {
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .output()
+            .expect("the binary runs")
+    };
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for command in ["serve", "demo", "simulator", "healthcheck", "openapi"] {
+        assert!(text.contains(command), "{command} in --help: {text}");
+    }
+    let version = run(&["--version"]);
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let unknown = run(&["frobnicate"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("frobnicate"));
+    let openapi = run(&["openapi"]);
+    assert!(openapi.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&openapi.stdout).expect("JSON");
+    assert!(doc["openapi"].is_string());
+}
+
+#[test]
 fn healthcheck_subcommand_reports_health() {
     let mut app = start(&[("API_TOKEN", SECRET_TOKEN), ("WTL_API_URL", "http://127.0.0.1:9")]);
     app.wait_ready();
