@@ -99,7 +99,7 @@ async fn serve() -> u8 {
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(variable = e.var, "{e}");
+            tracing::error!(variable = e.var(), "{e}");
             return 1;
         }
     };

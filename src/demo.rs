@@ -59,7 +59,7 @@ pub async fn run() -> u8 {
     let settings = match demo_settings(sim_addr, &token) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!(variable = e.var, "{e}");
+            tracing::error!(variable = e.var(), "{e}");
             return 1;
         }
     };

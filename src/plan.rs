@@ -90,6 +90,13 @@ impl Profile {
     }
 }
 
+impl Default for Profile {
+    /// `default`, the profile `WTL_DEFAULT_CS_PROFILE` and `WTL_DEFAULT_EPS_PROFILE` default to.
+    fn default() -> Self {
+        Self("default".to_string())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SubscriberStatus {
     ServiceGranted,

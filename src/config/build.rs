@@ -1,0 +1,756 @@
+//! The validation pass: from the typed environment to [`Settings`], naming every problem.
+//!
+//! Each group of settings is read by a function of its own; a problem is recorded (with the
+//! variable's name) and reading goes on with the default, so one start-up or `check` lists all
+//! of them. Contradictions that are allowed but probably unintended become warnings.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use regex::Regex;
+use secrecy::SecretString;
+
+use super::env::{Field, RawEnv};
+use super::{ConfigError, LogFormat, OAuthSettings, ProxySettings, Settings, WtlAuthMode, WtlSettings, hide_userinfo};
+use crate::memory::shared::RedisSettings;
+use crate::plan::{PlanRules, Profile};
+use crate::wtl::tls::TlsFiles;
+
+/// `WTL_RATE_LIMIT` bounds: one call in 1000 s at the slowest, a million a second at most.
+pub const MIN_RATE_LIMIT: f64 = 0.001;
+pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+
+/// Default event type → WTL action table.
+pub const DEFAULT_EVENT_ACTIONS: &str = "SIM/Updated=update,SIM/Created=insert,SIM/Deleted=delete,SIM/Replaced=update";
+
+const LOG_LEVELS: &[&str] = &["DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL"];
+const RESERVED_PATHS: &[&str] = &["", "/health", "/ready", "/process-event", "/metrics", "/openapi.json"];
+/// The longest time in seconds a duration setting takes (a day), except the TTLs counted in days.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// Every problem found, in the order the settings were read.
+#[derive(Default)]
+pub(crate) struct Problems {
+    found: Vec<(&'static str, String)>,
+    warnings: Vec<String>,
+}
+
+impl Problems {
+    fn add(&mut self, var: &'static str, problem: impl Into<String>) {
+        self.found.push((var, problem.into()));
+    }
+
+    fn warn(&mut self, warning: impl Into<String>) {
+        self.warnings.push(warning.into());
+    }
+
+    /// The value of a check, or `None` with its problem recorded.
+    fn ok<T>(&mut self, result: Result<T, ConfigError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.found.extend(e.problems);
+                None
+            }
+        }
+    }
+
+    /// The value of a field, `None` when unset; an unreadable value is recorded.
+    fn field<T>(&mut self, var: &'static str, field: Field<T>) -> Option<T> {
+        match field {
+            Field::Unset => None,
+            Field::Set(v) => Some(v),
+            Field::Invalid(why) => {
+                self.add(var, why);
+                None
+            }
+        }
+    }
+
+    /// Seconds within `[min, max]` (`min` 0 allows zero, else above zero).
+    fn seconds(&mut self, var: &'static str, field: Field<f64>, default: f64, allow_zero: bool) -> Duration {
+        let Some(secs) = self.field(var, field) else {
+            return Duration::from_secs_f64(default);
+        };
+        let in_range = if allow_zero {
+            (0.0..=MAX_SECONDS).contains(&secs)
+        } else {
+            secs > 0.0 && secs <= MAX_SECONDS
+        };
+        if !in_range {
+            let low = if allow_zero { "0" } else { "above 0" };
+            self.add(var, format!("must be {low} and at most {MAX_SECONDS} seconds"));
+            return Duration::from_secs_f64(default);
+        }
+        Duration::from_secs_f64(secs)
+    }
+
+    /// A whole number within `[min, max]`.
+    fn whole<T>(&mut self, var: &'static str, field: Field<i128>, default: T, min: T, max: T) -> T
+    where
+        T: TryFrom<i128> + Into<i128> + Copy + std::fmt::Display,
+    {
+        let Some(n) = self.field(var, field) else {
+            return default;
+        };
+        match T::try_from(n) {
+            Ok(v) if n >= min.into() && n <= max.into() => v,
+            _ => {
+                self.add(var, format!("must be between {min} and {max}"));
+                default
+            }
+        }
+    }
+
+    fn flag(&mut self, var: &'static str, field: Field<bool>, default: bool) -> bool {
+        self.field(var, field).unwrap_or(default)
+    }
+
+    /// Every problem as one error, or `Ok` with the warnings.
+    pub(crate) fn finish(self) -> Result<Vec<String>, ConfigError> {
+        if self.found.is_empty() {
+            Ok(self.warnings)
+        } else {
+            Err(ConfigError { problems: self.found })
+        }
+    }
+}
+
+/// The validation pass.
+pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
+    let mut p = Problems::default();
+    let wtl = wtl(&mut p, &raw.wtl_api_url, WtlRaw::from(&raw), proxy_vars);
+    let api_tokens = tokens(&mut p, std::mem::take(&mut raw.api_token));
+    let rules = plan_rules(
+        &mut p,
+        raw.wtl_default_cs_profile.take(),
+        raw.wtl_default_eps_profile.take(),
+        raw.wtl_imsi_regexp.take(),
+        std::mem::take(&mut raw.wtl_event_actions),
+    );
+    let server = server(&mut p, &raw, wtl.total_timeout);
+    let memory = memory(&mut p, &raw);
+    let logs = logs(&mut p, &raw);
+    let warnings = p.finish()?;
+    Ok(Settings {
+        api_tokens,
+        port: server.port,
+        bind_address: server.bind_address,
+        events_path: server.events_path,
+        max_body_bytes: server.max_body_bytes,
+        shutdown_timeout: server.shutdown_timeout,
+        header_read_timeout: server.header_read_timeout,
+        request_timeout: server.request_timeout,
+        max_in_flight: server.max_in_flight,
+        dedup_ttl: memory.dedup_ttl,
+        dedup_max: memory.dedup_max,
+        metrics_public: server.metrics_public,
+        stale_event_check: memory.stale_event_check,
+        stale_event_ttl: memory.stale_event_ttl,
+        redis: memory.redis,
+        google_cloud_project: raw.google_cloud_project.map(|v| v.trim().to_string()),
+        log_level: logs.level,
+        log_format: logs.format,
+        rust_log: logs.rust_log,
+        app_name: raw.app_name,
+        rules,
+        wtl,
+        warnings,
+    })
+}
+
+fn tokens(p: &mut Problems, field: Field<Vec<String>>) -> Vec<SecretString> {
+    let Some(tokens) = p.field("API_TOKEN", field) else {
+        p.add("API_TOKEN", "required (the Bearer token NSPS sends)");
+        return Vec::new();
+    };
+    if tokens.is_empty() {
+        p.add("API_TOKEN", "holds no token");
+    }
+    if tokens
+        .iter()
+        .any(|t| t.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        p.add("API_TOKEN", "a token contains white space or control characters");
+    }
+    tokens.into_iter().map(SecretString::from).collect()
+}
+
+fn plan_rules(
+    p: &mut Problems,
+    cs: Option<String>,
+    eps: Option<String>,
+    imsi_regexp: Option<String>,
+    actions: Field<BTreeMap<String, crate::plan::Action>>,
+) -> PlanRules {
+    let default_cs_profile = p.ok(parse_profile("WTL_DEFAULT_CS_PROFILE", cs)).unwrap_or_default();
+    let default_eps_profile = p.ok(parse_profile("WTL_DEFAULT_EPS_PROFILE", eps)).unwrap_or_default();
+    let imsi_filter = imsi_regexp.and_then(|pattern| match Regex::new(pattern.trim()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            p.add("WTL_IMSI_REGEXP", format!("not a valid regular expression: {e}"));
+            None
+        }
+    });
+    let event_actions = match p.field("WTL_EVENT_ACTIONS", actions) {
+        Some(map) => map,
+        None => super::env::parse_event_actions(DEFAULT_EVENT_ACTIONS).unwrap_or_default(),
+    };
+    PlanRules {
+        default_cs_profile,
+        default_eps_profile,
+        imsi_filter,
+        event_actions,
+    }
+}
+
+/// The WTL settings' raw values.
+struct WtlRaw {
+    api_token: Option<String>,
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+    attempt: Field<f64>,
+    connect: Field<f64>,
+    total: Field<f64>,
+    retries: Field<i128>,
+    retry_base_ms: Field<i128>,
+    retry_after_max: Field<f64>,
+    rate_limit: Field<f64>,
+    tls: TlsFiles,
+    proxy: Option<String>,
+}
+
+impl From<&RawEnv> for WtlRaw {
+    fn from(raw: &RawEnv) -> Self {
+        let trimmed = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string());
+        Self {
+            api_token: raw.wtl_api_token.clone(),
+            auth: raw.wtl_auth.clone(),
+            username: raw.wtl_api_username.clone(),
+            password: raw.wtl_api_password.clone(),
+            token_url: raw.wtl_oauth_token_url.clone(),
+            client_id: raw.wtl_oauth_client_id.clone(),
+            client_secret: raw.wtl_oauth_client_secret.clone(),
+            scope: raw.wtl_oauth_scope.clone(),
+            attempt: raw.wtl_http_requests_timeout.clone(),
+            connect: raw.wtl_connect_timeout.clone(),
+            total: raw.wtl_total_timeout.clone(),
+            retries: raw.wtl_max_retries.clone(),
+            retry_base_ms: raw.wtl_retry_base_ms.clone(),
+            retry_after_max: raw.wtl_retry_after_max.clone(),
+            rate_limit: raw.wtl_rate_limit.clone(),
+            tls: TlsFiles {
+                ca_file: trimmed(&raw.wtl_ca_file),
+                client_cert_file: trimmed(&raw.wtl_client_cert_file),
+                client_key_file: trimmed(&raw.wtl_client_key_file),
+            },
+            proxy: raw.wtl_proxy.clone(),
+        }
+    }
+}
+
+fn wtl(p: &mut Problems, url: &Option<String>, raw: WtlRaw, proxy_vars: &BTreeMap<String, String>) -> WtlSettings {
+    let (base_url, url_credentials) = match url {
+        None => {
+            p.add("WTL_API_URL", "required (the WTL API base URL)");
+            (String::new(), None)
+        }
+        Some(text) => match p.ok(parse_http_url("WTL_API_URL", text)) {
+            Some((u, c)) => (u.trim_end_matches('/').to_string(), c),
+            None => (String::new(), None),
+        },
+    };
+    let limits = wtl_limits(p, &raw);
+    let credentials = wtl_credentials(p, &raw, url_credentials);
+    tls_files(p, &raw.tls, &base_url);
+    if base_url.starts_with("http://") && credentials.auth != WtlAuthMode::None && !is_loopback_url(&base_url) {
+        p.warn("WTL_API_URL uses plain http: WTL credentials cross the network unencrypted");
+    }
+    let proxy = p
+        .ok(ProxySettings::from_vars(proxy_vars, raw.proxy))
+        .unwrap_or_default();
+    WtlSettings {
+        base_url,
+        auth: credentials.auth,
+        api_token: credentials.api_token,
+        username: credentials.username,
+        password: credentials.password,
+        oauth: credentials.oauth,
+        attempt_timeout: limits.attempt,
+        connect_timeout: limits.connect,
+        total_timeout: limits.total,
+        max_retries: limits.retries,
+        retry_base: limits.retry_base,
+        retry_after_max: limits.retry_after_max,
+        rate_limit: limits.rate_limit,
+        tls: raw.tls,
+        proxy,
+    }
+}
+
+struct Limits {
+    attempt: Duration,
+    connect: Duration,
+    total: Duration,
+    retries: u32,
+    retry_base: Duration,
+    retry_after_max: Duration,
+    rate_limit: Option<f64>,
+}
+
+fn wtl_limits(p: &mut Problems, raw: &WtlRaw) -> Limits {
+    let attempt = p.seconds("WTL_HTTP_REQUESTS_TIMEOUT", raw.attempt.clone(), 30.0, false);
+    let connect = p.seconds("WTL_CONNECT_TIMEOUT", raw.connect.clone(), 5.0, false);
+    let total = p.seconds("WTL_TOTAL_TIMEOUT", raw.total.clone(), 45.0, false);
+    if attempt > total {
+        p.warn(format!(
+            "WTL_HTTP_REQUESTS_TIMEOUT ({}s) is longer than WTL_TOTAL_TIMEOUT ({}s): an attempt is cut short at the total",
+            attempt.as_secs_f64(),
+            total.as_secs_f64()
+        ));
+    }
+    if connect > attempt {
+        p.warn(format!(
+            "WTL_CONNECT_TIMEOUT ({}s) is longer than WTL_HTTP_REQUESTS_TIMEOUT ({}s): the attempt limit applies first",
+            connect.as_secs_f64(),
+            attempt.as_secs_f64()
+        ));
+    }
+    let retries = p.whole::<u32>("WTL_MAX_RETRIES", raw.retries.clone(), 2, 0, 100);
+    let retry_base =
+        Duration::from_millis(p.whole::<u64>("WTL_RETRY_BASE_MS", raw.retry_base_ms.clone(), 200, 1, 600_000));
+    let retry_after_max = p.seconds("WTL_RETRY_AFTER_MAX", raw.retry_after_max.clone(), 10.0, true);
+    let rate_limit = p.field("WTL_RATE_LIMIT", raw.rate_limit.clone()).and_then(|rate| {
+        if (MIN_RATE_LIMIT..=MAX_RATE_LIMIT).contains(&rate) {
+            Some(rate)
+        } else {
+            p.add(
+                "WTL_RATE_LIMIT",
+                format!(
+                    "must be between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} calls per second (leave it unset for no limit)"
+                ),
+            );
+            None
+        }
+    });
+    Limits {
+        attempt,
+        connect,
+        total,
+        retries,
+        retry_base,
+        retry_after_max,
+        rate_limit,
+    }
+}
+
+struct Credentials {
+    auth: WtlAuthMode,
+    api_token: Option<SecretString>,
+    username: Option<String>,
+    password: Option<SecretString>,
+    oauth: Option<OAuthSettings>,
+}
+
+fn wtl_credentials(p: &mut Problems, raw: &WtlRaw, url_credentials: Option<UrlCredentials>) -> Credentials {
+    let api_token = raw.api_token.clone().map(SecretString::from);
+    let mut username = raw.username.clone();
+    let mut password = raw.password.clone().map(SecretString::from);
+    // Credentials inside WTL_API_URL are its Basic credentials, when nothing else says how to
+    // authenticate; beside other WTL credentials they would be ambiguous.
+    let url_basic = match url_credentials {
+        None => false,
+        Some(_) if raw.auth.is_some() || api_token.is_some() || username.is_some() || password.is_some() => {
+            p.add(
+                "WTL_API_URL",
+                "carries credentials (user:password@) while WTL_AUTH or other WTL credentials are set; give them as WTL_API_USERNAME and WTL_API_PASSWORD instead",
+            );
+            false
+        }
+        Some(c) => {
+            username = Some(c.username);
+            password = Some(c.password.unwrap_or_else(|| SecretString::from(String::new())));
+            true
+        }
+    };
+    let auth = match raw.auth.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None if url_basic => WtlAuthMode::Basic,
+        None if api_token.is_some() => WtlAuthMode::Bearer,
+        None => WtlAuthMode::None,
+        Some(mode) => match mode.as_str() {
+            "none" => WtlAuthMode::None,
+            "bearer" => WtlAuthMode::Bearer,
+            "basic" => WtlAuthMode::Basic,
+            "oauth2" | "oauth" | "jwt" => WtlAuthMode::OAuth2,
+            _ => {
+                p.add(
+                    "WTL_AUTH",
+                    format!("expected none, bearer, basic or oauth2, got {mode:?}"),
+                );
+                WtlAuthMode::None
+            }
+        },
+    };
+    match auth {
+        WtlAuthMode::Bearer if api_token.is_none() => p.add("WTL_API_TOKEN", "required when WTL_AUTH=bearer"),
+        WtlAuthMode::Basic if username.is_none() => p.add("WTL_API_USERNAME", "required when WTL_AUTH=basic"),
+        WtlAuthMode::Basic if password.is_none() => p.add("WTL_API_PASSWORD", "required when WTL_AUTH=basic"),
+        _ => {}
+    }
+    let oauth = (auth == WtlAuthMode::OAuth2)
+        .then(|| oauth(p, raw, &username, &password))
+        .flatten();
+    if auth != WtlAuthMode::Bearer && auth != WtlAuthMode::OAuth2 && api_token.is_some() {
+        p.warn(format!(
+            "WTL_API_TOKEN is set but WTL_AUTH={}: the token is not sent",
+            auth.as_str()
+        ));
+    }
+    if auth == WtlAuthMode::None && (username.is_some() || password.is_some()) {
+        p.warn("WTL_API_USERNAME/WTL_API_PASSWORD are set but WTL_AUTH=none: they are not sent");
+    }
+    Credentials {
+        auth,
+        api_token,
+        username,
+        password,
+        oauth,
+    }
+}
+
+fn oauth(
+    p: &mut Problems,
+    raw: &WtlRaw,
+    username: &Option<String>,
+    password: &Option<SecretString>,
+) -> Option<OAuthSettings> {
+    let Some(text) = &raw.token_url else {
+        p.add("WTL_OAUTH_TOKEN_URL", "required when WTL_AUTH=oauth2");
+        return None;
+    };
+    let (token_url, url_client) = p.ok(parse_http_url("WTL_OAUTH_TOKEN_URL", text))?;
+    let mut client_id = raw.client_id.clone();
+    let mut client_secret = raw.client_secret.clone().map(SecretString::from);
+    // Credentials inside the token URL are the client's id and secret (sent with HTTP Basic, as
+    // RFC 6749 §2.3.1 has it), unless those are set on their own.
+    if let Some(c) = url_client {
+        if client_id.is_some() || client_secret.is_some() {
+            p.add(
+                "WTL_OAUTH_TOKEN_URL",
+                "carries credentials (user:password@) while WTL_OAUTH_CLIENT_ID or WTL_OAUTH_CLIENT_SECRET is set; give them in those settings only",
+            );
+        } else {
+            client_id = Some(c.username);
+            client_secret = c.password;
+        }
+    }
+    let has_user = username.is_some() && password.is_some();
+    if client_id.is_none() && !has_user {
+        p.add(
+            "WTL_OAUTH_CLIENT_ID",
+            "WTL_AUTH=oauth2 needs WTL_OAUTH_CLIENT_ID (client_credentials grant) or WTL_API_USERNAME and WTL_API_PASSWORD (password grant)",
+        );
+    }
+    if username.is_some() != password.is_some() {
+        let missing = if username.is_some() {
+            "WTL_API_PASSWORD"
+        } else {
+            "WTL_API_USERNAME"
+        };
+        p.add(
+            missing,
+            "the password grant needs both WTL_API_USERNAME and WTL_API_PASSWORD",
+        );
+    }
+    if !has_user && client_id.is_some() && client_secret.is_none() {
+        p.add(
+            "WTL_OAUTH_CLIENT_SECRET",
+            "required for the client_credentials grant (WTL_AUTH=oauth2 without a username and password)",
+        );
+    }
+    Some(OAuthSettings {
+        token_url,
+        client_id,
+        client_secret,
+        scope: raw.scope.clone(),
+    })
+}
+
+fn tls_files(p: &mut Problems, tls: &TlsFiles, base_url: &str) {
+    match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(_), None) => p.add(
+            "WTL_CLIENT_KEY_FILE",
+            "required when WTL_CLIENT_CERT_FILE is set (mutual TLS needs both)",
+        ),
+        (None, Some(_)) => p.add(
+            "WTL_CLIENT_CERT_FILE",
+            "required when WTL_CLIENT_KEY_FILE is set (mutual TLS needs both)",
+        ),
+        _ => {}
+    }
+    if base_url.starts_with("http://") && (tls.ca_file.is_some() || tls.client_cert_file.is_some()) {
+        p.warn("WTL_CA_FILE or WTL_CLIENT_CERT_FILE is set but WTL_API_URL uses plain http: TLS settings apply only to https");
+    }
+}
+
+struct Server {
+    port: u16,
+    bind_address: Option<std::net::IpAddr>,
+    events_path: Option<String>,
+    max_body_bytes: usize,
+    shutdown_timeout: Duration,
+    header_read_timeout: Duration,
+    request_timeout: Duration,
+    max_in_flight: usize,
+    metrics_public: bool,
+}
+
+fn server(p: &mut Problems, raw: &RawEnv, total_timeout: Duration) -> Server {
+    let port = p.whole::<u16>("PORT", raw.port.clone(), 8000, 0, u16::MAX);
+    let bind_address = raw.bind_address.as_deref().and_then(|a| p.ok(parse_bind_address(a)));
+    let events_path = raw.events_path.as_deref().and_then(|e| p.ok(parse_events_path(e)));
+    let max_body_bytes = p.whole::<u64>(
+        "MAX_BODY_BYTES",
+        raw.max_body_bytes.clone(),
+        2 * 1024 * 1024,
+        1024,
+        1 << 30,
+    );
+    let shutdown_timeout = p.seconds("SHUTDOWN_TIMEOUT", raw.shutdown_timeout.clone(), 8.0, true);
+    let header_read_timeout = p.seconds("HEADER_READ_TIMEOUT", raw.header_read_timeout.clone(), 10.0, false);
+    let default_request_timeout = total_timeout.as_secs_f64() + 5.0;
+    let request_timeout = p.seconds(
+        "REQUEST_TIMEOUT",
+        raw.request_timeout.clone(),
+        default_request_timeout,
+        false,
+    );
+    if request_timeout < total_timeout {
+        p.warn(format!(
+            "REQUEST_TIMEOUT ({}s) is shorter than WTL_TOTAL_TIMEOUT ({}s): an event may be cut off while WTL calls are still being retried",
+            request_timeout.as_secs_f64(),
+            total_timeout.as_secs_f64()
+        ));
+    }
+    let max_in_flight = p.whole::<u32>("MAX_IN_FLIGHT", raw.max_in_flight.clone(), 1024, 1, 1_000_000);
+    Server {
+        port,
+        bind_address,
+        events_path,
+        max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        shutdown_timeout,
+        header_read_timeout,
+        request_timeout,
+        max_in_flight: usize::try_from(max_in_flight).unwrap_or(1024),
+        metrics_public: p.flag("METRICS_PUBLIC", raw.metrics_public.clone(), false),
+    }
+}
+
+fn parse_events_path(text: &str) -> Result<String, ConfigError> {
+    let path = text.trim().trim_end_matches('/').to_string();
+    if !path.starts_with('/')
+        || path.starts_with("//")
+        || path.contains(char::is_whitespace)
+        || path.contains('{')
+        || path.contains('*')
+    {
+        return Err(ConfigError::new(
+            "EVENTS_PATH",
+            "must be a plain path starting with '/', such as /nsps/events",
+        ));
+    }
+    if RESERVED_PATHS.contains(&path.as_str()) {
+        return Err(ConfigError::new(
+            "EVENTS_PATH",
+            format!("{path} is already a path of the connector"),
+        ));
+    }
+    Ok(path)
+}
+
+struct Memory {
+    dedup_ttl: Duration,
+    dedup_max: usize,
+    stale_event_check: bool,
+    stale_event_ttl: Duration,
+    redis: Option<RedisSettings>,
+}
+
+fn memory(p: &mut Problems, raw: &RawEnv) -> Memory {
+    let dedup_ttl = p.seconds("EVENT_DEDUP_TTL", raw.event_dedup_ttl.clone(), 600.0, true);
+    let dedup_max = p.whole::<u32>("EVENT_DEDUP_MAX", raw.event_dedup_max.clone(), 100_000, 1, 100_000_000);
+    let stale_event_check = p.flag("STALE_EVENT_CHECK", raw.stale_event_check.clone(), true);
+    let stale_event_ttl = match p.field("STALE_EVENT_TTL", raw.stale_event_ttl.clone()) {
+        Some(secs) if (1.0..=400.0 * 86_400.0).contains(&secs) => Duration::from_secs_f64(secs),
+        Some(_) => {
+            p.add("STALE_EVENT_TTL", "must be between 1 second and 400 days (34560000)");
+            Duration::from_secs(35 * 86_400)
+        }
+        None => Duration::from_secs(35 * 86_400),
+    };
+    let redis = raw.redis_url.as_deref().and_then(|url| redis(p, url, raw));
+    if redis.is_some() && dedup_ttl.is_zero() && !stale_event_check {
+        p.warn("REDIS_URL is set but EVENT_DEDUP_TTL=0 and STALE_EVENT_CHECK=false: the shared memory only keeps one event at a time per IMSI");
+    }
+    Memory {
+        dedup_ttl,
+        dedup_max: usize::try_from(dedup_max).unwrap_or(100_000),
+        stale_event_check,
+        stale_event_ttl,
+        redis,
+    }
+}
+
+/// `REDIS_URL` and its companions.
+fn redis(p: &mut Problems, url: &str, raw: &RawEnv) -> Option<RedisSettings> {
+    let url = url.trim().to_string();
+    let timeout = p.seconds("REDIS_TIMEOUT", raw.redis_timeout.clone(), 2.0, false);
+    let fail_open = p.flag("REDIS_FAIL_OPEN", raw.redis_fail_open.clone(), false);
+    // The text is never echoed back: it may hold a password.
+    let parsed = match url::Url::parse(&url) {
+        Ok(u) => u,
+        Err(e) => {
+            p.add("REDIS_URL", format!("not a valid URL ({e})"));
+            return None;
+        }
+    };
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        p.add("REDIS_URL", "must start with redis:// or rediss:// (TLS)");
+        return None;
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        p.add("REDIS_URL", "has no host");
+        return None;
+    }
+    let ca_file = raw.redis_ca_file.as_ref().map(|c| c.trim().to_string());
+    if ca_file.is_some() && parsed.scheme() != "rediss" {
+        p.add("REDIS_CA_FILE", "applies only to a rediss:// REDIS_URL (TLS)");
+    }
+    let key_prefix = raw.redis_key_prefix.clone().unwrap_or_else(|| "nsps-wtl:".to_string());
+    if key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.add("REDIS_KEY_PREFIX", "must not contain white space");
+    }
+    Some(RedisSettings {
+        shown: hide_userinfo(&url),
+        url: SecretString::from(url),
+        key_prefix,
+        timeout,
+        ca_file,
+        fail_open,
+    })
+}
+
+struct Logs {
+    level: String,
+    format: LogFormat,
+    rust_log: Option<String>,
+}
+
+fn logs(p: &mut Problems, raw: &RawEnv) -> Logs {
+    let level = match raw.log_level.as_deref().map(|s| s.trim().to_ascii_uppercase()) {
+        None => "INFO".to_string(),
+        Some(level) if LOG_LEVELS.contains(&level.as_str()) => level,
+        Some(level) => {
+            p.add(
+                "LOG_LEVEL",
+                format!("expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level:?}"),
+            );
+            "INFO".to_string()
+        }
+    };
+    let format = match raw.log_format.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
+        None => LogFormat::Json,
+        Some(f) if f == "json" => LogFormat::Json,
+        Some(f) if f == "text" => LogFormat::Text,
+        Some(f) => {
+            p.add("LOG_FORMAT", format!("expected json or text, got {f:?}"));
+            LogFormat::Json
+        }
+    };
+    let rust_log = raw.rust_log.clone();
+    if rust_log
+        .as_deref()
+        .is_some_and(|f| f.parse::<tracing_subscriber::filter::Targets>().is_err())
+    {
+        p.add(
+            "RUST_LOG",
+            "not a valid filter: a comma-separated list of `level` and `target=level`",
+        );
+    }
+    Logs {
+        level,
+        format,
+        rust_log,
+    }
+}
+
+/// User name and password found inside a URL (`user:pass@host`), percent-decoded.
+pub struct UrlCredentials {
+    pub username: String,
+    pub password: Option<SecretString>,
+}
+
+/// An http(s) URL from the configuration, split into the address (never holding credentials,
+/// so it can be shown anywhere) and the credentials it carried, if any.
+fn parse_http_url(var: &'static str, value: &str) -> Result<(String, Option<UrlCredentials>), ConfigError> {
+    let value = value.trim();
+    // The text is never echoed back: it may hold a password.
+    let mut url = url::Url::parse(value).map_err(|e| ConfigError::new(var, format!("not a valid URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "must start with http:// or https://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(var, "has no host"));
+    }
+    if url.query().is_some() {
+        return Err(ConfigError::new(var, "must not carry a query string"));
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let credentials = (!url.username().is_empty() || url.password().is_some()).then(|| UrlCredentials {
+        username: decode(url.username()),
+        password: url.password().map(|p| SecretString::from(decode(p))),
+    });
+    // Both setters only fail for URLs that cannot have credentials, which http(s) ones can.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let mut text = url.to_string();
+    // `Url` writes "http://host/" for "http://host"; keep the operator's form of the path.
+    if !value.ends_with('/') && url.path() == "/" {
+        text.pop();
+    }
+    Ok((text, credentials))
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_string))
+        .is_some_and(|h| h == "localhost" || h.starts_with("127.") || h == "[::1]")
+}
+
+/// An IP address, IPv6 with or without brackets.
+fn parse_bind_address(text: &str) -> Result<std::net::IpAddr, ConfigError> {
+    let text = text.trim();
+    let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    bare.parse().map_err(|_| {
+        ConfigError::new(
+            "BIND_ADDRESS",
+            format!("expected an IP address such as :: or 0.0.0.0 or 127.0.0.1, got {text:?} (the port is PORT)"),
+        )
+    })
+}
+
+fn parse_profile(var: &'static str, value: Option<String>) -> Result<Profile, ConfigError> {
+    let value = value.unwrap_or_else(|| "default".to_string());
+    Profile::parse(value.trim()).ok_or_else(|| {
+        ConfigError::new(
+            var,
+            format!("{value:?} is not a valid profile name (a letter, then letters, digits, '-', '_' or '.')"),
+        )
+    })
+}

@@ -1,0 +1,720 @@
+//! Settings, read once at start-up from the environment (and `.env`).
+//!
+//! Every variable is first collected as text with `envy`, then parsed here so that a bad value
+//! produces one sentence naming the variable and what is wrong with it. Secret values are held in
+//! [`SecretString`] and never printed: not in errors, not in `Debug`, not in the start-up log.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::plan::PlanRules;
+
+mod build;
+mod env;
+
+pub use build::{DEFAULT_EVENT_ACTIONS, MAX_RATE_LIMIT, MIN_RATE_LIMIT, UrlCredentials};
+pub use env::parse_event_actions;
+
+/// Why the configuration was refused: every problem found, each naming its variable.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// `(variable, what is wrong)`, in the order the settings were read; never empty.
+    pub problems: Vec<(&'static str, String)>,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![(var, problem.into())],
+        }
+    }
+
+    /// The variable of the first problem.
+    pub fn var(&self) -> &'static str {
+        self.problems.first().map_or("environment", |(v, _)| v)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    /// One line: `invalid configuration: VAR: problem; VAR2: problem`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration: ")?;
+        for (i, (var, problem)) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{var}: {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How the connector authenticates to the WTL API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WtlAuthMode {
+    None,
+    Bearer,
+    Basic,
+    OAuth2,
+}
+
+impl WtlAuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Bearer => "bearer",
+            Self::Basic => "basic",
+            Self::OAuth2 => "oauth2",
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// OAuth2 / JWT settings for `WTL_AUTH=oauth2`.
+#[derive(Clone, Debug)]
+pub struct OAuthSettings {
+    pub token_url: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub scope: Option<String>,
+}
+
+/// Everything the WTL client needs.
+#[derive(Clone, Debug)]
+pub struct WtlSettings {
+    /// Base URL without a trailing slash; calls go to `{base_url}/prov`.
+    pub base_url: String,
+    pub auth: WtlAuthMode,
+    pub api_token: Option<SecretString>,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    pub oauth: Option<OAuthSettings>,
+    /// Limit for one attempt (connect, send, read the answer).
+    pub attempt_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Limit for a whole event: every attempt, every back-off wait, token renewals.
+    pub total_timeout: Duration,
+    pub max_retries: u32,
+    pub retry_base: Duration,
+    pub retry_after_max: Duration,
+    /// Calls per second across the process; `None` = unlimited.
+    pub rate_limit: Option<f64>,
+    /// Extra trusted CAs and the client identity for mutual TLS.
+    pub tls: crate::wtl::tls::TlsFiles,
+    pub proxy: ProxySettings,
+}
+
+/// Egress proxies for every WTL call. `explicit` (`WTL_PROXY`) wins over the environment's.
+/// The URLs may carry proxy credentials: they are used, and shown only through
+/// [`ProxySettings::shown`].
+#[derive(Clone, Default)]
+pub struct ProxySettings {
+    pub explicit: Option<String>,
+    pub https: Option<String>,
+    pub http: Option<String>,
+    pub all: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown())
+    }
+}
+
+impl ProxySettings {
+    /// Reads `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (the lower-case spelling
+    /// first, as curl does) and `WTL_PROXY`, each checked to be a URL.
+    fn from_vars(vars: &BTreeMap<String, String>, explicit: Option<String>) -> Result<Self, ConfigError> {
+        let read = |upper: &'static str| -> Result<Option<String>, ConfigError> {
+            let lower = upper.to_ascii_lowercase();
+            let value = [lower.as_str(), upper]
+                .iter()
+                .find_map(|k| vars.get(*k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()));
+            value.map(|v| check_proxy_url(upper, &v)).transpose()
+        };
+        let no_proxy = ["no_proxy", "NO_PROXY"]
+            .iter()
+            .find_map(|k| vars.get(*k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()));
+        Ok(Self {
+            explicit: explicit.map(|v| check_proxy_url("WTL_PROXY", v.trim())).transpose()?,
+            https: read("HTTPS_PROXY")?,
+            http: read("HTTP_PROXY")?,
+            all: read("ALL_PROXY")?,
+            no_proxy,
+        })
+    }
+
+    /// What is in force, for the start-up line: proxy credentials as `***`.
+    pub fn shown(&self) -> String {
+        if let Some(p) = &self.explicit {
+            return format!("{} (WTL_PROXY, for every WTL call)", hide_userinfo(p));
+        }
+        let mut parts = Vec::new();
+        for (name, value) in [("https", &self.https), ("http", &self.http), ("all", &self.all)] {
+            if let Some(v) = value {
+                parts.push(format!("{name}={}", hide_userinfo(v)));
+            }
+        }
+        if parts.is_empty() {
+            return "none".into();
+        }
+        if let Some(n) = &self.no_proxy {
+            parts.push(format!("no_proxy={n}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// A proxy URL as reqwest takes it: a scheme it knows and a host. A bare `host:port` is read as
+/// `http://host:port`, as curl does.
+fn check_proxy_url(var: &'static str, value: &str) -> Result<String, ConfigError> {
+    let text = if value.contains("://") {
+        value.to_string()
+    } else {
+        format!("http://{value}")
+    };
+    let url = url::Url::parse(&text).map_err(|e| ConfigError::new(var, format!("not a valid proxy URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(var, "must be an http:// or https:// proxy URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(var, "has no host"));
+    }
+    Ok(text)
+}
+
+/// A URL with its `user:password@` replaced by `***@`, for showing.
+fn hide_userinfo(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("***");
+            url.to_string()
+        }
+        Ok(_) => text.to_string(),
+        Err(_) => "(not shown)".to_string(),
+    }
+}
+
+/// Everything the connector needs, parsed and checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub api_tokens: Vec<SecretString>,
+    pub port: u16,
+    /// `BIND_ADDRESS`; unset = dual-stack `[::]`, or `0.0.0.0` where the host has no IPv6.
+    pub bind_address: Option<std::net::IpAddr>,
+    pub events_path: Option<String>,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout: Duration,
+    /// A client must send its whole request head within this time (slow-client protection).
+    pub header_read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+    pub dedup_ttl: Duration,
+    pub dedup_max: usize,
+    pub metrics_public: bool,
+    pub stale_event_check: bool,
+    /// How long the time of the last event applied to an IMSI is kept in the shared memory.
+    pub stale_event_ttl: Duration,
+    /// `REDIS_URL` and its companions: the redelivery memory shared by every instance.
+    pub redis: Option<crate::memory::shared::RedisSettings>,
+    /// `GOOGLE_CLOUD_PROJECT`: log lines of a traced request carry Cloud Logging's trace name.
+    pub google_cloud_project: Option<String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub rust_log: Option<String>,
+    pub app_name: Option<String>,
+    pub rules: PlanRules,
+    pub wtl: WtlSettings,
+    /// Settings that are allowed but probably not what the operator meant.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from name/value pairs (tests pass their own instead of the environment).
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        // Only the connector's own variables are handed to envy, so an unrelated variable in the
+        // environment holding non-UTF-8 or odd content can never stop start-up. An empty value
+        // means "unset", as it does for the reference.
+        // A later value for the same name wins, as in a shell.
+        let pairs: BTreeMap<String, String> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .filter(|(k, _)| KNOWN_VARS.contains(&k.as_str()) || PROXY_VARS.contains(&k.as_str()))
+            .collect();
+        let proxy_vars: BTreeMap<String, String> = pairs
+            .iter()
+            .filter(|(k, _)| PROXY_VARS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let pairs = pairs
+            .into_iter()
+            .filter(|(k, v)| !v.trim().is_empty() && KNOWN_VARS.contains(&k.as_str()));
+        let raw: env::RawEnv = envy::from_iter(pairs).map_err(|e| ConfigError::new("environment", e.to_string()))?;
+        build::settings(raw, &proxy_vars)
+    }
+
+    /// The effective configuration as name → printable value, secrets replaced by `***`.
+    /// Logged once at start-up.
+    pub fn redacted(&self) -> BTreeMap<&'static str, String> {
+        let secret = |s: &Option<SecretString>| match s {
+            Some(_) => "***".to_string(),
+            None => "unset".to_string(),
+        };
+        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "unset".to_string());
+        let secs = |d: Duration| format!("{}", d.as_secs_f64());
+        let mut m = BTreeMap::new();
+        m.insert("API_TOKEN", format!("*** ({} token(s))", self.api_tokens.len()));
+        m.insert("PORT", self.port.to_string());
+        m.insert("EVENTS_PATH", opt(&self.events_path));
+        m.insert("MAX_BODY_BYTES", self.max_body_bytes.to_string());
+        m.insert("SHUTDOWN_TIMEOUT", secs(self.shutdown_timeout));
+        m.insert("HEADER_READ_TIMEOUT", secs(self.header_read_timeout));
+        m.insert("REQUEST_TIMEOUT", secs(self.request_timeout));
+        m.insert("MAX_IN_FLIGHT", self.max_in_flight.to_string());
+        m.insert("EVENT_DEDUP_TTL", secs(self.dedup_ttl));
+        m.insert("EVENT_DEDUP_MAX", self.dedup_max.to_string());
+        m.insert("METRICS_PUBLIC", self.metrics_public.to_string());
+        m.insert("STALE_EVENT_CHECK", self.stale_event_check.to_string());
+        m.insert("LOG_LEVEL", self.log_level.clone());
+        m.insert(
+            "LOG_FORMAT",
+            match self.log_format {
+                LogFormat::Json => "json".into(),
+                LogFormat::Text => "text".into(),
+            },
+        );
+        m.insert("RUST_LOG", opt(&self.rust_log));
+        m.insert("APP_NAME", opt(&self.app_name));
+        m.insert("WTL_API_URL", self.wtl.base_url.clone());
+        m.insert(
+            "BIND_ADDRESS",
+            self.bind_address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into()),
+        );
+        let pem = |v: &Option<String>| v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown);
+        let redis = self.redis.as_ref();
+        m.insert(
+            "REDIS_URL",
+            redis.map_or_else(|| "unset (in-process memory)".into(), |r| r.shown.clone()),
+        );
+        m.insert(
+            "REDIS_KEY_PREFIX",
+            redis.map_or_else(|| "unset".into(), |r| r.key_prefix.clone()),
+        );
+        m.insert(
+            "REDIS_TIMEOUT",
+            redis.map_or_else(|| "unset".into(), |r| secs(r.timeout)),
+        );
+        m.insert("REDIS_CA_FILE", pem(&redis.and_then(|r| r.ca_file.clone())));
+        m.insert(
+            "REDIS_FAIL_OPEN",
+            redis.map_or_else(|| "unset".into(), |r| r.fail_open.to_string()),
+        );
+        m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
+        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.google_cloud_project));
+        m.insert("WTL_CA_FILE", pem(&self.wtl.tls.ca_file));
+        m.insert("WTL_CLIENT_CERT_FILE", pem(&self.wtl.tls.client_cert_file));
+        m.insert("WTL_CLIENT_KEY_FILE", pem(&self.wtl.tls.client_key_file));
+        m.insert(
+            "WTL_PROXY / HTTPS_PROXY / HTTP_PROXY / ALL_PROXY",
+            self.wtl.proxy.shown(),
+        );
+        m.insert("WTL_AUTH", self.wtl.auth.as_str().to_string());
+        m.insert("WTL_API_TOKEN", secret(&self.wtl.api_token));
+        m.insert("WTL_API_USERNAME", opt(&self.wtl.username));
+        m.insert("WTL_API_PASSWORD", secret(&self.wtl.password));
+        let oauth = self.wtl.oauth.as_ref();
+        m.insert(
+            "WTL_OAUTH_TOKEN_URL",
+            oauth.map(|o| o.token_url.clone()).unwrap_or_else(|| "unset".into()),
+        );
+        m.insert("WTL_OAUTH_CLIENT_ID", opt(&oauth.and_then(|o| o.client_id.clone())));
+        m.insert(
+            "WTL_OAUTH_CLIENT_SECRET",
+            secret(&oauth.and_then(|o| o.client_secret.clone())),
+        );
+        m.insert("WTL_OAUTH_SCOPE", opt(&oauth.and_then(|o| o.scope.clone())));
+        m.insert("WTL_HTTP_REQUESTS_TIMEOUT", secs(self.wtl.attempt_timeout));
+        m.insert("WTL_CONNECT_TIMEOUT", secs(self.wtl.connect_timeout));
+        m.insert("WTL_TOTAL_TIMEOUT", secs(self.wtl.total_timeout));
+        m.insert("WTL_MAX_RETRIES", self.wtl.max_retries.to_string());
+        m.insert("WTL_RETRY_BASE_MS", self.wtl.retry_base.as_millis().to_string());
+        m.insert("WTL_RETRY_AFTER_MAX", secs(self.wtl.retry_after_max));
+        m.insert(
+            "WTL_RATE_LIMIT",
+            self.wtl
+                .rate_limit
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "unlimited".into()),
+        );
+        m.insert(
+            "WTL_DEFAULT_CS_PROFILE",
+            self.rules.default_cs_profile.as_str().to_string(),
+        );
+        m.insert(
+            "WTL_DEFAULT_EPS_PROFILE",
+            self.rules.default_eps_profile.as_str().to_string(),
+        );
+        m.insert(
+            "WTL_IMSI_REGEXP",
+            self.rules
+                .imsi_filter
+                .as_ref()
+                .map(|r| r.as_str().to_string())
+                .unwrap_or_else(|| "unset".into()),
+        );
+        m.insert("WTL_EVENT_ACTIONS", self.rules.event_actions_text());
+        m
+    }
+
+    /// Does any configured API token equal `candidate`? Compares in constant time against every
+    /// token (no early exit), so the answer time does not reveal which token or prefix matched.
+    pub fn token_matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut found = subtle::Choice::from(0u8);
+        for token in &self.api_tokens {
+            found |= token.expose_secret().as_bytes().ct_eq(candidate);
+        }
+        found.into()
+    }
+}
+
+/// Every variable the connector reads (see README, configuration).
+pub const KNOWN_VARS: &[&str] = &[
+    "API_TOKEN",
+    "WTL_API_URL",
+    "WTL_API_TOKEN",
+    "WTL_AUTH",
+    "WTL_API_USERNAME",
+    "WTL_API_PASSWORD",
+    "WTL_OAUTH_TOKEN_URL",
+    "WTL_OAUTH_CLIENT_ID",
+    "WTL_OAUTH_CLIENT_SECRET",
+    "WTL_OAUTH_SCOPE",
+    "WTL_DEFAULT_CS_PROFILE",
+    "WTL_DEFAULT_EPS_PROFILE",
+    "WTL_HTTP_REQUESTS_TIMEOUT",
+    "WTL_CONNECT_TIMEOUT",
+    "WTL_TOTAL_TIMEOUT",
+    "WTL_MAX_RETRIES",
+    "WTL_RETRY_BASE_MS",
+    "WTL_RETRY_AFTER_MAX",
+    "WTL_RATE_LIMIT",
+    "WTL_IMSI_REGEXP",
+    "WTL_EVENT_ACTIONS",
+    "WTL_CA_FILE",
+    "WTL_CLIENT_CERT_FILE",
+    "WTL_CLIENT_KEY_FILE",
+    "WTL_PROXY",
+    "BIND_ADDRESS",
+    "REDIS_URL",
+    "REDIS_KEY_PREFIX",
+    "REDIS_TIMEOUT",
+    "REDIS_CA_FILE",
+    "REDIS_FAIL_OPEN",
+    "STALE_EVENT_TTL",
+    "GOOGLE_CLOUD_PROJECT",
+    "EVENTS_PATH",
+    "MAX_BODY_BYTES",
+    "SHUTDOWN_TIMEOUT",
+    "HEADER_READ_TIMEOUT",
+    "REQUEST_TIMEOUT",
+    "MAX_IN_FLIGHT",
+    "EVENT_DEDUP_TTL",
+    "EVENT_DEDUP_MAX",
+    "METRICS_PUBLIC",
+    "STALE_EVENT_CHECK",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "RUST_LOG",
+    "PORT",
+    "APP_NAME",
+    "DEBUG",
+];
+
+/// The standard proxy variables, read in either case (see [`ProxySettings`]).
+pub const PROXY_VARS: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Action;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![("API_TOKEN", "t1"), ("WTL_API_URL", "http://127.0.0.1:9/wtl/")]
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
+        let mut vars = base();
+        vars.extend_from_slice(extra);
+        Settings::from_vars(vars)
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let s = with(&[]).expect("valid");
+        assert_eq!(s.port, 8000);
+        assert_eq!(s.wtl.base_url, "http://127.0.0.1:9/wtl");
+        assert_eq!(s.wtl.attempt_timeout, Duration::from_secs(30));
+        assert_eq!(s.wtl.auth, WtlAuthMode::None);
+        assert_eq!(s.rules.default_cs_profile.as_str(), "default");
+        assert_eq!(s.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(8));
+        assert_eq!(s.log_level, "INFO");
+        assert_eq!(s.rules.event_actions.len(), 4);
+        assert_eq!(s.rules.event_actions.get("SIM/Created"), Some(&Action::Insert));
+    }
+
+    #[test]
+    fn rust_log_takes_levels_per_target() {
+        let s = with(&[("RUST_LOG", "warn,nsps_wtl_connector=debug,hyper=error")]).expect("valid");
+        assert_eq!(s.rust_log.as_deref(), Some("warn,nsps_wtl_connector=debug,hyper=error"));
+    }
+
+    #[test]
+    fn missing_required_variable_is_named() {
+        let err = Settings::from_vars(vec![("WTL_API_URL", "http://x")]).expect_err("must fail");
+        assert_eq!(err.var(), "API_TOKEN");
+        let err = Settings::from_vars(vec![("API_TOKEN", "x")]).expect_err("must fail");
+        assert_eq!(err.var(), "WTL_API_URL");
+    }
+
+    #[test]
+    fn invalid_values_are_named_without_echoing_secrets() {
+        for (var, value) in [
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "soon"),
+            ("PORT", "99999"),
+            ("WTL_IMSI_REGEXP", "(unclosed"),
+            ("WTL_EVENT_ACTIONS", "SIM/Updated=upsert"),
+            ("WTL_AUTH", "kerberos"),
+            ("LOG_LEVEL", "LOUD"),
+            ("WTL_DEFAULT_CS_PROFILE", "9bad"),
+            ("MAX_BODY_BYTES", "-1"),
+            ("EVENTS_PATH", "events"),
+            ("RUST_LOG", "hyper=loud"),
+            ("WTL_RATE_LIMIT", "1e-300"),
+            ("WTL_RATE_LIMIT", "0"),
+            ("WTL_RATE_LIMIT", "-3"),
+            ("WTL_RATE_LIMIT", "NaN"),
+            ("WTL_RATE_LIMIT", "inf"),
+            ("WTL_RATE_LIMIT", "1e300"),
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "1e300"),
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "NaN"),
+            ("SHUTDOWN_TIMEOUT", "-1"),
+            ("EVENT_DEDUP_TTL", "inf"),
+        ] {
+            let err = with(&[(var, value)]).expect_err(var);
+            assert_eq!(err.var(), var, "{err}");
+        }
+        let err = with(&[("WTL_AUTH", "bearer")]).expect_err("bearer needs a token");
+        assert_eq!(err.var(), "WTL_API_TOKEN");
+        let err = with(&[("WTL_AUTH", "basic"), ("WTL_API_USERNAME", "u")]).expect_err("basic needs a password");
+        assert_eq!(err.var(), "WTL_API_PASSWORD");
+        let err = with(&[("WTL_AUTH", "oauth2")]).expect_err("oauth2 needs a token URL");
+        assert_eq!(err.var(), "WTL_OAUTH_TOKEN_URL");
+    }
+
+    #[test]
+    fn every_problem_is_named_at_once_on_one_line() {
+        let err = Settings::from_vars([
+            ("WTL_HTTP_REQUESTS_TIMEOUT", "soon"),
+            ("PORT", "99999"),
+            ("WTL_EVENT_ACTIONS", "SIM/Updated=upsert"),
+            ("LOG_FORMAT", "xml"),
+            ("WTL_RATE_LIMIT", "0"),
+        ])
+        .expect_err("many problems");
+        let vars: Vec<&str> = err.problems.iter().map(|(v, _)| *v).collect();
+        for var in [
+            "API_TOKEN",
+            "WTL_API_URL",
+            "WTL_HTTP_REQUESTS_TIMEOUT",
+            "PORT",
+            "WTL_EVENT_ACTIONS",
+            "LOG_FORMAT",
+            "WTL_RATE_LIMIT",
+        ] {
+            assert!(vars.contains(&var), "{var} missing from {vars:?}");
+        }
+        let line = err.to_string();
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("invalid configuration: "), "{line}");
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let s = with(&[("WTL_IMSI_REGEXP", ""), ("WTL_API_TOKEN", "  ")]).expect("valid");
+        assert!(s.rules.imsi_filter.is_none());
+        assert_eq!(s.wtl.auth, WtlAuthMode::None);
+    }
+
+    #[test]
+    fn bearer_is_the_default_when_a_wtl_token_is_set() {
+        let s = with(&[("WTL_API_TOKEN", "wtl-secret")]).expect("valid");
+        assert_eq!(s.wtl.auth, WtlAuthMode::Bearer);
+    }
+
+    #[test]
+    fn token_list_is_split_and_compared() {
+        let s = with(&[("API_TOKEN", " old-token , new-token ,")]).expect("valid");
+        assert!(s.token_matches(b"old-token"));
+        assert!(s.token_matches(b"new-token"));
+        assert!(!s.token_matches(b"new-toke"));
+        assert!(!s.token_matches(b""));
+    }
+
+    #[test]
+    fn secrets_never_reach_debug_or_the_redacted_view() {
+        let s = with(&[
+            ("API_TOKEN", "nsps-secret-1"),
+            ("WTL_AUTH", "oauth2"),
+            ("WTL_OAUTH_TOKEN_URL", "https://idp.example/token"),
+            ("WTL_OAUTH_CLIENT_ID", "cid"),
+            ("WTL_OAUTH_CLIENT_SECRET", "client-secret-2"),
+            ("WTL_API_TOKEN", "wtl-secret-3"),
+        ])
+        .expect("valid");
+        let debug = format!("{s:?}");
+        let redacted = format!("{:?}", s.redacted());
+        for secret in ["nsps-secret-1", "client-secret-2", "wtl-secret-3"] {
+            assert!(!redacted.contains(secret), "{secret} leaked into the redacted view");
+            assert!(!debug.contains(secret), "{secret} leaked into Debug");
+        }
+        assert!(redacted.contains("cid"));
+    }
+
+    #[test]
+    fn credentials_in_the_wtl_url_become_its_basic_credentials() {
+        let s = Settings::from_vars([
+            ("API_TOKEN", "t"),
+            ("WTL_API_URL", "https://hlr%20user:p%40ss-secret@hlr.example/wtl/"),
+        ])
+        .expect("valid");
+        assert_eq!(s.wtl.auth, WtlAuthMode::Basic);
+        assert_eq!(s.wtl.base_url, "https://hlr.example/wtl");
+        assert_eq!(s.wtl.username.as_deref(), Some("hlr user"));
+        assert_eq!(s.wtl.password.as_ref().map(|p| p.expose_secret()), Some("p@ss-secret"));
+        for shown in [format!("{s:?}"), format!("{:?}", s.redacted())] {
+            assert!(!shown.contains("ss-secret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_wtl_url_beside_other_credentials_are_refused() {
+        for extra in [
+            ("WTL_AUTH", "bearer"),
+            ("WTL_API_TOKEN", "x"),
+            ("WTL_API_USERNAME", "u"),
+        ] {
+            let err = Settings::from_vars([
+                ("API_TOKEN", "t"),
+                ("WTL_API_URL", "https://u:pw-secret@hlr.example"),
+                extra,
+            ])
+            .expect_err("ambiguous credentials");
+            assert_eq!(err.var(), "WTL_API_URL");
+            assert!(!err.to_string().contains("pw-secret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_token_url_are_the_client_credentials() {
+        let s = with(&[
+            ("WTL_AUTH", "oauth2"),
+            ("WTL_OAUTH_TOKEN_URL", "https://cid:pw-secret@idp.example/token"),
+        ])
+        .expect("valid");
+        let oauth = s.wtl.oauth.as_ref().expect("oauth");
+        assert_eq!(oauth.token_url, "https://idp.example/token");
+        assert_eq!(oauth.client_id.as_deref(), Some("cid"));
+        assert_eq!(
+            oauth.client_secret.as_ref().map(|p| p.expose_secret()),
+            Some("pw-secret")
+        );
+        let err = with(&[
+            ("WTL_AUTH", "oauth2"),
+            ("WTL_OAUTH_TOKEN_URL", "https://cid:pw-secret@idp.example/token"),
+            ("WTL_OAUTH_CLIENT_ID", "other"),
+        ])
+        .expect_err("two client ids");
+        assert_eq!(err.var(), "WTL_OAUTH_TOKEN_URL");
+    }
+
+    #[test]
+    fn a_malformed_url_is_refused_without_echoing_it() {
+        let err = Settings::from_vars([("API_TOKEN", "t"), ("WTL_API_URL", "https://u:pw-secret@[bad")])
+            .expect_err("not a URL");
+        assert_eq!(err.var(), "WTL_API_URL");
+        assert!(!err.to_string().contains("pw-secret"), "{err}");
+    }
+
+    #[test]
+    fn contradictions_are_warned_about() {
+        let s = with(&[("WTL_HTTP_REQUESTS_TIMEOUT", "60"), ("WTL_TOTAL_TIMEOUT", "10")]).expect("valid");
+        assert!(s.warnings.iter().any(|w| w.contains("WTL_HTTP_REQUESTS_TIMEOUT")));
+    }
+
+    #[test]
+    fn event_actions_parse_and_reject_duplicates() {
+        let m = parse_event_actions("Account/Blocked=update, SIM/Deleted=delete").expect("valid");
+        assert_eq!(m.get("Account/Blocked"), Some(&Action::Update));
+        assert!(parse_event_actions("A=update,A=insert").is_err());
+        assert!(parse_event_actions("justtext").is_err());
+    }
+
+    #[test]
+    fn env_example_lists_every_variable_and_is_valid() {
+        let text = include_str!("../../.env.example");
+        let vars: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect(".env.example parses");
+        for name in KNOWN_VARS {
+            assert!(
+                vars.iter().any(|(k, _)| k == name),
+                "{name} is missing from .env.example"
+            );
+        }
+        Settings::from_vars(vars).expect(".env.example holds a valid configuration");
+    }
+
+    #[test]
+    fn unrelated_variables_are_ignored() {
+        let mut vars: Vec<(String, String)> = base().into_iter().map(|(a, b)| (a.into(), b.into())).collect();
+        vars.push(("HOME".into(), "/root".into()));
+        vars.push(("SOMETHING_ELSE".into(), "{{weird".into()));
+        assert!(Settings::from_vars(vars).is_ok());
+    }
+}
