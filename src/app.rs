@@ -147,6 +147,11 @@ impl Application {
             config_json = %serde_json::Value::Object(config),
             "effective configuration"
         );
+        if s.wtl_dry_run {
+            tracing::warn!(
+                "DRY RUN MODE (WTL_DRY_RUN=true): events are authenticated, parsed, planned and answered 202, but NO WTL call is made and nothing reaches the HLR"
+            );
+        }
         for warning in &s.warnings {
             tracing::warn!(warning = %warning, "configuration warning");
         }

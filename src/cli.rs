@@ -35,6 +35,24 @@ enum Command {
     Healthcheck,
     /// Print the OpenAPI document.
     Openapi,
+    /// Print, as JSON, the WTL calls one NSPS event would make under the current settings
+    /// (environment and .env), offline: no network, no API_TOKEN or WTL_API_URL needed.
+    /// Exit 0 for `calls` and `ignored`, 2 for `invalid`.
+    Plan {
+        /// The event: a file, or `-` (or nothing) for standard input.
+        file: Option<std::path::PathBuf>,
+        /// Indent the JSON.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Check the configuration, then that WTL's host resolves, a connection (and TLS) opens,
+    /// a token is obtained and Redis answers; one line each. Makes no /prov call. Exit 0 when
+    /// everything passes, 1 otherwise.
+    Check {
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the version.
     Version,
 }
@@ -50,6 +68,11 @@ pub fn main() -> ExitCode {
         }
         Command::Simulator => run_async(simulator()),
         Command::Healthcheck => healthcheck(),
+        Command::Plan { file, pretty } => plan(file.as_deref(), pretty),
+        Command::Check { json } => {
+            load_dotenv();
+            run_async(check(json))
+        }
         Command::Openapi => {
             print!("{}", crate::openapi::document());
             ExitCode::SUCCESS
@@ -59,6 +82,59 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `plan`: one event in, its WTL calls out.
+fn plan(file: Option<&std::path::Path>, pretty: bool) -> ExitCode {
+    load_dotenv();
+    let body = match file {
+        None => read_stdin(),
+        Some(path) if path.as_os_str() == "-" => read_stdin(),
+        Some(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = match crate::golive::settings_for_plan(std::env::vars()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (report, code) = crate::golive::plan_event(&body, &settings.rules);
+    let text = if pretty {
+        serde_json::to_string_pretty(&report)
+    } else {
+        serde_json::to_string(&report)
+    };
+    println!("{}", text.unwrap_or_default());
+    ExitCode::from(code)
+}
+
+fn read_stdin() -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    Ok(body)
+}
+
+/// `check`: every check, one line each (or JSON); 0 when all pass.
+async fn check(json: bool) -> u8 {
+    let checks = crate::golive::check(Settings::from_env()).await;
+    let passed = checks.iter().all(|c| c.ok);
+    if json {
+        let report = serde_json::json!({"ok": passed, "checks": checks});
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", crate::golive::render_checks(&checks));
+    }
+    u8::from(!passed)
 }
 
 fn run_async(fut: impl std::future::Future<Output = u8>) -> ExitCode {

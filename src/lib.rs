@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod golive;
 pub mod http;
 pub mod memory;
 pub mod metrics;

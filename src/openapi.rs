@@ -49,7 +49,7 @@ fn event_responses() -> Value {
         "422": error_response("Malformed JSON, a missing or mistyped field, a field rule broken (`details` names the field), or WTL rejected the data (WTL's text in `error`)."),
         "429": with_header(error_response("WTL is rate limiting the connector."), "retry-after", retry_after),
         "500": error_response("WTL failed or rejected the connector's credentials (SERVICE_ERROR), or an internal error (INTERNAL_ERROR)."),
-        "503": with_header(error_response("WTL or its token endpoint unreachable or timed out (CONNECTION_ERROR), the connector busy or shutting down (SERVICE_ERROR)."), "retry-after", retry_after)
+        "503": with_header(error_response("WTL or its token endpoint unreachable or timed out, or the shared redelivery store (Redis) unavailable (CONNECTION_ERROR); the connector busy or shutting down (SERVICE_ERROR)."), "retry-after", retry_after)
     })
 }
 
@@ -164,7 +164,7 @@ fn document_value() -> Value {
                 "get": get_only("Readiness", json!({
                     "200": {"description": "Serving.", "headers": trace_headers(),
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Ready"}}}},
-                    "503": error_response("Shutting down.")
+                    "503": error_response("Shutting down, or the shared redelivery store (Redis) does not answer.")
                 }))
             },
             "/process-event": {"post": post_event},
@@ -226,10 +226,12 @@ fn document_value() -> Value {
                                 "properties": {
                                     "action": {"type": "string", "enum": ["insert", "update", "delete", "set", "unset", "modify"]},
                                     "imsi": {"type": "string"},
-                                    "result": {"type": "string", "enum": ["applied", "already_applied"]}
+                                    "result": {"type": "string", "enum": ["applied", "already_applied", "planned"],
+                                               "description": "planned: WTL_DRY_RUN, the call was not made."}
                                 }
                             }
-                        }
+                        },
+                        "dry_run": {"type": "boolean", "description": "Present and true only with WTL_DRY_RUN=true: no WTL call was made."}
                     }
                 },
                 "Error": {

@@ -452,6 +452,28 @@ async fn credentials_inside_the_wtl_url_are_sent_as_basic_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn dry_run_says_so_loudly_at_start_up_and_logs_each_planned_call() {
+    let wtl = MockServer::start().await;
+    let (answer, output) =
+        one_event_at_debug(vec![("WTL_API_URL", wtl.uri()), ("WTL_DRY_RUN", "true".to_string())]).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    assert!(answer.body.contains(r#""dry_run":true"#), "{}", answer.body);
+    assert!(output.contains("DRY RUN MODE"), "{output}");
+    let planned = output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "dry run: WTL call planned, not made")
+        .expect("a line per planned call");
+    assert_eq!(planned["action"], "delete");
+    assert_eq!(planned["imsi"], "001010000020350");
+    assert_eq!(
+        planned["body"],
+        serde_json::json!({"imsi": "001010000020350", "action": "delete"})
+    );
+    assert!(wtl.received_requests().await.expect("recorded").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn on_cloud_run_every_line_of_a_traced_request_carries_the_trace_and_the_access_line_http_request() {
     let wtl = MockServer::start().await;
     Mock::given(method("POST"))

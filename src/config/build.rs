@@ -131,6 +131,7 @@ pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -
     let server = server(&mut p, &raw, wtl.total_timeout);
     let memory = memory(&mut p, &raw);
     let logs = logs(&mut p, &raw);
+    let p_dry_run = p.flag("WTL_DRY_RUN", std::mem::take(&mut raw.wtl_dry_run), false);
     let warnings = p.finish()?;
     Ok(Settings {
         api_tokens,
@@ -149,6 +150,7 @@ pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -
         stale_event_ttl: memory.stale_event_ttl,
         redis: memory.redis,
         google_cloud_project: raw.google_cloud_project.map(|v| v.trim().to_string()),
+        wtl_dry_run: p_dry_run,
         log_level: logs.level,
         log_format: logs.format,
         rust_log: logs.rust_log,

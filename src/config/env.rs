@@ -158,6 +158,9 @@ pub(crate) struct RawEnv {
     #[serde(default, deserialize_with = "number")]
     pub(crate) stale_event_ttl: Field<f64>,
     pub(crate) google_cloud_project: Option<String>,
+    /// Plan and answer events without calling WTL (validating an NSPS handler before go-live).
+    #[serde(default, deserialize_with = "flag")]
+    pub(crate) wtl_dry_run: Field<bool>,
     pub(crate) events_path: Option<String>,
     #[serde(default, deserialize_with = "whole")]
     pub(crate) max_body_bytes: Field<i128>,

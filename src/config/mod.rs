@@ -156,6 +156,44 @@ impl ProxySettings {
         })
     }
 
+    /// The proxy (as `host:port`) a call to `url` goes through, if any: `WTL_PROXY`, else the
+    /// scheme's own, else `ALL_PROXY`, unless `NO_PROXY` names the host (`*`, the host, or a
+    /// domain it is in).
+    pub fn for_url(&self, url: &url::Url) -> Option<String> {
+        let host = url.host_str()?.trim_matches(['[', ']']).to_ascii_lowercase();
+        let chosen = match &self.explicit {
+            Some(p) => p,
+            None => {
+                let bypassed = self.no_proxy.as_deref().is_some_and(|list| {
+                    list.split(',').map(|e| e.trim().to_ascii_lowercase()).any(|e| {
+                        let domain = e.trim_start_matches('.');
+                        e == "*" || (!domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}"))))
+                    })
+                });
+                if bypassed {
+                    return None;
+                }
+                let by_scheme = if url.scheme() == "https" {
+                    &self.https
+                } else {
+                    &self.http
+                };
+                by_scheme.as_ref().or(self.all.as_ref())?
+            }
+        };
+        let proxy = url::Url::parse(chosen).ok()?;
+        let auth = if proxy.username().is_empty() && proxy.password().is_none() {
+            ""
+        } else {
+            "***@"
+        };
+        Some(format!(
+            "{auth}{}:{}",
+            proxy.host_str()?,
+            proxy.port_or_known_default().unwrap_or(80)
+        ))
+    }
+
     /// What is in force, for the start-up line: proxy credentials as `***`.
     pub fn shown(&self) -> String {
         if let Some(p) = &self.explicit {
@@ -232,6 +270,8 @@ pub struct Settings {
     pub redis: Option<crate::memory::shared::RedisSettings>,
     /// `GOOGLE_CLOUD_PROJECT`: log lines of a traced request carry Cloud Logging's trace name.
     pub google_cloud_project: Option<String>,
+    /// `WTL_DRY_RUN`: events are planned and answered, no WTL call is made.
+    pub wtl_dry_run: bool,
     pub log_level: String,
     pub log_format: LogFormat,
     pub rust_log: Option<String>,
@@ -336,6 +376,7 @@ impl Settings {
         );
         m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
         m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.google_cloud_project));
+        m.insert("WTL_DRY_RUN", self.wtl_dry_run.to_string());
         m.insert("WTL_CA_FILE", pem(&self.wtl.tls.ca_file));
         m.insert("WTL_CLIENT_CERT_FILE", pem(&self.wtl.tls.client_cert_file));
         m.insert("WTL_CLIENT_KEY_FILE", pem(&self.wtl.tls.client_key_file));
@@ -438,6 +479,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "REDIS_FAIL_OPEN",
     "STALE_EVENT_TTL",
     "GOOGLE_CLOUD_PROJECT",
+    "WTL_DRY_RUN",
     "EVENTS_PATH",
     "MAX_BODY_BYTES",
     "SHUTDOWN_TIMEOUT",

@@ -49,6 +49,9 @@ pub(crate) struct Accepted<'a> {
     event_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     actions: Option<Vec<ActionTaken<'a>>>,
+    /// Present (and true) only in `WTL_DRY_RUN` mode.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
 }
 
 /// One WTL call an event made, and how it ended (`applied` or `already_applied`).
@@ -63,6 +66,7 @@ fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, &'static 
     let answer = Accepted {
         message,
         event_id,
+        dry_run: false,
         actions: actions.map(|done| {
             done.iter()
                 .map(|(call, result)| ActionTaken {
@@ -72,6 +76,37 @@ fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, &'static 
                 })
                 .collect()
         }),
+    };
+    (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
+}
+
+/// `WTL_DRY_RUN`: each planned call is logged (action, IMSI, the exact body) and the event is
+/// answered 202 with `"dry_run": true`; no WTL call is made and the redelivery memory records
+/// nothing.
+fn dry_run(event: &Event, calls: &[WtlCall]) -> Response {
+    for call in calls {
+        let body = String::from_utf8_lossy(&crate::wtl::prov_body(call)).into_owned();
+        tracing::info!(
+            imsi = call.imsi.as_str(),
+            action = call.action.as_str(),
+            body_json = %body,
+            "dry run: WTL call planned, not made"
+        );
+    }
+    let answer = Accepted {
+        message: "Dry run: event planned, no WTL call made",
+        event_id: &event.event_id,
+        dry_run: true,
+        actions: Some(
+            calls
+                .iter()
+                .map(|call| ActionTaken {
+                    action: call.action.as_str(),
+                    imsi: call.imsi.as_str(),
+                    result: "planned",
+                })
+                .collect(),
+        ),
     };
     (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
@@ -228,6 +263,10 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         }
         Ok(Plan::Calls(calls)) => calls,
     };
+
+    if state.settings.wtl_dry_run {
+        return (dry_run(event, &calls), "dry_run");
+    }
 
     // Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
     // concurrent deliveries of one event share one execution.

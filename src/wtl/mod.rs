@@ -439,6 +439,20 @@ pub fn install_crypto_provider() {
 /// The one HTTP client for every WTL call: TLS (system roots plus `WTL_CA_FILE`, the client
 /// identity), proxies, timeouts and pooling, all from the settings.
 pub fn http_client(settings: &WtlSettings) -> Result<reqwest::Client, ClientBuildError> {
+    build_client(settings, false)
+}
+
+/// The same client, keeping the server's certificate on each answer (for `check`).
+pub fn http_client_with_tls_info(settings: &WtlSettings) -> Result<reqwest::Client, ClientBuildError> {
+    build_client(settings, true)
+}
+
+/// Which connection-level failure a client error is, and a description safe to show.
+pub fn classify_failure(e: &reqwest::Error) -> (NetFailure, String) {
+    net::classify(e)
+}
+
+fn build_client(settings: &WtlSettings, tls_info: bool) -> Result<reqwest::Client, ClientBuildError> {
     install_crypto_provider();
     let material = tls::load(&settings.tls)?;
     let mut builder = reqwest::Client::builder()
@@ -452,7 +466,8 @@ pub fn http_client(settings: &WtlSettings) -> Result<reqwest::Client, ClientBuil
         // Credentials must never follow a redirect to another host, and WTL has no reason to
         // redirect.
         .redirect(reqwest::redirect::Policy::none())
-        .tls_certs_merge(material.extra_roots);
+        .tls_certs_merge(material.extra_roots)
+        .tls_info(tls_info);
     if let Some(identity) = material.identity {
         builder = builder.identity(identity);
     }

@@ -41,6 +41,8 @@ pub struct IssuedToken {
 struct Cached {
     header: HeaderValue,
     generation: u64,
+    /// The lifetime the token endpoint (or the JWT) gave.
+    lifetime: Option<Duration>,
     /// `None`: lifetime unknown; kept until WTL refuses it.
     renew_at: Option<Instant>,
 }
@@ -126,6 +128,11 @@ impl TokenSource {
         self.renew(&mut state, deadline).await
     }
 
+    /// The lifetime of the token in the cache, as the token endpoint gave it (for `check`).
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.state.try_lock().ok()?.access.as_ref()?.lifetime
+    }
+
     /// WTL refused the token of `generation`: forget it so the next [`Self::token`] renews it.
     pub async fn reject(&self, generation: u64) {
         let mut state = self.state.lock().await;
@@ -187,6 +194,7 @@ impl TokenSource {
         state.access = Some(Cached {
             header: header.clone(),
             generation,
+            lifetime,
             renew_at,
         });
         if let Some(r) = answer.refresh_token.filter(|r| !r.is_empty()) {

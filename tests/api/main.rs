@@ -3,6 +3,7 @@
 
 mod cancellation;
 mod connectivity;
+mod dry_run;
 mod errors;
 mod fixtures;
 mod hardening;
