@@ -7,8 +7,9 @@
 //! and `logging.googleapis.com/trace` on Cloud Run; so every line written for a request has
 //! them at the top level. Values are encoded by serde_json, so no input can forge a line.
 //!
-//! The layout is the one thing written here ([`JsonLine`], a tracing-subscriber `FormatEvent`):
-//! span fields come from tracing-subscriber's JSON field formatter, and lines go to stdout
+//! The layout is the one thing written here: [`JsonLine`] (a tracing-subscriber `FormatEvent`
+//! that hands the fields to serde_json) and [`SpanFields`] (a layer keeping each span's fields
+//! as JSON values, so a field recorded later does not reformat the others). Lines go to stdout
 //! through tracing-appender's writer thread, so a request never waits for a write.
 
 use std::fmt;
@@ -20,8 +21,9 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -67,9 +69,25 @@ impl TraceIds {
     }
 }
 
-/// A fresh UUID v4 for a trace id the caller did not send.
+/// A fresh UUID v4 for a trace id the caller did not send. Trace ids need to be unique, not
+/// secret, so the random bits come from a fast per-thread generator rather than the operating
+/// system (a system call per id, two per request).
 pub fn new_trace_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
+        .into_uuid()
+        .to_string()
+}
+
+/// tower-http's request-id layer with [`new_trace_id`].
+#[derive(Clone, Copy, Default)]
+pub struct MakeTraceId;
+
+impl tower_http::request_id::MakeRequestId for MakeTraceId {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        http::HeaderValue::from_str(&new_trace_id())
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
 }
 
 /// The trace id (32 lower-case hex digits, not all zero) of a W3C `traceparent`
@@ -162,10 +180,13 @@ pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> Worke
         .thread_name("log-writer")
         .finish(std::io::stdout());
     let layer = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(JsonLine)
-            .fmt_fields(JsonFields::new())
-            .with_writer(writer)
+        LogFormat::Json => SpanFields
+            .and_then(
+                tracing_subscriber::fmt::layer()
+                    .event_format(JsonLine)
+                    .fmt_fields(NoText)
+                    .with_writer(writer),
+            )
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(false)
@@ -196,7 +217,45 @@ fn install_panic_hook() {
     }));
 }
 
-/// The JSON line layout.
+/// Keeps each span's fields as JSON values in the span's extensions, for [`JsonLine`] (recording
+/// a field later, as `event_id` is, replaces its value without reformatting the others).
+pub struct SpanFields;
+
+/// A span's fields.
+struct Stored(FieldValues);
+
+impl<S> tracing_subscriber::Layer<S> for SpanFields
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        let mut fields = FieldValues::default();
+        attrs.record(&mut fields);
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Stored(fields));
+        }
+    }
+
+    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
+        if let Some(span) = ctx.span(id) {
+            if let Some(stored) = span.extensions_mut().get_mut::<Stored>() {
+                values.record(&mut stored.0);
+            }
+        }
+    }
+}
+
+/// The fmt layer's own span formatting is not used by [`JsonLine`] ([`SpanFields`] keeps the
+/// fields): this formats nothing.
+pub struct NoText;
+
+impl<'writer> FormatFields<'writer> for NoText {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(&self, _: Writer<'writer>, _: R) -> fmt::Result {
+        Ok(())
+    }
+}
+
+/// The JSON line layout: written with serde_json's serializer, member by member.
 pub struct JsonLine;
 
 impl<S, N> FormatEvent<S, N> for JsonLine
@@ -205,88 +264,106 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let meta = event.metadata();
-        let mut line = Map::new();
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-        line.insert("timestamp".into(), Value::String(now));
-        let level = level_name(meta.level());
-        line.insert("level".into(), level.into());
-        line.insert("severity".into(), level.into());
-        line.insert("target".into(), meta.target().into());
-        // Span fields, outermost first, so the nearest span's value wins.
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                let Some(fields) = ext.get::<FormattedFields<N>>() else {
-                    continue;
-                };
-                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields) {
-                    for (k, v) in map {
-                        place(&mut line, k, v);
-                    }
-                }
-            }
-        }
-        // The line's own fields win over its spans'.
-        let mut own = FieldValues(Map::new());
+        let mut own = FieldValues::default();
         event.record(&mut own);
-        for (k, v) in own.0 {
-            place(&mut line, k, v);
-        }
-        line.entry("message").or_insert_with(|| Value::String(String::new()));
+        let spans: Vec<_> = ctx.event_scope().map(|scope| scope.collect()).unwrap_or_default();
+        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
+        let span_fields = extensions
+            .iter()
+            .filter_map(|ext| ext.get::<Stored>())
+            .flat_map(|stored| stored.0.0.iter());
+        let line = Line {
+            meta: event.metadata(),
+            own: &own,
+            // The line's own fields first, then the nearest span's: the first of a name wins.
+            fields: own.0.iter().chain(span_fields).collect(),
+        };
         let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
     }
 }
 
-/// Puts a field on the line: `httpRequest.*` fields nest in Cloud Logging's `httpRequest`
-/// object; `*_json` fields holding JSON nest as that value; records bridged from the `log`
-/// crate drop their `log.*` origin fields.
-fn place(line: &mut Map<String, Value>, key: String, value: Value) {
-    if key.starts_with("log.") {
-        return;
-    }
-    if let Some(member) = key.strip_prefix("httpRequest.") {
-        let nested = line.entry("httpRequest").or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(nested) = nested {
-            nested.insert(member.to_string(), value);
-        }
-        return;
-    }
-    if let (Some(name), Value::String(text)) = (key.strip_suffix("_json"), &value) {
-        if let Ok(parsed) = serde_json::from_str::<Value>(text) {
-            line.insert(name.to_string(), parsed);
-            return;
-        }
-    }
-    line.insert(key, value);
+/// One log line, serialised by serde.
+struct Line<'a> {
+    meta: &'static tracing::Metadata<'static>,
+    own: &'a FieldValues,
+    fields: Vec<&'a (&'static str, Value)>,
 }
 
-/// A line's own fields as JSON values.
-struct FieldValues(Map<String, Value>);
+impl serde::Serialize for Line<'_> {
+    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        let level = level_name(self.meta.level());
+        map.serialize_entry("timestamp", &OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default())?;
+        map.serialize_entry("level", level)?;
+        map.serialize_entry("severity", level)?;
+        map.serialize_entry("message", self.own.get("message").unwrap_or(&Value::Null))?;
+        map.serialize_entry("target", self.meta.target())?;
+        let mut written: Vec<&str> = vec!["message"];
+        let mut http_request = Map::new();
+        for (name, value) in &self.fields {
+            if written.contains(name) || name.starts_with("log.") {
+                continue;
+            }
+            written.push(name);
+            if let Some(member) = name.strip_prefix("httpRequest.") {
+                http_request.insert(member.to_string(), value.clone());
+            } else if let (Some(nested), Value::String(text)) = (name.strip_suffix("_json"), value) {
+                match serde_json::from_str::<Value>(text) {
+                    Ok(parsed) => map.serialize_entry(nested, &parsed)?,
+                    Err(_) => map.serialize_entry(name, value)?,
+                }
+            } else {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        if !http_request.is_empty() {
+            map.serialize_entry("httpRequest", &http_request)?;
+        }
+        map.end()
+    }
+}
+
+/// Fields as JSON values; a name recorded again keeps its latest value.
+#[derive(Default)]
+struct FieldValues(Vec<(&'static str, Value)>);
+
+impl FieldValues {
+    fn set(&mut self, field: &Field, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == field.name()) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((field.name(), value)),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+}
 
 impl Visit for FieldValues {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().into(), value.into());
+        self.set(field, value.into());
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0.insert(field.name().into(), format!("{value:?}").into());
+        self.set(field, format!("{value:?}").into());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().into(), value.into());
+        self.set(field, value.into());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().into(), value.into());
+        self.set(field, value.into());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().into(), value.into());
+        self.set(field, value.into());
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         // Not-a-number and infinities have no JSON form: `null`.
-        self.0.insert(field.name().into(), value.into());
+        self.set(field, value.into());
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.0.insert(field.name().into(), value.to_string().into());
+        self.set(field, value.to_string().into());
     }
 }
 
@@ -323,9 +400,9 @@ mod tests {
         let writer = buf.clone();
         let layer = tracing_subscriber::fmt::layer()
             .event_format(JsonLine)
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(NoText)
             .with_writer(move || writer.clone());
-        let subscriber = tracing_subscriber::registry().with(layer);
+        let subscriber = tracing_subscriber::registry().with(SpanFields).with(layer);
         tracing::subscriber::with_default(subscriber, f);
         let bytes = buf.0.lock().expect("lock").clone();
         String::from_utf8(bytes)

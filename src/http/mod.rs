@@ -33,13 +33,13 @@ use tokio::time::Instant;
 use tower::{Layer, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 use crate::memory::Store;
 use crate::metrics::Metrics;
-use crate::telemetry::{self, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, MakeTraceId, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
 use error::ApiError;
 
@@ -88,8 +88,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
         .layer(
             ServiceBuilder::new()
                 .map_request(drop_unusable_ids)
-                .layer(SetRequestIdLayer::new(X_B3_TRACEID.clone(), MakeRequestUuid))
-                .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeRequestUuid))
+                .layer(SetRequestIdLayer::new(X_B3_TRACEID.clone(), MakeTraceId))
+                .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeTraceId))
                 .layer(PropagateRequestIdLayer::new(X_B3_TRACEID.clone()))
                 .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
                 .layer(

@@ -325,18 +325,29 @@ impl FieldProblem {
     }
 }
 
-/// Parses an event body with serde (tracking the JSON path, so a failure names the field: a
-/// 422 tells NSPS's operators exactly what to fix). On failure, says which field and why.
+/// Parses an event body with serde. On failure, says which field and why: the body is then
+/// read again by the same serde types tracking the JSON path (`serde_path_to_error`), so a 422
+/// tells NSPS's operators exactly what to fix, while a valid event is read without the
+/// bookkeeping (an allocation per key).
 pub fn parse_event(body: &[u8]) -> Result<Event, FieldProblem> {
-    let mut de = serde_json::Deserializer::from_str(as_text(body)?);
-    let event: Event = match serde_path_to_error::deserialize::<_, Obj<Event>>(&mut de) {
-        Ok(e) => e.0,
-        Err(err) => return Err(describe(err)),
-    };
-    if let Err(e) = de.end() {
-        return Err(FieldProblem::new("(body)", format!("malformed JSON: {e}")));
+    let text = as_text(body)?;
+    match serde_json::from_str::<Obj<Event>>(text) {
+        Ok(event) => check_event(event.0),
+        Err(_) => Err(locate_problem(text)),
     }
-    check_event(event)
+}
+
+/// Why `text` does not read as an event, with the JSON path of the field at fault.
+fn locate_problem(text: &str) -> FieldProblem {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Obj<Event>>(&mut de) {
+        Err(err) => describe(err),
+        Ok(_) => match de.end() {
+            Err(e) => FieldProblem::new("(body)", format!("malformed JSON: {e}")),
+            // Both readings are the same serde types; a body one refuses the other refuses too.
+            Ok(()) => FieldProblem::new("(body)", "malformed JSON"),
+        },
+    }
 }
 
 /// JSON is UTF-8 text (RFC 8259), the whole body, including members the connector skips.
