@@ -2,7 +2,7 @@
 # Deploys the NSPS -> WTL HLR/HSS connector to Google Cloud Run.
 #
 #   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --destroy]
-#                              [--force-deploy] [--secrets] [--local-build] [--yes] [--dry-run]
+#                              [--force-deploy] [--secrets] [--local-build] [--check] [--yes] [--dry-run]
 #
 # First run: enables the APIs, creates the Artifact Registry repository, builds and pushes the
 # image (Cloud Build, or Docker with --local-build), deploys the service and smoke-tests it.
@@ -21,6 +21,9 @@ usage: bash _gcp-deploy/deploy.sh [options]
   --destroy        delete the Cloud Run service (asks first unless --yes)
   --secrets        keep the secret settings in Secret Manager (--set-secrets), not as env vars
   --local-build    build and push with the local Docker instead of Cloud Build
+  --check          also run the connector's own `check` (configuration, DNS, connection, TLS,
+                   token, Redis; no /prov call) as a Cloud Run job with the service's image,
+                   settings, secrets and network, before the smoke test
   --env-file FILE  read settings from FILE (default: .env in the repository root, if present)
   --yes            do not ask for confirmation
   --dry-run        print every cloud command instead of running it
@@ -38,7 +41,7 @@ EOF
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-mode=deploy force=false secrets=false local_build=false yes=false dry_run=false
+mode=deploy force=false secrets=false local_build=false yes=false dry_run=false precheck=false
 env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --force-deploy) force=true ;;
     --secrets) secrets=true ;;
     --local-build) local_build=true ;;
+    --check) precheck=true ;;
     --yes|-y) yes=true ;;
     --dry-run) dry_run=true ;;
     --env-file) env_file=${2:?--env-file needs a path}; shift ;;
@@ -239,6 +243,20 @@ smoke_test() {
   echo "smoke test passed: /health 200, authenticated event 202"
 }
 
+# `nsps-wtl-connector check` as a Cloud Run job, with the service's own image, settings, secrets
+# and network: it reaches WTL, the token endpoint and Redis from where the service runs. Its exit
+# code (0 when every check passes) is the job's.
+run_check_job() {
+  local image=$1 job="$SERVICE_NAME-check"
+  echo "check: running \`nsps-wtl-connector check\` as the Cloud Run job $job"
+  run gcloud run jobs deploy "$job" "${project[@]}" "${region[@]}" --image "$image" --args check \
+    --max-retries 0 --task-timeout 120 --env-vars-file "$workdir/env.yaml" "${extra[@]}" "${network_flags[@]}"
+  if ! run gcloud run jobs execute "$job" "${project[@]}" "${region[@]}" --wait; then
+    echo "error: check failed; see the job's log (gcloud run jobs executions list --job $job)" >&2
+    return 1
+  fi
+}
+
 confirm() {
   $yes && return 0
   if [ ! -t 0 ]; then echo "error: $1: pass --yes to confirm without a terminal" >&2; exit 2; fi
@@ -305,4 +323,5 @@ run gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" \
 url=$(service_url)
 echo "service URL: $url"
 echo "NSPS handler URL: $url/process-event"
+if $precheck; then run_check_job "$image"; fi
 smoke_test "$url"

@@ -177,6 +177,11 @@ expect "gcp mounts the Redis CA" 'run deploy .*/secrets/redis-ca/ca.pem=memoryst
 if grep -q 'redis-pw-in-deploy' "$sandbox/out" "$log"; then bad "gcp printed the Redis password"; else ok "gcp never prints the Redis password"; fi
 grep -q 'redis-pw-in-deploy' "$FAKE_STATE/secret-stdin" && ok "gcp stores REDIS_URL through stdin" || bad "gcp stores REDIS_URL through stdin"
 
+scenario "gcp with the connector's check" _gcp-deploy/deploy.sh --check --yes
+[ "$status" -eq 0 ] && ok "gcp --check deploy exits 0" || { bad "gcp --check deploy exits 0 ($status)"; cat "$sandbox/out"; }
+expect "gcp runs check as a Cloud Run job with the service's image and settings" '^gcloud run jobs deploy nsps-wtl-connector-check .*--image europe-west1-docker.pkg.dev/proj-1/.* --args check .*--env-vars-file '
+expect "gcp waits for the check job" '^gcloud run jobs execute nsps-wtl-connector-check .*--wait'
+
 scenario "gcp destroy" _gcp-deploy/deploy.sh --destroy --yes
 expect "gcp destroy deletes the service" '^gcloud run services delete nsps-wtl-connector --project proj-1 --region europe-west1 --quiet'
 refuse "gcp destroy deploys nothing" 'run deploy|builds submit'
