@@ -295,7 +295,10 @@ impl serde::Serialize for Line<'_> {
         use serde::ser::SerializeMap;
         let mut map = serializer.serialize_map(None)?;
         let level = level_name(self.meta.level());
-        map.serialize_entry("timestamp", &OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default())?;
+        map.serialize_entry(
+            "timestamp",
+            &OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+        )?;
         map.serialize_entry("level", level)?;
         map.serialize_entry("severity", level)?;
         map.serialize_entry("message", self.own.get("message").unwrap_or(&Value::Null))?;

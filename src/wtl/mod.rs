@@ -128,6 +128,52 @@ pub fn prov_body(call: &WtlCall) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
+/// Where one call's attempts stand.
+#[derive(Default)]
+struct Tries {
+    attempt: u32,
+    retries: u32,
+    renewed_after_401: bool,
+}
+
+/// One failed attempt's line: `WTL call failed; retrying` with the delay, or `WTL call failed`
+/// with the reason it ends there.
+fn log_failure(
+    call: &WtlCall,
+    attempt: u32,
+    latency: Duration,
+    error: &WtlError,
+    reason: &str,
+    delay: Option<Duration>,
+) {
+    let (imsi, action) = (call.imsi.as_str(), call.action.as_str());
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    match delay {
+        Some(delay) => tracing::warn!(
+            imsi,
+            action,
+            attempt,
+            wtl_status = error.wtl_status(),
+            latency_ms,
+            outcome = error.kind(),
+            error = %error,
+            delay_ms = delay.as_millis() as u64,
+            "WTL call failed; retrying"
+        ),
+        None => tracing::warn!(
+            imsi,
+            action,
+            attempt,
+            wtl_status = error.wtl_status(),
+            latency_ms,
+            outcome = error.kind(),
+            error = %error,
+            reason,
+            "WTL call failed"
+        ),
+    }
+}
+
 /// Why an attempt failed, and with which OAuth token (to discard exactly that one on a 401).
 struct AttemptFailure {
     error: WtlError,
@@ -202,130 +248,138 @@ impl WtlClient {
     /// Executes one planned call, retrying transient failures within `deadline`.
     pub async fn execute(&self, call: &WtlCall, ids: &TraceIds, deadline: Instant) -> Result<Done, WtlError> {
         let body = Bytes::from(prov_body(call));
-        let action = call.action.as_str();
-        let imsi = call.imsi.as_str();
-        let mut attempt: u32 = 0;
-        let mut retries: u32 = 0;
-        let mut renewed_after_401 = false;
+        let mut tries = Tries::default();
         loop {
-            attempt += 1;
-            if let Some(limiter) = &self.limiter {
-                match limiter.acquire(deadline).await {
-                    Ok(waited) if !waited.is_zero() => {
-                        tracing::debug!(
-                            imsi,
-                            action,
-                            waited_ms = waited.as_millis() as u64,
-                            "waited for the WTL rate limit"
-                        );
-                    }
-                    Ok(_) => {}
-                    Err(limiter::TooLate) => {
-                        tracing::warn!(
-                            imsi,
-                            action,
-                            attempt,
-                            "WTL_RATE_LIMIT leaves no slot within WTL_TOTAL_TIMEOUT"
-                        );
-                        return Err(WtlError::DeadlineExceeded {
-                            budget: self.settings.total_timeout,
-                        });
-                    }
-                }
-            }
+            tries.attempt += 1;
+            self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
-            let result = self.attempt(call.action, &body, ids, deadline).await;
-            let latency = started.elapsed();
-            let latency_ms = latency.as_secs_f64() * 1000.0;
-            let failure = match result {
+            let failure = match self.attempt(call.action, &body, ids, deadline).await {
                 Ok((done, status)) => {
-                    self.metrics.wtl_call(action, "success", latency);
-                    tracing::info!(
-                        imsi,
-                        action,
-                        attempt,
-                        wtl_status = status,
-                        latency_ms,
-                        outcome = match done {
-                            Done::Applied => "applied",
-                            Done::AlreadyApplied => "already_applied",
-                        },
-                        "WTL call succeeded"
-                    );
+                    self.log_success(call, tries.attempt, status, started.elapsed(), done);
                     return Ok(done);
                 }
                 Err(f) => f,
             };
-            let error = failure.error;
-            self.metrics.wtl_call(action, error.kind(), latency);
+            let latency = started.elapsed();
+            self.metrics
+                .wtl_call(call.action.as_str(), failure.error.kind(), latency);
+            if self.renew_refused_token(call, &failure, &mut tries, latency).await {
+                continue;
+            }
+            let delay = match self.next_delay(&failure.error, tries.retries, deadline) {
+                Ok(delay) => delay,
+                Err(reason) => {
+                    log_failure(call, tries.attempt, latency, &failure.error, reason, None);
+                    return Err(failure.error);
+                }
+            };
+            tries.retries += 1;
+            self.metrics.wtl_retry(call.action.as_str());
+            log_failure(call, tries.attempt, latency, &failure.error, "retrying", Some(delay));
+            // Nothing shared is held across this wait (see `http::events`).
+            tokio::time::sleep(delay).await;
+        }
+    }
 
-            // An OAuth token WTL refuses is renewed once and the call repeated once.
-            if let (WtlError::AuthFailed { status: 401 }, Some(generation), Credentials::OAuth(tokens)) =
-                (&error, failure.token_generation, &self.credentials)
-            {
-                if !renewed_after_401 {
-                    renewed_after_401 = true;
-                    tracing::warn!(
+    /// Waits for this call's slot under `WTL_RATE_LIMIT`; a slot past the deadline ends the call.
+    async fn wait_for_rate_limit(&self, call: &WtlCall, attempt: u32, deadline: Instant) -> Result<(), WtlError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        let (imsi, action) = (call.imsi.as_str(), call.action.as_str());
+        match limiter.acquire(deadline).await {
+            Ok(waited) => {
+                if !waited.is_zero() {
+                    tracing::debug!(
                         imsi,
                         action,
-                        attempt,
-                        wtl_status = 401,
-                        latency_ms,
-                        "WTL refused the access token; renewing it and repeating the call"
+                        waited_ms = waited.as_millis() as u64,
+                        "waited for the WTL rate limit"
                     );
-                    tokens.reject(generation).await;
-                    continue;
                 }
+                Ok(())
             }
-
-            let give_up = |reason: &str| {
+            Err(limiter::TooLate) => {
                 tracing::warn!(
                     imsi,
                     action,
                     attempt,
-                    wtl_status = error.wtl_status(),
-                    latency_ms,
-                    outcome = error.kind(),
-                    error = %error,
-                    reason,
-                    "WTL call failed"
+                    "WTL_RATE_LIMIT leaves no slot within WTL_TOTAL_TIMEOUT"
                 );
-            };
-            if !error.is_transient() {
-                give_up("not retryable");
-                return Err(error);
+                Err(WtlError::DeadlineExceeded {
+                    budget: self.settings.total_timeout,
+                })
             }
-            if retries >= self.settings.max_retries {
-                give_up("retries exhausted (WTL_MAX_RETRIES)");
-                return Err(error);
-            }
-            let delay = match error.retry_after() {
-                Some(asked) if asked > self.settings.retry_after_max => {
-                    give_up("Retry-After is longer than WTL_RETRY_AFTER_MAX; passing it on");
-                    return Err(error);
-                }
-                Some(asked) => asked,
-                None => backoff(self.settings.retry_base, retries),
-            };
-            if Instant::now() + delay >= deadline {
-                give_up("no time left for another attempt within WTL_TOTAL_TIMEOUT");
-                return Err(error);
-            }
-            retries += 1;
-            self.metrics.wtl_retry(action);
-            tracing::warn!(
-                imsi,
-                action,
-                attempt,
-                wtl_status = error.wtl_status(),
-                latency_ms,
-                outcome = error.kind(),
-                error = %error,
-                delay_ms = delay.as_millis() as u64,
-                "WTL call failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
         }
+    }
+
+    fn log_success(&self, call: &WtlCall, attempt: u32, status: u16, latency: Duration, done: Done) {
+        let action = call.action.as_str();
+        self.metrics.wtl_call(action, "success", latency);
+        tracing::info!(
+            imsi = call.imsi.as_str(),
+            action,
+            attempt,
+            wtl_status = status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            outcome = match done {
+                Done::Applied => "applied",
+                Done::AlreadyApplied => "already_applied",
+            },
+            "WTL call succeeded"
+        );
+    }
+
+    /// An OAuth token WTL refuses (401) is renewed once and the call repeated once: `true` when
+    /// that is what happens now.
+    async fn renew_refused_token(
+        &self,
+        call: &WtlCall,
+        failure: &AttemptFailure,
+        tries: &mut Tries,
+        latency: Duration,
+    ) -> bool {
+        let (WtlError::AuthFailed { status: 401 }, Some(generation), Credentials::OAuth(tokens)) =
+            (&failure.error, failure.token_generation, &self.credentials)
+        else {
+            return false;
+        };
+        if tries.renewed_after_401 {
+            return false;
+        }
+        tries.renewed_after_401 = true;
+        tracing::warn!(
+            imsi = call.imsi.as_str(),
+            action = call.action.as_str(),
+            attempt = tries.attempt,
+            wtl_status = 401,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "WTL refused the access token; renewing it and repeating the call"
+        );
+        tokens.reject(generation).await;
+        true
+    }
+
+    /// How long to wait before the next attempt, or why there is none: not retryable, retries
+    /// exhausted, a `Retry-After` longer than allowed, or no time left in the budget.
+    fn next_delay(&self, error: &WtlError, retries: u32, deadline: Instant) -> Result<Duration, &'static str> {
+        if !error.is_transient() {
+            return Err("not retryable");
+        }
+        if retries >= self.settings.max_retries {
+            return Err("retries exhausted (WTL_MAX_RETRIES)");
+        }
+        let delay = match error.retry_after() {
+            Some(asked) if asked > self.settings.retry_after_max => {
+                return Err("Retry-After is longer than WTL_RETRY_AFTER_MAX; passing it on");
+            }
+            Some(asked) => asked,
+            None => backoff(self.settings.retry_base, retries),
+        };
+        if Instant::now() + delay >= deadline {
+            return Err("no time left for another attempt within WTL_TOTAL_TIMEOUT");
+        }
+        Ok(delay)
     }
 
     /// One attempt: credentials, send, read, classify. Bounded by the per-attempt timeout and
