@@ -1,6 +1,10 @@
 //! Go-live tools: `plan` (the built binary, offline), `check` (against reachable and unreachable
 //! WTLs, token endpoints, TLS with a private CA and Redis), and `WTL_DRY_RUN`.
 
+// Test helpers are shared between the test modules as `pub`; the visibility lint is for the
+// library's API.
+#![allow(unreachable_pub)]
+
 #[path = "api/stands.rs"]
 mod stands;
 

@@ -1,5 +1,9 @@
 //! The built binary as a process: JSON log lines with trace ids, start-up errors, shutdown.
 
+// Test helpers are shared between the test modules as `pub`; the visibility lint is for the
+// library's API.
+#![allow(unreachable_pub)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};

@@ -1,6 +1,10 @@
 //! Any input, no panic: random and mutated NSPS events through the parser and the plan, and
 //! through the running app.
 
+// Test helpers are shared between the test modules as `pub`; the visibility lint is for the
+// library's API.
+#![allow(unreachable_pub)]
+
 use std::path::PathBuf;
 
 use nsps_wtl_connector::config::Settings;

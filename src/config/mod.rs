@@ -319,117 +319,110 @@ impl Settings {
     /// The effective configuration as name → printable value, secrets replaced by `***`.
     /// Logged once at start-up.
     pub fn redacted(&self) -> BTreeMap<&'static str, String> {
-        let secret = |s: &Option<SecretString>| match s {
-            Some(_) => "***".to_string(),
-            None => "unset".to_string(),
-        };
-        let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "unset".to_string());
-        let secs = |d: Duration| format!("{}", d.as_secs_f64());
         let mut m = BTreeMap::new();
+        self.show_server(&mut m);
+        self.show_memory(&mut m);
+        self.show_wtl_connection(&mut m);
+        self.show_wtl_credentials(&mut m);
+        self.show_rules(&mut m);
+        m
+    }
+
+    fn show_server(&self, m: &mut Shown) {
         m.insert("API_TOKEN", format!("*** ({} token(s))", self.api_tokens.len()));
         m.insert("PORT", self.port.to_string());
+        m.insert(
+            "BIND_ADDRESS",
+            self.bind_address
+                .map_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into(), |a| a.to_string()),
+        );
         m.insert("EVENTS_PATH", opt(&self.events_path));
         m.insert("MAX_BODY_BYTES", self.max_body_bytes.to_string());
         m.insert("SHUTDOWN_TIMEOUT", secs(self.shutdown_timeout));
         m.insert("HEADER_READ_TIMEOUT", secs(self.header_read_timeout));
         m.insert("REQUEST_TIMEOUT", secs(self.request_timeout));
         m.insert("MAX_IN_FLIGHT", self.max_in_flight.to_string());
-        m.insert("EVENT_DEDUP_TTL", secs(self.dedup_ttl));
-        m.insert("EVENT_DEDUP_MAX", self.dedup_max.to_string());
         m.insert("METRICS_PUBLIC", self.metrics_public.to_string());
-        m.insert("STALE_EVENT_CHECK", self.stale_event_check.to_string());
         m.insert("LOG_LEVEL", self.log_level.clone());
-        m.insert(
-            "LOG_FORMAT",
-            match self.log_format {
-                LogFormat::Json => "json".into(),
-                LogFormat::Text => "text".into(),
-            },
-        );
+        let format = match self.log_format {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        };
+        m.insert("LOG_FORMAT", format.into());
         m.insert("RUST_LOG", opt(&self.rust_log));
         m.insert("APP_NAME", opt(&self.app_name));
-        m.insert("WTL_API_URL", self.wtl.base_url.clone());
-        m.insert(
-            "BIND_ADDRESS",
-            self.bind_address
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into()),
-        );
-        let pem = |v: &Option<String>| v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown);
+        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.google_cloud_project));
+        m.insert("WTL_DRY_RUN", self.wtl_dry_run.to_string());
+    }
+
+    fn show_memory(&self, m: &mut Shown) {
+        m.insert("EVENT_DEDUP_TTL", secs(self.dedup_ttl));
+        m.insert("EVENT_DEDUP_MAX", self.dedup_max.to_string());
+        m.insert("STALE_EVENT_CHECK", self.stale_event_check.to_string());
+        m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
         let redis = self.redis.as_ref();
+        let or_unset =
+            |f: &dyn Fn(&crate::memory::shared::RedisSettings) -> String| redis.map_or_else(|| "unset".into(), f);
         m.insert(
             "REDIS_URL",
             redis.map_or_else(|| "unset (in-process memory)".into(), |r| r.shown.clone()),
         );
-        m.insert(
-            "REDIS_KEY_PREFIX",
-            redis.map_or_else(|| "unset".into(), |r| r.key_prefix.clone()),
-        );
-        m.insert(
-            "REDIS_TIMEOUT",
-            redis.map_or_else(|| "unset".into(), |r| secs(r.timeout)),
-        );
+        m.insert("REDIS_KEY_PREFIX", or_unset(&|r| r.key_prefix.clone()));
+        m.insert("REDIS_TIMEOUT", or_unset(&|r| secs(r.timeout)));
         m.insert("REDIS_CA_FILE", pem(&redis.and_then(|r| r.ca_file.clone())));
+        m.insert("REDIS_FAIL_OPEN", or_unset(&|r| r.fail_open.to_string()));
+    }
+
+    fn show_wtl_connection(&self, m: &mut Shown) {
+        let wtl = &self.wtl;
+        m.insert("WTL_API_URL", wtl.base_url.clone());
+        m.insert("WTL_CA_FILE", pem(&wtl.tls.ca_file));
+        m.insert("WTL_CLIENT_CERT_FILE", pem(&wtl.tls.client_cert_file));
+        m.insert("WTL_CLIENT_KEY_FILE", pem(&wtl.tls.client_key_file));
+        m.insert("WTL_PROXY / HTTPS_PROXY / HTTP_PROXY / ALL_PROXY", wtl.proxy.shown());
+        m.insert("WTL_HTTP_REQUESTS_TIMEOUT", secs(wtl.attempt_timeout));
+        m.insert("WTL_CONNECT_TIMEOUT", secs(wtl.connect_timeout));
+        m.insert("WTL_TOTAL_TIMEOUT", secs(wtl.total_timeout));
+        m.insert("WTL_MAX_RETRIES", wtl.max_retries.to_string());
+        m.insert("WTL_RETRY_BASE_MS", wtl.retry_base.as_millis().to_string());
+        m.insert("WTL_RETRY_AFTER_MAX", secs(wtl.retry_after_max));
         m.insert(
-            "REDIS_FAIL_OPEN",
-            redis.map_or_else(|| "unset".into(), |r| r.fail_open.to_string()),
+            "WTL_RATE_LIMIT",
+            wtl.rate_limit.map_or_else(|| "unlimited".into(), |r| r.to_string()),
         );
-        m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
-        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.google_cloud_project));
-        m.insert("WTL_DRY_RUN", self.wtl_dry_run.to_string());
-        m.insert("WTL_CA_FILE", pem(&self.wtl.tls.ca_file));
-        m.insert("WTL_CLIENT_CERT_FILE", pem(&self.wtl.tls.client_cert_file));
-        m.insert("WTL_CLIENT_KEY_FILE", pem(&self.wtl.tls.client_key_file));
-        m.insert(
-            "WTL_PROXY / HTTPS_PROXY / HTTP_PROXY / ALL_PROXY",
-            self.wtl.proxy.shown(),
-        );
-        m.insert("WTL_AUTH", self.wtl.auth.as_str().to_string());
-        m.insert("WTL_API_TOKEN", secret(&self.wtl.api_token));
-        m.insert("WTL_API_USERNAME", opt(&self.wtl.username));
-        m.insert("WTL_API_PASSWORD", secret(&self.wtl.password));
-        let oauth = self.wtl.oauth.as_ref();
-        m.insert(
-            "WTL_OAUTH_TOKEN_URL",
-            oauth.map(|o| o.token_url.clone()).unwrap_or_else(|| "unset".into()),
-        );
+    }
+
+    fn show_wtl_credentials(&self, m: &mut Shown) {
+        let wtl = &self.wtl;
+        m.insert("WTL_AUTH", wtl.auth.as_str().to_string());
+        m.insert("WTL_API_TOKEN", secret(&wtl.api_token));
+        m.insert("WTL_API_USERNAME", opt(&wtl.username));
+        m.insert("WTL_API_PASSWORD", secret(&wtl.password));
+        let oauth = wtl.oauth.as_ref();
+        m.insert("WTL_OAUTH_TOKEN_URL", opt(&oauth.map(|o| o.token_url.clone())));
         m.insert("WTL_OAUTH_CLIENT_ID", opt(&oauth.and_then(|o| o.client_id.clone())));
         m.insert(
             "WTL_OAUTH_CLIENT_SECRET",
             secret(&oauth.and_then(|o| o.client_secret.clone())),
         );
         m.insert("WTL_OAUTH_SCOPE", opt(&oauth.and_then(|o| o.scope.clone())));
-        m.insert("WTL_HTTP_REQUESTS_TIMEOUT", secs(self.wtl.attempt_timeout));
-        m.insert("WTL_CONNECT_TIMEOUT", secs(self.wtl.connect_timeout));
-        m.insert("WTL_TOTAL_TIMEOUT", secs(self.wtl.total_timeout));
-        m.insert("WTL_MAX_RETRIES", self.wtl.max_retries.to_string());
-        m.insert("WTL_RETRY_BASE_MS", self.wtl.retry_base.as_millis().to_string());
-        m.insert("WTL_RETRY_AFTER_MAX", secs(self.wtl.retry_after_max));
-        m.insert(
-            "WTL_RATE_LIMIT",
-            self.wtl
-                .rate_limit
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "unlimited".into()),
-        );
-        m.insert(
-            "WTL_DEFAULT_CS_PROFILE",
-            self.rules.default_cs_profile.as_str().to_string(),
-        );
+    }
+
+    fn show_rules(&self, m: &mut Shown) {
+        let rules = &self.rules;
+        m.insert("WTL_DEFAULT_CS_PROFILE", rules.default_cs_profile.as_str().to_string());
         m.insert(
             "WTL_DEFAULT_EPS_PROFILE",
-            self.rules.default_eps_profile.as_str().to_string(),
+            rules.default_eps_profile.as_str().to_string(),
         );
         m.insert(
             "WTL_IMSI_REGEXP",
-            self.rules
+            rules
                 .imsi_filter
                 .as_ref()
-                .map(|r| r.as_str().to_string())
-                .unwrap_or_else(|| "unset".into()),
+                .map_or_else(|| "unset".into(), |r| r.as_str().to_string()),
         );
-        m.insert("WTL_EVENT_ACTIONS", self.rules.event_actions_text());
-        m
+        m.insert("WTL_EVENT_ACTIONS", rules.event_actions_text());
     }
 
     /// Does any configured API token equal `candidate`? Compares in constant time against every
@@ -442,6 +435,26 @@ impl Settings {
         }
         found.into()
     }
+}
+
+/// Setting name → value as the start-up line shows it.
+type Shown = BTreeMap<&'static str, String>;
+
+fn secret(s: &Option<SecretString>) -> String {
+    if s.is_some() { "***" } else { "unset" }.to_string()
+}
+
+fn opt(s: &Option<String>) -> String {
+    s.clone().unwrap_or_else(|| "unset".to_string())
+}
+
+fn secs(d: Duration) -> String {
+    d.as_secs_f64().to_string()
+}
+
+/// A TLS file setting: its path, or a mention of inline PEM (never the PEM).
+fn pem(v: &Option<String>) -> String {
+    v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown)
 }
 
 /// Every variable the connector reads (see README, configuration).

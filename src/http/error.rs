@@ -179,96 +179,110 @@ impl ApiError {
     }
 
     /// A WTL call failed: SPEC §5's table, in one match.
+    /// The answer for a failed WTL call: its status and type (SPEC §5), what failed, and the
+    /// calls of the event that were completed before it.
     pub fn from_wtl(err: &WtlError, failed: &WtlCall, completed: &[(WtlCall, &'static str)], event_id: &str) -> Self {
         let call = format!("{} of IMSI {}", failed.action, failed.imsi);
-        let (status, kind, message, error) = match err {
-            WtlError::Rejected { status, text } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorType::ValidationError,
-                format!("WTL rejected the {call} (HTTP {status})"),
-                text.clone(),
-            ),
-            WtlError::NotFound { text } => (
-                StatusCode::NOT_FOUND,
-                ErrorType::ValidationError,
-                format!("WTL does not know the subscriber for the {call} (HTTP 404)"),
-                text.clone(),
-            ),
-            WtlError::RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                ErrorType::RateLimitError,
-                format!("WTL is rate limiting the connector; the {call} was not done"),
-                "Too Many Requests".to_string(),
-            ),
-            WtlError::AuthFailed { status } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorType::ServiceError,
-                format!(
-                    "WTL authentication failed (HTTP {status}) for the {call}: check the connector's WTL credentials"
-                ),
-                "WTL authentication failed".to_string(),
-            ),
-            WtlError::Service {
-                retry_after: Some(_),
-                text,
-                ..
-            } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorType::ServiceError,
-                format!("WTL is unavailable and asked to retry later; the {call} was not done"),
-                text.clone(),
-            ),
-            WtlError::Service { text, .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorType::ServiceError,
-                format!("WTL failed the {call}"),
-                text.clone(),
-            ),
-            WtlError::Unreachable {
-                kind: crate::wtl::NetFailure::Tls,
-                ..
-            } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorType::ConnectionError,
-                format!("The TLS connection to WTL failed for the {call}"),
-                err.to_string(),
-            ),
-            WtlError::Unreachable { .. } | WtlError::DeadlineExceeded { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorType::ConnectionError,
-                format!("WTL could not be reached for the {call}"),
-                err.to_string(),
-            ),
-            WtlError::TokenEndpointUnreachable { .. } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                ErrorType::ConnectionError,
-                format!("The WTL token endpoint could not be reached for the {call}"),
-                err.to_string(),
-            ),
-            WtlError::TokenEndpointFailed { .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorType::ServiceError,
-                format!("The WTL token endpoint gave no usable token for the {call}"),
-                err.to_string(),
-            ),
-        };
-        let completed: Vec<serde_json::Value> = completed
-            .iter()
-            .map(|(c, result)| serde_json::json!({"action": c.action.as_str(), "imsi": c.imsi.as_str(), "result": result}))
-            .collect();
-        let details = serde_json::json!({
-            "event_id": event_id,
-            "failed_call": {"action": failed.action.as_str(), "imsi": failed.imsi.as_str()},
-            "wtl_status": err.wtl_status(),
-            "completed_calls": completed,
-        });
+        let (status, kind, message, error) = classify_wtl_failure(err, &call);
         Self {
             error,
             retry_after: err.retry_after(),
             ..Self::new(status, kind, message)
         }
-        .with_details(details)
+        .with_details(failure_details(err, failed, completed, event_id))
     }
+}
+
+/// Status, type, message and `error` text for a WTL failure of `call`.
+fn classify_wtl_failure(err: &WtlError, call: &str) -> (StatusCode, ErrorType, String, String) {
+    match err {
+        WtlError::Rejected { status, text } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorType::ValidationError,
+            format!("WTL rejected the {call} (HTTP {status})"),
+            text.clone(),
+        ),
+        WtlError::NotFound { text } => (
+            StatusCode::NOT_FOUND,
+            ErrorType::ValidationError,
+            format!("WTL does not know the subscriber for the {call} (HTTP 404)"),
+            text.clone(),
+        ),
+        WtlError::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorType::RateLimitError,
+            format!("WTL is rate limiting the connector; the {call} was not done"),
+            "Too Many Requests".to_string(),
+        ),
+        WtlError::AuthFailed { status } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ServiceError,
+            format!("WTL authentication failed (HTTP {status}) for the {call}: check the connector's WTL credentials"),
+            "WTL authentication failed".to_string(),
+        ),
+        WtlError::Service {
+            retry_after: Some(_),
+            text,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ServiceError,
+            format!("WTL is unavailable and asked to retry later; the {call} was not done"),
+            text.clone(),
+        ),
+        WtlError::Service { text, .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ServiceError,
+            format!("WTL failed the {call}"),
+            text.clone(),
+        ),
+        WtlError::Unreachable {
+            kind: crate::wtl::NetFailure::Tls,
+            ..
+        } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ConnectionError,
+            format!("The TLS connection to WTL failed for the {call}"),
+            err.to_string(),
+        ),
+        WtlError::Unreachable { .. } | WtlError::DeadlineExceeded { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ConnectionError,
+            format!("WTL could not be reached for the {call}"),
+            err.to_string(),
+        ),
+        WtlError::TokenEndpointUnreachable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ConnectionError,
+            format!("The WTL token endpoint could not be reached for the {call}"),
+            err.to_string(),
+        ),
+        WtlError::TokenEndpointFailed { .. } => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ServiceError,
+            format!("The WTL token endpoint gave no usable token for the {call}"),
+            err.to_string(),
+        ),
+    }
+}
+
+/// The `details` of a WTL failure: the event, the failed call, WTL's status, the calls done.
+fn failure_details(
+    err: &WtlError,
+    failed: &WtlCall,
+    completed: &[(WtlCall, &'static str)],
+    event_id: &str,
+) -> serde_json::Value {
+    let completed: Vec<serde_json::Value> = completed
+        .iter()
+        .map(|(c, result)| serde_json::json!({"action": c.action.as_str(), "imsi": c.imsi.as_str(), "result": result}))
+        .collect();
+    serde_json::json!({
+        "event_id": event_id,
+        "failed_call": {"action": failed.action.as_str(), "imsi": failed.imsi.as_str()},
+        "wtl_status": err.wtl_status(),
+        "completed_calls": completed,
+    })
 }
 
 /// Request-supplied text quoted in an error is cut short.

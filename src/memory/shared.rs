@@ -304,7 +304,7 @@ impl SharedMemory {
 }
 
 /// The right to execute one delivery in the shared memory.
-pub struct Ticket {
+pub(crate) struct Ticket {
     memory: Arc<SharedMemory>,
     token: String,
     event_id: String,
@@ -321,7 +321,7 @@ impl Ticket {
     /// Records the success (the event done, the IMSIs' time) and releases the leases. A store
     /// that fails now does not undo the event: WTL has it, so it is answered 2xx all the same;
     /// a later redelivery may repeat its (idempotent) calls.
-    pub async fn succeeded(mut self) {
+    pub(crate) async fn succeeded(mut self) {
         self.finished = true;
         let m = self.memory.clone();
         let mut invocation = m.commit.key(m.key("done", &self.event_id));
@@ -344,7 +344,7 @@ impl Ticket {
         }
     }
 
-    pub async fn failed(mut self) {
+    pub(crate) async fn failed(mut self) {
         self.release_now().await;
     }
 
