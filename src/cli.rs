@@ -179,6 +179,7 @@ async fn serve() -> u8 {
             return 1;
         }
     };
+    let shutdown = app::shutdown_signal();
     let app = match Application::bind_port(settings).await {
         Ok(a) => a,
         Err(e) => {
@@ -187,12 +188,13 @@ async fn serve() -> u8 {
         }
     };
     app.log_start();
-    app.run_until(app::shutdown_signal()).await;
+    app.run_until(shutdown).await;
     0
 }
 
 async fn simulator() -> u8 {
     let _logs = init_logs_from_env();
+    let shutdown = app::shutdown_signal();
     let port: u16 = std::env::var("SIMULATOR_PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -208,7 +210,7 @@ async fn simulator() -> u8 {
     if let Ok(addr) = sim.local_addr() {
         tracing::info!(address = %addr, "WTL simulator listening");
     }
-    match sim.run_until(app::shutdown_signal()).await {
+    match sim.run_until(shutdown).await {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %e, "WTL simulator failed");

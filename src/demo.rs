@@ -63,6 +63,7 @@ pub async fn run() -> u8 {
             return 1;
         }
     };
+    let shutdown = app::shutdown_signal();
     let app = match Application::bind_port(settings).await {
         Ok(a) => a,
         Err(e) => {
@@ -79,7 +80,7 @@ pub async fn run() -> u8 {
         let _ = sim_stopped.await;
     }));
     tracing::info!(address = %sim_addr, "WTL simulator listening");
-    app.run_until(app::shutdown_signal()).await;
+    app.run_until(shutdown).await;
     let _ = stop_sim.send(());
     let _ = sim_task.await;
     0
