@@ -35,7 +35,9 @@ check "ENTRYPOINT in exec form" grep -qE '^ENTRYPOINT \[' "$f"
 check ".dockerignore keeps target/ out" grep -qx 'target/' .dockerignore
 check ".dockerignore keeps .env out" grep -qx '.env' .dockerignore
 check ".dockerignore keeps .git out" grep -qE '^\.git/?$' .dockerignore
-check "the healthcheck subcommand exists" grep -q '"healthcheck"' src/cli.rs
+# clap names the subcommands after the variants of the CLI's `Command` enum.
+check "the healthcheck subcommand exists" grep -qE '^ +Healthcheck,' src/cli.rs
+check "the check subcommand exists (docker run IMAGE check)" grep -qE '^ +Check \{' src/cli.rs
 
 if [ "$fail" -ne 0 ]; then echo "Dockerfile checks failed"; exit 1; fi
 echo "Dockerfile checks passed"
