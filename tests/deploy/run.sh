@@ -298,7 +298,7 @@ scenario "aws unknown flag" _aws-deploy/deploy.sh --frobnicate
 
 # ---------------- shellcheck ----------------
 if command -v shellcheck >/dev/null 2>&1; then
-  if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh tests/deploy/run.sh tests/deploy/check-dockerfile.sh \
+  if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh tests/deploy/run.sh tests/deploy/check-dockerfile.sh tests/run.sh \
     bench/run.sh bench/profile.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
