@@ -142,20 +142,13 @@ async fn dns(settings: &Settings) -> Check {
             let via = proxy
                 .as_ref()
                 .map_or(String::new(), |_| format!(" (WTL {host} is resolved by the proxy)"));
-            Check::ok("dns", format!("{name} {} → {}{via}", hide(&target), addrs.join(", ")))
+            Check::ok("dns", format!("{name} {} → {}{via}", target, addrs.join(", ")))
         }
-        Ok(Err(e)) => Check::fail("dns", format!("{name} {} does not resolve: {e}", hide(&target))),
+        Ok(Err(e)) => Check::fail("dns", format!("{name} {} does not resolve: {e}", target)),
         Err(_) => Check::fail(
             "dns",
-            format!("{name} {} did not resolve within WTL_CONNECT_TIMEOUT", hide(&target)),
+            format!("{name} {} did not resolve within WTL_CONNECT_TIMEOUT", target),
         ),
-    }
-}
-
-fn hide(target: &str) -> String {
-    match target.rsplit_once('@') {
-        Some((_, rest)) => format!("***@{rest}"),
-        None => target.to_string(),
     }
 }
 
@@ -170,7 +163,7 @@ async fn connection(settings: &Settings) -> Vec<Check> {
     let via = reqwest::Url::parse(&settings.wtl.base_url)
         .ok()
         .and_then(|u| settings.wtl.proxy.for_url(&u))
-        .map_or(String::new(), |p| format!(" through the proxy {}", hide(&p)));
+        .map_or(String::new(), |p| format!(" through the proxy {p}"));
     let https = settings.wtl.base_url.starts_with("https://");
     let sent = tokio::time::timeout(settings.wtl.attempt_timeout, client.head(&settings.wtl.base_url).send()).await;
     let response = match sent {

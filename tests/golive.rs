@@ -370,3 +370,31 @@ fn check_exits_1_on_a_failure_and_speaks_json_on_request() {
             .any(|c| c["check"] == "connection" && c["ok"] == false)
     );
 }
+
+#[tokio::test]
+async fn check_goes_through_the_proxy_and_never_shows_its_credentials() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("HEAD"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&wtl)
+        .await;
+    let proxy = stands::Proxy::start().await;
+    let checks = check(Ok(settings(&[
+        ("WTL_API_URL", wtl.uri()),
+        ("HTTP_PROXY", format!("http://gw:proxy-pw-99@127.0.0.1:{}", proxy.port)),
+    ])))
+    .await;
+    assert!(checks.iter().all(|c| c.ok), "{checks:?}");
+    let via = format!("127.0.0.1:{}", proxy.port);
+    assert!(
+        line(&checks, "dns").detail.contains(&via),
+        "the proxy's host is resolved: {checks:?}"
+    );
+    assert!(
+        line(&checks, "connection")
+            .detail
+            .contains(&format!("through the proxy {via}"))
+    );
+    assert!(!format!("{checks:?}").contains("proxy-pw-99"));
+    assert_eq!(proxy.carried().len(), 1, "the HEAD went through the proxy");
+}

@@ -47,23 +47,15 @@ impl ProxySettings {
         })
     }
 
-    /// The proxy (as `host:port`) a call to `url` goes through, if any: `WTL_PROXY`, else the
-    /// scheme's own, else `ALL_PROXY`, unless `NO_PROXY` names the host (`*`, the host, or a
-    /// domain it is in).
+    /// The proxy (as `host:port`, never its credentials) a call to `url` goes through, if any:
+    /// `WTL_PROXY`, else the scheme's own, else `ALL_PROXY`, unless `NO_PROXY` names the host
+    /// (`*`, the host, or a domain it is in). For `check`'s DNS line; the calls themselves go
+    /// through reqwest's own proxy matching.
     pub fn for_url(&self, url: &url::Url) -> Option<String> {
-        let host = url.host_str()?.trim_matches(['[', ']']).to_ascii_lowercase();
         let chosen = match &self.explicit {
             Some(p) => p,
+            None if self.bypassed(url.host_str()?) => return None,
             None => {
-                let bypassed = self.no_proxy.as_deref().is_some_and(|list| {
-                    list.split(',').map(|e| e.trim().to_ascii_lowercase()).any(|e| {
-                        let domain = e.trim_start_matches('.');
-                        e == "*" || (!domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}"))))
-                    })
-                });
-                if bypassed {
-                    return None;
-                }
                 let by_scheme = if url.scheme() == "https" {
                     &self.https
                 } else {
@@ -73,16 +65,22 @@ impl ProxySettings {
             }
         };
         let proxy = url::Url::parse(chosen).ok()?;
-        let auth = if proxy.username().is_empty() && proxy.password().is_none() {
-            ""
-        } else {
-            "***@"
-        };
         Some(format!(
-            "{auth}{}:{}",
+            "{}:{}",
             proxy.host_str()?,
             proxy.port_or_known_default().unwrap_or(80)
         ))
+    }
+
+    /// Does `NO_PROXY` name `host`?
+    fn bypassed(&self, host: &str) -> bool {
+        let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
+        self.no_proxy.as_deref().is_some_and(|list| {
+            list.split(',').map(|e| e.trim().to_ascii_lowercase()).any(|e| {
+                let domain = e.trim_start_matches('.');
+                e == "*" || (!domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}"))))
+            })
+        })
     }
 
     /// What is in force, for the start-up line: proxy credentials as `***`.
@@ -134,5 +132,46 @@ pub(crate) fn hide_userinfo(text: &str) -> String {
         }
         Ok(_) => text.to_string(),
         Err(_) => "(not shown)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(vars: &[(&str, &str)], explicit: Option<&str>) -> ProxySettings {
+        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        ProxySettings::from_vars(&vars, explicit.map(str::to_string)).expect("valid")
+    }
+
+    fn target(p: &ProxySettings, url: &str) -> Option<String> {
+        p.for_url(&url::Url::parse(url).expect("url"))
+    }
+
+    #[test]
+    fn the_proxy_for_a_url_follows_scheme_no_proxy_and_wtl_proxy() {
+        let p = proxies(
+            &[
+                ("HTTPS_PROXY", "http://user:pw@secure.proxy:3128"),
+                ("http_proxy", "plain.proxy:8080"),
+                ("NO_PROXY", "internal.example,.corp"),
+            ],
+            None,
+        );
+        assert_eq!(
+            target(&p, "https://hlr.example/wtl").as_deref(),
+            Some("secure.proxy:3128")
+        );
+        assert_eq!(
+            target(&p, "http://hlr.example/wtl").as_deref(),
+            Some("plain.proxy:8080")
+        );
+        assert_eq!(target(&p, "https://internal.example/wtl"), None);
+        assert_eq!(target(&p, "https://hlr.eu.corp/wtl"), None);
+        let shown = p.shown();
+        assert!(!shown.contains("pw"), "{shown}");
+        let explicit = proxies(&[("NO_PROXY", "*")], Some("http://egress:3128"));
+        assert_eq!(target(&explicit, "https://hlr.example").as_deref(), Some("egress:3128"));
+        assert_eq!(target(&proxies(&[], None), "https://hlr.example"), None);
     }
 }

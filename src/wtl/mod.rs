@@ -9,6 +9,7 @@
 //! HTTP/2 by ALPN when WTL offers it, the system's trusted roots plus `WTL_CA_FILE`, the client
 //! identity for mutual TLS, and the proxy settings.
 
+mod body;
 mod client;
 pub mod limiter;
 pub(crate) mod net;
@@ -28,6 +29,7 @@ use crate::config::{WtlAuthMode, WtlSettings};
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
 use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+pub use body::prov_body;
 pub use client::{ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider};
 use limiter::RateLimiter;
 use oauth::TokenSource;
@@ -63,40 +65,6 @@ impl std::fmt::Debug for WtlClient {
             .field("prov_url", &self.prov_url.as_str())
             .finish_non_exhaustive()
     }
-}
-
-/// The JSON body of `POST /prov` for one planned call: `imsi`, then for `insert` and `update`
-/// the full state (`subscriber_status`, `cs_profile`, `eps_profile`, `msisdn`), then `action`
-/// (members in the order the reference sends them). `delete` carries only the IMSI and the action.
-#[derive(serde::Serialize)]
-struct ProvBody<'a> {
-    imsi: &'a str,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    state: Option<StateBody<'a>>,
-    action: &'static str,
-}
-
-#[derive(serde::Serialize)]
-struct StateBody<'a> {
-    subscriber_status: &'static str,
-    cs_profile: &'a str,
-    eps_profile: &'a str,
-    msisdn: &'a [String],
-}
-
-pub fn prov_body(call: &WtlCall) -> Vec<u8> {
-    let body = ProvBody {
-        imsi: call.imsi.as_str(),
-        state: call.state.as_ref().map(|s| StateBody {
-            subscriber_status: s.status.as_str(),
-            cs_profile: s.cs_profile.as_str(),
-            eps_profile: s.eps_profile.as_str(),
-            msisdn: &s.msisdn,
-        }),
-        action: call.action.as_str(),
-    };
-    // Serialising strings into a buffer cannot fail.
-    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// Where one call's attempts stand.
