@@ -11,7 +11,8 @@ use regex::Regex;
 use crate::nsps::{AccountInfo, BillStatus, Event, FieldProblem, Loose, PbData};
 
 /// The WTL action word sent in the `action` member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Insert,
     Update,

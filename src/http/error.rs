@@ -8,13 +8,15 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
+use super::answers::{ActionTaken, CallResult};
 use crate::nsps::FieldProblem;
-use crate::plan::WtlCall;
+use crate::plan::{Action, WtlCall};
 use crate::wtl::WtlError;
 
 /// The `type` member of an error body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorType {
     ValidationError,
@@ -25,14 +27,43 @@ pub enum ErrorType {
     InternalError,
 }
 
-#[derive(Debug, Serialize)]
-struct Body<'a> {
+/// An error answer's body.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Body<'a> {
     message: &'a str,
     error: &'a str,
     #[serde(rename = "type")]
     kind: ErrorType,
     #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a serde_json::Value>,
+    details: Option<&'a Details>,
+}
+
+/// What an error is about, where there is more to say than the message.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum Details {
+    /// What is wrong with the event, field by field.
+    Fields(Vec<FieldProblem>),
+    /// The WTL call that failed.
+    WtlFailure(WtlFailure),
+}
+
+/// A failed WTL call: the event, the call, WTL's status, and the calls of the event completed
+/// before it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WtlFailure {
+    event_id: String,
+    failed_call: FailedCall,
+    /// WTL's HTTP status; null when WTL gave no answer.
+    wtl_status: Option<u16>,
+    completed_calls: Vec<ActionTaken<'static>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FailedCall {
+    action: Action,
+    imsi: String,
 }
 
 /// An error answer, ready to become a response.
@@ -42,7 +73,7 @@ pub struct ApiError {
     pub kind: ErrorType,
     pub message: String,
     pub error: String,
-    pub details: Option<serde_json::Value>,
+    pub(crate) details: Option<Details>,
     pub retry_after: Option<Duration>,
     pub www_authenticate: bool,
 }
@@ -60,7 +91,7 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, details: serde_json::Value) -> Self {
+    fn with_details(mut self, details: Details) -> Self {
         self.details = Some(details);
         self
     }
@@ -120,7 +151,7 @@ impl ApiError {
     /// A payload that does not parse, or breaks a field rule: 422 naming the field.
     pub fn invalid_event(problem: FieldProblem) -> Self {
         let message = format!("Invalid event: {}: {}", problem.field, problem.message);
-        let details = serde_json::json!([problem]);
+        let details = Details::Fields(vec![problem]);
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::ValidationError, message).with_details(details)
     }
 
@@ -181,7 +212,12 @@ impl ApiError {
     /// A WTL call failed: SPEC §5's table, in one match.
     /// The answer for a failed WTL call: its status and type (SPEC §5), what failed, and the
     /// calls of the event that were completed before it.
-    pub fn from_wtl(err: &WtlError, failed: &WtlCall, completed: &[(WtlCall, &'static str)], event_id: &str) -> Self {
+    pub(crate) fn from_wtl(
+        err: &WtlError,
+        failed: &WtlCall,
+        completed: &[(WtlCall, CallResult)],
+        event_id: &str,
+    ) -> Self {
         let call = format!("{} of IMSI {}", failed.action, failed.imsi);
         let (status, kind, message, error) = classify_wtl_failure(err, &call);
         Self {
@@ -267,21 +303,18 @@ fn classify_wtl_failure(err: &WtlError, call: &str) -> (StatusCode, ErrorType, S
 }
 
 /// The `details` of a WTL failure: the event, the failed call, WTL's status, the calls done.
-fn failure_details(
-    err: &WtlError,
-    failed: &WtlCall,
-    completed: &[(WtlCall, &'static str)],
-    event_id: &str,
-) -> serde_json::Value {
-    let completed: Vec<serde_json::Value> = completed
-        .iter()
-        .map(|(c, result)| serde_json::json!({"action": c.action.as_str(), "imsi": c.imsi.as_str(), "result": result}))
-        .collect();
-    serde_json::json!({
-        "event_id": event_id,
-        "failed_call": {"action": failed.action.as_str(), "imsi": failed.imsi.as_str()},
-        "wtl_status": err.wtl_status(),
-        "completed_calls": completed,
+fn failure_details(err: &WtlError, failed: &WtlCall, completed: &[(WtlCall, CallResult)], event_id: &str) -> Details {
+    Details::WtlFailure(WtlFailure {
+        event_id: event_id.to_string(),
+        failed_call: FailedCall {
+            action: failed.action,
+            imsi: failed.imsi.as_str().to_string(),
+        },
+        wtl_status: err.wtl_status(),
+        completed_calls: completed
+            .iter()
+            .map(|(call, result)| ActionTaken::of(call, *result).into_owned())
+            .collect(),
     })
 }
 

@@ -33,47 +33,22 @@ use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 
 use super::AppState;
-use super::error::ApiError;
+use super::answers::{Accepted, ActionTaken, CallResult};
+use super::error::{ApiError, Body as ErrorBody};
 use crate::memory::Admission;
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
 use crate::telemetry::{self, TraceIds};
-use crate::wtl::Done;
 
-/// A 202 answer: `{"message", "event_id", "actions": [{"action", "imsi", "result"}]}`, the
-/// actions only for an event that made WTL calls.
-#[derive(serde::Serialize)]
-pub(crate) struct Accepted<'a> {
-    message: &'a str,
-    event_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    actions: Option<Vec<ActionTaken<'a>>>,
-    /// Present (and true) only in `WTL_DRY_RUN` mode.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    dry_run: bool,
-}
-
-/// One WTL call an event made, and how it ended (`applied` or `already_applied`).
-#[derive(serde::Serialize)]
-pub(crate) struct ActionTaken<'a> {
-    action: &'static str,
-    imsi: &'a str,
-    result: &'static str,
-}
-
-fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, &'static str)]>) -> Response {
+fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, CallResult)]>) -> Response {
     let answer = Accepted {
         message,
         event_id,
         dry_run: false,
         actions: actions.map(|done| {
             done.iter()
-                .map(|(call, result)| ActionTaken {
-                    action: call.action.as_str(),
-                    imsi: call.imsi.as_str(),
-                    result,
-                })
+                .map(|(call, result)| ActionTaken::of(call, *result))
                 .collect()
         }),
     };
@@ -100,11 +75,7 @@ fn dry_run(event: &Event, calls: &[WtlCall]) -> Response {
         actions: Some(
             calls
                 .iter()
-                .map(|call| ActionTaken {
-                    action: call.action.as_str(),
-                    imsi: call.imsi.as_str(),
-                    result: "planned",
-                })
+                .map(|call| ActionTaken::of(call, CallResult::Planned))
                 .collect(),
         ),
     };
@@ -236,6 +207,30 @@ fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
 }
 
 /// The event route: plans and executes a parsed event, and answers it.
+#[utoipa::path(post, path = "/process-event", tag = "events", operation_id = "process_event",
+    summary = "Process an NSPS event",
+    description = "Authenticates, parses, decides the WTL calls, makes them and answers. Safe to redeliver.",
+    security(("bearerAuth" = [])),
+    request_body(content = Event, content_type = "application/json"),
+    responses(
+        (status = 202, body = Accepted, description = "Processed (`actions` lists the WTL calls made), ignored \
+            (`message` starts with `Event ignored:`), or already processed."),
+        (status = 400, body = ErrorBody, description = "The body could not be read (the connection failed while sending it)."),
+        (status = 401, body = ErrorBody, description = "Missing or wrong Bearer token.",
+         headers(("www-authenticate" = String, description = "Always `Bearer`."))),
+        (status = 404, body = ErrorBody, description = "WTL does not know the subscriber (WTL answered 404 to a call other than delete)."),
+        (status = 413, body = ErrorBody, description = "The body is larger than MAX_BODY_BYTES."),
+        (status = 415, body = ErrorBody, description = "The Content-Type is not JSON."),
+        (status = 422, body = ErrorBody, description = "Malformed JSON, a missing or mistyped field, a field rule broken \
+            (`details` names the field), or WTL rejected the data (WTL's text in `error`)."),
+        (status = 429, body = ErrorBody, description = "WTL is rate limiting the connector.",
+         headers(("retry-after" = String, description = "Seconds to wait before redelivering."))),
+        (status = 500, body = ErrorBody, description = "WTL failed or rejected the connector's credentials (SERVICE_ERROR), \
+            or an internal error (INTERNAL_ERROR)."),
+        (status = 503, body = ErrorBody, description = "WTL or its token endpoint unreachable or timed out, or the shared \
+            redelivery store (Redis) unavailable (CONNECTION_ERROR); the connector busy or shutting down (SERVICE_ERROR).",
+         headers(("retry-after" = String, description = "Seconds to wait before redelivering."))),
+    ))]
 pub(crate) async fn handle_event(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -294,16 +289,10 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
     };
 
     let deadline = started + state.settings.wtl.total_timeout;
-    let mut done: Vec<(WtlCall, &'static str)> = Vec::with_capacity(calls.len());
+    let mut done: Vec<(WtlCall, CallResult)> = Vec::with_capacity(calls.len());
     for call in &calls {
         match state.wtl.execute(call, ids, deadline).await {
-            Ok(result) => done.push((
-                call.clone(),
-                match result {
-                    Done::Applied => "applied",
-                    Done::AlreadyApplied => "already_applied",
-                },
-            )),
+            Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
                 ticket.failed().await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);

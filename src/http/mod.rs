@@ -16,6 +16,7 @@
 //! It knows nothing about WTL beyond the outcome types the client returns, which
 //! [`error::ApiError`] turns into statuses in one place.
 
+pub(crate) mod answers;
 pub mod error;
 pub mod events;
 
@@ -171,29 +172,39 @@ fn prefix(text: &str, max: usize) -> &str {
     text.get(..end).unwrap_or_default()
 }
 
-async fn health() -> Response {
-    let body = serde_json::json!({
-        "status": "Healthy",
-        "service": SERVICE_NAME,
-        "version": env!("CARGO_PKG_VERSION"),
-    });
-    axum::Json(body).into_response()
+#[utoipa::path(get, path = "/health", tag = "operations", summary = "Health", operation_id = "health",
+    responses((status = 200, description = "Healthy.", body = answers::Health)))]
+pub(crate) async fn health() -> Response {
+    axum::Json(answers::Health::NOW).into_response()
 }
 
 /// Ready while serving and while the redelivery memory can be used (with `REDIS_URL`: Redis
 /// answers), so a load balancer sends no events to an instance that would refuse them.
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/ready", tag = "operations", summary = "Readiness", operation_id = "ready",
+    responses(
+        (status = 200, description = "Serving.", body = answers::Ready),
+        (status = 503, description = "Shutting down, or the shared redelivery store (Redis) does not answer.",
+         body = error::Body),
+    ))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if !state.ready.load(Ordering::Relaxed) {
         return ApiError::shutting_down().into_response();
     }
     if !state.memory.available().await {
         return ApiError::store_unavailable("Redis does not answer").into_response();
     }
-    axum::Json(serde_json::json!({"status": "Ready"})).into_response()
+    axum::Json(answers::Ready::NOW).into_response()
 }
 
 /// Prometheus metrics; behind the Bearer token unless `METRICS_PUBLIC=true`.
-async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "operations", summary = "Prometheus metrics", operation_id = "metrics",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain"),
+        (status = 401, description = "Missing or wrong Bearer token (unless METRICS_PUBLIC=true).", body = error::Body,
+         headers(("www-authenticate" = String, description = "Always `Bearer`."))),
+    ))]
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !state.settings.metrics_public && check_bearer(&headers, &state.settings).is_err() {
         return ApiError::unauthorized().into_response();
     }
@@ -210,7 +221,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         .into_response()
 }
 
-async fn openapi() -> Response {
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", summary = "This document", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document.", body = Object)))]
+pub(crate) async fn openapi() -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],

@@ -9,70 +9,104 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use utoipa::ToSchema;
 
-/// One NSPS event delivery.
-#[derive(Debug, Deserialize)]
+pub(crate) mod schema;
+
+/// An NSPS event. Members not listed are accepted and ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(examples(schema::sim_created, schema::sim_updated))]
 pub struct Event {
+    /// Unique id of the event; redeliveries carry the same id.
+    #[schema(pattern = r"\S")]
     pub event_id: String,
+    #[schema(value_type = EventData)]
     pub data: Obj<EventData>,
     #[serde(default)]
+    #[schema(value_type = Option<PbData>)]
     pub pb_data: Option<Obj<PbData>>,
-    /// Kept as text: a timestamp that cannot be read only loses ordering protection.
+    /// ISO-8601 date-time; orders events when `updated_at` is absent. Any value that is not
+    /// text only loses that ordering protection.
     #[serde(default, deserialize_with = "loose_string")]
+    #[schema(value_type = Value)]
     pub created_at: Option<String>,
+    /// ISO-8601 date-time; an event older than the last one applied to its IMSI is ignored.
+    /// Any value that is not text only loses that ordering protection.
     #[serde(default, deserialize_with = "loose_string")]
+    #[schema(value_type = Value)]
     pub updated_at: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct EventData {
+    /// ESPF event type, e.g. `SIM/Updated`.
+    #[schema(pattern = r"\S")]
     pub event_type: String,
 }
 
 /// PortaBilling data NSPS attached to the event. Every member is optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct PbData {
     #[serde(default)]
+    #[schema(value_type = Option<AccountInfo>)]
     pub account_info: Option<Obj<AccountInfo>>,
+    /// The SIM card of the event.
     #[serde(default)]
+    #[schema(value_type = Option<SimInfo>)]
     pub sim_info: Option<Obj<SimInfo>>,
+    /// The SIM card a `SIM/Replaced` event replaces.
     #[serde(default)]
+    #[schema(value_type = Option<SimInfo>)]
     pub prev_sim_info: Option<Obj<SimInfo>>,
+    /// One access policy, or a list of them. The first attribute named `cs_profile` /
+    /// `eps_profile` gives the profile (the first item of a comma-separated value); it must
+    /// match `^[a-zA-Z][-_.a-zA-Z0-9]*$`.
     #[serde(default)]
+    #[schema(schema_with = schema::one_or_many::<AccessPolicy>)]
     pub access_policy_info: Option<OneOrMany<Obj<AccessPolicy>>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The account the SIM card belongs to.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct AccountInfo {
     #[serde(default)]
     pub bill_status: Option<BillStatus>,
     #[serde(default)]
     pub blocked: Option<Blocked>,
-    /// For mobile accounts `"<msisdn>@msisdn"`.
+    /// Account id; for mobile accounts `"<msisdn>@msisdn"`.
     #[serde(default)]
     pub id: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A SIM card.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct SimInfo {
+    /// 15 digits (checked when the event type is mapped in `WTL_EVENT_ACTIONS`). Absent or
+    /// empty: the event is ignored.
     #[serde(default)]
+    #[schema(pattern = r"^\s*([0-9]{15})?\s*$")]
     pub imsi: Option<String>,
+    /// Fallback number when the account id holds none.
     #[serde(default)]
     pub msisdn: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// An access policy of the account's product.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct AccessPolicy {
     #[serde(default)]
+    #[schema(value_type = Option<Vec<PolicyAttribute>>)]
     pub attributes: Option<Vec<Obj<PolicyAttribute>>>,
 }
 
-/// `{group_name, name, value}`. Attributes the connector does not read may carry any JSON, so
-/// `name` and `value` are kept loose and only checked for the two profile attributes.
-#[derive(Debug, Default, Deserialize)]
+/// An attribute of an access policy. Only the two profile attributes are read; any other
+/// attribute may carry any JSON, so `name` and `value` are kept loose.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct PolicyAttribute {
+    /// `cs_profile`, `eps_profile`, or another attribute.
     #[serde(default)]
     pub name: Loose,
+    /// The profile for `cs_profile` / `eps_profile`: a string.
     #[serde(default)]
     pub value: Loose,
 }
@@ -310,7 +344,7 @@ fn loose_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
 }
 
 /// One thing wrong with the payload: where (a JSON path such as `pb_data.sim_info.imsi`) and what.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, ToSchema)]
 pub struct FieldProblem {
     pub field: String,
     pub message: String,
