@@ -160,92 +160,137 @@ fn status_value(v: Option<String>) -> Result<Option<String>, String> {
 }
 
 async fn prov(State(state): State<SimState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if let Some(token) = &state.token {
-        let expected = format!("Bearer {token}");
-        if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
-            return fail(StatusCode::UNAUTHORIZED, "invalid credentials");
-        }
+    if !token_accepted(&state, &headers) {
+        return fail(StatusCode::UNAUTHORIZED, "invalid credentials");
     }
-    let req: ProvRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("body is not a JSON object: {e}")),
-    };
-    let imsi = match &req.imsi {
-        Some(serde_json::Value::String(s)) if s.len() == 15 && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
-        _ => return fail(StatusCode::BAD_REQUEST, "imsi must be a string of 15 digits"),
-    };
-    let parsed = (|| {
-        Ok::<_, String>((
-            status_value(text(&req.subscriber_status, "subscriber_status")?)?,
-            text(&req.cs_profile, "cs_profile")?,
-            text(&req.eps_profile, "eps_profile")?,
-            msisdn_list(&req.msisdn)?,
-        ))
-    })();
-    let (status, cs, eps, msisdn) = match parsed {
-        Ok(p) => p,
+    let (action, imsi, change) = match read_prov(&body) {
+        Ok(parts) => parts,
         Err(problem) => return fail(StatusCode::BAD_REQUEST, problem),
     };
-    let action = req.action.unwrap_or_default();
     let mut hlr = state.hlr.lock().unwrap_or_else(|e| e.into_inner());
     hlr.calls += 1;
-    let exists = hlr.subscribers.contains_key(&imsi);
-    let full = || match (&status, &cs, &eps, &msisdn) {
-        (Some(s), Some(c), Some(e), Some(m)) => Ok(Subscriber {
-            imsi: imsi.clone(),
-            subscriber_status: s.clone(),
-            cs_profile: c.clone(),
-            eps_profile: e.clone(),
-            msisdn: m.clone(),
-        }),
-        _ => Err("subscriber_status, cs_profile, eps_profile and msisdn are required"),
+    match apply(&mut hlr, &action, &imsi, change) {
+        Ok(()) => answer(
+            StatusCode::OK,
+            serde_json::json!({"result": true, "imsi": imsi, "action": action}),
+        ),
+        Err((status, problem)) => fail(status, problem),
+    }
+}
+
+fn token_accepted(state: &SimState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
     };
-    match action.as_str() {
-        "insert" if exists => return fail(StatusCode::CONFLICT, format!("subscriber {imsi} already exists")),
-        "insert" | "update" if action == "insert" || exists => match full() {
-            Ok(sub) => {
-                hlr.subscribers.insert(imsi.clone(), sub);
-            }
-            Err(problem) => return fail(StatusCode::BAD_REQUEST, problem),
-        },
+    let expected = format!("Bearer {token}");
+    headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
+/// The members of a `/prov` call, each checked as WTL checks it. An `unset` names the members
+/// to clear by sending them, whatever their value.
+struct Change {
+    status: Option<String>,
+    cs: Option<String>,
+    eps: Option<String>,
+    msisdn: Option<Vec<String>>,
+    clears_msisdn: bool,
+    clears_status: bool,
+}
+
+/// The action, the IMSI and the change a `/prov` body asks for.
+fn read_prov(body: &[u8]) -> Result<(String, String, Change), String> {
+    let req: ProvRequest = serde_json::from_slice(body).map_err(|e| format!("body is not a JSON object: {e}"))?;
+    let imsi = match &req.imsi {
+        Some(serde_json::Value::String(s)) if s.len() == 15 && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
+        _ => return Err("imsi must be a string of 15 digits".into()),
+    };
+    let change = Change {
+        status: status_value(text(&req.subscriber_status, "subscriber_status")?)?,
+        cs: text(&req.cs_profile, "cs_profile")?,
+        eps: text(&req.eps_profile, "eps_profile")?,
+        msisdn: msisdn_list(&req.msisdn)?,
+        clears_msisdn: req.msisdn.is_some(),
+        clears_status: req.subscriber_status.is_some(),
+    };
+    Ok((req.action.unwrap_or_default(), imsi, change))
+}
+
+/// Applies one call to the table as WTL does: `insert` of a known IMSI is 409, any other action
+/// on an unknown IMSI is 404.
+fn apply(hlr: &mut Hlr, action: &str, imsi: &str, change: Change) -> Result<(), (StatusCode, String)> {
+    let exists = hlr.subscribers.contains_key(imsi);
+    match action {
+        "insert" if exists => Err((StatusCode::CONFLICT, format!("subscriber {imsi} already exists"))),
+        "insert" | "update" if action == "insert" || exists => {
+            let sub = complete(imsi, change).map_err(|problem| (StatusCode::BAD_REQUEST, problem.to_string()))?;
+            hlr.subscribers.insert(imsi.to_string(), sub);
+            Ok(())
+        }
         "delete" if exists => {
-            hlr.subscribers.remove(&imsi);
+            hlr.subscribers.remove(imsi);
+            Ok(())
         }
-        "set" | "modify" if exists => {
-            if let Some(sub) = hlr.subscribers.get_mut(&imsi) {
-                if let Some(s) = status {
-                    sub.subscriber_status = s;
-                }
-                if let Some(c) = cs {
-                    sub.cs_profile = c;
-                }
-                if let Some(e) = eps {
-                    sub.eps_profile = e;
-                }
-                if let Some(m) = msisdn {
-                    sub.msisdn = m;
+        "set" | "modify" | "unset" if exists => {
+            if let Some(sub) = hlr.subscribers.get_mut(imsi) {
+                if action == "unset" {
+                    clear(sub, &change);
+                } else {
+                    merge(sub, change);
                 }
             }
-        }
-        "unset" if exists => {
-            if let Some(sub) = hlr.subscribers.get_mut(&imsi) {
-                if req.msisdn.is_some() {
-                    sub.msisdn.clear();
-                }
-                if req.subscriber_status.is_some() {
-                    sub.subscriber_status = "operatorDeterminedBarring".into();
-                }
-            }
+            Ok(())
         }
         "update" | "delete" | "set" | "unset" | "modify" => {
-            return fail(StatusCode::NOT_FOUND, format!("subscriber {imsi} not found"));
+            Err((StatusCode::NOT_FOUND, format!("subscriber {imsi} not found")))
         }
-        other => return fail(StatusCode::BAD_REQUEST, format!("unknown action {other:?}")),
+        other => Err((StatusCode::BAD_REQUEST, format!("unknown action {other:?}"))),
     }
-    answer(
-        StatusCode::OK,
-        serde_json::json!({"result": true, "imsi": imsi, "action": action}),
-    )
+}
+
+/// The whole subscriber an `insert` or `update` must carry.
+fn complete(imsi: &str, change: Change) -> Result<Subscriber, &'static str> {
+    match change {
+        Change {
+            status: Some(subscriber_status),
+            cs: Some(cs_profile),
+            eps: Some(eps_profile),
+            msisdn: Some(msisdn),
+            ..
+        } => Ok(Subscriber {
+            imsi: imsi.to_string(),
+            subscriber_status,
+            cs_profile,
+            eps_profile,
+            msisdn,
+        }),
+        _ => Err("subscriber_status, cs_profile, eps_profile and msisdn are required"),
+    }
+}
+
+/// `set` / `modify`: the members sent replace the stored ones.
+fn merge(sub: &mut Subscriber, change: Change) {
+    if let Some(s) = change.status {
+        sub.subscriber_status = s;
+    }
+    if let Some(c) = change.cs {
+        sub.cs_profile = c;
+    }
+    if let Some(e) = change.eps {
+        sub.eps_profile = e;
+    }
+    if let Some(m) = change.msisdn {
+        sub.msisdn = m;
+    }
+}
+
+/// `unset`: the members sent are cleared (the status falls back to barring).
+fn clear(sub: &mut Subscriber, change: &Change) {
+    if change.clears_msisdn {
+        sub.msisdn.clear();
+    }
+    if change.clears_status {
+        sub.subscriber_status = "operatorDeterminedBarring".into();
+    }
 }
 
 async fn list(State(state): State<SimState>) -> Response {
@@ -269,4 +314,88 @@ async fn reset(State(state): State<SimState>) -> Response {
     let mut hlr = state.hlr.lock().unwrap_or_else(|e| e.into_inner());
     hlr.subscribers.clear();
     answer(StatusCode::OK, serde_json::json!({"result": true}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IMSI: &str = "001010000020349";
+
+    fn call(hlr: &mut Hlr, body: serde_json::Value) -> Result<(), (StatusCode, String)> {
+        let (action, imsi, change) =
+            read_prov(body.to_string().as_bytes()).map_err(|p| (StatusCode::BAD_REQUEST, p))?;
+        apply(hlr, &action, &imsi, change)
+    }
+
+    fn full(action: &str) -> serde_json::Value {
+        serde_json::json!({"imsi": IMSI, "subscriber_status": "serviceGranted", "cs_profile": "cs",
+                           "eps_profile": "eps", "msisdn": ["79123456789"], "action": action})
+    }
+
+    #[test]
+    fn insert_then_insert_again_is_a_conflict() {
+        let mut hlr = Hlr::default();
+        assert_eq!(call(&mut hlr, full("insert")), Ok(()));
+        assert_eq!(hlr.subscribers[IMSI].cs_profile, "cs");
+        assert_eq!(
+            call(&mut hlr, full("insert")).map_err(|e| e.0),
+            Err(StatusCode::CONFLICT)
+        );
+    }
+
+    #[test]
+    fn actions_on_an_unknown_subscriber_are_not_found() {
+        let mut hlr = Hlr::default();
+        for action in ["update", "delete", "set", "unset", "modify"] {
+            assert_eq!(
+                call(&mut hlr, full(action)).map_err(|e| e.0),
+                Err(StatusCode::NOT_FOUND),
+                "{action}"
+            );
+        }
+        assert!(hlr.subscribers.is_empty());
+    }
+
+    #[test]
+    fn set_replaces_the_members_sent_and_unset_clears_them() {
+        let mut hlr = Hlr::default();
+        call(&mut hlr, full("insert")).expect("insert");
+        call(
+            &mut hlr,
+            serde_json::json!({"imsi": IMSI, "action": "set", "eps_profile": "eps2"}),
+        )
+        .expect("set");
+        let sub = &hlr.subscribers[IMSI];
+        assert_eq!((sub.cs_profile.as_str(), sub.eps_profile.as_str()), ("cs", "eps2"));
+        call(
+            &mut hlr,
+            serde_json::json!({"imsi": IMSI, "action": "unset", "msisdn": [], "subscriber_status": "serviceGranted"}),
+        )
+        .expect("unset");
+        let sub = &hlr.subscribers[IMSI];
+        assert!(sub.msisdn.is_empty());
+        assert_eq!(sub.subscriber_status, "operatorDeterminedBarring");
+        call(&mut hlr, full("delete")).expect("delete");
+        assert!(hlr.subscribers.is_empty());
+    }
+
+    #[test]
+    fn malformed_calls_are_refused_without_change() {
+        let mut hlr = Hlr::default();
+        let refused = |hlr: &mut Hlr, body: serde_json::Value| call(hlr, body).map_err(|e| e.0);
+        assert_eq!(
+            refused(&mut hlr, serde_json::json!({"imsi": IMSI, "action": "insert"})),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            refused(&mut hlr, serde_json::json!({"imsi": "123", "action": "insert"})),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        let mut bad_status = full("insert");
+        bad_status["subscriber_status"] = "granted".into();
+        assert_eq!(refused(&mut hlr, bad_status), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(refused(&mut hlr, full("replace")), Err(StatusCode::BAD_REQUEST));
+        assert!(hlr.subscribers.is_empty());
+    }
 }
