@@ -11,7 +11,8 @@
 //! A lease holds a random token (the fencing value): it is released, and an outcome recorded,
 //! only by a script that checks the token, so a holder whose lease ran out can never release
 //! what another delivery took since. Every read-then-write runs as one Lua script, so two
-//! instances never interleave inside one.
+//! instances never interleave inside one. An event costs two round trips: [`ADMIT`] (done?,
+//! the event's lease and every IMSI's lock at once, the IMSIs' last times) and [`COMMIT`].
 //!
 //! Cancellation: the [`Ticket`] exists before the first await of [`SharedMemory::admit`] and
 //! notes a lease before asking for it; dropped without an outcome, it releases (token-checked)
@@ -91,16 +92,38 @@ pub struct SharedMemory {
     /// How long a lease (`running`, `lock`) lasts: the event's whole time budget.
     lease: Duration,
     metrics: Arc<Metrics>,
-    claim: redis::Script,
+    admit: redis::Script,
     commit: redis::Script,
     release: redis::Script,
 }
 
-/// Marks the event as running unless it was processed already or another delivery runs it.
-const CLAIM: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 'duplicate' end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'claimed' end
-return 'busy'
+/// Admits a delivery in one step: unless the event was processed already (`duplicate`), or
+/// the event or one of its IMSIs is held by another delivery (`busy`), takes the `running`
+/// lease and every IMSI's lock at once, then refuses (and gives back) when an IMSI already has
+/// a newer event applied (`stale`, with the IMSI's position and its time).
+/// KEYS: done, running, lock x n, applied x n. ARGV: token, lease ms, dedup (1/0), n, event
+/// time in µs ('' = none).
+const ADMIT: &str = r"
+local token, n = ARGV[1], tonumber(ARGV[4])
+local dedup = ARGV[3] == '1'
+if dedup and redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
+local first = dedup and 2 or 3
+for i = first, 2 + n do
+  local holder = redis.call('GET', KEYS[i])
+  if holder and holder ~= token then return {'busy'} end
+end
+for i = first, 2 + n do redis.call('SET', KEYS[i], token, 'PX', ARGV[2]) end
+if ARGV[5] ~= '' then
+  local stamp = tonumber(ARGV[5])
+  for i = 1, n do
+    local last = redis.call('GET', KEYS[2 + n + i])
+    if last and stamp < tonumber(last) then
+      for k = first, 2 + n do redis.call('DEL', KEYS[k]) end
+      return {'stale', tostring(i), last}
+    end
+  end
+end
+return {'admitted'}
 ";
 
 /// Records a success: the event as done, each IMSI's time (forward only), then releases the
@@ -165,7 +188,7 @@ impl SharedMemory {
             ordering,
             lease,
             metrics,
-            claim: redis::Script::new(CLAIM),
+            admit: redis::Script::new(ADMIT),
             commit: redis::Script::new(COMMIT),
             release: redis::Script::new(RELEASE),
         }))
@@ -210,46 +233,23 @@ impl SharedMemory {
             locks_noted: 0,
             finished: false,
         };
-        if !self.dedup_ttl.is_zero() && self.claim_event(&mut ticket).await? {
-            ticket.release_now().await;
-            return Ok(Admission::Duplicate);
+        let dedup = !self.dedup_ttl.is_zero();
+        if !dedup && !self.ordering {
+            return Ok(Admission::Proceed(ticket));
         }
-        if self.ordering {
-            self.lock_imsis(&mut ticket).await?;
-        }
-        if let Some(stamp) = stamp {
-            if let Some((imsi, applied)) = self.newer_applied(&ticket.imsis, stamp).await? {
-                ticket.release_now().await;
-                return Ok(Admission::Stale { imsi, applied });
-            }
-        }
-        Ok(Admission::Proceed(ticket))
-    }
-
-    /// Claims the event for this delivery, waiting while another delivery runs it. `true`
-    /// when it turns out processed already.
-    async fn claim_event(&self, ticket: &mut Ticket) -> Result<bool, StoreError> {
-        let (done, running) = (
-            self.key("done", &ticket.event_id),
-            self.key("running", &ticket.event_id),
-        );
         let mut pause = POLL_FIRST;
         loop {
-            // Noted before asking: if this future is dropped while the claim is on its way,
-            // the ticket still releases it (a release that finds another token does nothing).
-            ticket.run_noted = true;
-            let mut conn = self.redis.clone();
-            let mut invocation = self.claim.key(&done);
-            invocation.key(&running).arg(&ticket.token).arg(millis(self.lease));
-            let answer: String = self.call(invocation.invoke_async(&mut conn)).await?;
-            match answer.as_str() {
-                "claimed" => return Ok(false),
-                "duplicate" => {
-                    ticket.run_noted = false;
-                    return Ok(true);
+            match self.try_admit(&mut ticket, dedup).await? {
+                Attempt::Admitted => return Ok(Admission::Proceed(ticket)),
+                Attempt::Duplicate => {
+                    ticket.finished = true;
+                    return Ok(Admission::Duplicate);
                 }
-                _ => {
-                    ticket.run_noted = false;
+                Attempt::Stale { imsi, applied } => {
+                    ticket.finished = true;
+                    return Ok(Admission::Stale { imsi, applied });
+                }
+                Attempt::Busy => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(POLL_LONGEST);
                 }
@@ -257,50 +257,71 @@ impl SharedMemory {
         }
     }
 
-    /// Takes each IMSI's lock in order, waiting while another event holds it.
-    async fn lock_imsis(&self, ticket: &mut Ticket) -> Result<(), StoreError> {
-        for i in 0..ticket.imsis.len() {
-            let key = self.key("lock", ticket.imsis[i].as_str());
-            let mut pause = POLL_FIRST;
-            loop {
-                ticket.locks_noted = i + 1;
-                let mut conn = self.redis.clone();
-                let mut set = redis::cmd("SET");
-                set.arg(&key)
-                    .arg(&ticket.token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(millis(self.lease));
-                if self.call(set.query_async::<Option<String>>(&mut conn)).await?.is_some() {
-                    break;
-                }
-                ticket.locks_noted = i;
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(POLL_LONGEST);
-            }
+    /// One round trip: the [`ADMIT`] script for this delivery.
+    async fn try_admit(&self, ticket: &mut Ticket, dedup: bool) -> Result<Attempt, StoreError> {
+        let locked: &[Imsi] = if self.ordering { &ticket.imsis } else { &[] };
+        let mut invocation = self.admit.key(self.key("done", &ticket.event_id));
+        invocation.key(self.key("running", &ticket.event_id));
+        for imsi in locked {
+            invocation.key(self.key("lock", imsi.as_str()));
         }
-        Ok(())
+        for imsi in locked {
+            invocation.key(self.key("applied", imsi.as_str()));
+        }
+        invocation
+            .arg(&ticket.token)
+            .arg(millis(self.lease))
+            .arg(if dedup { "1" } else { "0" })
+            .arg(locked.len())
+            .arg(ticket.stamp.map(|s| micros(s).to_string()).unwrap_or_default());
+        // Noted before asking: if this future is dropped while the script is on its way, the
+        // ticket still releases what it may have taken (a release that finds another token
+        // does nothing).
+        ticket.run_noted = dedup;
+        ticket.locks_noted = locked.len();
+        let mut conn = self.redis.clone();
+        let answer: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
+        let attempt = read_attempt(&answer, locked)
+            .ok_or_else(|| StoreError::Redis(format!("unexpected answer from the admission script: {answer:?}")))?;
+        if !matches!(attempt, Attempt::Admitted) {
+            // Nothing is held after any other answer.
+            ticket.run_noted = false;
+            ticket.locks_noted = 0;
+        }
+        Ok(attempt)
     }
+}
 
-    /// The first of `imsis` that already has a newer event applied than `stamp`.
-    async fn newer_applied(&self, imsis: &[Imsi], stamp: OffsetDateTime) -> Result<Option<(Imsi, String)>, StoreError> {
-        let ours = micros(stamp);
-        for imsi in imsis {
-            let mut conn = self.redis.clone();
-            let mut get = redis::cmd("GET");
-            get.arg(self.key("applied", imsi.as_str()));
-            if let Some(last) = self.call(get.query_async::<Option<i64>>(&mut conn)).await? {
-                if ours < last {
-                    let shown = OffsetDateTime::from_unix_timestamp_nanos(i128::from(last) * 1000)
-                        .ok()
-                        .and_then(|t| t.format(&Rfc3339).ok())
-                        .unwrap_or_default();
-                    return Ok(Some((imsi.clone(), shown)));
-                }
-            }
+/// What one [`ADMIT`] answered.
+enum Attempt {
+    Admitted,
+    Duplicate,
+    Busy,
+    Stale { imsi: Imsi, applied: String },
+}
+
+fn read_attempt(answer: &[String], locked: &[Imsi]) -> Option<Attempt> {
+    match answer {
+        [word] if word == "admitted" => Some(Attempt::Admitted),
+        [word] if word == "duplicate" => Some(Attempt::Duplicate),
+        [word] if word == "busy" => Some(Attempt::Busy),
+        [word, position, last] if word == "stale" => {
+            let imsi = locked.get(position.parse::<usize>().ok()?.checked_sub(1)?)?;
+            Some(Attempt::Stale {
+                imsi: imsi.clone(),
+                applied: shown_time(last.parse().ok()?),
+            })
         }
-        Ok(None)
+        _ => None,
     }
+}
+
+/// A time in µs since 1970 as RFC 3339.
+fn shown_time(micros: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 /// The right to execute one delivery in the shared memory.

@@ -129,6 +129,80 @@ async fn events_for_one_imsi_on_two_instances_never_overlap_at_wtl() {
     }
 }
 
+/// Records, per IMSI, when WTL started and finished each call.
+struct PerImsi {
+    hold: Duration,
+    spans: Arc<Mutex<Vec<(String, Instant, Instant)>>>,
+}
+
+impl Respond for PerImsi {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let imsi = body["imsi"].as_str().unwrap_or("?").to_string();
+        let now = Instant::now();
+        self.spans.lock().expect("lock").push((imsi, now, now + self.hold));
+        ResponseTemplate::new(200)
+            .set_body_string(r#"{"result":true}"#)
+            .set_delay(self.hold)
+    }
+}
+
+/// A `SIM/Replaced` from the fixture, from SIM `old` to SIM `new`.
+fn replaced(id: &str, old: &str, new: &str) -> String {
+    let mut e: serde_json::Value = serde_json::from_str(&fixture("sim-replaced.json")).expect("json");
+    e["event_id"] = json!(id);
+    e["pb_data"]["sim_info"]["imsi"] = json!(new);
+    e["pb_data"]["prev_sim_info"]["imsi"] = json!(old);
+    e.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_replacements_on_two_instances_take_both_imsis_at_once_and_never_deadlock() {
+    const OTHER: &str = "001010000055002";
+    let redis = RedisServer::start(None);
+    let wtl = MockServer::start().await;
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .and(path("/prov"))
+        .respond_with(PerImsi {
+            hold: Duration::from_millis(60),
+            spans: spans.clone(),
+        })
+        .mount(&wtl)
+        .await;
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        // A→B on one instance, B→A on the other, and a plain update of each IMSI, all at once.
+        let events = [
+            (a.clone(), replaced(&format!("x-{round}"), IMSI, OTHER)),
+            (b.clone(), replaced(&format!("y-{round}"), OTHER, IMSI)),
+            (b.clone(), event(&format!("u-{round}"), "SIM/Updated", open_sim(IMSI))),
+            (a.clone(), event(&format!("v-{round}"), "SIM/Updated", open_sim(OTHER))),
+        ];
+        for (app, body) in events {
+            tasks.push(tokio::spawn(async move { message(app.send(&body).await).await }));
+        }
+    }
+    for t in tasks {
+        let (status, text) = t.await.expect("task");
+        assert_eq!(status, 202, "{text}");
+    }
+    let spans = spans.lock().expect("lock").clone();
+    assert_eq!(spans.len(), 3 * (2 + 2 + 1 + 1), "every event made its calls");
+    for imsi in [IMSI, OTHER] {
+        let mut mine: Vec<_> = spans.iter().filter(|s| s.0 == imsi).map(|s| (s.1, s.2)).collect();
+        mine.sort();
+        for pair in mine.windows(2) {
+            assert!(
+                pair[1].0 + Duration::from_millis(5) >= pair[0].1,
+                "two calls for IMSI {imsi} overlapped at WTL"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_of_one_event_on_two_instances_make_one_set_of_calls() {
     let redis = RedisServer::start(None);
