@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::info::InfoBuilder;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, RefOr};
 use utoipa::{Modify, OpenApi, PartialSchema};
@@ -59,11 +60,19 @@ impl Modify for Surface {
 /// `/` answers GET like `/health` and POST like `/process-event`.
 fn serve_root(doc: &mut Document) {
     let paths = &mut doc.paths.paths;
-    let get = paths.get("/health").and_then(|item| item.get.clone());
-    let post = paths.get("/process-event").and_then(|item| item.post.clone());
+    // Operation ids are unique in a document: the root's copies get their own.
+    let copy = |operation: Option<&Operation>, id: &str| {
+        operation.cloned().map(|mut op| {
+            op.operation_id = Some(id.to_string());
+            op
+        })
+    };
     let mut root = utoipa::openapi::PathItem::default();
-    root.get = get;
-    root.post = post;
+    root.get = copy(paths.get("/health").and_then(|item| item.get.as_ref()), "root_health");
+    root.post = copy(
+        paths.get("/process-event").and_then(|item| item.post.as_ref()),
+        "root_process_event",
+    );
     paths.insert("/".to_string(), root);
     // The root first, as a reader looks for it.
     paths.move_index(paths.len() - 1, 0);
@@ -130,6 +139,21 @@ mod tests {
             }
         }
         assert!(doc["paths"]["/"]["get"]["responses"].get("200").is_some());
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = document_value();
+        let mut ids = Vec::new();
+        for item in doc["paths"].as_object().expect("paths").values() {
+            for operation in item.as_object().expect("path item").values() {
+                ids.push(operation["operationId"].as_str().expect("an operation id").to_string());
+            }
+        }
+        let count = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "{ids:?}");
     }
 
     #[test]

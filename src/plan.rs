@@ -348,6 +348,21 @@ fn profile(pb: &PbData, name: &str, default: &Profile) -> Result<Profile, FieldP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actions_serialise_as_their_wtl_words() {
+        for action in [
+            Action::Insert,
+            Action::Update,
+            Action::Delete,
+            Action::Set,
+            Action::Unset,
+            Action::Modify,
+        ] {
+            assert_eq!(serde_json::to_value(action).ok(), Some(action.as_str().into()));
+            assert_eq!(Action::parse(action.as_str()), Some(action));
+        }
+    }
     use crate::config::{DEFAULT_EVENT_ACTIONS, parse_event_actions};
     use crate::nsps::parse_event;
 

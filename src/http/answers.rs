@@ -14,6 +14,7 @@ pub(crate) struct Accepted<'a> {
     pub(crate) event_id: &'a str,
     /// The WTL calls of an event that made them, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub(crate) actions: Option<Vec<ActionTaken<'a>>>,
     /// Present and true only with `WTL_DRY_RUN=true`: no WTL call was made.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -28,15 +29,14 @@ pub(crate) struct ActionTaken<'a> {
     result: CallResult,
 }
 
-/// How a WTL call ended.
+/// How a WTL call ended: `applied` (WTL applied it), `already_applied` (WTL already held the
+/// result: `insert` answered 409, `delete` answered 404), `planned` (`WTL_DRY_RUN`: the call
+/// was not made).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum CallResult {
-    /// WTL applied it.
     Applied,
-    /// WTL already held the result (`insert` answered 409, `delete` answered 404).
     AlreadyApplied,
-    /// `WTL_DRY_RUN`: the call was not made.
     Planned,
 }
 

@@ -36,6 +36,7 @@ pub(crate) struct Body<'a> {
     #[serde(rename = "type")]
     kind: ErrorType,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     details: Option<&'a Details>,
 }
 
@@ -56,6 +57,7 @@ pub(crate) struct WtlFailure {
     event_id: String,
     failed_call: FailedCall,
     /// WTL's HTTP status; null when WTL gave no answer.
+    #[schema(required = true)]
     wtl_status: Option<u16>,
     completed_calls: Vec<ActionTaken<'static>>,
 }

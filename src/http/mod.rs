@@ -184,7 +184,7 @@ pub(crate) async fn health() -> Response {
     responses(
         (status = 200, description = "Serving.", body = answers::Ready),
         (status = 503, description = "Shutting down, or the shared redelivery store (Redis) does not answer.",
-         body = error::Body),
+         body = error::Body, headers(("retry-after" = String, description = "Seconds to wait before asking again."))),
     ))]
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {
     if !state.ready.load(Ordering::Relaxed) {

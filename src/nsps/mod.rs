@@ -59,11 +59,9 @@ pub struct PbData {
     #[serde(default)]
     #[schema(value_type = Option<SimInfo>)]
     pub prev_sim_info: Option<Obj<SimInfo>>,
-    /// One access policy, or a list of them. The first attribute named `cs_profile` /
-    /// `eps_profile` gives the profile (the first item of a comma-separated value); it must
-    /// match `^[a-zA-Z][-_.a-zA-Z0-9]*$`.
+    /// One access policy, or a list of them (described in `schema::access_policies`).
     #[serde(default)]
-    #[schema(schema_with = schema::one_or_many::<AccessPolicy>)]
+    #[schema(schema_with = schema::access_policies)]
     pub access_policy_info: Option<OneOrMany<Obj<AccessPolicy>>>,
 }
 

@@ -22,12 +22,22 @@ fn unread(what: &str) -> RefOr<Schema> {
         .into()
 }
 
+/// `pb_data.access_policy_info`.
+pub(crate) fn access_policies() -> Schema {
+    one_or_many::<super::AccessPolicy>(
+        "One access policy, or a list of them. The first attribute named cs_profile / eps_profile \
+         gives the profile (the first item of a comma-separated value); it must match \
+         ^[a-zA-Z][-_.a-zA-Z0-9]*$.",
+    )
+}
+
 /// One `T` (a JSON object), or a list of them; absent or `null` allowed. (`Obj<T>`, which
 /// refuses a list where an object belongs, appears as `T` itself.)
-pub(crate) fn one_or_many<T: ToSchema>() -> Schema {
+fn one_or_many<T: ToSchema>(description: &str) -> Schema {
     let one = Ref::from_schema_name(T::name());
     Schema::OneOf(
         OneOfBuilder::new()
+            .description(Some(description))
             .item(one.clone())
             .item(ArrayBuilder::new().items(one))
             .item(ObjectBuilder::new().schema_type(Type::Null))
@@ -67,13 +77,18 @@ impl PartialSchema for Blocked {
     fn schema() -> RefOr<Schema> {
         let schema = OneOfBuilder::new()
             .description(Some(
-                "true/false, or \"Y\"/\"N\" (also yes/no, 1/0 as text in any case, and the numbers 1/0).",
+                "true/false, or \"Y\"/\"N\" (also yes/no, true/false and 1/0 as text in any case, and the numbers 1/0).",
             ))
             .item(ObjectBuilder::new().schema_type(Type::Boolean))
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .enum_values(Some(["Y", "N", "y", "n"])),
+                    .pattern(Some(BLOCKED_TEXT)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .enum_values(Some([0, 1])),
             )
             .build();
         RefOr::T(Schema::OneOf(schema))
@@ -81,6 +96,9 @@ impl PartialSchema for Blocked {
 }
 
 impl ToSchema for Blocked {}
+
+/// The text forms `Blocked` reads (`Blocked::from_text`).
+const BLOCKED_TEXT: &str = r"^\s*([yY]([eE][sS])?|[nN][oO]?|[tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|[01])\s*$";
 
 /// An example event: a SIM card created (the demo's first event).
 pub(crate) fn sim_created() -> serde_json::Value {
@@ -171,6 +189,21 @@ pub(crate) fn describe_unread(components: &mut Components) {
         };
         for (member, what) in *members {
             object.properties.insert((*member).to_string(), unread(what));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_text_forms_of_blocked_are_the_ones_read() {
+        let pattern = regex::Regex::new(BLOCKED_TEXT).expect("a valid pattern");
+        for text in [
+            "Y", "n", "yes", "No", "TRUE", "false", "1", "0", " y ", "maybe", "", "2", "yess", "t", "nope",
+        ] {
+            assert_eq!(pattern.is_match(text), Blocked::from_text(text).is_some(), "{text:?}");
         }
     }
 }

@@ -124,7 +124,7 @@ pub struct Blocked(pub bool);
 
 impl Blocked {
     /// The text forms: `Y`/`N`, `yes`/`no`, `true`/`false`, `1`/`0`, in any case.
-    fn from_text(text: &str) -> Option<Self> {
+    pub(crate) fn from_text(text: &str) -> Option<Self> {
         let t = text.trim();
         let is = |word: &str| t.eq_ignore_ascii_case(word);
         if is("y") || is("yes") || is("true") || is("1") {

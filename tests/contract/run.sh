@@ -9,15 +9,22 @@ cd "$(dirname "$0")/../.."
 if ! command -v st >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'schemathesis>=4,<5'
 fi
+if ! command -v openapi-spec-validator >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator>=0.7,<1'
+fi
 st --version
+
+# The document itself is valid OpenAPI (unique operation ids, resolvable references, ...).
+openapi-spec-validator openapi.json
 
 cargo build --locked --quiet
 bin="${CARGO_TARGET_DIR:-target}/debug/nsps-wtl-connector"
+case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 token="contract-$(date +%s)"
 log=$(mktemp)
 workdir=$(mktemp -d)   # no .env there
-(cd "$workdir" && PORT="$port" API_TOKEN="$token" exec "$OLDPWD/$bin" demo) >"$log" 2>&1 &
+(cd "$workdir" && PORT="$port" API_TOKEN="$token" exec "$bin" demo) >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$workdir" "$log"' EXIT
 
