@@ -1,0 +1,59 @@
+//! The Lua scripts of the shared memory. Redis runs each one atomically, so a read and the
+//! write that depends on it are never separated by another instance's.
+
+/// Admits a delivery in one step: unless the event was processed already (`duplicate`), or
+/// the event or one of its IMSIs is held by another delivery (`busy`), takes the `running`
+/// lease and every IMSI's lock at once, then refuses (and gives back) when an IMSI already has
+/// a newer event applied (`stale`, with the IMSI's position and its time).
+/// KEYS: done, running, lock x n, applied x n. ARGV: token, lease ms, dedup (1/0), n, event
+/// time in µs ('' = none).
+pub(super) const ADMIT: &str = r"
+local token, n = ARGV[1], tonumber(ARGV[4])
+local dedup = ARGV[3] == '1'
+if dedup and redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
+local first = dedup and 2 or 3
+for i = first, 2 + n do
+  local holder = redis.call('GET', KEYS[i])
+  if holder and holder ~= token then return {'busy'} end
+end
+for i = first, 2 + n do redis.call('SET', KEYS[i], token, 'PX', ARGV[2]) end
+if ARGV[5] ~= '' then
+  local stamp = tonumber(ARGV[5])
+  for i = 1, n do
+    local last = redis.call('GET', KEYS[2 + n + i])
+    if last and stamp < tonumber(last) then
+      for k = first, 2 + n do redis.call('DEL', KEYS[k]) end
+      return {'stale', tostring(i), last}
+    end
+  end
+end
+return {'admitted'}
+";
+
+/// Records a success: the event as done, each IMSI's time (forward only), then releases the
+/// leases this token holds. KEYS: done, running, applied x n, lock x n.
+/// ARGV: token, dedup ms (0 = none), event time in µs ('' = none), stale ms, n.
+pub(super) const COMMIT: &str = r"
+local n = tonumber(ARGV[5])
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
+if ARGV[3] ~= '' then
+  local stamp = tonumber(ARGV[3])
+  for i = 1, n do
+    local last = tonumber(redis.call('GET', KEYS[2 + i]) or '-1')
+    if stamp > last then redis.call('SET', KEYS[2 + i], ARGV[3], 'PX', ARGV[4]) end
+  end
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+for i = 1, n do
+  if redis.call('GET', KEYS[2 + n + i]) == ARGV[1] then redis.call('DEL', KEYS[2 + n + i]) end
+end
+return 1
+";
+
+/// Releases every key given whose value is this token.
+pub(super) const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+end
+return 1
+";
