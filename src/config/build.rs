@@ -302,7 +302,7 @@ fn memory(p: &mut Problems, raw: &RawEnv) -> Memory {
     };
     let redis = raw.redis_url.as_deref().and_then(|url| redis(p, url, raw));
     if redis.is_some() && dedup_ttl.is_zero() && !stale_event_check {
-        p.warn("REDIS_URL is set but EVENT_DEDUP_TTL=0 and STALE_EVENT_CHECK=false: the shared memory only keeps one event at a time per IMSI");
+        p.warn("REDIS_URL is set but EVENT_DEDUP_TTL=0 and STALE_EVENT_CHECK=false: the shared memory has nothing to keep (no duplicate detection, no stale check, no one-event-at-a-time per IMSI)");
     }
     Memory {
         dedup_ttl,

@@ -12,8 +12,8 @@
 //! only by a script that checks the token, so a holder whose lease ran out can never release
 //! what another delivery took since. Every read-then-write runs as one Lua script, so two
 //! instances never interleave inside one (`shared/scripts.rs`). An event costs two round
-//! trips: [`ADMIT`] (done?, the event's lease and every IMSI's lock at once, the IMSIs' last
-//! times) and [`COMMIT`].
+//! trips when nothing is contended: [`ADMIT`] (done?, the event's lease, the IMSIs' locks in
+//! order, their last times) and [`COMMIT`].
 //!
 //! Cancellation: the [`Ticket`] exists before the first await of [`SharedMemory::admit`] and
 //! notes a lease before asking for it; dropped without an outcome, it releases (token-checked)
@@ -196,7 +196,7 @@ impl SharedMemory {
                     ticket.finished = true;
                     return Ok(Admission::Stale { imsi, applied });
                 }
-                Attempt::Busy => {
+                Attempt::Busy { .. } => {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(POLL_LONGEST);
                 }
@@ -230,11 +230,15 @@ impl SharedMemory {
         let answer: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
         let attempt = read_attempt(&answer, locked)
             .ok_or_else(|| StoreError::Redis(format!("unexpected answer from the admission script: {answer:?}")))?;
-        if !matches!(attempt, Attempt::Admitted) {
-            // Nothing is held after any other answer.
-            ticket.run_noted = false;
-            ticket.locks_noted = 0;
-        }
+        // What is held now: everything when admitted, the first keys taken when busy (the
+        // event's lease first), nothing after any other answer.
+        let held = match attempt {
+            Attempt::Admitted => return Ok(attempt),
+            Attempt::Busy { held } => held,
+            Attempt::Duplicate | Attempt::Stale { .. } => 0,
+        };
+        ticket.run_noted = dedup && held > 0;
+        ticket.locks_noted = held.saturating_sub(usize::from(dedup)).min(locked.len());
         Ok(attempt)
     }
 }
@@ -243,15 +247,23 @@ impl SharedMemory {
 enum Attempt {
     Admitted,
     Duplicate,
-    Busy,
-    Stale { imsi: Imsi, applied: String },
+    /// Another delivery holds the event or an IMSI; this one holds the first `held` keys.
+    Busy {
+        held: usize,
+    },
+    Stale {
+        imsi: Imsi,
+        applied: String,
+    },
 }
 
 fn read_attempt(answer: &[String], locked: &[Imsi]) -> Option<Attempt> {
     match answer {
         [word] if word == "admitted" => Some(Attempt::Admitted),
         [word] if word == "duplicate" => Some(Attempt::Duplicate),
-        [word] if word == "busy" => Some(Attempt::Busy),
+        [word, held] if word == "busy" => Some(Attempt::Busy {
+            held: held.parse().ok()?,
+        }),
         [word, position, last] if word == "stale" => {
             let imsi = locked.get(position.parse::<usize>().ok()?.checked_sub(1)?)?;
             Some(Attempt::Stale {

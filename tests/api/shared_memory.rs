@@ -27,6 +27,21 @@ async fn two_instances(wtl: &str, redis: &RedisServer, extra: &[(&str, &str)]) -
     (spawn_app(wtl, &vars).await, spawn_app(wtl, &vars).await)
 }
 
+/// The `running:` and `lock:` keys Redis holds.
+async fn leases(redis: &RedisServer) -> Vec<String> {
+    let mut conn = redis.connection().await;
+    let mut keys = Vec::new();
+    for pattern in ["*:running:*", "*:lock:*"] {
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        keys.extend(found);
+    }
+    keys
+}
+
 async fn message(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     (status, json(resp).await["message"].as_str().unwrap_or("").to_string())
@@ -64,6 +79,11 @@ async fn an_older_event_on_the_other_instance_after_a_newer_one_is_stale() {
         "{text}"
     );
     assert_eq!(wtl_bodies(&wtl).await.len(), 1, "the stale event made no call");
+    assert_eq!(
+        leases(&redis).await,
+        Vec::<String>::new(),
+        "the stale event gave its leases back"
+    );
     // The time only moves forward: a later event applies, an equal one too.
     assert_eq!(
         message(b.send(&update("same", "2025-03-12T17:00:00Z")).await).await.0,
@@ -157,7 +177,7 @@ fn replaced(id: &str, old: &str, new: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crossing_replacements_on_two_instances_take_both_imsis_at_once_and_never_deadlock() {
+async fn crossing_replacements_on_two_instances_never_overlap_at_wtl_nor_wait_on_each_other() {
     const OTHER: &str = "001010000055002";
     let redis = RedisServer::start(None);
     let wtl = MockServer::start().await;
@@ -475,4 +495,91 @@ async fn rediss_with_redis_ca_file_is_trusted_and_without_it_refused() {
     let resp = untrusting.send(&update("tls-2", "2025-03-12T17:00:00Z")).await;
     error_body(resp, 503, "CONNECTION_ERROR").await;
     assert_eq!(wtl_bodies(&wtl).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_cut_off_while_redis_runs_its_admission_gives_back_what_it_took() {
+    let redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let app = spawn_app(
+        &wtl.uri(),
+        &[
+            ("REDIS_URL", redis.url().as_str()),
+            ("REDIS_TIMEOUT", "5"),
+            ("REQUEST_TIMEOUT", "1"),
+        ],
+    )
+    .await;
+    // One event first, so Redis knows the scripts (an unknown script is loaded and sent again,
+    // which a cut-off delivery would never do).
+    assert_eq!(
+        message(app.send(&update("first", "2025-03-12T17:00:00Z")).await)
+            .await
+            .0,
+        202
+    );
+    // Redis holds every script for 1.6 s: the delivery is cut off (REQUEST_TIMEOUT) while its
+    // admission waits in Redis's queue, then Redis runs it and takes the leases.
+    let mut conn = redis.connection().await;
+    let paused = Instant::now();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1600)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .expect("pause");
+    let cut = app.send_fixture("sim-replaced.json").await;
+    assert_eq!(cut.status().as_u16(), 503);
+    assert!(
+        paused.elapsed() < Duration::from_millis(1600),
+        "cut off before Redis ran it"
+    );
+    tokio::time::sleep_until((paused + Duration::from_millis(1850)).into()).await;
+    // The leases, left alone, would live until 2.6 s.
+    assert_eq!(
+        leases(&redis).await,
+        Vec::<String>::new(),
+        "the cut-off delivery gave its leases back"
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 1, "only the first event reached WTL");
+}
+
+#[tokio::test]
+async fn without_duplicate_detection_or_without_ordering_the_shared_memory_keeps_only_what_is_asked() {
+    let redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    // No duplicate detection: a redelivery calls WTL again; stale events are still skipped.
+    let (a, b) = two_instances(&wtl.uri(), &redis, &[("EVENT_DEDUP_TTL", "0")]).await;
+    for app in [&a, &b] {
+        assert_eq!(
+            message(app.send(&update("again", "2025-03-12T17:00:00Z")).await).await,
+            (202, "Event processed successfully".to_string())
+        );
+    }
+    assert_eq!(wtl_bodies(&wtl).await.len(), 2);
+    let (_, text) = message(b.send(&update("older", "2025-03-12T16:00:00Z")).await).await;
+    assert!(text.starts_with("Event ignored: stale event"), "{text}");
+    assert_eq!(leases(&redis).await, Vec::<String>::new());
+    // No ordering: an older event is applied; duplicates are still answered from memory.
+    let (c, d) = two_instances(
+        &wtl.uri(),
+        &redis,
+        &[("STALE_EVENT_CHECK", "false"), ("REDIS_KEY_PREFIX", "unordered:")],
+    )
+    .await;
+    assert_eq!(
+        message(c.send(&update("n-1", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    assert_eq!(
+        message(d.send(&update("n-2", "2025-03-12T16:00:00Z")).await).await,
+        (202, "Event processed successfully".to_string())
+    );
+    assert_eq!(
+        message(d.send(&update("n-1", "2025-03-12T17:00:00Z")).await).await,
+        (202, "Event already processed".to_string())
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 4);
+    assert_eq!(leases(&redis).await, Vec::<String>::new());
 }

@@ -1,28 +1,39 @@
 //! The Lua scripts of the shared memory. Redis runs each one atomically, so a read and the
 //! write that depends on it are never separated by another instance's.
 
-/// Admits a delivery in one step: unless the event was processed already (`duplicate`), or
-/// the event or one of its IMSIs is held by another delivery (`busy`), takes the `running`
-/// lease and every IMSI's lock at once, then refuses (and gives back) when an IMSI already has
-/// a newer event applied (`stale`, with the IMSI's position and its time).
-/// KEYS: done, running, lock x n, applied x n. ARGV: token, lease ms, dedup (1/0), n, event
-/// time in µs ('' = none).
+/// Admits a delivery in one round trip when nothing stands in its way. Unless the event was
+/// processed already (`duplicate`), takes the `running` lease, then each IMSI's lock in sorted
+/// order, as far as they are free (or already this token's). At the first one held by another
+/// delivery it stops and keeps what it took (`busy`, with how many keys it holds): the
+/// delivery waits and asks again with the same token, as a delivery waits for each lock in
+/// order in one process, and the same order for every delivery means none waits in a circle.
+/// With everything taken, refuses (and gives back) when an IMSI already has a newer event
+/// applied (`stale`, with the IMSI's position and its time).
+/// KEYS: done, running, lock x n (sorted), applied x n. ARGV: token, lease ms, dedup (1/0), n,
+/// event time in µs ('' = none).
 pub(super) const ADMIT: &str = r"
 local token, n = ARGV[1], tonumber(ARGV[4])
-local dedup = ARGV[3] == '1'
-if dedup and redis.call('EXISTS', KEYS[1]) == 1 then return {'duplicate'} end
-local first = dedup and 2 or 3
+local first = ARGV[3] == '1' and 2 or 3
+local function give_back()
+  for k = first, 2 + n do
+    if redis.call('GET', KEYS[k]) == token then redis.call('DEL', KEYS[k]) end
+  end
+end
+if first == 2 and redis.call('EXISTS', KEYS[1]) == 1 then
+  give_back()
+  return {'duplicate'}
+end
 for i = first, 2 + n do
   local holder = redis.call('GET', KEYS[i])
-  if holder and holder ~= token then return {'busy'} end
+  if holder and holder ~= token then return {'busy', tostring(i - first)} end
+  redis.call('SET', KEYS[i], token, 'PX', ARGV[2])
 end
-for i = first, 2 + n do redis.call('SET', KEYS[i], token, 'PX', ARGV[2]) end
 if ARGV[5] ~= '' then
   local stamp = tonumber(ARGV[5])
   for i = 1, n do
     local last = redis.call('GET', KEYS[2 + n + i])
     if last and stamp < tonumber(last) then
-      for k = first, 2 + n do redis.call('DEL', KEYS[k]) end
+      give_back()
       return {'stale', tostring(i), last}
     end
   end
