@@ -304,6 +304,10 @@ impl Ticket {
     pub(crate) async fn succeeded(mut self) {
         self.finished = true;
         let m = self.memory.clone();
+        if m.dedup_ttl.is_zero() && !m.ordering {
+            // Nothing to record and nothing held (see `admit`).
+            return;
+        }
         let mut invocation = m.commit.key(m.key("done", &self.event_id));
         invocation.key(m.key("running", &self.event_id));
         for imsi in &self.imsis {
@@ -314,7 +318,7 @@ impl Ticket {
         }
         invocation
             .arg(&self.token)
-            .arg(millis(m.dedup_ttl))
+            .arg(if m.dedup_ttl.is_zero() { 0 } else { millis(m.dedup_ttl) })
             .arg(self.stamp.map(|s| micros(s).to_string()).unwrap_or_default())
             .arg(millis(m.stale_ttl))
             .arg(self.imsis.len());

@@ -582,4 +582,37 @@ async fn without_duplicate_detection_or_without_ordering_the_shared_memory_keeps
     );
     assert_eq!(wtl_bodies(&wtl).await.len(), 4);
     assert_eq!(leases(&redis).await, Vec::<String>::new());
+    // Both off: there is nothing to keep, and Redis is not asked.
+    let (e, _f) = two_instances(
+        &wtl.uri(),
+        &redis,
+        &[
+            ("EVENT_DEDUP_TTL", "0"),
+            ("STALE_EVENT_CHECK", "false"),
+            ("REDIS_KEY_PREFIX", "nothing:"),
+        ],
+    )
+    .await;
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .expect("reset");
+    assert_eq!(
+        message(e.send(&update("z-1", "2025-03-12T17:00:00Z")).await).await.0,
+        202
+    );
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .expect("info");
+    assert!(!stats.contains("cmdstat_eval"), "a script ran: {stats}");
+    let kept: Vec<String> = redis::cmd("KEYS")
+        .arg("nothing:*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(kept, Vec::<String>::new());
 }
