@@ -188,13 +188,23 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).expect("fixture")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stdout_is_json_lines_carrying_trace_ids_and_no_secret() {
+/// A WTL stand-in that accepts every call, answering after `delay`.
+async fn wtl_answering_after(delay: Duration) -> MockServer {
     let wtl = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string(r#"{"result":true}"#)
+                .set_delay(delay),
+        )
         .mount(&wtl)
         .await;
+    wtl
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_is_json_lines_carrying_trace_ids_and_no_secret() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
     let uri = wtl.uri();
     let app = start(&[
         ("API_TOKEN", SECRET_TOKEN),
@@ -301,15 +311,7 @@ fn an_invalid_setting_names_the_variable_without_echoing_secrets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_in_flight_events_finish_and_idle_connections_do_not_hold_the_drain() {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string(r#"{"result":true}"#)
-                .set_delay(Duration::from_millis(3000)),
-        )
-        .mount(&wtl)
-        .await;
+    let wtl = wtl_answering_after(Duration::from_millis(3000)).await;
     let uri = wtl.uri();
     // A drain that had to wait for the idle connection would take the whole minute.
     let app = start(&[
@@ -437,11 +439,7 @@ async fn credentials_inside_urls_never_reach_an_answer_or_a_log_line() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_inside_the_wtl_url_are_sent_as_basic_credentials() {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
-        .mount(&wtl)
-        .await;
+    let wtl = wtl_answering_after(Duration::ZERO).await;
     let url = wtl.uri().replace("http://", "http://hlr-user:hlr-pass-456@");
     let (answer, output) = one_event_at_debug(vec![("WTL_API_URL", url)]).await;
     assert_eq!(answer.status, 202, "{}", answer.body);
@@ -479,11 +477,7 @@ async fn dry_run_says_so_loudly_at_start_up_and_logs_each_planned_call() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_cloud_run_every_line_of_a_traced_request_carries_the_trace_and_the_access_line_http_request() {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
-        .mount(&wtl)
-        .await;
+    let wtl = wtl_answering_after(Duration::ZERO).await;
     let uri = wtl.uri();
     let app = start(&[
         ("API_TOKEN", SECRET_TOKEN),
@@ -557,11 +551,7 @@ async fn on_cloud_run_every_line_of_a_traced_request_carries_the_trace_and_the_a
 #[tokio::test(flavor = "multi_thread")]
 async fn the_redis_password_never_reaches_a_log_line_or_the_start_up_configuration() {
     let redis = stands::RedisServer::start(Some("redis-secret-pw-4242"));
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
-        .mount(&wtl)
-        .await;
+    let wtl = wtl_answering_after(Duration::ZERO).await;
     let (answer, output) = one_event_at_debug(vec![("WTL_API_URL", wtl.uri()), ("REDIS_URL", redis.url())]).await;
     assert_eq!(answer.status, 202, "{}\n{output}", answer.body);
     assert!(!output.contains("redis-secret-pw-4242"), "{output}");
@@ -609,15 +599,7 @@ async fn the_system_roots_stay_trusted_beside_wtl_ca_file() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_still_running_at_shutdown_timeout_are_answered_503_never_2xx() {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_string(r#"{"result":true}"#)
-                .set_delay(Duration::from_secs(6)),
-        )
-        .mount(&wtl)
-        .await;
+    let wtl = wtl_answering_after(Duration::from_secs(6)).await;
     let uri = wtl.uri();
     let app = start(&[
         ("API_TOKEN", SECRET_TOKEN),

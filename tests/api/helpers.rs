@@ -38,6 +38,20 @@ impl TestApp {
             .expect("the connector answers")
     }
 
+    /// Sends an event and hangs up after `after`, before any answer (asserted).
+    pub async fn send_and_hang_up(&self, body: &str, after: std::time::Duration) {
+        let cut = self
+            .client
+            .post(self.url("/process-event"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .timeout(after)
+            .send()
+            .await;
+        assert!(cut.is_err(), "the client hung up before an answer");
+    }
+
     pub async fn send_fixture(&self, name: &str) -> reqwest::Response {
         self.send(&fixture(name)).await
     }
