@@ -145,10 +145,9 @@ impl fmt::Display for SkipReason {
             Self::NoImsi => f.write_str("IMSI is empty or not provided"),
             Self::ImsiFiltered(imsis) => {
                 let list: Vec<&str> = imsis.iter().map(Imsi::as_str).collect();
-                if list.len() == 1 {
-                    write!(f, "IMSI {} doesn't follow the regexp provided", list[0])
-                } else {
-                    write!(f, "IMSIs {} don't follow the regexp provided", list.join(", "))
+                match list.as_slice() {
+                    [one] => write!(f, "IMSI {one} doesn't follow the regexp provided"),
+                    _ => write!(f, "IMSIs {} don't follow the regexp provided", list.join(", ")),
                 }
             }
         }

@@ -14,6 +14,7 @@ use crate::plan::PlanRules;
 
 mod build;
 mod env;
+mod problems;
 mod proxy;
 mod wtl;
 

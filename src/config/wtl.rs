@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::build::{MAX_RATE_LIMIT, MIN_RATE_LIMIT, Problems};
+use super::build::{MAX_RATE_LIMIT, MIN_RATE_LIMIT};
 use super::env::{Field, RawEnv};
+use super::problems::Problems;
 use super::{ConfigError, OAuthSettings, ProxySettings, WtlAuthMode, WtlSettings};
 use crate::wtl::tls::TlsFiles;
 

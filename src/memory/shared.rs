@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
@@ -33,35 +32,11 @@ use crate::metrics::Metrics;
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
 
+mod connect;
 mod scripts;
+
+pub(crate) use connect::{RedisSettings, StoreSetupError};
 use scripts::{ADMIT, COMMIT, RELEASE};
-
-/// How to reach Redis and how long things are kept.
-#[derive(Clone)]
-pub struct RedisSettings {
-    /// The whole `REDIS_URL`, credentials included.
-    pub url: SecretString,
-    /// `REDIS_URL` with its password hidden, for logs.
-    pub shown: String,
-    pub key_prefix: String,
-    /// Limit of one Redis operation (`REDIS_TIMEOUT`).
-    pub timeout: Duration,
-    /// PEM with the CA Redis's certificate is issued by (`REDIS_CA_FILE`), for `rediss://`.
-    pub ca_file: Option<String>,
-    pub fail_open: bool,
-}
-
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &self.shown)
-            .field("key_prefix", &self.key_prefix)
-            .field("timeout", &self.timeout)
-            .field("ca_file", &self.ca_file.as_deref().map(crate::wtl::tls::shown))
-            .field("fail_open", &self.fail_open)
-            .finish()
-    }
-}
 
 /// Why the shared store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -70,14 +45,6 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("redelivery store unavailable: {0}")]
     Redis(String),
-}
-
-/// Why the shared store could not be set up at start-up.
-#[derive(Debug, thiserror::Error)]
-#[error("{var}: {problem}")]
-pub struct StoreSetupError {
-    pub var: &'static str,
-    pub problem: String,
 }
 
 pub(crate) enum Admission {
@@ -116,16 +83,7 @@ impl SharedMemory {
         lease: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, StoreSetupError> {
-        let client = client(settings)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let redis = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| StoreSetupError {
-            var: "REDIS_URL",
-            problem: format!("the connection could not be prepared: {}", e.kind_text()),
-        })?;
+        let redis = connect::connection(settings)?;
         Ok(Arc::new(Self {
             redis,
             prefix: settings.key_prefix.clone(),
@@ -153,7 +111,8 @@ impl SharedMemory {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, op).await {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
-            Ok(Err(e)) => Err(StoreError::Redis(e.kind_text())),
+            // Redis errors describe the failure (refused, timed out, NOAUTH, ...), never the URL.
+            Ok(Err(e)) => Err(StoreError::Redis(e.to_string())),
             Ok(Ok(v)) => Ok(v),
         };
         self.metrics.store_operation(started.elapsed(), result.is_err());
@@ -383,40 +342,4 @@ fn millis(d: Duration) -> u64 {
 
 fn micros(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
-/// The Redis client for `REDIS_URL`, with `REDIS_CA_FILE` as the trusted CA for `rediss://`.
-fn client(settings: &RedisSettings) -> Result<redis::Client, StoreSetupError> {
-    let url = settings.url.expose_secret();
-    let invalid = |e: redis::RedisError| StoreSetupError {
-        var: "REDIS_URL",
-        problem: format!("not a usable Redis URL: {}", e.kind_text()),
-    };
-    match &settings.ca_file {
-        None => redis::Client::open(url).map_err(invalid),
-        Some(ca) => {
-            let pem = crate::wtl::tls::pem_bytes(ca).map_err(|e| StoreSetupError {
-                var: "REDIS_CA_FILE",
-                problem: format!("{} cannot be read: {e}", crate::wtl::tls::shown(ca)),
-            })?;
-            let certificates = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(url, certificates).map_err(invalid)
-        }
-    }
-}
-
-/// A Redis error's description without anything from the URL.
-trait KindText {
-    fn kind_text(&self) -> String;
-}
-
-impl KindText for redis::RedisError {
-    fn kind_text(&self) -> String {
-        // Redis errors describe the failure (refused, timed out, NOAUTH, ...); they do not
-        // carry the URL or its password.
-        self.to_string()
-    }
 }

@@ -11,6 +11,7 @@
 
 mod body;
 mod client;
+mod credentials;
 pub mod limiter;
 pub(crate) mod net;
 pub mod oauth;
@@ -22,15 +23,15 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::HeaderValue;
-use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use crate::config::{WtlAuthMode, WtlSettings};
+use crate::config::WtlSettings;
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
 use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 pub use body::prov_body;
 pub use client::{ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider};
+use credentials::Credentials;
 use limiter::RateLimiter;
 use oauth::TokenSource;
 pub use outcome::{Done, NetFailure, WtlError};
@@ -39,12 +40,6 @@ pub use outcome::{Done, NetFailure, WtlError};
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Upper bound of one exponential back-off step.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
-
-enum Credentials {
-    None,
-    Static(HeaderValue),
-    OAuth(Box<TokenSource>),
-}
 
 /// The `User-Agent` of every call to WTL and its token endpoint.
 const AGENT: &str = concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION"));
@@ -129,34 +124,7 @@ impl WtlClient {
                 var: "WTL_API_URL",
                 problem: format!("does not make a valid /prov address: {e}"),
             })?;
-        let credentials = match settings.auth {
-            WtlAuthMode::None => Credentials::None,
-            WtlAuthMode::Bearer => match &settings.api_token {
-                Some(token) => Credentials::Static(sensitive(&format!("Bearer {}", token.expose_secret()))),
-                None => Credentials::None,
-            },
-            WtlAuthMode::Basic => {
-                use base64::Engine;
-                let user = settings.username.clone().unwrap_or_default();
-                let pass = settings
-                    .password
-                    .as_ref()
-                    .map(|p| p.expose_secret().to_string())
-                    .unwrap_or_default();
-                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-                Credentials::Static(sensitive(&format!("Basic {encoded}")))
-            }
-            WtlAuthMode::OAuth2 => match &settings.oauth {
-                Some(oauth) => Credentials::OAuth(Box::new(TokenSource::new(
-                    http.clone(),
-                    oauth.clone(),
-                    settings.username.clone(),
-                    settings.password.clone(),
-                    settings.attempt_timeout,
-                ))),
-                None => Credentials::None,
-            },
-        };
+        let credentials = Credentials::from_settings(settings, &http);
         Ok(Self {
             http,
             prov_url,
@@ -321,14 +289,7 @@ impl WtlClient {
         ids: &TraceIds,
         deadline: Instant,
     ) -> Result<(Done, u16), AttemptFailure> {
-        let (auth, token_generation) = match &self.credentials {
-            Credentials::None => (None, None),
-            Credentials::Static(h) => (Some(h.clone()), None),
-            Credentials::OAuth(tokens) => {
-                let t = tokens.token(deadline).await?;
-                (Some(t.header), Some(t.generation))
-            }
-        };
+        let (auth, token_generation) = self.credentials.header(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(WtlError::DeadlineExceeded {
@@ -408,14 +369,6 @@ struct Answer {
 }
 
 const JSON: &str = "application/json";
-
-fn sensitive(value: &str) -> HeaderValue {
-    // Settings are checked at start-up to hold no control characters; an impossible failure
-    // degrades to an empty header rather than a panic.
-    let mut h = HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""));
-    h.set_sensitive(true);
-    h
-}
 
 /// Exponential back-off with full jitter: a random wait in `[0, min(cap, base * 2^retry)]`.
 pub fn backoff(base: Duration, retry: u32) -> Duration {

@@ -157,18 +157,19 @@ impl TokenSource {
                 }
             }
         }
-        let mut form = Vec::with_capacity(4);
-        match (&self.username, &self.password) {
-            (Some(user), Some(pass)) => {
-                form.push(("grant_type", "password".to_string()));
-                form.push(("username", user.clone()));
-                form.push(("password", pass.expose_secret().to_string()));
-            }
-            _ => form.push(("grant_type", "client_credentials".to_string())),
-        }
-        let grant = form[0].1.clone();
+        let (grant, mut form) = match (&self.username, &self.password) {
+            (Some(user), Some(pass)) => (
+                "password",
+                vec![
+                    ("username", user.clone()),
+                    ("password", pass.expose_secret().to_string()),
+                ],
+            ),
+            _ => ("client_credentials", Vec::new()),
+        };
+        form.insert(0, ("grant_type", grant.to_string()));
         let answer = self.request(form, deadline).await?;
-        self.store(state, answer, &grant)
+        self.store(state, answer, grant)
     }
 
     fn store(&self, state: &mut State, answer: TokenAnswer, grant: &str) -> Result<IssuedToken, WtlError> {

@@ -1,0 +1,71 @@
+//! How the connector identifies itself to WTL (`WTL_AUTH`): nothing, a fixed `Authorization`
+//! header built once (Bearer or Basic), or an OAuth2 access token from the token endpoint.
+
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+
+use super::WtlError;
+use super::oauth::TokenSource;
+use crate::config::{WtlAuthMode, WtlSettings};
+use http::HeaderValue;
+
+pub(super) enum Credentials {
+    None,
+    Static(HeaderValue),
+    OAuth(Box<TokenSource>),
+}
+
+impl Credentials {
+    pub(super) fn from_settings(settings: &WtlSettings, http: &reqwest::Client) -> Self {
+        match settings.auth {
+            WtlAuthMode::None => Self::None,
+            WtlAuthMode::Bearer => match &settings.api_token {
+                Some(token) => Self::Static(sensitive(&format!("Bearer {}", token.expose_secret()))),
+                None => Self::None,
+            },
+            WtlAuthMode::Basic => {
+                use base64::Engine;
+                let user = settings.username.clone().unwrap_or_default();
+                let pass = settings
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_string())
+                    .unwrap_or_default();
+                let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                Self::Static(sensitive(&format!("Basic {encoded}")))
+            }
+            WtlAuthMode::OAuth2 => match &settings.oauth {
+                Some(oauth) => Self::OAuth(Box::new(TokenSource::new(
+                    http.clone(),
+                    oauth.clone(),
+                    settings.username.clone(),
+                    settings.password.clone(),
+                    settings.attempt_timeout,
+                ))),
+                None => Self::None,
+            },
+        }
+    }
+
+    /// The `Authorization` header for one attempt, and the OAuth token's generation (to
+    /// discard exactly that token when WTL refuses it).
+    pub(super) async fn header(&self, deadline: Instant) -> Result<(Option<HeaderValue>, Option<u64>), WtlError> {
+        match self {
+            Self::None => Ok((None, None)),
+            Self::Static(h) => Ok((Some(h.clone()), None)),
+            Self::OAuth(tokens) => {
+                let t = tokens.token(deadline).await?;
+                Ok((Some(t.header), Some(t.generation)))
+            }
+        }
+    }
+}
+
+/// A header value never shown in `Debug` output of requests.
+fn sensitive(value: &str) -> HeaderValue {
+    // Settings are checked at start-up to hold no control characters; an impossible failure
+    // degrades to an empty header rather than a panic.
+    let mut h = HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""));
+    h.set_sensitive(true);
+    h
+}
