@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use crate::app::{self, Application};
-use crate::config::{KNOWN_VARS, Settings};
+use crate::config::{Settings, is_known_var};
 use crate::simulator::Simulator;
 
 /// A SIM arriving in inventory: inserted barred, without a number.
@@ -15,7 +15,7 @@ pub const SAMPLE_UPDATED: &str = r#"{"event_id":"demo-2","data":{"event_type":"S
 /// The settings the demo runs with: the environment, with WTL pointed at the simulator.
 pub fn demo_settings(simulator: SocketAddr, token: &str) -> Result<Settings, crate::config::ConfigError> {
     let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| KNOWN_VARS.contains(&k.as_str()))
+        .filter(|(k, _)| is_known_var(k))
         .filter(|(k, _)| {
             !k.starts_with("WTL_")
                 || k == "WTL_DEFAULT_CS_PROFILE"

@@ -5,8 +5,8 @@
 //! [`Field`], which keeps a value that does not read as the reason it does not: envy never stops
 //! at the first bad value, so the validation pass (`build.rs`) can name every problem at once.
 //!
-//! Adding a setting: a field here with its doc comment, its name in `KNOWN_VARS`, its rule in
-//! `build.rs`, `.env.example` and the README.
+//! Adding a setting: a field here with its doc comment (its upper-case name is the variable),
+//! its rule in `build.rs`, `.env.example` and the README.
 
 use std::collections::BTreeMap;
 

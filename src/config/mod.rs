@@ -178,7 +178,7 @@ impl Settings {
         let pairs: BTreeMap<String, String> = vars
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
-            .filter(|(k, _)| KNOWN_VARS.contains(&k.as_str()) || PROXY_VARS.contains(&k.as_str()))
+            .filter(|(k, _)| is_known_var(k) || PROXY_VARS.contains(&k.as_str()))
             .collect();
         let proxy_vars: BTreeMap<String, String> = pairs
             .iter()
@@ -187,7 +187,7 @@ impl Settings {
             .collect();
         let pairs = pairs
             .into_iter()
-            .filter(|(k, v)| !v.trim().is_empty() && KNOWN_VARS.contains(&k.as_str()));
+            .filter(|(k, v)| !v.trim().is_empty() && is_known_var(k));
         let raw: env::RawEnv = envy::from_iter(pairs).map_err(|e| ConfigError::new("environment", e.to_string()))?;
         build::settings(raw, &proxy_vars)
     }
@@ -333,59 +333,20 @@ fn pem(v: &Option<String>) -> String {
     v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown)
 }
 
-/// Every variable the connector reads (see README, configuration).
-pub const KNOWN_VARS: &[&str] = &[
-    "API_TOKEN",
-    "WTL_API_URL",
-    "WTL_API_TOKEN",
-    "WTL_AUTH",
-    "WTL_API_USERNAME",
-    "WTL_API_PASSWORD",
-    "WTL_OAUTH_TOKEN_URL",
-    "WTL_OAUTH_CLIENT_ID",
-    "WTL_OAUTH_CLIENT_SECRET",
-    "WTL_OAUTH_SCOPE",
-    "WTL_DEFAULT_CS_PROFILE",
-    "WTL_DEFAULT_EPS_PROFILE",
-    "WTL_HTTP_REQUESTS_TIMEOUT",
-    "WTL_CONNECT_TIMEOUT",
-    "WTL_TOTAL_TIMEOUT",
-    "WTL_MAX_RETRIES",
-    "WTL_RETRY_BASE_MS",
-    "WTL_RETRY_AFTER_MAX",
-    "WTL_RATE_LIMIT",
-    "WTL_IMSI_REGEXP",
-    "WTL_EVENT_ACTIONS",
-    "WTL_CA_FILE",
-    "WTL_CLIENT_CERT_FILE",
-    "WTL_CLIENT_KEY_FILE",
-    "WTL_PROXY",
-    "BIND_ADDRESS",
-    "REDIS_URL",
-    "REDIS_KEY_PREFIX",
-    "REDIS_TIMEOUT",
-    "REDIS_CA_FILE",
-    "REDIS_FAIL_OPEN",
-    "STALE_EVENT_TTL",
-    "GOOGLE_CLOUD_PROJECT",
-    "WTL_DRY_RUN",
-    "EVENTS_PATH",
-    "MAX_BODY_BYTES",
-    "SHUTDOWN_TIMEOUT",
-    "HEADER_READ_TIMEOUT",
-    "REQUEST_TIMEOUT",
-    "MAX_IN_FLIGHT",
-    "EVENT_DEDUP_TTL",
-    "EVENT_DEDUP_MAX",
-    "METRICS_PUBLIC",
-    "STALE_EVENT_CHECK",
-    "LOG_LEVEL",
-    "LOG_FORMAT",
-    "RUST_LOG",
-    "PORT",
-    "APP_NAME",
-    "DEBUG",
-];
+/// Whether `name` is a variable the connector reads: the upper-case name of a field of the
+/// typed environment (`env::RawEnv`, which envy fills by the lower-case names).
+pub fn is_known_var(name: &str) -> bool {
+    !name.bytes().any(|b| b.is_ascii_lowercase()) && env_fields().contains(&name.to_ascii_lowercase().as_str())
+}
+
+/// Every variable the connector reads, in upper case (see README, configuration).
+pub fn known_vars() -> impl Iterator<Item = String> {
+    env_fields().iter().map(|field| field.to_ascii_uppercase())
+}
+
+fn env_fields() -> &'static [&'static str] {
+    serde_aux::serde_introspection::serde_introspect::<env::RawEnv>()
+}
 
 /// The standard proxy variables, read in either case (see [`ProxySettings`]).
 pub const PROXY_VARS: &[&str] = &[
@@ -627,14 +588,33 @@ mod tests {
     }
 
     #[test]
+    fn the_variables_read_are_the_fields_of_the_typed_environment() {
+        let names: Vec<String> = known_vars().collect();
+        for name in ["API_TOKEN", "WTL_API_URL", "REDIS_URL", "STALE_EVENT_TTL", "DEBUG"] {
+            assert!(names.iter().any(|n| n == name), "{name}");
+            assert!(is_known_var(name));
+        }
+        assert!(!is_known_var("api_token"), "only the upper-case names");
+        assert!(!is_known_var("HOME"));
+    }
+
+    #[test]
+    fn the_readme_describes_every_variable() {
+        let readme = include_str!("../../README.md");
+        for name in known_vars() {
+            assert!(readme.contains(&format!("`{name}`")), "{name} is not in the README");
+        }
+    }
+
+    #[test]
     fn env_example_lists_every_variable_and_is_valid() {
         let text = include_str!("../../.env.example");
         let vars: Vec<(String, String)> = dotenvy::from_read_iter(text.as_bytes())
             .collect::<Result<_, _>>()
             .expect(".env.example parses");
-        for name in KNOWN_VARS {
+        for name in known_vars() {
             assert!(
-                vars.iter().any(|(k, _)| k == name),
+                vars.iter().any(|(k, _)| *k == name),
                 "{name} is missing from .env.example"
             );
         }
