@@ -2,8 +2,8 @@
 //! `version`; `--help` and `--version`.
 
 use clap::{Parser, Subcommand};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -59,20 +59,18 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every command reads the same settings: the environment, then a `.env` file beside it.
+    load_dotenv();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_async(serve()),
         Command::Demo => {
-            load_dotenv();
             let _logs = init_logs_from_env();
             run_async(crate::demo::run())
         }
         Command::Simulator => run_async(simulator()),
-        Command::Healthcheck => healthcheck(),
+        Command::Healthcheck => run_async(healthcheck()),
         Command::Plan { file, pretty } => plan(file.as_deref(), pretty),
-        Command::Check { json } => {
-            load_dotenv();
-            run_async(check(json))
-        }
+        Command::Check { json } => run_async(check(json)),
         Command::Openapi => {
             print!("{}", crate::openapi::document());
             ExitCode::SUCCESS
@@ -86,7 +84,6 @@ pub fn main() -> ExitCode {
 
 /// `plan`: one event in, its WTL calls out.
 fn plan(file: Option<&std::path::Path>, pretty: bool) -> ExitCode {
-    load_dotenv();
     let body = match file {
         None => read_stdin(),
         Some(path) if path.as_os_str() == "-" => read_stdin(),
@@ -170,7 +167,6 @@ fn init_logs_from_env() -> tracing_appender::non_blocking::WorkerGuard {
 }
 
 async fn serve() -> u8 {
-    load_dotenv();
     let _logs = init_logs_from_env();
     let settings = match Settings::from_env() {
         Ok(s) => s,
@@ -219,38 +215,34 @@ async fn simulator() -> u8 {
     }
 }
 
-/// GET /health over plain TCP: no shell tools, no TLS, no async runtime needed.
-fn healthcheck() -> ExitCode {
+/// `GET /health` on this machine's `PORT` (the container's health check): exit 0 on 200.
+async fn healthcheck() -> u8 {
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or(8000);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let check = || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-        stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-        let mut head = [0u8; 16];
-        let mut read = 0;
-        while read < 12 {
-            let n = stream.read(&mut head[read..])?;
-            if n == 0 {
-                break;
-            }
-            read += n;
+    crate::wtl::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unhealthy: the HTTP client could not be built: {e}");
+            return 1;
         }
-        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
     };
-    match check() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => {
-            eprintln!("unhealthy: /health on port {port} did not answer 200");
-            ExitCode::FAILURE
+    match client.get(format!("http://127.0.0.1:{port}/health")).send().await {
+        Ok(answer) if answer.status() == reqwest::StatusCode::OK => 0,
+        Ok(answer) => {
+            eprintln!("unhealthy: /health on port {port} answered {}", answer.status());
+            1
         }
         Err(e) => {
             eprintln!("unhealthy: cannot reach port {port}: {e}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

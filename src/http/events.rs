@@ -60,13 +60,7 @@ fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, CallResul
 /// nothing.
 fn dry_run(event: &Event, calls: &[WtlCall]) -> Response {
     for call in calls {
-        let body = String::from_utf8_lossy(&crate::wtl::prov_body(call)).into_owned();
-        tracing::info!(
-            imsi = call.imsi.as_str(),
-            action = call.action.as_str(),
-            body_json = %body,
-            "dry run: WTL call planned, not made"
-        );
+        crate::wtl::log_planned(call);
     }
     let answer = Accepted {
         message: "Dry run: event planned, no WTL call made",

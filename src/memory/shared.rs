@@ -260,11 +260,13 @@ impl Ticket {
     /// Records the success (the event done, the IMSIs' time) and releases the leases. A store
     /// that fails now does not undo the event: WTL has it, so it is answered 2xx all the same;
     /// a later redelivery may repeat its (idempotent) calls.
+    /// Marked finished only once the outcome script has answered: cut off before that, the
+    /// ticket's drop releases the leases (token-checked, so nothing if the script ran).
     pub(crate) async fn succeeded(mut self) {
-        self.finished = true;
         let m = self.memory.clone();
         if m.dedup_ttl.is_zero() && !m.ordering {
             // Nothing to record and nothing held (see `admit`).
+            self.finished = true;
             return;
         }
         let mut invocation = m.commit.key(m.key("done", &self.event_id));
@@ -282,7 +284,9 @@ impl Ticket {
             .arg(millis(m.stale_ttl))
             .arg(self.imsis.len());
         let mut conn = m.redis.clone();
-        if let Err(e) = m.call::<i64>(invocation.invoke_async(&mut conn)).await {
+        let recorded = m.call::<i64>(invocation.invoke_async(&mut conn)).await;
+        self.finished = true;
+        if let Err(e) = recorded {
             tracing::warn!(error = %e, "the event was applied but the redelivery store could not record it; a redelivery would repeat its calls");
         }
     }
@@ -303,8 +307,9 @@ impl Ticket {
     }
 
     async fn release_now(&mut self) {
-        self.finished = true;
         release(self.memory.clone(), self.held_keys(), self.token.clone()).await;
+        // Only now: cut off during the release, the drop releases again (token-checked).
+        self.finished = true;
     }
 }
 

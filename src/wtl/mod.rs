@@ -344,15 +344,7 @@ impl WtlClient {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-            let room = MAX_ANSWER_BYTES - body.len();
-            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if body.len() == MAX_ANSWER_BYTES {
-                // The rest is not needed to classify the answer; the connection is not reused.
-                break;
-            }
-        }
+        let body = read_capped(&mut response).await.map_err(unreachable)?;
         Ok(Answer {
             status,
             retry_after,
@@ -369,6 +361,31 @@ struct Answer {
 }
 
 const JSON: &str = "application/json";
+
+/// An answer's body, at most [`MAX_ANSWER_BYTES`] of it: the rest is not needed to classify the
+/// answer (the connection is then not reused).
+pub(crate) async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = MAX_ANSWER_BYTES - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == MAX_ANSWER_BYTES {
+            break;
+        }
+    }
+    Ok(body)
+}
+
+/// `WTL_DRY_RUN`: logs a call that is planned and not made, with the exact body it would send.
+pub fn log_planned(call: &WtlCall) {
+    let body = String::from_utf8_lossy(&prov_body(call)).into_owned();
+    tracing::info!(
+        imsi = call.imsi.as_str(),
+        action = call.action.as_str(),
+        body_json = %body,
+        "dry run: WTL call planned, not made"
+    );
+}
 
 /// Exponential back-off with full jitter: a random wait in `[0, min(cap, base * 2^retry)]`.
 pub fn backoff(base: Duration, retry: u32) -> Duration {

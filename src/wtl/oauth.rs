@@ -152,7 +152,10 @@ impl TokenSource {
             match self.request(form, deadline).await {
                 Ok(answer) => return self.store(state, answer, "refresh_token"),
                 Err(e) => {
-                    state.refresh = None;
+                    // Refused: forgotten. Unreachable: kept for the next renewal.
+                    if matches!(e, WtlError::TokenEndpointFailed { .. }) {
+                        state.refresh = None;
+                    }
                     tracing::warn!(error = %e, "token refresh failed; requesting a new token");
                 }
             }
@@ -236,9 +239,9 @@ impl TokenSource {
         let timeout = self.attempt_timeout.min(remaining);
         let started = Instant::now();
         let result = tokio::time::timeout(timeout, async {
-            let resp = req.send().await?;
+            let mut resp = req.send().await?;
             let status = resp.status();
-            let body = resp.bytes().await?;
+            let body = super::read_capped(&mut resp).await?;
             Ok::<_, reqwest::Error>((status, body))
         })
         .await;
@@ -285,15 +288,7 @@ impl TokenSource {
 
 /// RFC 6749 §2.3.1: client id and secret are form-encoded before HTTP Basic.
 fn form_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => out.push(b as char),
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 /// The remaining lifetime from a JWT's `exp` claim (the signature is not checked: the token is

@@ -141,7 +141,10 @@ fn client_identity(cert_path: &str, key_path: &str) -> Result<reqwest::Identity,
         ClientBuildError::file(
             "WTL_CLIENT_CERT_FILE",
             cert_path,
-            format!("and WTL_CLIENT_KEY_FILE ({key_path}) do not make a client identity: {e}"),
+            format!(
+                "and WTL_CLIENT_KEY_FILE ({}) do not make a client identity: {e}",
+                shown(key_path)
+            ),
         )
     })
 }
