@@ -215,7 +215,7 @@ fn tls_details(response: &reqwest::Response, client_cert: bool) -> Check {
         return Check::ok("tls", "handshake completed (no certificate details available)");
     };
     let client = if client_cert {
-        "; client certificate accepted"
+        "; client certificate configured and not refused (a server that asks for none is not told it)"
     } else {
         ""
     };

@@ -60,7 +60,8 @@ impl TraceIds {
         }
     }
 
-    pub fn generated() -> Self {
+    #[cfg(test)]
+    pub(crate) fn generated() -> Self {
         Self {
             request_id: new_trace_id(),
             unique_id: new_trace_id(),

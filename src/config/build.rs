@@ -17,8 +17,8 @@ use crate::memory::shared::RedisSettings;
 use crate::plan::{PlanRules, Profile};
 
 /// `WTL_RATE_LIMIT` bounds: one call in 1000 s at the slowest, a million a second at most.
-pub const MIN_RATE_LIMIT: f64 = 0.001;
-pub const MAX_RATE_LIMIT: f64 = 1_000_000.0;
+pub(super) const MIN_RATE_LIMIT: f64 = 0.001;
+pub(super) const MAX_RATE_LIMIT: f64 = 1_000_000.0;
 
 /// Default event type → WTL action table.
 pub const DEFAULT_EVENT_ACTIONS: &str = "SIM/Updated=update,SIM/Created=insert,SIM/Deleted=delete,SIM/Replaced=update";

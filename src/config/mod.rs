@@ -21,9 +21,8 @@ mod wtl;
 pub use proxy::ProxySettings;
 pub(crate) use proxy::hide_userinfo;
 
-pub use build::{DEFAULT_EVENT_ACTIONS, MAX_RATE_LIMIT, MIN_RATE_LIMIT};
+pub use build::DEFAULT_EVENT_ACTIONS;
 pub use env::parse_event_actions;
-pub use wtl::UrlCredentials;
 
 /// Why the configuration was refused: every problem found, each naming its variable.
 #[derive(Debug)]

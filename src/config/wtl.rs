@@ -311,7 +311,7 @@ fn tls_files(p: &mut Problems, tls: &TlsFiles, base_url: &str) {
 }
 
 /// User name and password found inside a URL (`user:pass@host`), percent-decoded.
-pub struct UrlCredentials {
+pub(super) struct UrlCredentials {
     pub username: String,
     pub password: Option<SecretString>,
 }

@@ -114,7 +114,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorType::ValidationError,
-            format!("No such endpoint: {}", clip(path)),
+            format!("No such endpoint: {}", super::prefix(path, 200)),
         )
     }
 
@@ -122,7 +122,11 @@ impl ApiError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorType::ValidationError,
-            format!("Method {} is not allowed on {}", clip(method), clip(path)),
+            format!(
+                "Method {} is not allowed on {}",
+                super::prefix(method, 200),
+                super::prefix(path, 200)
+            ),
         )
     }
 
@@ -138,7 +142,10 @@ impl ApiError {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorType::ValidationError,
-            format!("Content-Type must be application/json, got {}", clip(content_type)),
+            format!(
+                "Content-Type must be application/json, got {}",
+                super::prefix(content_type, 200)
+            ),
         )
     }
 
@@ -211,7 +218,6 @@ impl ApiError {
         )
     }
 
-    /// A WTL call failed: SPEC §5's table, in one match.
     /// The answer for a failed WTL call: its status and type (SPEC §5), what failed, and the
     /// calls of the event that were completed before it.
     pub(crate) fn from_wtl(
@@ -318,11 +324,6 @@ fn failure_details(err: &WtlError, failed: &WtlCall, completed: &[(WtlCall, Call
             .map(|(call, result)| ActionTaken::of(call, *result).into_owned())
             .collect(),
     })
-}
-
-/// Request-supplied text quoted in an error is cut short.
-fn clip(text: &str) -> String {
-    text.chars().take(200).collect()
 }
 
 impl IntoResponse for ApiError {

@@ -163,7 +163,8 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     resp
 }
 
-/// At most `max` bytes of `text`, cut at a character boundary.
+/// At most `max` bytes of `text`, cut at a character boundary: request-supplied text quoted in
+/// a log line or an answer is cut short.
 fn prefix(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
