@@ -598,6 +598,24 @@ mod tests {
     }
 
     #[test]
+    fn the_effective_configuration_shows_every_variable() {
+        let s = with(&[]).expect("valid");
+        // A key may name several variables shown as one ("WTL_PROXY / HTTPS_PROXY / ...").
+        let shown: Vec<String> = s
+            .redacted()
+            .into_keys()
+            .flat_map(|key| key.split(" / ").map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        // DEBUG is accepted for compatibility and has no effect (README), so nothing to show.
+        for name in known_vars().filter(|name| name != "DEBUG") {
+            assert!(
+                shown.contains(&name),
+                "{name} is missing from the effective configuration"
+            );
+        }
+    }
+
+    #[test]
     fn the_readme_describes_every_variable() {
         let readme = include_str!("../../README.md");
         for name in known_vars() {
