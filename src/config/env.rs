@@ -6,7 +6,7 @@
 //! at the first bad value, so the validation pass (`build.rs`) can name every problem at once.
 //!
 //! Adding a setting: a field here with its doc comment (its upper-case name is the variable),
-//! its rule in `build.rs`, `.env.example` and the README.
+//! its rule in `build.rs`, its line in `Settings::redacted`, `.env.example` and the README.
 
 use std::collections::BTreeMap;
 
