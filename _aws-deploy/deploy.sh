@@ -1,51 +1,75 @@
 #!/usr/bin/env bash
-# Deploys the NSPS -> WTL HLR/HSS connector to AWS App Runner (image in ECR).
+# Deploys the NSPS -> WTL HLR/HSS connector to AWS: Amazon ECS Express Mode (the default for new
+# accounts) or AWS App Runner (for accounts that already run it). See _aws-deploy/README.md.
 #
-#   bash _aws-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --destroy]
-#                              [--force-deploy] [--secrets] [--purge-images] [--yes] [--dry-run]
-#
-# Settings come from the environment and from .env (or --env-file); see _aws-deploy/README.md.
+#   bash _aws-deploy/deploy.sh [--target ecs|apprunner] [--env-file FILE]
+#        [--env-only | --test-only | --destroy [--purge-images]] [--secrets] [--check]
+#        [--static-egress-ip] [--force-deploy] [--yes] [--dry-run]
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 usage: bash _aws-deploy/deploy.sh [options]
 
-  (no option)      build and push the image, create or update the App Runner service,
-                   wait until it is RUNNING, then smoke-test it
-  --force-deploy   also start a new deployment when the service configuration did not change
-  --env-only       only update the service's runtime settings (no build)
-  --test-only      only run the smoke test against the running service
-  --destroy        delete the App Runner service (asks first unless --yes)
+  (no option)      build and push the image to ECR, create or update the service, wait for the
+                   deployment to finish (a rolled-back or failed one exits non-zero), smoke-test
+  --target T       ecs (Amazon ECS Express Mode) or apprunner (AWS App Runner). Default: App
+                   Runner when a service of that name exists there, else ECS (App Runner has
+                   been closed to new customers since 30 April 2026)
+  --env-only       only update the settings (the running image is kept)
+  --test-only      only run the smoke test against the service
+  --destroy        delete the service (asks first unless --yes)
   --purge-images   with --destroy: also delete the ECR repository and its images
-  --secrets        keep the secret settings in AWS Secrets Manager (RuntimeEnvironmentSecrets)
+  --secrets        keep the secret settings (API_TOKEN, WTL_API_TOKEN, WTL_API_PASSWORD,
+                   WTL_OAUTH_CLIENT_SECRET, REDIS_URL, inline private keys) in Secrets Manager;
+                   the service's role may read exactly these secrets
+  --check          ECS: after the deployment, run the connector's own `check` (configuration,
+                   DNS, connection, TLS, token, Redis; no /prov call) as a one-off task with the
+                   service's task definition and network
+  --static-egress-ip
+                   run the service in a VPC whose private subnets leave through a NAT gateway
+                   with one Elastic IP, and print that address for the HLR's firewall
+  --force-deploy   App Runner: also start a deployment when the configuration did not change
   --env-file FILE  read settings from FILE (default: .env in the repository root, if present)
   --yes            do not ask for confirmation
-  --dry-run        print every cloud command instead of running it
+  --dry-run        print every command that would change something instead of running it
+                   (read-only look-ups still run, so the plan matches what a real run would do)
   -h, --help       this text
 
 Settings (environment or env file):
   required  AWS_REGION, API_TOKEN, WTL_API_URL
-  optional  SERVICE_NAME (nsps-wtl-connector), ECR_REPOSITORY (nsps-wtl-connector),
-            IMAGE_TAG (git commit + time), APPRUNNER_CPU (0.25 vCPU), APPRUNNER_MEMORY (0.5 GB),
-            APPRUNNER_ACCESS_ROLE_ARN (default: create AppRunnerECRAccessRole),
-            WAIT_TIMEOUT (900 s), and every connector setting of .env.example.
+  optional  SERVICE_NAME (nsps-wtl-connector; at most 40 characters), ECR_REPOSITORY
+            (nsps-wtl-connector), IMAGE_TAG (git commit + time), MIN_INSTANCES (1),
+            MAX_INSTANCES (1; 3 with REDIS_URL), CONCURRENCY (100), WAIT_TIMEOUT (900 s),
+            ECS: ECS_CPU (256), ECS_MEMORY (512), ECS_EXECUTION_ROLE_ARN,
+            ECS_INFRASTRUCTURE_ROLE_ARN, ECS_SUBNETS, ECS_SECURITY_GROUPS;
+            App Runner: APPRUNNER_CPU (0.25 vCPU), APPRUNNER_MEMORY (0.5 GB),
+            APPRUNNER_ACCESS_ROLE_ARN, INSTANCE_ROLE_ARN, VPC_CONNECTOR_ARN;
+            WTL_CA_SECRET_ARN / WTL_CLIENT_CERT_SECRET_ARN / WTL_CLIENT_KEY_SECRET_ARN /
+            REDIS_CA_SECRET_ARN (Secrets Manager secrets holding the PEM); EGRESS_VPC_CIDR
+            (10.42.0.0/16); and every variable the connector reads (`nsps-wtl-connector
+            variables`; all are passed to the service when set, PORT excepted).
 EOF
 }
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=SCRIPTDIR/../_deploy-common/lib.sh
+. "$root/_deploy-common/lib.sh"
 
-mode=deploy force=false secrets=false purge=false yes=false dry_run=false
-env_file=""
+mode=deploy force=false secrets=false purge=false yes=false dry_run=false precheck=false
+static_egress=false target="" env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --target) target=${2:?--target needs ecs or apprunner}; shift ;;
     --env-only) mode="env" ;;
     --test-only) mode="test" ;;
     --destroy) mode=destroy ;;
+    --purge-images) purge=true ;;
     --force-deploy) force=true ;;
     --secrets) secrets=true ;;
-    --purge-images) purge=true ;;
+    --check) precheck=true ;;
+    --static-egress-ip) static_egress=true ;;
     --yes|-y) yes=true ;;
     --dry-run) dry_run=true ;;
     --env-file) env_file=${2:?--env-file needs a path}; shift ;;
@@ -54,303 +78,468 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-
-APP_VARS=(API_TOKEN WTL_API_URL WTL_API_TOKEN WTL_AUTH WTL_API_USERNAME WTL_API_PASSWORD
-  WTL_OAUTH_TOKEN_URL WTL_OAUTH_CLIENT_ID WTL_OAUTH_CLIENT_SECRET WTL_OAUTH_SCOPE
-  WTL_DEFAULT_CS_PROFILE WTL_DEFAULT_EPS_PROFILE WTL_HTTP_REQUESTS_TIMEOUT WTL_CONNECT_TIMEOUT
-  WTL_TOTAL_TIMEOUT WTL_MAX_RETRIES WTL_RETRY_BASE_MS WTL_RETRY_AFTER_MAX WTL_RATE_LIMIT
-  WTL_IMSI_REGEXP WTL_EVENT_ACTIONS EVENTS_PATH MAX_BODY_BYTES SHUTDOWN_TIMEOUT
-  HEADER_READ_TIMEOUT REQUEST_TIMEOUT MAX_IN_FLIGHT EVENT_DEDUP_TTL EVENT_DEDUP_MAX
-  STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG
-  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY
-  REDIS_URL REDIS_KEY_PREFIX REDIS_TIMEOUT REDIS_CA_FILE REDIS_FAIL_OPEN STALE_EVENT_TTL)
-# HTTPS_PROXY and its kin are not passed on: in the shell that deploys they describe that
-# machine's network, not the service's. WTL_PROXY sets the service's proxy.
-SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET REDIS_URL)
-
-load_env_file() {
-  local file=$1 line key value
-  while IFS= read -r line || [ -n "$line" ]; do
-    line=${line%$'\r'}
-    [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-    [[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-    key=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
-    if [[ $value =~ ^\'(.*)\'$ ]] || [[ $value =~ ^\"(.*)\"$ ]]; then value=${BASH_REMATCH[1]}; fi
-    [ -n "${!key+x}" ] || export "$key=$value"
-  done <"$file"
-}
-if [ -n "$env_file" ]; then
-  [ -f "$env_file" ] || { echo "error: env file $env_file not found" >&2; exit 2; }
-  load_env_file "$env_file"
-elif [ -f "$root/.env" ]; then
-  load_env_file "$root/.env"
-fi
+load_settings "$env_file" "$root"
 
 AWS_REGION=${AWS_REGION:-${AWS_DEFAULT_REGION:-}}
 SERVICE_NAME=${SERVICE_NAME:-nsps-wtl-connector}
 ECR_REPOSITORY=${ECR_REPOSITORY:-nsps-wtl-connector}
-APPRUNNER_CPU=${APPRUNNER_CPU:-0.25 vCPU}
-APPRUNNER_MEMORY=${APPRUNNER_MEMORY:-0.5 GB}
 # One instance keeps the redelivery memory whole; with REDIS_URL it is shared, so several can run.
 if [ -n "${REDIS_URL:-}" ]; then MAX_INSTANCES=${MAX_INSTANCES:-3}; else MAX_INSTANCES=${MAX_INSTANCES:-1}; fi
 MIN_INSTANCES=${MIN_INSTANCES:-1}
 CONCURRENCY=${CONCURRENCY:-100}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-900}
+POLL_SECONDS=${POLL_SECONDS:-10}
 git_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo nogit)
 IMAGE_TAG=${IMAGE_TAG:-$git_rev-$(date +%Y%m%d%H%M%S)}
 
 missing=0
 require() { if [ -z "${!1:-}" ]; then echo "error: $1 is required ($2)" >&2; missing=1; fi; }
 require AWS_REGION "the AWS region, e.g. eu-central-1"
-if [ "$mode" != destroy ]; then require API_TOKEN "the Bearer token NSPS sends"; fi
-if [ "$mode" = deploy ] || [ "$mode" = env ]; then require WTL_API_URL "the WTL API base URL"; fi
+case "$mode" in deploy|env|test) require API_TOKEN "the Bearer token NSPS sends" ;; esac
+case "$mode" in deploy|env) require WTL_API_URL "the WTL API base URL" ;; esac
+case "$target" in ""|ecs|apprunner) ;; *) echo "error: --target must be ecs or apprunner" >&2; missing=1 ;; esac
+# App Runner allows 40 characters; every name made from SERVICE_NAME below stays within its limit.
+if [[ ! $SERVICE_NAME =~ ^[A-Za-z0-9][A-Za-z0-9_-]{3,39}$ ]]; then
+  echo "error: SERVICE_NAME must be 4 to 40 letters, digits, '-' or '_', starting with a letter or digit" >&2; missing=1
+fi
 tools=(aws curl python3)
-[ "$mode" = deploy ] && tools+=(docker)
+[ "$mode" = deploy ] && ! $dry_run && tools+=(docker)
 for tool in "${tools[@]}"; do
-  if ! $dry_run && ! command -v "$tool" >/dev/null 2>&1; then echo "error: $tool is not installed" >&2; missing=1; fi
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is not installed" >&2; missing=1; }
 done
 [ "$missing" -eq 0 ] || exit 2
-
-mask() {
-  local text=$* name
-  for name in "${SECRET_VARS[@]}"; do
-    if [ -n "${!name:-}" ]; then text=${text//"${!name}"/***}; fi
-  done
-  printf '%s\n' "$text"
-}
-run() {
-  echo "+ $(mask "$@")"
-  $dry_run || "$@"
-}
-query() {
-  local placeholder=$1; shift
-  if $dry_run; then echo "+ $(mask "$@")" >&2; echo "$placeholder"; return 0; fi
-  "$@"
-}
-confirm() {
-  $yes && return 0
-  if [ ! -t 0 ]; then echo "error: $1: pass --yes to confirm without a terminal" >&2; exit 2; fi
-  read -r -p "$1 [y/N] " answer
-  [ "$answer" = y ] || [ "$answer" = Y ] || { echo "cancelled"; exit 1; }
-}
-is_secret() { local v; for v in "${SECRET_VARS[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 reg=(--region "$AWS_REGION")
 
-service_arn() {
-  query "arn:aws:apprunner:$AWS_REGION:000000000000:service/$SERVICE_NAME/dryrun" aws apprunner list-services "${reg[@]}" \
-    --query "ServiceSummaryList[?ServiceName=='$SERVICE_NAME'].ServiceArn | [0]" --output text
-}
-service_url() {
-  local host
-  host=$(query "$SERVICE_NAME.dryrun.awsapprunner.com" aws apprunner describe-service "${reg[@]}" \
-    --service-arn "$1" --query Service.ServiceUrl --output text)
-  echo "https://$host"
-}
+# ---- which target -----------------------------------------------------------------------------
 
-wait_running() {
-  local arn=$1 waited=0 status
-  $dry_run && { echo "(dry run: not waiting for RUNNING)"; return 0; }
-  while :; do
-    status=$(aws apprunner describe-service "${reg[@]}" --service-arn "$arn" --query Service.Status --output text)
-    case "$status" in
-      RUNNING) echo "service is RUNNING"; return 0 ;;
-      CREATE_FAILED|DELETE_FAILED|DELETED|PAUSED) echo "error: service status $status" >&2; return 1 ;;
-    esac
-    if [ "$waited" -ge "$WAIT_TIMEOUT" ]; then echo "error: not RUNNING after ${WAIT_TIMEOUT}s ($status)" >&2; return 1; fi
-    sleep 10; waited=$((waited + 10))
-  done
+apprunner_arn() { # the App Runner service's ARN, or nothing
+  local arn
+  arn=$(query aws apprunner list-services "${reg[@]}" \
+    --query "ServiceSummaryList[?ServiceName=='$SERVICE_NAME'].ServiceArn | [0]" --output text 2>/dev/null || true)
+  [ "$arn" = None ] || echo "$arn"
 }
-
-smoke_test() {
-  local url=$1 status body
-  echo "smoke test: $url"
-  if $dry_run; then
-    echo "+ curl $url/health"
-    echo "+ curl -X POST $url/process-event -H 'Authorization: Bearer ***' (Account/Unblocked event)"
-    return 0
-  fi
-  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 "$url/health" || true)
-  [ "$status" = 200 ] || { echo "error: GET /health answered $status" >&2; return 1; }
-  body="{\"event_id\":\"smoke-$(date +%s)\",\"data\":{\"event_type\":\"Account/Unblocked\"}}"
-  # The token goes in a private header file, so it never shows on a command line (ps).
-  (umask 077; printf 'Authorization: Bearer %s\n' "${API_TOKEN%%,*}" >"$workdir/auth-header")
-  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 -X POST "$url/process-event" \
-    -H @"$workdir/auth-header" -H 'Content-Type: application/json' -d "$body" || true)
-  [ "$status" = 202 ] || { echo "error: the authenticated smoke event answered $status (expected 202)" >&2; return 1; }
-  echo "smoke test passed: /health 200, authenticated event 202"
-}
-
-# Secrets Manager: one secret per setting; the value goes through a private file, never argv.
-store_secrets() {
-  local name sname file
-  for name in "${SECRET_VARS[@]}"; do
-    [ -n "${!name:-}" ] || continue
-    sname="$SERVICE_NAME/$name"
-    echo "+ aws secretsmanager put-secret-value --secret-id $sname --secret-string file://... (value from $name)"
-    $dry_run && continue
-    file="$workdir/$name"; (umask 077; printf '%s' "${!name}" >"$file")
-    if ! aws secretsmanager describe-secret "${reg[@]}" --secret-id "$sname" >/dev/null 2>&1; then
-      aws secretsmanager create-secret "${reg[@]}" --name "$sname" --secret-string "file://$file" >/dev/null
-    else
-      aws secretsmanager put-secret-value "${reg[@]}" --secret-id "$sname" --secret-string "file://$file" >/dev/null
-    fi
-  done
-}
-
-# The ImageConfiguration JSON (settings as RuntimeEnvironmentVariables), written by python3 so
-# every value is escaped correctly (a regex with commas, backslashes and quotes survives).
-image_configuration() {
-  local names=() secret_names=() name
-  for name in "${APP_VARS[@]}"; do
-    [ -n "${!name:-}" ] || continue
-    if $secrets && is_secret "$name"; then secret_names+=("$name"); else names+=("$name"); fi
-  done
-  SECRET_PREFIX="arn:aws:secretsmanager:$AWS_REGION:${ACCOUNT_ID:-000000000000}:secret:$SERVICE_NAME/" \
-    python3 - "${#names[@]}" "${names[@]}" "${secret_names[@]}" <<'PY'
-import json, os, sys
-count = int(sys.argv[1])
-plain, secret = sys.argv[2:2 + count], sys.argv[2 + count:]
-cfg = {"Port": "8000", "RuntimeEnvironmentVariables": {n: os.environ[n] for n in plain}}
-refs = {n: os.environ["SECRET_PREFIX"] + n for n in secret}
-# TLS material for reaching WTL: App Runner has no file mounts, so each PEM is a secret whose
-# value is the PEM itself, handed over as the setting (the connector takes inline PEM).
-for setting, ref in (("WTL_CA_FILE", "WTL_CA_SECRET_ARN"), ("WTL_CLIENT_CERT_FILE", "WTL_CLIENT_CERT_SECRET_ARN"),
-                     ("WTL_CLIENT_KEY_FILE", "WTL_CLIENT_KEY_SECRET_ARN")):
-    if os.environ.get(ref):
-        refs[setting] = os.environ[ref]
-        cfg["RuntimeEnvironmentVariables"].pop(setting, None)
-if refs:
-    cfg["RuntimeEnvironmentSecrets"] = refs
-print(json.dumps(cfg))
-PY
-}
-
-# CPU and memory, and the instance role (INSTANCE_ROLE_ARN) the service reads its secrets with.
-instance_configuration() {
-  local cfg="Cpu=$APPRUNNER_CPU,Memory=$APPRUNNER_MEMORY"
-  [ -n "${INSTANCE_ROLE_ARN:-}" ] && cfg+=",InstanceRoleArn=$INSTANCE_ROLE_ARN"
-  echo "$cfg"
-}
-
-# Reaching a private network (an HLR or a Redis on it) through an App Runner VPC connector.
-network_flags=()
-if [ -n "${VPC_CONNECTOR_ARN:-}" ]; then
-  network_flags=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
+if [ -z "$target" ]; then
+  if [ -n "$(apprunner_arn)" ]; then target=apprunner; else target=ecs; fi
+  echo "target: $target (pass --target to choose)"
 fi
 
-source_configuration() {
-  local image=$1 role=$2 image_cfg
-  image_cfg=$(image_configuration)
-  python3 - "$image" "$role" "$image_cfg" <<'PY'
+ACCOUNT_ID=$(query aws sts get-caller-identity --query Account --output text)
+registry="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"
+ecs_cluster=${ECS_CLUSTER:-default}
+ecs_service_arn="arn:aws:ecs:$AWS_REGION:$ACCOUNT_ID:service/$ecs_cluster/$SERVICE_NAME"
+log_group="/ecs/$SERVICE_NAME"
+
+# ---- secrets ----------------------------------------------------------------------------------
+
+# Stores each secret setting in Secrets Manager (the value through a private file, never argv)
+# and keeps the full ARN Secrets Manager returns: SECRET_ARNS holds VAR=ARN.
+store_secrets() {
+  local name sname file arn
+  SECRET_ARNS=()
+  for name in "${SET_SECRET[@]}"; do
+    sname="$SERVICE_NAME/$name"
+    file=$(private_file "secret-$name" "${!name}")
+    arn=$(query aws secretsmanager describe-secret "${reg[@]}" --secret-id "$sname" --query ARN --output text 2>/dev/null || true)
+    if [ -z "$arn" ] || [ "$arn" = None ]; then
+      echo "+ aws secretsmanager create-secret --name $sname --secret-string file://... (the value of $name)" >&2
+      if $dry_run; then arn="arn:aws:secretsmanager:$AWS_REGION:$ACCOUNT_ID:secret:$sname-<new>"; else
+        arn=$(aws secretsmanager create-secret "${reg[@]}" --name "$sname" --secret-string "file://$file" --query ARN --output text)
+      fi
+    else
+      echo "+ aws secretsmanager put-secret-value --secret-id $arn --secret-string file://... (the value of $name)" >&2
+      $dry_run || aws secretsmanager put-secret-value "${reg[@]}" --secret-id "$arn" --secret-string "file://$file" >/dev/null
+    fi
+    SECRET_ARNS+=("$name=$arn")
+  done
+  # PEM material kept in Secrets Manager by the operator: WTL_CA_SECRET_ARN for WTL_CA_FILE, ...
+  for name in "${PEM_VARS[@]}"; do
+    local ref="${name%_FILE}_SECRET_ARN"
+    [ -n "${!ref:-}" ] && SECRET_ARNS+=("$name=${!ref}")
+  done
+  return 0
+}
+
+# ---- IAM --------------------------------------------------------------------------------------
+
+# ensure_role NAME SERVICE_PRINCIPAL [MANAGED_POLICY_ARN...]: the role, created when absent.
+ensure_role() {
+  local name=$1 principal=$2 policy; shift 2
+  if ! query aws iam get-role --role-name "$name" >/dev/null 2>&1; then
+    printf '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"%s"},"Action":"sts:AssumeRole"}]}' \
+      "$principal" >"$workdir/trust-$name.json"
+    run aws iam create-role --role-name "$name" --assume-role-policy-document "file://$workdir/trust-$name.json" \
+      --description "NSPS WTL connector $SERVICE_NAME" >/dev/null
+    for policy in "$@"; do run aws iam attach-role-policy --role-name "$name" --policy-arn "$policy"; done
+  fi
+  echo "arn:aws:iam::$ACCOUNT_ID:role/$name" >"$workdir/role-$name"
+}
+role_arn() { cat "$workdir/role-$1"; }
+
+# The role may read exactly the service's own secrets (an inline policy, replaced each deploy).
+allow_secrets() { # allow_secrets ROLE
+  [ ${#SECRET_ARNS[@]} -gt 0 ] || return 0
+  local arns=() item
+  for item in "${SECRET_ARNS[@]}"; do arns+=("${item#*=}"); done
+  python3 - "${arns[@]}" >"$workdir/secrets-policy-$1.json" <<'PY'
 import json, sys
-image, role, image_cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+print(json.dumps({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": sys.argv[1:]}]}))
+PY
+  run aws iam put-role-policy --role-name "$1" --policy-name read-own-secrets \
+    --policy-document "file://$workdir/secrets-policy-$1.json"
+}
+
+# ---- the image --------------------------------------------------------------------------------
+
+build_image() {
+  image="$registry/$ECR_REPOSITORY:$IMAGE_TAG"
+  if ! query aws ecr describe-repositories "${reg[@]}" --repository-names "$ECR_REPOSITORY" >/dev/null 2>&1; then
+    run aws ecr create-repository "${reg[@]}" --repository-name "$ECR_REPOSITORY" --image-scanning-configuration scanOnPush=true >/dev/null
+  fi
+  echo "+ aws ecr get-login-password --region $AWS_REGION | docker login --username AWS --password-stdin $registry" >&2
+  $dry_run || aws ecr get-login-password "${reg[@]}" | docker login --username AWS --password-stdin "$registry"
+  run docker build --platform linux/amd64 -t "$image" "$root"
+  run docker push "$image"
+}
+
+# ---- one egress address -----------------------------------------------------------------------
+
+# A VPC with two public subnets (the NAT gateway, the load balancer) and two private subnets (the
+# service), whose outbound traffic leaves through one NAT gateway with one Elastic IP.
+# Sets PUBLIC_SUBNETS, PRIVATE_SUBNETS, EGRESS_SG, EGRESS_VPC and egress_ip.
+setup_static_egress() {
+  local tag="$SERVICE_NAME-egress" vpc cidr=${EGRESS_VPC_CIDR:-10.42.0.0/16} azs igw eip nat rt_public rt_private i subnet
+  local base=${cidr%.*.*}
+  vpc=$(query aws ec2 describe-vpcs "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Vpcs[0].VpcId' --output text 2>/dev/null || true)
+  if [ -n "$vpc" ] && [ "$vpc" != None ]; then
+    PUBLIC_SUBNETS=$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=tag:Tier,Values=public" --query 'Subnets[].SubnetId' --output text | tr '\t' ',')
+    PRIVATE_SUBNETS=$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=tag:Tier,Values=private" --query 'Subnets[].SubnetId' --output text | tr '\t' ',')
+    EGRESS_SG=$(query aws ec2 describe-security-groups "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=group-name,Values=$tag" --query 'SecurityGroups[0].GroupId' --output text)
+    egress_ip=$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[0].PublicIp' --output text)
+    return 0
+  fi
+  if $dry_run; then
+    echo "+ (creates VPC $cidr tagged $tag: 2 public and 2 private subnets, internet gateway, Elastic IP, NAT gateway, routes, security group)" >&2
+    PUBLIC_SUBNETS="subnet-public-a,subnet-public-b" PRIVATE_SUBNETS="subnet-private-a,subnet-private-b" EGRESS_SG="sg-new"
+    egress_ip="(allocated on the first real run)"
+    return 0
+  fi
+  local tags="ResourceType=%s,Tags=[{Key=Name,Value=$tag}]"
+  # shellcheck disable=SC2059
+  vpc=$(run aws ec2 create-vpc "${reg[@]}" --cidr-block "$cidr" --tag-specifications "$(printf "$tags" vpc)" --query Vpc.VpcId --output text)
+  azs=$(aws ec2 describe-availability-zones "${reg[@]}" --query 'AvailabilityZones[0:2].ZoneName' --output text)
+  igw=$(run_out "<new>" aws ec2 create-internet-gateway "${reg[@]}" --query InternetGateway.InternetGatewayId --output text)
+  run aws ec2 attach-internet-gateway "${reg[@]}" --internet-gateway-id "$igw" --vpc-id "$vpc"
+  rt_public=$(run aws ec2 create-route-table "${reg[@]}" --vpc-id "$vpc" --query RouteTable.RouteTableId --output text)
+  run aws ec2 create-route "${reg[@]}" --route-table-id "$rt_public" --destination-cidr-block 0.0.0.0/0 --gateway-id "$igw" >/dev/null
+  rt_private=$(run aws ec2 create-route-table "${reg[@]}" --vpc-id "$vpc" --query RouteTable.RouteTableId --output text)
+  PUBLIC_SUBNETS="" PRIVATE_SUBNETS=""
+  i=0
+  for az in $azs; do
+    subnet=$(run_out "<new>" aws ec2 create-subnet "${reg[@]}" --vpc-id "$vpc" --availability-zone "$az" --cidr-block "$base.$i.0/24" \
+      --tag-specifications "ResourceType=subnet,Tags=[{Key=Name,Value=$tag},{Key=Tier,Value=public}]" --query Subnet.SubnetId --output text)
+    run aws ec2 associate-route-table "${reg[@]}" --route-table-id "$rt_public" --subnet-id "$subnet" >/dev/null
+    PUBLIC_SUBNETS+="${PUBLIC_SUBNETS:+,}$subnet"
+    subnet=$(run aws ec2 create-subnet "${reg[@]}" --vpc-id "$vpc" --availability-zone "$az" --cidr-block "$base.$((i + 10)).0/24" \
+      --tag-specifications "ResourceType=subnet,Tags=[{Key=Name,Value=$tag},{Key=Tier,Value=private}]" --query Subnet.SubnetId --output text)
+    run aws ec2 associate-route-table "${reg[@]}" --route-table-id "$rt_private" --subnet-id "$subnet" >/dev/null
+    PRIVATE_SUBNETS+="${PRIVATE_SUBNETS:+,}$subnet"
+    i=$((i + 1))
+  done
+  # shellcheck disable=SC2059
+  eip=$(run aws ec2 allocate-address "${reg[@]}" --domain vpc --tag-specifications "$(printf "$tags" elastic-ip)" --query AllocationId --output text)
+  nat=$(run_out "<new>" aws ec2 create-nat-gateway "${reg[@]}" --subnet-id "${PUBLIC_SUBNETS%%,*}" --allocation-id "$eip" --query NatGateway.NatGatewayId --output text)
+  run aws ec2 wait nat-gateway-available "${reg[@]}" --nat-gateway-ids "$nat"
+  run aws ec2 create-route "${reg[@]}" --route-table-id "$rt_private" --destination-cidr-block 0.0.0.0/0 --nat-gateway-id "$nat" >/dev/null
+  EGRESS_SG=$(run aws ec2 create-security-group "${reg[@]}" --vpc-id "$vpc" --group-name "$tag" \
+    --description "NSPS WTL connector $SERVICE_NAME" --query GroupId --output text)
+  run aws ec2 authorize-security-group-ingress "${reg[@]}" --group-id "$EGRESS_SG" --protocol tcp --port 8000 --cidr "$cidr" >/dev/null
+  egress_ip=$(aws ec2 describe-addresses "${reg[@]}" --allocation-ids "$eip" --query 'Addresses[0].PublicIp' --output text)
+}
+
+# ---- ECS Express Mode -------------------------------------------------------------------------
+
+# The primary container: image, port, logs, settings and secrets (by full ARN).
+ecs_container() { # ecs_container IMAGE > json
+  local plain=() refs=() name item
+  for name in "${SET_PLAIN[@]}"; do plain+=("$name"); done
+  for item in "${SECRET_ARNS[@]}"; do refs+=("$item"); done
+  IMAGE=$1 LOG_GROUP=$log_group python3 - "${#plain[@]}" "${plain[@]}" "${refs[@]}" <<'PY'
+import json, os, sys
+count = int(sys.argv[1])
+plain, refs = sys.argv[2:2 + count], sys.argv[2 + count:]
+secret_names = {r.split("=", 1)[0] for r in refs}
 print(json.dumps({
-    "ImageRepository": {"ImageIdentifier": image, "ImageRepositoryType": "ECR", "ImageConfiguration": image_cfg},
-    "AutoDeploymentsEnabled": False,
-    "AuthenticationConfiguration": {"AccessRoleArn": role},
+    "image": os.environ["IMAGE"],
+    "containerPort": 8000,
+    "awsLogsConfiguration": {"logGroup": os.environ["LOG_GROUP"], "logStreamPrefix": "connector"},
+    "environment": [{"name": n, "value": os.environ[n]} for n in plain if n not in secret_names],
+    "secrets": [{"name": r.split("=", 1)[0], "valueFrom": r.split("=", 1)[1]} for r in refs],
 }))
 PY
 }
 
+ecs_describe() { # the Express service as JSON, or nothing
+  query aws ecs describe-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" --output json 2>/dev/null || true
+}
+json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || true; }
+ecs_url() { json_get "'https://' + [p['endpoint'] for c in d['service']['activeConfigurations'] for p in c.get('ingressPaths', []) if p['accessType'] == 'PUBLIC'][0].removeprefix('https://')"; }
+
+ensure_log_group() {
+  if [ -z "$(query aws logs describe-log-groups "${reg[@]}" --log-group-name-prefix "$log_group" \
+      --query "logGroups[?logGroupName=='$log_group'].logGroupName | [0]" --output text 2>/dev/null | grep -v '^None$' || true)" ]; then
+    run aws logs create-log-group "${reg[@]}" --log-group-name "$log_group"
+    run aws logs put-retention-policy "${reg[@]}" --log-group-name "$log_group" --retention-in-days 30
+  fi
+}
+
+# Waits for the service's current deployment; a rollback or a failure exits non-zero.
+ecs_wait() {
+  local deployment status waited=0
+  $dry_run && { echo "(dry run: not waiting for the deployment)"; return 0; }
+  deployment=$(ecs_describe | json_get "d['service']['currentDeployment']")
+  [ -n "$deployment" ] || { echo "error: the service reports no deployment" >&2; return 1; }
+  while :; do
+    status=$(aws ecs describe-service-deployments "${reg[@]}" --service-deployment-arns "$deployment" \
+      --query 'serviceDeployments[0].[status,statusReason]' --output text)
+    case "$status" in
+      SUCCESSFUL*) echo "deployment finished: $deployment"; return 0 ;;
+      ROLLBACK_*|STOPPED*|STOP_REQUESTED*)
+        echo "error: the deployment did not complete: $status (the previous revision keeps serving)" >&2; return 1 ;;
+    esac
+    if [ "$waited" -ge "$WAIT_TIMEOUT" ]; then echo "error: deployment not finished after ${WAIT_TIMEOUT}s ($status)" >&2; return 1; fi
+    sleep "$POLL_SECONDS"; waited=$((waited + POLL_SECONDS))
+  done
+}
+
+# `nsps-wtl-connector check` as a one-off Fargate task with the service's own task definition
+# (image, settings, secrets, roles) and network: it reaches WTL and Redis from where the service runs.
+ecs_check() {
+  local revision td container network task code
+  echo "check: running \`nsps-wtl-connector check\` as a one-off task of the service"
+  $dry_run && { echo "+ aws ecs run-task ... (the service's task definition, command: check)" >&2; return 0; }
+  revision=$(ecs_describe | json_get "d['service']['activeConfigurations'][0]['serviceRevisionArn']")
+  aws ecs describe-service-revisions "${reg[@]}" --service-revision-arns "$revision" --output json >"$workdir/revision.json"
+  td=$(json_get "d['serviceRevisions'][0]['taskDefinition']" <"$workdir/revision.json")
+  network=$(json_get "json.dumps(d['serviceRevisions'][0]['networkConfiguration'])" <"$workdir/revision.json")
+  container=$(aws ecs describe-task-definition "${reg[@]}" --task-definition "$td" --query 'taskDefinition.containerDefinitions[0].name' --output text)
+  printf '{"containerOverrides":[{"name":"%s","command":["check"]}]}' "$container" >"$workdir/overrides.json"
+  printf '%s' "$network" >"$workdir/network.json"
+  task=$(run aws ecs run-task "${reg[@]}" --cluster "$ecs_cluster" --launch-type FARGATE --task-definition "$td" \
+    --network-configuration "file://$workdir/network.json" --overrides "file://$workdir/overrides.json" \
+    --query 'tasks[0].taskArn' --output text)
+  run aws ecs wait tasks-stopped "${reg[@]}" --cluster "$ecs_cluster" --tasks "$task"
+  code=$(aws ecs describe-tasks "${reg[@]}" --cluster "$ecs_cluster" --tasks "$task" --query 'tasks[0].containers[0].exitCode' --output text)
+  if [ "$code" != 0 ]; then
+    echo "error: check failed (exit $code); its lines: aws logs tail $log_group --region $AWS_REGION --since 15m" >&2
+    return 1
+  fi
+  echo "check passed"
+}
+
+deploy_ecs() {
+  local existing exec_role infra_role flags=() scaling network=()
+  existing=$(ecs_describe)
+  if [ "$mode" = env ]; then
+    [ -n "$existing" ] || { echo "error: no ECS service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
+    image=$(json_get "d['service']['activeConfigurations'][0]['primaryContainer']['image']" <<<"$existing")
+  fi
+  exec_role=${ECS_EXECUTION_ROLE_ARN:-}
+  if [ -z "$exec_role" ]; then
+    ensure_role "$SERVICE_NAME-execution" ecs-tasks.amazonaws.com arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy
+    exec_role=$(role_arn "$SERVICE_NAME-execution")
+    allow_secrets "$SERVICE_NAME-execution"
+  fi
+  infra_role=${ECS_INFRASTRUCTURE_ROLE_ARN:-}
+  if [ -z "$infra_role" ]; then
+    ensure_role "$SERVICE_NAME-infrastructure" ecs.amazonaws.com \
+      arn:aws:iam::aws:policy/service-role/AmazonECSInfrastructureRoleforExpressGatewayServices
+    infra_role=$(role_arn "$SERVICE_NAME-infrastructure")
+  fi
+  ensure_log_group
+  ecs_container "$image" >"$workdir/container.json"
+  scaling="minTaskCount=$MIN_INSTANCES,maxTaskCount=$MAX_INSTANCES,autoScalingMetric=REQUEST_COUNT_PER_TARGET,autoScalingTargetValue=$CONCURRENCY"
+  if [ -n "${ECS_SUBNETS:-}" ]; then
+    network=(--network-configuration "subnets=${ECS_SUBNETS},securityGroups=${ECS_SECURITY_GROUPS:-}")
+  fi
+  if $static_egress; then
+    # Both tiers: the load balancer goes in the public subnets, the tasks in the private ones.
+    network=(--network-configuration "subnets=$PRIVATE_SUBNETS,$PUBLIC_SUBNETS,securityGroups=$EGRESS_SG")
+  fi
+  flags=(--execution-role-arn "$exec_role" --primary-container "file://$workdir/container.json"
+    --health-check-path /health --cpu "${ECS_CPU:-256}" --memory "${ECS_MEMORY:-512}" --scaling-target "$scaling" "${network[@]}")
+  if [ -n "$existing" ]; then
+    with_iam_retry aws ecs update-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" "${flags[@]}" >/dev/null
+  else
+    with_iam_retry aws ecs create-express-gateway-service "${reg[@]}" --service-name "$SERVICE_NAME" \
+      --cluster "$ecs_cluster" --infrastructure-role-arn "$infra_role" "${flags[@]}" >/dev/null
+  fi
+  ecs_wait || exit 1
+  url=$(ecs_describe | ecs_url)
+  url=${url:-https://$SERVICE_NAME.ecs.$AWS_REGION.on.aws}
+  if $precheck && ! ecs_check; then exit 1; fi
+  smoke_test "$url" || exit 1
+}
+
+# ---- App Runner -------------------------------------------------------------------------------
+
+# The ImageConfiguration: settings as RuntimeEnvironmentVariables, secrets by full ARN.
+apprunner_source() { # apprunner_source IMAGE ACCESS_ROLE > json
+  local plain=() refs=() name item
+  for name in "${SET_PLAIN[@]}"; do plain+=("$name"); done
+  for item in "${SECRET_ARNS[@]}"; do refs+=("$item"); done
+  IMAGE=$1 ROLE=$2 python3 - "${#plain[@]}" "${plain[@]}" "${refs[@]}" <<'PY'
+import json, os, sys
+count = int(sys.argv[1])
+plain, refs = sys.argv[2:2 + count], sys.argv[2 + count:]
+secrets = dict(r.split("=", 1) for r in refs)
+cfg = {"Port": "8000", "RuntimeEnvironmentVariables": {n: os.environ[n] for n in plain if n not in secrets}}
+if secrets:
+    cfg["RuntimeEnvironmentSecrets"] = secrets
+print(json.dumps({
+    "ImageRepository": {"ImageIdentifier": os.environ["IMAGE"], "ImageRepositoryType": "ECR", "ImageConfiguration": cfg},
+    "AutoDeploymentsEnabled": False,
+    "AuthenticationConfiguration": {"AccessRoleArn": os.environ["ROLE"]},
+}))
+PY
+}
+
+# Waits for an App Runner operation; anything but SUCCEEDED (a rollback included) exits non-zero.
+apprunner_wait() { # apprunner_wait SERVICE_ARN OPERATION_ID
+  local status waited=0
+  $dry_run && { echo "(dry run: not waiting for the operation)"; return 0; }
+  while :; do
+    status=$(aws apprunner list-operations "${reg[@]}" --service-arn "$1" \
+      --query "OperationSummaryList[?Id=='$2'].Status | [0]" --output text)
+    case "$status" in
+      SUCCEEDED) echo "operation $2 succeeded"; return 0 ;;
+      FAILED|ROLLBACK_SUCCEEDED|ROLLBACK_FAILED|ROLLBACK_IN_PROGRESS)
+        echo "error: App Runner operation $2 ended $status: the new configuration is not serving" >&2; return 1 ;;
+    esac
+    if [ "$waited" -ge "$WAIT_TIMEOUT" ]; then echo "error: operation $2 not finished after ${WAIT_TIMEOUT}s ($status)" >&2; return 1; fi
+    sleep "$POLL_SECONDS"; waited=$((waited + POLL_SECONDS))
+  done
+}
+
+# The instance count, as an auto-scaling configuration (App Runner's default allows 25). Its name
+# is at most 32 characters whatever SERVICE_NAME is: a prefix of it and a hash of the numbers.
+apprunner_scaling() {
+  local name arn
+  name="${SERVICE_NAME:0:23}-$(short_hash "$SERVICE_NAME/$MIN_INSTANCES/$MAX_INSTANCES/$CONCURRENCY")"
+  arn=$(query aws apprunner list-auto-scaling-configurations "${reg[@]}" --auto-scaling-configuration-name "$name" \
+    --query "AutoScalingConfigurationSummaryList[0].AutoScalingConfigurationArn" --output text 2>/dev/null || true)
+  if [ -z "$arn" ] || [ "$arn" = None ]; then
+    arn=$(run aws apprunner create-auto-scaling-configuration "${reg[@]}" --auto-scaling-configuration-name "$name" \
+      --min-size "$MIN_INSTANCES" --max-size "$MAX_INSTANCES" --max-concurrency "$CONCURRENCY" \
+      --query AutoScalingConfiguration.AutoScalingConfigurationArn --output text)
+    $dry_run && arn="arn:aws:apprunner:$AWS_REGION:$ACCOUNT_ID:autoscalingconfiguration/$name/<new>"
+  fi
+  echo "$arn"
+}
+
+deploy_apprunner() {
+  local arn access_role instance_role scaling op flags=() network=()
+  arn=$(apprunner_arn)
+  if [ "$mode" = env ]; then
+    [ -n "$arn" ] || { echo "error: no App Runner service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
+    image=$(query aws apprunner describe-service "${reg[@]}" --service-arn "$arn" \
+      --query Service.SourceConfiguration.ImageRepository.ImageIdentifier --output text)
+  fi
+  access_role=${APPRUNNER_ACCESS_ROLE_ARN:-}
+  if [ -z "$access_role" ]; then
+    ensure_role "$SERVICE_NAME-apprunner-ecr" build.apprunner.amazonaws.com \
+      arn:aws:iam::aws:policy/service-role/AWSAppRunnerServicePolicyForECRAccess
+    access_role=$(role_arn "$SERVICE_NAME-apprunner-ecr")
+  fi
+  # The instance role reads the secrets; one is made when secrets are used and none is given.
+  instance_role=${INSTANCE_ROLE_ARN:-}
+  if [ -z "$instance_role" ] && [ ${#SECRET_ARNS[@]} -gt 0 ]; then
+    ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com
+    instance_role=$(role_arn "$SERVICE_NAME-apprunner-instance")
+    allow_secrets "$SERVICE_NAME-apprunner-instance"
+  fi
+  apprunner_source "$image" "$access_role" >"$workdir/source.json"
+  scaling=$(apprunner_scaling)
+  [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
+  if $static_egress; then
+    local connector subnets=()
+    IFS=, read -ra subnets <<<"$PRIVATE_SUBNETS"
+    connector=$(run_out "<new>" aws apprunner create-vpc-connector "${reg[@]}" --vpc-connector-name "${SERVICE_NAME:0:33}-egress" \
+      --subnets "${subnets[@]}" --security-groups "$EGRESS_SG" \
+      --query VpcConnector.VpcConnectorArn --output text)
+    network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$connector}")
+  fi
+  flags=(--source-configuration "file://$workdir/source.json"
+    --instance-configuration "Cpu=${APPRUNNER_CPU:-0.25 vCPU},Memory=${APPRUNNER_MEMORY:-0.5 GB}${instance_role:+,InstanceRoleArn=$instance_role}"
+    --auto-scaling-configuration-arn "$scaling" "${network[@]}"
+    --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3")
+  if [ -z "$arn" ]; then
+    op=$(with_iam_retry aws apprunner create-service "${reg[@]}" --service-name "$SERVICE_NAME" "${flags[@]}" \
+      --query '[Service.ServiceArn,OperationId]' --output text)
+    arn=$(cut -f1 <<<"$op") op=$(cut -f2 <<<"$op")
+  else
+    op=$(with_iam_retry aws apprunner update-service "${reg[@]}" --service-arn "$arn" "${flags[@]}" --query OperationId --output text)
+    if $force; then
+      apprunner_wait "$arn" "$op" || exit 1
+      op=$(run_out "<new>" aws apprunner start-deployment "${reg[@]}" --service-arn "$arn" --query OperationId --output text)
+    fi
+  fi
+  apprunner_wait "$arn" "$op" || exit 1
+  url="https://$(query aws apprunner describe-service "${reg[@]}" --service-arn "$arn" --query Service.ServiceUrl --output text 2>/dev/null || echo "$SERVICE_NAME.<new>.awsapprunner.com")"
+  smoke_test "$url" || exit 1
+}
+
+# ---- modes --------------------------------------------------------------------------------------
+
+service_url() {
+  if [ "$target" = ecs ]; then ecs_describe | ecs_url; else
+    local arn; arn=$(apprunner_arn)
+    [ -n "$arn" ] && echo "https://$(query aws apprunner describe-service "${reg[@]}" --service-arn "$arn" --query Service.ServiceUrl --output text)"
+  fi
+}
+
 case "$mode" in
   destroy)
-    arn=$(service_arn)
-    if [ -z "$arn" ] || [ "$arn" = None ]; then echo "no service $SERVICE_NAME in $AWS_REGION"; else
-      confirm "Delete App Runner service $SERVICE_NAME in $AWS_REGION?"
-      run aws apprunner delete-service "${reg[@]}" --service-arn "$arn"
+    if [ "$target" = ecs ]; then
+      if [ -n "$(ecs_describe)" ]; then
+        confirm "Delete ECS Express service $SERVICE_NAME in $AWS_REGION?"
+        run aws ecs delete-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" >/dev/null
+      else echo "no ECS service $SERVICE_NAME in $AWS_REGION"; fi
+    else
+      arn=$(apprunner_arn)
+      if [ -n "$arn" ]; then
+        confirm "Delete App Runner service $SERVICE_NAME in $AWS_REGION?"
+        run aws apprunner delete-service "${reg[@]}" --service-arn "$arn" >/dev/null
+      else echo "no App Runner service $SERVICE_NAME in $AWS_REGION"; fi
     fi
     if $purge; then
       confirm "Delete ECR repository $ECR_REPOSITORY and every image in it?"
-      run aws ecr delete-repository "${reg[@]}" --repository-name "$ECR_REPOSITORY" --force
+      run aws ecr delete-repository "${reg[@]}" --repository-name "$ECR_REPOSITORY" --force >/dev/null
     fi
     exit 0
     ;;
   test)
-    arn=$(service_arn)
-    if [ -z "$arn" ] || [ "$arn" = None ]; then echo "error: no service $SERVICE_NAME in $AWS_REGION" >&2; exit 1; fi
-    smoke_test "$(service_url "$arn")"
+    url=$(service_url)
+    [ -n "$url" ] || { echo "error: no $target service $SERVICE_NAME in $AWS_REGION" >&2; exit 1; }
+    smoke_test "$url"
     exit 0
     ;;
 esac
 
-ACCOUNT_ID=$(query 000000000000 aws sts get-caller-identity --query Account --output text)
-registry="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"
-arn=$(service_arn)
-$secrets && store_secrets
-
-if [ "$mode" = env ]; then
-  if [ -z "$arn" ] || [ "$arn" = None ]; then echo "error: no service $SERVICE_NAME to update; deploy first" >&2; exit 1; fi
-  current_image=$(query "$registry/$ECR_REPOSITORY:current" aws apprunner describe-service "${reg[@]}" --service-arn "$arn" \
-    --query Service.SourceConfiguration.ImageRepository.ImageIdentifier --output text)
-  role=$(query "arn:aws:iam::$ACCOUNT_ID:role/AppRunnerECRAccessRole" aws apprunner describe-service "${reg[@]}" --service-arn "$arn" \
-    --query Service.SourceConfiguration.AuthenticationConfiguration.AccessRoleArn --output text)
-  source_configuration "$current_image" "$role" >"$workdir/source.json"
-  run aws apprunner update-service "${reg[@]}" --service-arn "$arn" --source-configuration "file://$workdir/source.json"
-  wait_running "$arn"
-  smoke_test "$(service_url "$arn")"
-  exit 0
-fi
-
-# ---- deploy ----
-image="$registry/$ECR_REPOSITORY:$IMAGE_TAG"
-if ! query "" aws ecr describe-repositories "${reg[@]}" --repository-names "$ECR_REPOSITORY" >/dev/null 2>&1; then
-  run aws ecr create-repository "${reg[@]}" --repository-name "$ECR_REPOSITORY" --image-scanning-configuration scanOnPush=true
-fi
-echo "+ aws ecr get-login-password --region $AWS_REGION | docker login --username AWS --password-stdin $registry"
-$dry_run || aws ecr get-login-password "${reg[@]}" | docker login --username AWS --password-stdin "$registry"
-run docker build --platform linux/amd64 -t "$image" "$root"
-run docker push "$image"
-
-role=${APPRUNNER_ACCESS_ROLE_ARN:-}
-if [ -z "$role" ]; then
-  role="arn:aws:iam::$ACCOUNT_ID:role/AppRunnerECRAccessRole"
-  if ! query "" aws iam get-role --role-name AppRunnerECRAccessRole >/dev/null 2>&1; then
-    cat >"$workdir/trust.json" <<'JSON'
-{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"build.apprunner.amazonaws.com"},"Action":"sts:AssumeRole"}]}
-JSON
-    run aws iam create-role --role-name AppRunnerECRAccessRole --assume-role-policy-document "file://$workdir/trust.json"
-    run aws iam attach-role-policy --role-name AppRunnerECRAccessRole \
-      --policy-arn arn:aws:iam::aws:policy/service-role/AWSAppRunnerServicePolicyForECRAccess
-  fi
-fi
-source_configuration "$image" "$role" >"$workdir/source.json"
-
-# The instance count, as an auto-scaling configuration named after it (App Runner's default
-# would allow 25 instances).
-scaling_name="$SERVICE_NAME-$MIN_INSTANCES-$MAX_INSTANCES-$CONCURRENCY"
-scaling=$(query "arn:aws:apprunner:$AWS_REGION:000000000000:autoscalingconfiguration/$scaling_name/1" \
-  aws apprunner list-auto-scaling-configurations "${reg[@]}" --auto-scaling-configuration-name "$scaling_name" \
-  --query "AutoScalingConfigurationSummaryList[0].AutoScalingConfigurationArn" --output text)
-if [ -z "$scaling" ] || [ "$scaling" = None ]; then
-  scaling=$(query "arn:aws:apprunner:$AWS_REGION:000000000000:autoscalingconfiguration/$scaling_name/1" \
-    aws apprunner create-auto-scaling-configuration "${reg[@]}" --auto-scaling-configuration-name "$scaling_name" \
-    --min-size "$MIN_INSTANCES" --max-size "$MAX_INSTANCES" --max-concurrency "$CONCURRENCY" \
-    --query AutoScalingConfiguration.AutoScalingConfigurationArn --output text)
-fi
-
-if [ -z "$arn" ] || [ "$arn" = None ]; then
-  run aws apprunner create-service "${reg[@]}" --service-name "$SERVICE_NAME" \
-    --source-configuration "file://$workdir/source.json" \
-    --instance-configuration "$(instance_configuration)" "${network_flags[@]}" \
-    --auto-scaling-configuration-arn "$scaling" \
-    --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3"
-  arn=$(service_arn)
-else
-  run aws apprunner update-service "${reg[@]}" --service-arn "$arn" \
-    --source-configuration "file://$workdir/source.json" \
-    --instance-configuration "$(instance_configuration)" "${network_flags[@]}" \
-    --auto-scaling-configuration-arn "$scaling" \
-    --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3"
-  if $force; then
-    wait_running "$arn"
-    run aws apprunner start-deployment "${reg[@]}" --service-arn "$arn"
-  fi
-fi
-wait_running "$arn"
-url=$(service_url "$arn")
+split_settings "$secrets"
+SECRET_ARNS=()
+store_secrets
+$static_egress && setup_static_egress
+[ "$mode" = deploy ] && build_image
+if [ "$target" = ecs ]; then deploy_ecs; else deploy_apprunner; fi
 echo "service URL: $url"
 echo "NSPS handler URL: $url/process-event"
-smoke_test "$url"
+[ -n "${egress_ip:-}" ] && echo "egress address (allow it in the HLR's firewall): $egress_ip"
+if [ "$target" = ecs ]; then
+  echo "logs: aws logs tail $log_group --region $AWS_REGION --follow"
+else
+  echo "logs: aws logs tail /aws/apprunner/$SERVICE_NAME/<service id>/application --region $AWS_REGION --follow"
+fi

@@ -1,57 +1,78 @@
 #!/usr/bin/env bash
-# Deploys the NSPS -> WTL HLR/HSS connector to Google Cloud Run.
+# Deploys the NSPS -> WTL HLR/HSS connector to Google Cloud Run, from an empty project to a
+# verified service. See _gcp-deploy/README.md.
 #
-#   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --destroy]
-#                              [--force-deploy] [--secrets] [--local-build] [--check] [--yes] [--dry-run]
-#
-# First run: enables the APIs, creates the Artifact Registry repository, builds and pushes the
-# image (Cloud Build, or Docker with --local-build), deploys the service and smoke-tests it.
-# Settings come from the environment and from .env (or --env-file); see _gcp-deploy/README.md.
+#   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --rollback | --destroy]
+#        [--secrets] [--check] [--static-egress-ip] [--no-invoker-iam-check] [--force-deploy]
+#        [--local-build] [--yes] [--dry-run]
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 usage: bash _gcp-deploy/deploy.sh [options]
 
-  (no option)      build the image for the current commit (skipped when it already exists),
-                   deploy or update the Cloud Run service, then smoke-test it
-  --force-deploy   build a fresh image and deploy it even when nothing changed
-  --env-only       only update the service's settings (no build, no new image)
-  --test-only      only run the smoke test against the deployed service
-  --destroy        delete the Cloud Run service (asks first unless --yes)
-  --secrets        keep the secret settings in Secret Manager (--set-secrets), not as env vars
-  --local-build    build and push with the local Docker instead of Cloud Build
+  (no option)      build the image for the current commit (skipped when it already exists) and
+                   deploy it. A new service is created and smoke-tested. An existing service gets
+                   the new revision with no traffic under the tag `candidate`; the checks run
+                   against that revision's own URL, and traffic moves to it only when they pass
+  --env-only       the same rollout with the running image and the settings of the env file
+  --test-only      only run the smoke test against the service
+  --rollback       send all traffic back to the revision that served before the current one
+                   (or to ROLLBACK_REVISION), then smoke-test
+  --destroy        delete the service and its check job (asks first unless --yes)
+  --secrets        keep the secret settings (API_TOKEN, WTL_API_TOKEN, WTL_API_PASSWORD,
+                   WTL_OAUTH_CLIENT_SECRET, REDIS_URL, inline private keys) in Secret Manager;
+                   the runtime service account may read exactly these secrets
   --check          also run the connector's own `check` (configuration, DNS, connection, TLS,
-                   token, Redis; no /prov call) as a Cloud Run job with the service's image,
-                   settings, secrets and network, before the smoke test
+                   token, Redis; no /prov call) as a Cloud Run job with the new revision's image,
+                   settings, secrets, identity and network, before any traffic moves
+  --static-egress-ip
+                   send all outbound traffic through one reserved address (Direct VPC egress,
+                   Cloud Router, Cloud NAT) and print it, for the HLR's firewall
+  --no-invoker-iam-check
+                   make the service public without an allUsers IAM binding (for projects whose
+                   organisation policy refuses allUsers; see the README)
+  --force-deploy   build a fresh image even when one exists for this commit
+  --local-build    build and push with the local Docker instead of Cloud Build
   --env-file FILE  read settings from FILE (default: .env in the repository root, if present)
   --yes            do not ask for confirmation
-  --dry-run        print every cloud command instead of running it
+  --dry-run        print every command that would change something instead of running it
+                   (read-only look-ups still run, so the plan matches what a real run would do)
   -h, --help       this text
 
 Settings (environment or env file):
   required  GCP_PROJECT_ID (or gcloud's configured project), API_TOKEN, WTL_API_URL
-  optional  GCP_REGION (europe-west1), SERVICE_NAME (nsps-wtl-connector),
-            AR_REPOSITORY (nsps-wtl-connector), IMAGE_TAG (git commit), MIN_INSTANCES (0),
-            MAX_INSTANCES (1), CONCURRENCY (80), CPU (1), MEMORY (256Mi),
-            and every connector setting of .env.example (passed to the service).
+  optional  GCP_REGION (europe-west1), SERVICE_NAME (nsps-wtl-connector), AR_REPOSITORY
+            (nsps-wtl-connector), IMAGE_TAG (git commit), MIN_INSTANCES (0), MAX_INSTANCES
+            (1; 3 with REDIS_URL), CONCURRENCY (80), CPU (1), MEMORY (256Mi),
+            RUNTIME_SERVICE_ACCOUNT (default <SERVICE_NAME>-run, created when absent),
+            WTL_CA_SECRET / WTL_CLIENT_CERT_SECRET / WTL_CLIENT_KEY_SECRET / REDIS_CA_SECRET
+            (Secret Manager secrets mounted as the PEM files), VPC_CONNECTOR, VPC_NETWORK,
+            VPC_SUBNET, VPC_EGRESS, EGRESS_SUBNET_RANGE (10.124.0.0/26), ROLLBACK_REVISION,
+            and every variable the connector reads (`nsps-wtl-connector variables`; all are
+            passed to the service when set, PORT excepted).
 EOF
 }
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=SCRIPTDIR/../_deploy-common/lib.sh
+. "$root/_deploy-common/lib.sh"
 
 mode=deploy force=false secrets=false local_build=false yes=false dry_run=false precheck=false
-env_file=""
+static_egress=false invoker_check=true env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --env-only) mode="env" ;;
     --test-only) mode="test" ;;
+    --rollback) mode=rollback ;;
     --destroy) mode=destroy ;;
     --force-deploy) force=true ;;
     --secrets) secrets=true ;;
     --local-build) local_build=true ;;
     --check) precheck=true ;;
+    --static-egress-ip) static_egress=true ;;
+    --no-invoker-iam-check) invoker_check=false ;;
     --yes|-y) yes=true ;;
     --dry-run) dry_run=true ;;
     --env-file) env_file=${2:?--env-file needs a path}; shift ;;
@@ -60,42 +81,10 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-
-# The connector's own settings, passed to the service. PORT is Cloud Run's to set.
-APP_VARS=(API_TOKEN WTL_API_URL WTL_API_TOKEN WTL_AUTH WTL_API_USERNAME WTL_API_PASSWORD
-  WTL_OAUTH_TOKEN_URL WTL_OAUTH_CLIENT_ID WTL_OAUTH_CLIENT_SECRET WTL_OAUTH_SCOPE
-  WTL_DEFAULT_CS_PROFILE WTL_DEFAULT_EPS_PROFILE WTL_HTTP_REQUESTS_TIMEOUT WTL_CONNECT_TIMEOUT
-  WTL_TOTAL_TIMEOUT WTL_MAX_RETRIES WTL_RETRY_BASE_MS WTL_RETRY_AFTER_MAX WTL_RATE_LIMIT
-  WTL_IMSI_REGEXP WTL_EVENT_ACTIONS EVENTS_PATH MAX_BODY_BYTES SHUTDOWN_TIMEOUT
-  HEADER_READ_TIMEOUT REQUEST_TIMEOUT MAX_IN_FLIGHT EVENT_DEDUP_TTL EVENT_DEDUP_MAX
-  STALE_EVENT_CHECK METRICS_PUBLIC LOG_LEVEL LOG_FORMAT RUST_LOG APP_NAME DEBUG
-  WTL_CA_FILE WTL_CLIENT_CERT_FILE WTL_CLIENT_KEY_FILE WTL_PROXY
-  REDIS_URL REDIS_KEY_PREFIX REDIS_TIMEOUT REDIS_CA_FILE REDIS_FAIL_OPEN STALE_EVENT_TTL)
-# HTTPS_PROXY and its kin are not passed on: in the shell that deploys they describe that
-# machine's network, not the service's. WTL_PROXY sets the service's proxy.
-SECRET_VARS=(API_TOKEN WTL_API_TOKEN WTL_API_PASSWORD WTL_OAUTH_CLIENT_SECRET REDIS_URL)
-
-# Values from the env file fill in what the environment does not already set.
-load_env_file() {
-  local file=$1 line key value
-  while IFS= read -r line || [ -n "$line" ]; do
-    line=${line%$'\r'}
-    [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
-    [[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
-    key=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
-    if [[ $value =~ ^\'(.*)\'$ ]] || [[ $value =~ ^\"(.*)\"$ ]]; then value=${BASH_REMATCH[1]}; fi
-    [ -n "${!key+x}" ] || export "$key=$value"
-  done <"$file"
-}
-if [ -n "$env_file" ]; then
-  [ -f "$env_file" ] || { echo "error: env file $env_file not found" >&2; exit 2; }
-  load_env_file "$env_file"
-elif [ -f "$root/.env" ]; then
-  load_env_file "$root/.env"
-fi
+load_settings "$env_file" "$root"
 
 GCP_PROJECT_ID=${GCP_PROJECT_ID:-}
-if [ -z "$GCP_PROJECT_ID" ] && ! $dry_run && command -v gcloud >/dev/null 2>&1; then
+if [ -z "$GCP_PROJECT_ID" ] && command -v gcloud >/dev/null 2>&1; then
   GCP_PROJECT_ID=$(gcloud config get-value project 2>/dev/null || true)
 fi
 GCP_REGION=${GCP_REGION:-europe-west1}
@@ -110,218 +99,355 @@ MEMORY=${MEMORY:-256Mi}
 git_rev=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo nogit)
 IMAGE_TAG=${IMAGE_TAG:-$git_rev}
 $force && IMAGE_TAG="$IMAGE_TAG-$(date +%Y%m%d%H%M%S)"
+# Lines of a traced request carry Cloud Logging's trace name, which needs the project id.
+export GOOGLE_CLOUD_PROJECT=${GOOGLE_CLOUD_PROJECT:-$GCP_PROJECT_ID}
 
 # Everything is checked before any cloud command runs.
 missing=0
 require() { if [ -z "${!1:-}" ]; then echo "error: $1 is required ($2)" >&2; missing=1; fi; }
 require GCP_PROJECT_ID "the Google Cloud project; or run: gcloud config set project ID"
-if [ "$mode" = deploy ] || [ "$mode" = env ] || [ "$mode" = test ]; then
-  require API_TOKEN "the Bearer token NSPS sends"
-fi
-if [ "$mode" = deploy ] || [ "$mode" = env ]; then
-  require WTL_API_URL "the WTL API base URL"
-fi
-for tool in gcloud curl; do
-  if ! $dry_run && ! command -v "$tool" >/dev/null 2>&1; then echo "error: $tool is not installed" >&2; missing=1; fi
+case "$mode" in deploy|env|test) require API_TOKEN "the Bearer token NSPS sends" ;; esac
+case "$mode" in deploy|env) require WTL_API_URL "the WTL API base URL" ;; esac
+for tool in gcloud curl python3; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "error: $tool is not installed" >&2; missing=1; }
 done
 if $local_build && ! $dry_run && ! command -v docker >/dev/null 2>&1; then
   echo "error: --local-build needs docker" >&2; missing=1
 fi
-[ "$missing" -eq 0 ] || exit 2
-
-image="$GCP_REGION-docker.pkg.dev/$GCP_PROJECT_ID/$AR_REPOSITORY/$SERVICE_NAME:$IMAGE_TAG"
-
-# TLS files for reaching WTL, kept in Secret Manager and mounted as files (each in a directory
-# of its own, as Cloud Run requires); the connector is told where they are.
-TLS_MOUNTS=()
-mount_tls() { # mount_tls SECRET_VAR FILE_VAR PATH
-  local secret=${!1:-}
-  [ -n "$secret" ] || return 0
-  TLS_MOUNTS+=("$3=$secret:latest")
-  printf -v "$2" '%s' "$3"
-  export "${2?}"
-}
-mount_tls WTL_CA_SECRET WTL_CA_FILE /secrets/wtl-ca/ca.pem
-mount_tls WTL_CLIENT_CERT_SECRET WTL_CLIENT_CERT_FILE /secrets/wtl-client-cert/client.pem
-mount_tls WTL_CLIENT_KEY_SECRET WTL_CLIENT_KEY_FILE /secrets/wtl-client-key/client.key
-mount_tls REDIS_CA_SECRET REDIS_CA_FILE /secrets/redis-ca/ca.pem
-
-# Reaching a private network (an HLR or a Redis on it): a Serverless VPC connector, or Direct
-# VPC egress (a network and subnet).
-network_flags=()
-if [ -n "${VPC_CONNECTOR:-}" ]; then
-  network_flags=(--vpc-connector "$VPC_CONNECTOR" --vpc-egress "${VPC_EGRESS:-private-ranges-only}")
-elif [ -n "${VPC_NETWORK:-}" ]; then
-  network_flags=(--network "$VPC_NETWORK" --subnet "${VPC_SUBNET:-$VPC_NETWORK}" --vpc-egress "${VPC_EGRESS:-private-ranges-only}")
+if $static_egress && [ -n "${VPC_CONNECTOR:-}" ]; then
+  echo "error: --static-egress-ip uses Direct VPC egress; unset VPC_CONNECTOR" >&2; missing=1
 fi
-
-# Prints a command with every secret value masked, then runs it (unless --dry-run).
-mask() {
-  local text=$*
-  local name
-  for name in "${SECRET_VARS[@]}"; do
-    if [ -n "${!name:-}" ]; then text=${text//"${!name}"/***}; fi
-  done
-  printf '%s\n' "$text"
-}
-run() {
-  echo "+ $(mask "$@")"
-  $dry_run || "$@"
-}
-# A read-only query whose answer the script needs; in --dry-run it answers "$1" instead.
-query() {
-  local placeholder=$1; shift
-  if $dry_run; then echo "+ $(mask "$@")" >&2; echo "$placeholder"; return 0; fi
-  "$@"
-}
-
-is_secret() { local v; for v in "${SECRET_VARS[@]}"; do [ "$v" = "$1" ] && return 0; done; return 1; }
-secret_name() { echo "$SERVICE_NAME-$1" | tr '[:upper:]_' '[:lower:]-'; }
-
-# The service's settings as a YAML file for --env-vars-file: single-quoted values survive commas,
-# backslashes and quotes (a regex such as ^(00101|00102)\d{10}$ arrives intact).
-env_vars_file() {
-  local file=$1 name value
-  : >"$file"
-  for name in "${APP_VARS[@]}"; do
-    value=${!name:-}
-    [ -n "$value" ] || continue
-    if $secrets && is_secret "$name"; then continue; fi
-    printf "%s: '%s'\n" "$name" "${value//\'/\'\'}" >>"$file"
-  done
-}
-
-# The --set-secrets / --update-secrets list: secret settings (with --secrets) and TLS file mounts.
-secret_flags() {
-  local name flags="" mount
-  if $secrets; then
-    for name in "${SECRET_VARS[@]}"; do
-      [ -n "${!name:-}" ] || continue
-      flags+="${flags:+,}$name=$(secret_name "$name"):latest"
-    done
-  fi
-  for mount in "${TLS_MOUNTS[@]}"; do flags+="${flags:+,}$mount"; done
-  echo "$flags"
-}
-
-# Stores each secret setting in Secret Manager; the value goes through stdin, never argv.
-store_secrets() {
-  local name sname
-  for name in "${SECRET_VARS[@]}"; do
-    [ -n "${!name:-}" ] || continue
-    sname=$(secret_name "$name")
-    echo "+ gcloud secrets versions add $sname --data-file=- (value from $name)"
-    $dry_run && continue
-    if ! gcloud secrets describe "$sname" --project "$GCP_PROJECT_ID" >/dev/null 2>&1; then
-      gcloud secrets create "$sname" --project "$GCP_PROJECT_ID" --replication-policy automatic >/dev/null
-    fi
-    printf '%s' "${!name}" | gcloud secrets versions add "$sname" --project "$GCP_PROJECT_ID" --data-file=- >/dev/null
-  done
-}
-
-service_url() {
-  query "https://$SERVICE_NAME-dryrun.a.run.app" gcloud run services describe "$SERVICE_NAME" \
-    --project "$GCP_PROJECT_ID" --region "$GCP_REGION" --format 'value(status.url)'
-}
-
-smoke_test() {
-  local url=$1 status body
-  echo "smoke test: $url"
-  if $dry_run; then
-    echo "+ curl $url/health"
-    echo "+ curl -X POST $url/process-event -H 'Authorization: Bearer ***' (Account/Unblocked event)"
-    return 0
-  fi
-  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 "$url/health" || true)
-  [ "$status" = 200 ] || { echo "error: GET /health answered $status" >&2; return 1; }
-  body="{\"event_id\":\"smoke-$(date +%s)\",\"data\":{\"event_type\":\"Account/Unblocked\"}}"
-  # The token goes in a private header file, so it never shows on a command line (ps).
-  (umask 077; printf 'Authorization: Bearer %s\n' "${API_TOKEN%%,*}" >"$workdir/auth-header")
-  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 -X POST "$url/process-event" \
-    -H @"$workdir/auth-header" -H 'Content-Type: application/json' -d "$body" || true)
-  [ "$status" = 202 ] || { echo "error: the authenticated smoke event answered $status (expected 202)" >&2; return 1; }
-  echo "smoke test passed: /health 200, authenticated event 202"
-}
-
-# `nsps-wtl-connector check` as a Cloud Run job, with the service's own image, settings, secrets
-# and network: it reaches WTL, the token endpoint and Redis from where the service runs. Its exit
-# code (0 when every check passes) is the job's.
-run_check_job() {
-  local image=$1 job="$SERVICE_NAME-check"
-  echo "check: running \`nsps-wtl-connector check\` as the Cloud Run job $job"
-  run gcloud run jobs deploy "$job" "${project[@]}" "${region[@]}" --image "$image" --args check \
-    --max-retries 0 --task-timeout 120 --env-vars-file "$workdir/env.yaml" "${extra[@]}" "${network_flags[@]}"
-  if ! run gcloud run jobs execute "$job" "${project[@]}" "${region[@]}" --wait; then
-    echo "error: check failed; see the job's log (gcloud run jobs executions list --job $job)" >&2
-    return 1
-  fi
-}
-
-confirm() {
-  $yes && return 0
-  if [ ! -t 0 ]; then echo "error: $1: pass --yes to confirm without a terminal" >&2; exit 2; fi
-  read -r -p "$1 [y/N] " answer
-  [ "$answer" = y ] || [ "$answer" = Y ] || { echo "cancelled"; exit 1; }
-}
+if [[ ! $SERVICE_NAME =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]]; then
+  echo "error: SERVICE_NAME must be lower-case letters, digits and hyphens, start with a letter, at most 49 characters" >&2; missing=1
+fi
+[ "$missing" -eq 0 ] || exit 2
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 project=(--project "$GCP_PROJECT_ID")
 region=(--region "$GCP_REGION")
+image="$GCP_REGION-docker.pkg.dev/$GCP_PROJECT_ID/$AR_REPOSITORY/$SERVICE_NAME:$IMAGE_TAG"
+check_job="$SERVICE_NAME-check"
+
+# ---- the runtime identity -------------------------------------------------------------------
+
+# The service runs as its own service account, which may read its own secrets and nothing else.
+runtime_account_id() {
+  local id=${RUNTIME_SERVICE_ACCOUNT:-$SERVICE_NAME-run}
+  id=${id%%@*}
+  # Account ids are 6 to 30 characters: a long service name is cut and made unique by a hash.
+  if [ "${#id}" -gt 30 ]; then id="${id:0:21}-$(short_hash "$id")"; fi
+  if [ "${#id}" -lt 6 ]; then id="$id-runtime"; fi
+  echo "$id"
+}
+if [[ ${RUNTIME_SERVICE_ACCOUNT:-} == *@* ]]; then
+  runtime_sa=$RUNTIME_SERVICE_ACCOUNT
+else
+  runtime_sa="$(runtime_account_id)@$GCP_PROJECT_ID.iam.gserviceaccount.com"
+fi
+
+ensure_runtime_account() {
+  if query gcloud iam service-accounts describe "$runtime_sa" "${project[@]}" >/dev/null 2>&1; then return 0; fi
+  if [[ $runtime_sa != *"@$GCP_PROJECT_ID.iam.gserviceaccount.com" ]]; then
+    echo "error: the runtime service account $runtime_sa does not exist (or you may not see it)" >&2
+    exit 1
+  fi
+  run gcloud iam service-accounts create "${runtime_sa%%@*}" "${project[@]}" \
+    --display-name "NSPS WTL connector ($SERVICE_NAME) runtime"
+}
+
+# ---- secrets ----------------------------------------------------------------------------------
+
+secret_name() { echo "$SERVICE_NAME-$1" | tr '[:upper:]_' '[:lower:]-'; }
+# Where a PEM setting is mounted: /secrets/<name>/<name>.pem (a folder each, as Cloud Run wants).
+mount_path() { local n; n=$(echo "${1%_FILE}" | tr '[:upper:]_' '[:lower:]-'); echo "/secrets/$n/$n.pem"; }
+# The operator's own Secret Manager secret for a PEM setting: WTL_CA_FILE -> WTL_CA_SECRET.
+pem_secret_var() { echo "${1%_FILE}_SECRET"; }
+
+# Stores one setting in Secret Manager (created when absent); the value goes through stdin.
+store_secret() { # store_secret VAR SECRET
+  local var=$1 sname=$2
+  if ! query gcloud secrets describe "$sname" "${project[@]}" >/dev/null 2>&1; then
+    run gcloud secrets create "$sname" "${project[@]}" --replication-policy automatic
+  fi
+  echo "+ gcloud secrets versions add $sname --project $GCP_PROJECT_ID --data-file=- (the value of $var, through stdin)" >&2
+  $dry_run || printf '%s' "${!var}" | gcloud secrets versions add "$sname" "${project[@]}" --data-file=- >/dev/null
+}
+
+grant_secret() { # grant_secret SECRET: the runtime account may read it (IAM may need a moment)
+  with_iam_retry gcloud secrets add-iam-policy-binding "$1" "${project[@]}" \
+    --member "serviceAccount:$runtime_sa" --role roles/secretmanager.secretAccessor >/dev/null
+}
+
+# Works out, without changing anything, how each setting reaches the service: ENV_FILE lines,
+# SECRET_REFS (--set-secrets items), USED_SECRETS (secrets the runtime account must read) and
+# TO_STORE (settings to put in Secret Manager as VAR=SECRET).
+plan_settings() {
+  local name sname ref
+  split_settings "$secrets"
+  ENV_LINES=() SECRET_REFS=() USED_SECRETS=() TO_STORE=()
+  for name in "${PEM_VARS[@]}"; do
+    ref=$(pem_secret_var "$name")
+    if [ -n "${!ref:-}" ]; then
+      SECRET_REFS+=("$(mount_path "$name")=${!ref}:latest")
+      USED_SECRETS+=("${!ref}")
+      ENV_LINES+=("$name=$(mount_path "$name")")
+    fi
+  done
+  for name in "${SET_PLAIN[@]}"; do
+    ref=$(pem_secret_var "$name")
+    in_list "$name" "${PEM_VARS[@]}" && [ -n "${!ref:-}" ] && continue
+    ENV_LINES+=("$name=${!name}")
+  done
+  for name in "${SET_SECRET[@]}"; do
+    sname=$(secret_name "$name")
+    TO_STORE+=("$name=$sname")
+    USED_SECRETS+=("$sname")
+    if in_list "$name" "${PEM_VARS[@]}"; then
+      # An inline PEM kept as a secret is mounted as a file, and the setting names the file.
+      SECRET_REFS+=("$(mount_path "$name")=$sname:latest")
+      ENV_LINES+=("$name=$(mount_path "$name")")
+    else
+      SECRET_REFS+=("$name=$sname:latest")
+    fi
+  done
+}
+
+# The settings as a YAML file for --env-vars-file: single-quoted values survive commas,
+# backslashes and quotes (a regex such as ^(00101|00102)\d{10}$ arrives intact).
+write_env_file() {
+  local file=$1 line value
+  : >"$file"
+  chmod 600 "$file"
+  for line in "${ENV_LINES[@]}"; do
+    value=${line#*=}
+    printf "%s: '%s'\n" "${line%%=*}" "${value//\'/\'\'}" >>"$file"
+  done
+}
+
+setup_secrets() {
+  local item sname
+  for item in "${TO_STORE[@]}"; do store_secret "${item%%=*}" "${item#*=}"; done
+  for sname in "${USED_SECRETS[@]}"; do grant_secret "$sname"; done
+}
+
+# ---- network ----------------------------------------------------------------------------------
+
+network_flags=()
+set_network_flags() {
+  if [ -n "${VPC_CONNECTOR:-}" ]; then
+    network_flags=(--vpc-connector "$VPC_CONNECTOR" --vpc-egress "${VPC_EGRESS:-private-ranges-only}")
+  elif [ -n "${VPC_NETWORK:-}" ]; then
+    network_flags=(--network "$VPC_NETWORK" --subnet "${VPC_SUBNET:-$VPC_NETWORK}" --vpc-egress "${VPC_EGRESS:-private-ranges-only}")
+  fi
+}
+
+# exists KIND NAME [FLAGS...]: whether `gcloud compute KIND describe NAME` finds it.
+exists() {
+  local kind=() name=$2
+  read -ra kind <<<"$1"
+  shift 2
+  query gcloud compute "${kind[@]}" describe "$name" "${project[@]}" "$@" >/dev/null 2>&1
+}
+
+# One reserved public address for everything the service sends out: Direct VPC egress for all
+# traffic into a subnet whose Cloud NAT uses only that address.
+setup_static_egress() {
+  local net=${VPC_NETWORK:-$SERVICE_NAME-egress} subnet=${VPC_SUBNET:-${VPC_NETWORK:+$VPC_NETWORK}}
+  subnet=${subnet:-$SERVICE_NAME-egress}
+  local router="$SERVICE_NAME-egress" nat="$SERVICE_NAME-egress" address="$SERVICE_NAME-egress-ip"
+  exists networks "$net" || run gcloud compute networks create "$net" "${project[@]}" --subnet-mode custom
+  exists "networks subnets" "$subnet" "${region[@]}" || run gcloud compute networks subnets create "$subnet" \
+    "${project[@]}" "${region[@]}" --network "$net" --range "${EGRESS_SUBNET_RANGE:-10.124.0.0/26}"
+  exists addresses "$address" "${region[@]}" || run gcloud compute addresses create "$address" "${project[@]}" "${region[@]}"
+  exists routers "$router" "${region[@]}" || run gcloud compute routers create "$router" "${project[@]}" "${region[@]}" --network "$net"
+  exists "routers nats" "$nat" --router "$router" "${region[@]}" || run gcloud compute routers nats create "$nat" \
+    "${project[@]}" "${region[@]}" --router "$router" --nat-external-ip-pool "$address" --nat-custom-subnet-ip-ranges "$subnet"
+  egress_ip=$(query gcloud compute addresses describe "$address" "${project[@]}" "${region[@]}" --format 'value(address)' 2>/dev/null || true)
+  egress_ip=${egress_ip:-"(reserved on the first real run)"}
+  network_flags=(--network "$net" --subnet "$subnet" --vpc-egress all-traffic)
+}
+
+# ---- the service --------------------------------------------------------------------------------
+
+describe_service() { # the service as JSON, or nothing when it does not exist
+  query gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json 2>/dev/null || true
+}
+# json_get EXPRESSION: evaluates a Python expression over the JSON on stdin (`d`).
+json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || true; }
+serving_revision() { # the revision with the largest share of traffic
+  json_get "max((t for t in d.get('status',{}).get('traffic',[]) if t.get('percent')), key=lambda t: t['percent'], default={}).get('revisionName','')"
+}
+
+deploy_flags() { # the flags every revision of the service is deployed with
+  local flags=(--image "$1" --platform managed --port 8000 --service-account "$runtime_sa"
+    --min-instances "$MIN_INSTANCES" --max-instances "$MAX_INSTANCES" --concurrency "$CONCURRENCY"
+    --cpu "$CPU" --memory "$MEMORY" --timeout 60 --env-vars-file "$workdir/env.yaml")
+  if [ ${#SECRET_REFS[@]} -gt 0 ]; then
+    flags+=(--set-secrets "$(IFS=,; echo "${SECRET_REFS[*]}")")
+  elif [ -n "$2" ]; then
+    flags+=(--clear-secrets)
+  fi
+  # The connector checks NSPS's Bearer token itself, so Cloud Run lets every caller through.
+  if $invoker_check; then flags+=(--allow-unauthenticated); else flags+=(--no-invoker-iam-check); fi
+  printf '%s\n' "${flags[@]}" "${network_flags[@]}"
+}
+
+# `nsps-wtl-connector check` as a Cloud Run job with the new revision's image, settings, secrets,
+# identity and network: it reaches WTL, the token endpoint and Redis from where the service runs.
+run_check_job() {
+  local job_flags=(--image "$1" --args check --service-account "$runtime_sa" --max-retries 0
+    --task-timeout 120 --env-vars-file "$workdir/env.yaml")
+  [ ${#SECRET_REFS[@]} -gt 0 ] && job_flags+=(--set-secrets "$(IFS=,; echo "${SECRET_REFS[*]}")")
+  echo "check: running \`nsps-wtl-connector check\` as the Cloud Run job $check_job"
+  with_iam_retry gcloud run jobs deploy "$check_job" "${project[@]}" "${region[@]}" "${job_flags[@]}" "${network_flags[@]}" || return 1
+  run gcloud run jobs execute "$check_job" "${project[@]}" "${region[@]}" --wait || {
+    echo "error: check failed; its lines: gcloud run jobs executions list --job $check_job --region $GCP_REGION, then gcloud logging read" >&2
+    return 1
+  }
+}
+
+rollout_failed() { # rollout_failed WHAT SERVING CANDIDATE_URL
+  echo "error: $1 failed: traffic stays on ${2:-the serving revision}; the new revision is not serving." >&2
+  [ -n "$3" ] && echo "       It can be inspected at its tag URL $3" >&2
+  exit 1
+}
+
+# A new service: created and checked (NSPS is not pointed at it yet, so nothing is at stake).
+create_service() {
+  local flags=()
+  mapfile -t flags < <(deploy_flags "$1" "")
+  with_iam_retry gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" "${flags[@]}"
+  url=$(describe_service | json_get "d['status']['url']")
+  url=${url:-https://$SERVICE_NAME-new.a.run.app}
+  if $precheck && ! run_check_job "$1"; then
+    echo "error: the new service $SERVICE_NAME failed its check: do not point NSPS at it yet" >&2; exit 1
+  fi
+  smoke_test "$url" || { echo "error: the new service $SERVICE_NAME failed its smoke test: do not point NSPS at it yet" >&2; exit 1; }
+}
+
+# An existing service: the new revision gets no traffic and the tag `candidate`; the checks run
+# against the tag's URL; traffic moves only when they pass.
+roll_out() {
+  local flags=() before serving candidate candidate_url after
+  before=$1
+  serving=$(serving_revision <<<"$before")
+  mapfile -t flags < <(deploy_flags "$2" existing)
+  with_iam_retry gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" "${flags[@]}" --no-traffic --tag candidate
+  after=$(describe_service)
+  candidate=$(json_get "d['status']['latestCreatedRevisionName']" <<<"$after")
+  candidate_url=$(json_get "[t['url'] for t in d['status'].get('traffic',[]) if t.get('tag')=='candidate'][0]" <<<"$after")
+  if $dry_run; then candidate="<new revision>" candidate_url="<candidate tag URL>"; fi
+  if [ -z "$candidate" ] || [ -z "$candidate_url" ]; then rollout_failed "finding the new revision" "$serving" ""; fi
+  if [ "$candidate" = "$serving" ]; then
+    echo "the settings and image are unchanged: $serving keeps serving"
+  else
+    if $precheck; then run_check_job "$2" || rollout_failed "the check" "$serving" "$candidate_url"; fi
+    smoke_test "$candidate_url" || rollout_failed "the smoke test" "$serving" "$candidate_url"
+    run gcloud run services update-traffic "$SERVICE_NAME" "${project[@]}" "${region[@]}" --to-revisions "$candidate=100"
+    echo "traffic moved from ${serving:-nothing} to $candidate (roll back with --rollback)"
+  fi
+  url=$(json_get "d['status']['url']" <<<"$after")
+  url=${url:-$(json_get "d['status']['url']" <<<"$before")}
+}
+
+build_image() {
+  if ! query gcloud artifacts repositories describe "$AR_REPOSITORY" "${project[@]}" --location "$GCP_REGION" >/dev/null 2>&1; then
+    run gcloud artifacts repositories create "$AR_REPOSITORY" "${project[@]}" --location "$GCP_REGION" \
+      --repository-format docker --description "NSPS WTL connector images"
+  fi
+  if ! $force && query gcloud artifacts docker images describe "$image" >/dev/null 2>&1; then
+    echo "image $image already exists: not rebuilt (use --force-deploy to rebuild)"
+  elif $local_build; then
+    run gcloud auth configure-docker "$GCP_REGION-docker.pkg.dev" --quiet
+    run docker build --platform linux/amd64 -t "$image" "$root"
+    run docker push "$image"
+  else
+    run gcloud builds submit "$root" "${project[@]}" --region "$GCP_REGION" --tag "$image"
+  fi
+}
+
+# previous_revision SERVING < revisions.json: the newest ready revision created before SERVING.
+previous_revision() {
+  python3 -c '
+import json, sys
+revisions = json.load(sys.stdin)
+created = {r["metadata"]["name"]: r["metadata"]["creationTimestamp"] for r in revisions}
+since = created.get(sys.argv[1], "")
+def ready(r):
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in r.get("status", {}).get("conditions", []))
+older = [r for r in revisions if r["metadata"]["creationTimestamp"] < since and ready(r)]
+older.sort(key=lambda r: r["metadata"]["creationTimestamp"])
+print(older[-1]["metadata"]["name"] if older else "")
+' "$1" 2>/dev/null || true
+}
+
+rollback() {
+  local svc revisions serving target
+  svc=$(describe_service)
+  [ -n "$svc" ] || { echo "error: no service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION" >&2; exit 1; }
+  serving=$(serving_revision <<<"$svc")
+  target=${ROLLBACK_REVISION:-}
+  if [ -z "$target" ]; then
+    revisions=$(query gcloud run revisions list --service "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json)
+    # The newest ready revision created before the serving one.
+    target=$(previous_revision "$serving" <<<"$revisions")
+  fi
+  [ -n "$target" ] || { echo "error: no earlier ready revision than $serving to roll back to (set ROLLBACK_REVISION)" >&2; exit 1; }
+  run gcloud run services update-traffic "$SERVICE_NAME" "${project[@]}" "${region[@]}" --to-revisions "$target=100"
+  echo "traffic moved from $serving back to $target"
+  smoke_test "$(json_get "d['status']['url']" <<<"$svc")"
+}
+
+apis_needed() {
+  apis=(run.googleapis.com artifactregistry.googleapis.com iam.googleapis.com)
+  $local_build || apis+=(cloudbuild.googleapis.com)
+  [ ${#USED_SECRETS[@]} -eq 0 ] || apis+=(secretmanager.googleapis.com)
+  ! $static_egress || apis+=(compute.googleapis.com)
+}
+
+print_summary() {
+  echo "service URL: $url"
+  echo "NSPS handler URL: $url/process-event"
+  [ -n "${egress_ip:-}" ] && echo "egress address (allow it in the HLR's firewall): $egress_ip"
+  echo "runtime service account: $runtime_sa"
+  echo "logs: gcloud run services logs read $SERVICE_NAME --project $GCP_PROJECT_ID --region $GCP_REGION"
+}
 
 case "$mode" in
   destroy)
     confirm "Delete Cloud Run service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION?"
     run gcloud run services delete "$SERVICE_NAME" "${project[@]}" "${region[@]}" --quiet
-    echo "deleted $SERVICE_NAME (images stay in Artifact Registry $AR_REPOSITORY)"
+    if query gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}" >/dev/null 2>&1; then
+      run gcloud run jobs delete "$check_job" "${project[@]}" "${region[@]}" --quiet
+    fi
+    echo "deleted $SERVICE_NAME; kept: images in $AR_REPOSITORY, the secrets and $runtime_sa"
     exit 0
     ;;
   test)
-    smoke_test "$(service_url)"
+    smoke_test "$(describe_service | json_get "d['status']['url']")"
     exit 0
     ;;
-  env)
-    env_vars_file "$workdir/env.yaml"
-    extra=()
-    $secrets && store_secrets
-    [ -n "$(secret_flags)" ] && extra=(--update-secrets "$(secret_flags)")
-    run gcloud run services update "$SERVICE_NAME" "${project[@]}" "${region[@]}" \
-      --env-vars-file "$workdir/env.yaml" "${extra[@]}" "${network_flags[@]}"
-    smoke_test "$(service_url)"
+  rollback)
+    rollback
     exit 0
     ;;
 esac
 
-# ---- deploy ----
-run gcloud services enable run.googleapis.com artifactregistry.googleapis.com cloudbuild.googleapis.com "${project[@]}"
-if ! query "" gcloud artifacts repositories describe "$AR_REPOSITORY" "${project[@]}" --location "$GCP_REGION" >/dev/null 2>&1; then
-  run gcloud artifacts repositories create "$AR_REPOSITORY" "${project[@]}" --location "$GCP_REGION" \
-    --repository-format docker --description "NSPS WTL connector images"
+# ---- deploy, or --env-only ----
+existing=$(describe_service)
+if [ "$mode" = env ]; then
+  [ -n "$existing" ] || { echo "error: no service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
+  image=$(json_get "d['spec']['template']['spec']['containers'][0]['image']" <<<"$existing")
 fi
-if ! $force && ! $dry_run && gcloud artifacts docker images describe "$image" >/dev/null 2>&1; then
-  echo "image $image already exists: not rebuilt (use --force-deploy to rebuild)"
-elif $local_build; then
-  run gcloud auth configure-docker "$GCP_REGION-docker.pkg.dev" --quiet
-  run docker build --platform linux/amd64 -t "$image" "$root"
-  run docker push "$image"
-else
-  run gcloud builds submit "$root" "${project[@]}" --region "$GCP_REGION" --tag "$image"
-fi
-
-env_vars_file "$workdir/env.yaml"
-extra=()
-$secrets && store_secrets
-[ -n "$(secret_flags)" ] && extra=(--set-secrets "$(secret_flags)")
-# Cloud Run gives an instance 10 s after SIGTERM; the connector drains within SHUTDOWN_TIMEOUT
-# (8 s by default). The connector checks the Bearer token itself, hence --allow-unauthenticated.
-run gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" \
-  --image "$image" --platform managed --port 8000 --allow-unauthenticated \
-  --min-instances "$MIN_INSTANCES" --max-instances "$MAX_INSTANCES" --concurrency "$CONCURRENCY" \
-  --cpu "$CPU" --memory "$MEMORY" --timeout 60 \
-  --env-vars-file "$workdir/env.yaml" "${extra[@]}" "${network_flags[@]}"
-
-url=$(service_url)
-echo "service URL: $url"
-echo "NSPS handler URL: $url/process-event"
-if $precheck; then run_check_job "$image"; fi
-smoke_test "$url"
+plan_settings
+write_env_file "$workdir/env.yaml"
+apis_needed
+run gcloud services enable "${apis[@]}" "${project[@]}"
+ensure_runtime_account
+setup_secrets
+set_network_flags
+$static_egress && setup_static_egress
+[ "$mode" = deploy ] && build_image
+if [ -n "$existing" ]; then roll_out "$existing" "$image"; else create_service "$image"; fi
+print_summary

@@ -1,5 +1,5 @@
 //! Command line (clap): `serve` (the default), `demo`, `simulator`, `healthcheck`, `openapi`,
-//! `version`; `--help` and `--version`.
+//! `plan`, `check`, `variables`, `version`; `--help` and `--version`.
 
 use clap::{Parser, Subcommand};
 use std::io::Read;
@@ -53,6 +53,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print every variable the connector reads, one a line, with its kind (`secret`,
+    /// `pem-file` or `setting`); the deploy scripts pass exactly these to the service.
+    Variables,
     /// Print the version.
     Version,
 }
@@ -73,6 +76,10 @@ pub fn main() -> ExitCode {
         Command::Check { json } => run_async(check(json)),
         Command::Openapi => {
             print!("{}", crate::openapi::document());
+            ExitCode::SUCCESS
+        }
+        Command::Variables => {
+            print!("{}", crate::config::variables_listing());
             ExitCode::SUCCESS
         }
         Command::Version => {

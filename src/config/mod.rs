@@ -347,6 +347,43 @@ fn env_fields() -> &'static [&'static str] {
     serde_aux::serde_introspection::serde_introspect::<env::RawEnv>()
 }
 
+/// The settings that hold a secret: kept in the platform's secret store by the deploy scripts,
+/// never shown (the start-up line prints `***`).
+pub const SECRET_VARS: &[&str] = &[
+    "API_TOKEN",
+    "WTL_API_TOKEN",
+    "WTL_API_PASSWORD",
+    "WTL_OAUTH_CLIENT_SECRET",
+    "REDIS_URL",
+];
+
+/// The settings that name a PEM file (or hold the PEM itself): the deploy scripts mount them
+/// from the secret store as files where the platform can.
+pub const PEM_FILE_VARS: &[&str] = &[
+    "WTL_CA_FILE",
+    "WTL_CLIENT_CERT_FILE",
+    "WTL_CLIENT_KEY_FILE",
+    "REDIS_CA_FILE",
+];
+
+/// `nsps-wtl-connector variables`: every variable the connector reads, one a line, with how it
+/// is handled (`secret`, `pem-file` or `setting`). The deploy scripts pass exactly these to the
+/// service (`_deploy-common/variables.txt` is this output; a test keeps the two equal).
+pub fn variables_listing() -> String {
+    known_vars()
+        .map(|name| {
+            let kind = if SECRET_VARS.contains(&name.as_str()) {
+                "secret"
+            } else if PEM_FILE_VARS.contains(&name.as_str()) {
+                "pem-file"
+            } else {
+                "setting"
+            };
+            format!("{name} {kind}\n")
+        })
+        .collect()
+}
+
 /// The standard proxy variables, read in either case (see [`ProxySettings`]).
 pub const PROXY_VARS: &[&str] = &[
     "HTTPS_PROXY",
@@ -613,6 +650,27 @@ mod tests {
                 "{name} is missing from the effective configuration"
             );
         }
+    }
+
+    #[test]
+    fn secret_and_pem_variables_are_variables_the_connector_reads() {
+        for name in SECRET_VARS.iter().chain(PEM_FILE_VARS) {
+            assert!(is_known_var(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_deploy_scripts_list_of_variables_is_the_connectors_own() {
+        // The deploy scripts read this file (they must work without a Rust toolchain); it is the
+        // output of `nsps-wtl-connector variables`, regenerated with
+        // `cargo run -q -- variables > _deploy-common/variables.txt`.
+        let file = include_str!("../../_deploy-common/variables.txt");
+        assert_eq!(
+            file,
+            variables_listing(),
+            "_deploy-common/variables.txt is out of date: cargo run -q -- variables > _deploy-common/variables.txt"
+        );
+        assert!(file.contains("API_TOKEN secret\n") && file.contains("WTL_DRY_RUN setting\n"));
     }
 
     #[test]

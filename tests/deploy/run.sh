@@ -1,309 +1,466 @@
 #!/usr/bin/env bash
-# Tests the deploy scripts without a cloud: fake `gcloud`, `aws`, `docker` and `curl` on PATH
-# record their arguments; each scenario asserts the commands and flags a script runs.
-# Also runs shellcheck on the scripts. Ends with "N passed, M failed".
+# Tests the deploy scripts end to end without a cloud: stand-ins for `gcloud`, `aws`, `docker`
+# and `curl` (tests/deploy/fakes/) record every call, its arguments and the bodies it hands over,
+# and answer from a small state model, so each scenario starts from a fresh or an existing
+# project and asserts what the script did to it. Then shellcheck, and the scripts run with the
+# real CLIs against a local recording stand-in (tests/deploy/standin/) where that is set up.
+# Ends with "N passed, M failed".
 # ok and bad always succeed, so `test && ok || bad` is a proper if-then-else here.
 # shellcheck disable=SC2015
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
+# The AWS stand-in evaluates --query with JMESPath, which comes with awscli.
+if ! python3 -c 'import jmespath' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check awscli >/dev/null
+fi
+
 passed=0 failed=0
 ok() { passed=$((passed + 1)); echo "ok   $*"; }
 bad() { failed=$((failed + 1)); echo "FAIL $*"; }
-expect() { # expect DESCRIPTION PATTERN (grep -E on the command log)
-  if grep -qE -- "$2" "$log"; then ok "$1"; else bad "$1 (no match for: $2)"; fi
+expect() { # expect DESCRIPTION PATTERN (grep -E on the call log)
+  if grep -qE -- "$2" "$log"; then ok "$1"; else bad "$1 (no call matches: $2)"; fi
 }
 refuse() { # refuse DESCRIPTION PATTERN
-  if grep -qE -- "$2" "$log"; then bad "$1 (unexpected: $2)"; else ok "$1"; fi
+  if grep -qE -- "$2" "$log"; then bad "$1 (unexpected: $(grep -m1 -E -- "$2" "$log"))"; else ok "$1"; fi
+}
+said() { # said DESCRIPTION PATTERN (grep -E on the script's output)
+  if grep -qE -- "$2" "$sandbox/out"; then ok "$1"; else bad "$1 (output lacks: $2)"; fi
+}
+exits() { # exits DESCRIPTION CODE ("nonzero" for any failure)
+  if { [ "$2" = nonzero ] && [ "$status" -ne 0 ]; } || [ "$status" = "$2" ]; then ok "$1"; else
+    bad "$1 (exit $status, expected $2)"; sed 's/^/     | /' "$sandbox/out" | tail -25
+  fi
+}
+py() { python3 - "$@"; } # py ARGS <<'PY' ... : an assertion in Python; exit 0 = holds
+state() { cat "$FAKE_STATE/state.json"; }
+check_py() { # check_py DESCRIPTION ARGS... <<'PY': ok when the Python assertion holds
+  local what=$1; shift
+  if py "$@" 2>"$sandbox/py.err"; then ok "$what"; else bad "$what: $(tail -3 "$sandbox/py.err" | tr '\n' ' ')"; fi
 }
 
+# The stand-ins run on the Python that has JMESPath (the scenarios get a bare PATH).
+python_dir=$(dirname "$(python3 -c 'import sys; print(sys.executable)')")
 sandbox=$(mktemp -d)
 trap 'rm -rf "$sandbox"' EXIT
-fakes="$sandbox/bin"
-mkdir -p "$fakes"
-
-cat >"$fakes/gcloud" <<'EOF'
-#!/usr/bin/env bash
-echo "gcloud $*" >>"$FAKE_LOG"
-args=" $* "
-case "$args" in
-  *" config get-value project "*) echo fake-project ;;
-  *" run services describe "*) echo "https://nsps-wtl-connector-abc.a.run.app" ;;
-  *" artifacts repositories describe "*) [ -z "${FAKE_FIRST:-}" ] || exit 1 ;;
-  *" artifacts docker images describe "*) exit 1 ;;
-  *" secrets describe "*) exit 1 ;;
-  *" secrets versions add "*) cat >>"$FAKE_STATE/secret-stdin" ;;
-esac
-# Keep a copy of the settings file the script hands over (it deletes its own on exit).
-prev=""
-for a in "$@"; do
-  if [ "$prev" = "--env-vars-file" ]; then cp "$a" "$FAKE_STATE/env.yaml"; fi
-  prev=$a
-done
-exit 0
-EOF
-
-cat >"$fakes/aws" <<'EOF'
-#!/usr/bin/env bash
-echo "aws $*" >>"$FAKE_LOG"
-args=" $* "
-case "$args" in
-  *" sts get-caller-identity "*) echo 123456789012 ;;
-  *" apprunner list-services "*)
-    if [ -f "$FAKE_STATE/service" ]; then echo "arn:aws:apprunner:eu-central-1:123456789012:service/nsps-wtl-connector/1"; else echo None; fi ;;
-  *" apprunner create-service "*) touch "$FAKE_STATE/service"; echo '{}' ;;
-  *" list-auto-scaling-configurations "*) echo None ;;
-  *" create-auto-scaling-configuration "*) echo "arn:aws:apprunner:eu-central-1:123456789012:autoscalingconfiguration/scaling/1" ;;
-  *" Service.Status "*) echo RUNNING ;;
-  *" Service.ServiceUrl "*) echo "abc123.eu-central-1.awsapprunner.com" ;;
-  *ImageIdentifier*) echo "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old" ;;
-  *AccessRoleArn*) echo "arn:aws:iam::123456789012:role/AppRunnerECRAccessRole" ;;
-  *" ecr describe-repositories "*) [ -z "${FAKE_FIRST:-}" ] || exit 1 ;;
-  *" ecr get-login-password "*) echo fake-password ;;
-  *" iam get-role "*) [ -z "${FAKE_FIRST:-}" ] || exit 1 ;;
-esac
-for a in "$@"; do
-  case "$a" in file://*/source.json) cp "${a#file://}" "$FAKE_STATE/source.json" ;; esac
-done
-exit 0
-EOF
-
-cat >"$fakes/docker" <<'EOF'
-#!/usr/bin/env bash
-echo "docker $*" >>"$FAKE_LOG"
-case " $* " in *" login "*) cat >/dev/null ;; esac
-exit 0
-EOF
-
-cat >"$fakes/curl" <<'EOF'
-#!/usr/bin/env bash
-echo "curl $*" >>"$FAKE_LOG"
-case " $* " in
-  *"/health "*) printf 200 ;;
-  *"/process-event "*) printf 202 ;;
-  *) printf 000 ;;
-esac
-EOF
-chmod +x "$fakes"/*
-
-export FAKE_LOG="$sandbox/calls.log" FAKE_STATE="$sandbox/state"
+fakes="$root/tests/deploy/fakes"
+export FAKE_LOG="$sandbox/calls.log" FAKE_STATE="$sandbox/state" PYTHONPATH="$fakes"
 log=$FAKE_LOG
 secret_token="nsps-token-$RANDOM-do-not-print"
+wtl_secret="wtl-secret-$RANDOM-value"
+redis_password="redis-pw-$RANDOM"
 regex='^(00101|00102)\d{2,5},x'"'"'y'
+key_pem=$'-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKeyMaterialForTheDeployTestsOnly0000000\n-----END PRIVATE KEY-----'
 
-# scenario NAME SCRIPT ARGS... : fresh log and state; runs the script with the fakes first on PATH.
+# scenario NAME SCRIPT ARGS...: a fresh call log and the state in $GIVEN (JSON; {} = a fresh
+# project or account); runs the script with the stand-ins first on PATH and nothing else of the
+# caller's environment. Every scenario checks that no secret value was printed or put on a
+# command line.
+GIVEN='{}' SMOKE_FAILS=""
+EXTRA_ENV=()
 scenario() {
   local name=$1 script=$2; shift 2
   : >"$log"; rm -rf "$FAKE_STATE"; mkdir -p "$FAKE_STATE"
-  [ -n "${KEEP_SERVICE:-}" ] && touch "$FAKE_STATE/service"
+  printf '%s' "$GIVEN" >"$FAKE_STATE/state.json"
+  [ -z "$SMOKE_FAILS" ] || echo "$SMOKE_FAILS" >"$FAKE_STATE/smoke-fails"
   echo "--- $name"
   set +e
-  (cd "$root" && env -i PATH="$fakes:/usr/bin:/bin" HOME="$sandbox" FAKE_LOG="$FAKE_LOG" FAKE_STATE="$FAKE_STATE" \
-    FAKE_FIRST="${FAKE_FIRST:-}" GCP_PROJECT_ID=proj-1 GCP_REGION=europe-west1 AWS_REGION=eu-central-1 \
+  (cd "$root" && env -i PATH="$fakes:$python_dir:/usr/bin:/bin" HOME="$sandbox" FAKE_LOG="$FAKE_LOG" FAKE_STATE="$FAKE_STATE" \
+    PYTHONPATH="$fakes" IAM_RETRY_DELAYS="0 0 0" POLL_SECONDS=0 \
+    GCP_PROJECT_ID=proj-1 GCP_REGION=europe-west1 AWS_REGION=eu-central-1 \
     API_TOKEN="$secret_token" WTL_API_URL=https://hlr.example.com/wtl WTL_IMSI_REGEXP="$regex" \
-    WTL_API_TOKEN=wtl-secret-value "${EXTRA_ENV[@]}" bash "$script" "$@") >"$sandbox/out" 2>&1
+    WTL_API_TOKEN="$wtl_secret" "${EXTRA_ENV[@]}" bash "$script" "$@") >"$sandbox/out" 2>&1 </dev/null
   status=$?
   set -e
-  if grep -q -- "$secret_token" "$sandbox/out"; then bad "$name: the API token was printed"; else ok "$name: the API token was not printed"; fi
-  if grep -q -- "wtl-secret-value" "$sandbox/out"; then bad "$name: the WTL token was printed"; else ok "$name: the WTL token was not printed"; fi
+  local value leaked=""
+  for value in "$secret_token" "$wtl_secret" "$redis_password" "KeyMaterialForTheDeployTests"; do
+    grep -qF -- "$value" "$sandbox/out" && leaked+=" printed:$value"
+    grep -qF -- "$value" "$log" && leaked+=" argv:$value"
+  done
+  [ -z "$leaked" ] && ok "$name: no secret printed or on a command line" || bad "$name: secret leaked:$leaked"
 }
-EXTRA_ENV=()
 
-# ---------------- Google Cloud Run ----------------
-FAKE_FIRST=1 scenario "gcp first deploy" _gcp-deploy/deploy.sh --yes
-[ "$status" -eq 0 ] && ok "gcp first deploy exits 0" || { bad "gcp first deploy exits 0 ($status)"; cat "$sandbox/out"; }
-expect "gcp enables the APIs" '^gcloud services enable run.googleapis.com artifactregistry.googleapis.com'
+# A serving Cloud Run service with N revisions, the last one serving.
+gcp_existing() {
+  py "${1:-1}" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+name = "nsps-wtl-connector"
+revs = [{"name": f"{name}-{i:05d}-x{i}", "image": f"europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/{name}:old{i}",
+         "created": f"2026-12-04T10:{i:02d}:00Z", "flags": {}} for i in range(1, n + 1)]
+print(json.dumps({"services": {name: {"url": f"https://{name}-abc.a.run.app", "revisions": revs,
+     "traffic": [{"revisionName": revs[-1]["name"], "percent": 100}]}},
+     "accounts": [f"{name}-run@proj-1.iam.gserviceaccount.com"], "repos": ["nsps-wtl-connector"]}))
+PY
+}
+serving() { py "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))["services"]["nsps-wtl-connector"]
+print(max(s["traffic"], key=lambda t: t.get("percent", 0))["revisionName"])
+PY
+}
+
+# ================= Google Cloud Run =================
+
+# Every variable the connector reads (but PORT, the platform's) is set to a value of its own.
+all_vars=()
+while read -r name kind; do
+  case "$name" in PORT|API_TOKEN|WTL_API_URL|WTL_API_TOKEN|WTL_IMSI_REGEXP) continue ;; esac
+  if [ "$kind" = secret ]; then all_vars+=("$name=$name-$redis_password"); else all_vars+=("$name=value-of-$name"); fi
+done <_deploy-common/variables.txt
+
+EXTRA_ENV=("${all_vars[@]}")
+scenario "gcp: fresh project, --secrets --check" _gcp-deploy/deploy.sh --secrets --check --yes
+EXTRA_ENV=()
+exits "gcp fresh project deploys" 0
+expect "gcp enables Secret Manager and IAM with the rest" '^gcloud services enable run.googleapis.com artifactregistry.googleapis.com iam.googleapis.com cloudbuild.googleapis.com secretmanager.googleapis.com --project proj-1'
+expect "gcp creates the runtime service account" '^gcloud iam service-accounts create nsps-wtl-connector-run --project proj-1'
 expect "gcp creates the Artifact Registry repository" '^gcloud artifacts repositories create nsps-wtl-connector --project proj-1 --location europe-west1 --repository-format docker'
 expect "gcp builds with Cloud Build" '^gcloud builds submit .* --tag europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:'
-expect "gcp deploys the service" '^gcloud run deploy nsps-wtl-connector --project proj-1 --region europe-west1 --image europe-west1-docker.pkg.dev/'
-expect "gcp deploy: port 8000, public ingress (the connector checks its token)" 'run deploy .*--port 8000 --allow-unauthenticated'
-expect "gcp deploy: scale to zero, bounded instances, concurrency" 'run deploy .*--min-instances 0 --max-instances 1 --concurrency 80'
-expect "gcp deploy: settings through --env-vars-file" 'run deploy .*--env-vars-file '
-expect "gcp smoke-tests /health" '^curl .*https://nsps-wtl-connector-abc.a.run.app/health'
-expect "gcp smoke-tests an authenticated event" '^curl .*-X POST https://nsps-wtl-connector-abc.a.run.app/process-event'
-if grep -qxF "WTL_IMSI_REGEXP: '^(00101|00102)\\d{2,5},x''y'" "$FAKE_STATE/env.yaml"; then
-  ok "gcp env file keeps a regex with commas, backslashes and quotes intact"
-else
-  bad "gcp env file regex: $(grep WTL_IMSI_REGEXP "$FAKE_STATE/env.yaml" || echo missing)"
-fi
-if grep -q '^PORT:' "$FAKE_STATE/env.yaml"; then bad "gcp env file must not set PORT"; else ok "gcp env file leaves PORT to Cloud Run"; fi
-if python3 -c "import sys,yaml" 2>/dev/null; then
-  python3 - "$FAKE_STATE/env.yaml" "$regex" <<'PY' && ok "gcp env file parses as YAML to the exact values" || bad "gcp env file YAML"
-import sys, yaml
-d = yaml.safe_load(open(sys.argv[1]))
-assert d["WTL_IMSI_REGEXP"] == sys.argv[2], d["WTL_IMSI_REGEXP"]
-assert d["WTL_API_URL"] == "https://hlr.example.com/wtl"
+expect "gcp runs the service as its own account" '^gcloud run deploy nsps-wtl-connector .*--service-account nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com'
+refuse "gcp: a new service is created with its traffic (--no-traffic is for updates)" 'run deploy .*--no-traffic'
+expect "gcp deploy: port 8000, public (the connector checks its token)" 'run deploy .*--port 8000 .*--allow-unauthenticated'
+expect "gcp deploy: scale to zero, bounded instances" 'run deploy .*--min-instances 0 --max-instances 3 --concurrency 80'
+expect "gcp runs check as a job with the service's image, identity and settings" '^gcloud run jobs deploy nsps-wtl-connector-check .*--image europe-west1-docker.pkg.dev/proj-1/.* --args check --service-account nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com .*--env-vars-file .*--set-secrets '
+expect "gcp waits for the check" '^gcloud run jobs execute nsps-wtl-connector-check .*--wait'
+expect "gcp smoke-tests the service" '^curl .*https://nsps-wtl-connector-abc.a.run.app/health'
+said "gcp prints the NSPS handler URL" 'NSPS handler URL: https://nsps-wtl-connector-abc.a.run.app/process-event'
+said "gcp says where the logs are" 'logs: gcloud run services logs read nsps-wtl-connector'
+check_py "gcp: every variable the connector reads reaches the service (settings as env, secrets from Secret Manager)" \
+  "$FAKE_STATE/env.yaml" "$FAKE_STATE/state.json" "$regex" <<'PY'
+import json, sys, yaml
+env = yaml.safe_load(open(sys.argv[1]))
+state = json.load(open(sys.argv[2]))
+deploy = state["services"]["nsps-wtl-connector"]["revisions"][-1]["flags"]
+refs = dict(item.split("=", 1) for item in deploy["--set-secrets"].split(","))
+kinds = dict(line.split() for line in open("_deploy-common/variables.txt"))
+for name, kind in kinds.items():
+    if name == "PORT":
+        assert name not in env, "PORT is Cloud Run's"
+    elif kind == "secret":
+        assert name not in env, f"{name} is a plain variable"
+        assert refs.get(name) == f"nsps-wtl-connector-{name.lower().replace('_', '-')}:latest", (name, refs)
+    else:
+        assert name in env, f"{name} did not reach the service"
+assert env["WTL_DRY_RUN"] == "value-of-WTL_DRY_RUN"
+assert env["WTL_IMSI_REGEXP"] == sys.argv[3], env["WTL_IMSI_REGEXP"]
 PY
-fi
+check_py "gcp: the runtime account may read exactly its own secrets" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+sa = "serviceAccount:nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com"
+granted = sorted(s for s, member, role in st["bindings"] if member == sa and role == "roles/secretmanager.secretAccessor")
+assert granted == sorted(st["secrets"]), (granted, sorted(st["secrets"]))
+assert len(granted) == 5, granted
+PY
+grep -qF "$secret_token" "$FAKE_STATE/secret-stdin" && ok "gcp: secret values reach Secret Manager through stdin" || bad "gcp: secret values through stdin"
 
-scenario "gcp env-only" _gcp-deploy/deploy.sh --env-only
-[ "$status" -eq 0 ] && ok "gcp env-only exits 0" || bad "gcp env-only exits 0 ($status)"
-expect "gcp env-only updates the settings" '^gcloud run services update nsps-wtl-connector --project proj-1 --region europe-west1 --env-vars-file '
-refuse "gcp env-only builds nothing" 'builds submit|docker build|run deploy'
+GIVEN=$(gcp_existing 1); scenario "gcp: existing service, safe rollout" _gcp-deploy/deploy.sh --yes; GIVEN='{}'
+exits "gcp update exits 0" 0
+expect "gcp deploys the new revision with no traffic, tagged candidate" '^gcloud run deploy nsps-wtl-connector .* --no-traffic --tag candidate$'
+expect "gcp smoke-tests the candidate's own URL" '^curl .*https://candidate---nsps-wtl-connector-abc.a.run.app/health'
+expect "gcp moves traffic only then" '^gcloud run services update-traffic nsps-wtl-connector --project proj-1 --region europe-west1 --to-revisions nsps-wtl-connector-00002-x2=100'
+[ "$(serving)" = nsps-wtl-connector-00002-x2 ] && ok "gcp: the new revision serves" || bad "gcp: serving $(serving)"
+check_py "gcp: the smoke test ran before the traffic moved" "$log" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+smoke = next(i for i, l in enumerate(lines) if l.startswith("curl") and "candidate---" in l)
+move = next(i for i, l in enumerate(lines) if "update-traffic" in l)
+assert smoke < move
+PY
 
-scenario "gcp secrets" _gcp-deploy/deploy.sh --secrets --yes
-expect "gcp secrets: --set-secrets names Secret Manager secrets" 'run deploy .*--set-secrets API_TOKEN=nsps-wtl-connector-api-token:latest,WTL_API_TOKEN=nsps-wtl-connector-wtl-api-token:latest'
-if grep -q 'API_TOKEN' "$FAKE_STATE/env.yaml"; then bad "gcp secrets: the token is still a plain env var"; else ok "gcp secrets: secrets are not plain env vars"; fi
-if grep -q -- "$secret_token" "$FAKE_STATE/secret-stdin" && ! grep -q -- "$secret_token" "$log"; then
-  ok "gcp secrets: values go through stdin, never the command line"
-else bad "gcp secrets: value handling"; fi
+GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "check_fails": true}'
+scenario "gcp: the check fails" _gcp-deploy/deploy.sh --check --yes; GIVEN='{}'
+exits "gcp: a failing check exits non-zero" nonzero
+refuse "gcp: a failing check moves no traffic" 'update-traffic'
+[ "$(serving)" = nsps-wtl-connector-00001-x1 ] && ok "gcp: traffic stays on the serving revision" || bad "gcp: serving $(serving)"
+said "gcp says the traffic stayed" 'traffic stays on nsps-wtl-connector-00001-x1'
 
-EXTRA_ENV=(WTL_CA_SECRET=wtl-ca WTL_CLIENT_CERT_SECRET=wtl-cert WTL_CLIENT_KEY_SECRET=wtl-key VPC_CONNECTOR=conn-1
-  HTTPS_PROXY=http://laptop-proxy:3128 WTL_PROXY=http://egress.internal:3128)
-scenario "gcp TLS files and a VPC connector" _gcp-deploy/deploy.sh --yes
-EXTRA_ENV=()
-[ "$status" -eq 0 ] && ok "gcp TLS deploy exits 0" || { bad "gcp TLS deploy exits 0 ($status)"; cat "$sandbox/out"; }
-expect "gcp mounts the TLS secrets as files" 'run deploy .*--set-secrets /secrets/wtl-ca/ca.pem=wtl-ca:latest,/secrets/wtl-client-cert/client.pem=wtl-cert:latest,/secrets/wtl-client-key/client.key=wtl-key:latest'
-expect "gcp deploy reaches the private network through the connector" 'run deploy .*--vpc-connector conn-1 --vpc-egress private-ranges-only'
-grep -qxF "WTL_CA_FILE: '/secrets/wtl-ca/ca.pem'" "$FAKE_STATE/env.yaml" && grep -qxF "WTL_CLIENT_KEY_FILE: '/secrets/wtl-client-key/client.key'" "$FAKE_STATE/env.yaml" \
-  && ok "gcp tells the connector where the TLS files are" || bad "gcp TLS file settings: $(cat "$FAKE_STATE/env.yaml")"
-grep -qxF "WTL_PROXY: 'http://egress.internal:3128'" "$FAKE_STATE/env.yaml" && ok "gcp passes WTL_PROXY" || bad "gcp passes WTL_PROXY"
-if grep -q 'laptop-proxy' "$FAKE_STATE/env.yaml"; then bad "gcp passed the deploying shell's HTTPS_PROXY"; else ok "gcp leaves the deploying shell's HTTPS_PROXY behind"; fi
+GIVEN=$(gcp_existing 1); SMOKE_FAILS=https://candidate---
+scenario "gcp: the smoke test fails" _gcp-deploy/deploy.sh --yes; GIVEN='{}'; SMOKE_FAILS=
+exits "gcp: a failing smoke test exits non-zero" nonzero
+refuse "gcp: a failing smoke test moves no traffic" 'update-traffic'
+[ "$(serving)" = nsps-wtl-connector-00001-x1 ] && ok "gcp: traffic stays where it was" || bad "gcp: serving $(serving)"
 
-EXTRA_ENV=(VPC_NETWORK=net-1 VPC_SUBNET=sub-1)
-scenario "gcp Direct VPC egress" _gcp-deploy/deploy.sh --yes
-EXTRA_ENV=()
-expect "gcp Direct VPC egress names the network and subnet" 'run deploy .*--network net-1 --subnet sub-1 --vpc-egress private-ranges-only'
-refuse "gcp without TLS secrets mounts nothing" 'set-secrets'
+GIVEN=$(gcp_existing 3)
+scenario "gcp: rollback" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'
+exits "gcp rollback exits 0" 0
+expect "gcp rollback sends traffic to the revision before the serving one" '^gcloud run services update-traffic nsps-wtl-connector .*--to-revisions nsps-wtl-connector-00002-x2=100'
+expect "gcp rollback smoke-tests" '^curl .*/health'
+refuse "gcp rollback builds and deploys nothing" 'builds submit|run deploy'
 
-EXTRA_ENV=(REDIS_URL=redis://:redis-pw-in-deploy@10.0.0.5:6379 REDIS_CA_SECRET=memorystore-ca VPC_CONNECTOR=conn-1)
-scenario "gcp with REDIS_URL" _gcp-deploy/deploy.sh --secrets --yes
-EXTRA_ENV=()
-[ "$status" -eq 0 ] && ok "gcp REDIS_URL deploy exits 0" || { bad "gcp REDIS_URL deploy exits 0 ($status)"; cat "$sandbox/out"; }
-expect "gcp with a shared memory lifts the one-instance default" 'run deploy .*--max-instances 3 '
-expect "gcp keeps REDIS_URL in Secret Manager" 'run deploy .*--set-secrets .*REDIS_URL=nsps-wtl-connector-redis-url:latest'
-expect "gcp mounts the Redis CA" 'run deploy .*/secrets/redis-ca/ca.pem=memorystore-ca:latest'
-if grep -q 'redis-pw-in-deploy' "$sandbox/out" "$log"; then bad "gcp printed the Redis password"; else ok "gcp never prints the Redis password"; fi
-grep -q 'redis-pw-in-deploy' "$FAKE_STATE/secret-stdin" && ok "gcp stores REDIS_URL through stdin" || bad "gcp stores REDIS_URL through stdin"
+GIVEN=$(gcp_existing 2)
+EXTRA_ENV=(ROLLBACK_REVISION=nsps-wtl-connector-00001-x1)
+scenario "gcp: rollback to a named revision" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'; EXTRA_ENV=()
+expect "gcp rollback to ROLLBACK_REVISION" 'update-traffic .*--to-revisions nsps-wtl-connector-00001-x1=100'
 
-scenario "gcp with the connector's check" _gcp-deploy/deploy.sh --check --yes
-[ "$status" -eq 0 ] && ok "gcp --check deploy exits 0" || { bad "gcp --check deploy exits 0 ($status)"; cat "$sandbox/out"; }
-expect "gcp runs check as a Cloud Run job with the service's image and settings" '^gcloud run jobs deploy nsps-wtl-connector-check .*--image europe-west1-docker.pkg.dev/proj-1/.* --args check .*--env-vars-file '
-expect "gcp waits for the check job" '^gcloud run jobs execute nsps-wtl-connector-check .*--wait'
+GIVEN=$(gcp_existing 1)
+scenario "gcp: rollback with nothing earlier" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'
+exits "gcp rollback without an earlier revision exits non-zero" nonzero
+refuse "gcp rollback without an earlier revision changes nothing" 'update-traffic'
 
-scenario "gcp destroy" _gcp-deploy/deploy.sh --destroy --yes
+GIVEN='{"iam_lag": 2}'
+scenario "gcp: IAM still propagating" _gcp-deploy/deploy.sh --secrets --yes; GIVEN='{}'
+exits "gcp survives IAM's propagation delay" 0
+said "gcp says it waits for IAM" 'waiting .* for IAM to propagate'
+GIVEN='{"iam_lag": 50}'
+scenario "gcp: IAM never propagates" _gcp-deploy/deploy.sh --secrets --yes; GIVEN='{}'
+exits "gcp gives up after a bounded wait" nonzero
+refuse "gcp deploys nothing when the secrets cannot be granted" 'run deploy'
+
+EXTRA_ENV=(SERVICE_NAME=nsps-wtl-connector-operator-emea-prod-a1)
+scenario "gcp: a long service name" _gcp-deploy/deploy.sh --secrets --yes; EXTRA_ENV=()
+exits "gcp: a 38-character service name deploys (service account id within 30 characters)" 0
+expect "gcp: the runtime account id is cut and hashed" '^gcloud iam service-accounts create nsps-wtl-connector-op-[0-9a-f]{8} '
+
+EXTRA_ENV=(WTL_CA_SECRET=operator-wtl-ca WTL_CLIENT_KEY_FILE="$key_pem" WTL_CLIENT_CERT_SECRET=operator-wtl-cert
+  VPC_CONNECTOR=conn-1 HTTPS_PROXY=http://laptop-proxy:3128 WTL_PROXY=http://egress.internal:3128)
+scenario "gcp: TLS material and a VPC connector" _gcp-deploy/deploy.sh --secrets --yes; EXTRA_ENV=()
+exits "gcp TLS deploy exits 0" 0
+expect "gcp mounts the operator's CA secret as a file" 'run deploy .*--set-secrets [^ ]*/secrets/wtl-ca/wtl-ca.pem=operator-wtl-ca:latest'
+expect "gcp keeps an inline private key in Secret Manager and mounts it" 'run deploy .*--set-secrets [^ ]*/secrets/wtl-client-key/wtl-client-key.pem=nsps-wtl-connector-wtl-client-key-file:latest'
+expect "gcp reaches the private network through the connector" 'run deploy .*--vpc-connector conn-1 --vpc-egress private-ranges-only'
+expect "gcp grants the runtime account the operator's secrets too" '^gcloud secrets add-iam-policy-binding operator-wtl-ca '
+check_py "gcp tells the connector where the PEM files are, passes WTL_PROXY, not the shell's HTTPS_PROXY" "$FAKE_STATE/env.yaml" <<'PY'
+import sys, yaml
+env = yaml.safe_load(open(sys.argv[1]))
+assert env["WTL_CA_FILE"] == "/secrets/wtl-ca/wtl-ca.pem", env
+assert env["WTL_CLIENT_CERT_FILE"] == "/secrets/wtl-client-cert/wtl-client-cert.pem", env
+assert env["WTL_CLIENT_KEY_FILE"] == "/secrets/wtl-client-key/wtl-client-key.pem", env
+assert env["WTL_PROXY"] == "http://egress.internal:3128"
+assert "HTTPS_PROXY" not in env
+PY
+
+scenario "gcp: one egress address" _gcp-deploy/deploy.sh --static-egress-ip --yes
+exits "gcp --static-egress-ip exits 0" 0
+expect "gcp enables Compute Engine" '^gcloud services enable .*compute.googleapis.com'
+expect "gcp creates the network" '^gcloud compute networks create nsps-wtl-connector-egress --project proj-1 --subnet-mode custom'
+expect "gcp creates the subnet" '^gcloud compute networks subnets create nsps-wtl-connector-egress .*--network nsps-wtl-connector-egress --range 10.124.0.0/26'
+expect "gcp reserves the address" '^gcloud compute addresses create nsps-wtl-connector-egress-ip --project proj-1 --region europe-west1'
+expect "gcp creates the Cloud Router" '^gcloud compute routers create nsps-wtl-connector-egress .*--network nsps-wtl-connector-egress'
+expect "gcp creates Cloud NAT on that address only" '^gcloud compute routers nats create nsps-wtl-connector-egress .*--router nsps-wtl-connector-egress --nat-external-ip-pool nsps-wtl-connector-egress-ip --nat-custom-subnet-ip-ranges nsps-wtl-connector-egress'
+expect "gcp sends all traffic through the VPC" 'run deploy .*--network nsps-wtl-connector-egress --subnet nsps-wtl-connector-egress --vpc-egress all-traffic'
+said "gcp prints the egress address" 'egress address \(allow it in the HLR.s firewall\): 34.0.2.15'
+
+scenario "gcp: public access without allUsers" _gcp-deploy/deploy.sh --no-invoker-iam-check --yes
+expect "gcp --no-invoker-iam-check replaces the allUsers binding" 'run deploy .*--no-invoker-iam-check'
+refuse "gcp --no-invoker-iam-check asks for no allUsers binding" '--allow-unauthenticated'
+
+GIVEN=$(gcp_existing 1)
+EXTRA_ENV=(WTL_DRY_RUN=true)
+scenario "gcp: env-only" _gcp-deploy/deploy.sh --env-only; GIVEN='{}'; EXTRA_ENV=()
+exits "gcp env-only exits 0" 0
+refuse "gcp env-only builds nothing" 'builds submit|docker build'
+expect "gcp env-only redeploys the running image, with no traffic first" '^gcloud run deploy nsps-wtl-connector .*--image europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:old1 .*--no-traffic --tag candidate'
+grep -qxF "WTL_DRY_RUN: 'true'" "$FAKE_STATE/env.yaml" && ok "gcp env-only passes WTL_DRY_RUN (the dry-run week)" || bad "gcp env-only WTL_DRY_RUN"
+expect "gcp env-only clears secrets the env file no longer names" 'run deploy .*--clear-secrets'
+
+scenario "gcp: dry run on a fresh project" _gcp-deploy/deploy.sh --secrets --dry-run --yes
+exits "gcp dry run exits 0" 0
+check_py "gcp dry run asks the cloud only read-only questions" "$log" <<'PY'
+import re, sys
+for line in open(sys.argv[1]):
+    if line.startswith("gcloud"):
+        assert re.search(r" (describe|list|get-value)( |$)", line), line
+    assert not line.startswith(("docker", "curl")), line
+PY
+said "gcp dry run plans the runtime account a first deploy creates" '^\+ gcloud iam service-accounts create nsps-wtl-connector-run'
+said "gcp dry run plans the secrets" '^\+ gcloud secrets create nsps-wtl-connector-api-token'
+said "gcp dry run plans the repository" '^\+ gcloud artifacts repositories create nsps-wtl-connector'
+said "gcp dry run plans the deploy" '^\+ gcloud run deploy nsps-wtl-connector'
+
+GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "jobs": ["nsps-wtl-connector-check"]}'
+scenario "gcp: destroy" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
 expect "gcp destroy deletes the service" '^gcloud run services delete nsps-wtl-connector --project proj-1 --region europe-west1 --quiet'
+expect "gcp destroy deletes the check job" '^gcloud run jobs delete nsps-wtl-connector-check '
 refuse "gcp destroy deploys nothing" 'run deploy|builds submit'
-
-scenario "gcp destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy </dev/null
-[ "$status" -ne 0 ] && ok "gcp destroy refuses without confirmation" || bad "gcp destroy without --yes"
-refuse "gcp unconfirmed destroy deletes nothing" 'services delete'
-
-scenario "gcp dry run" _gcp-deploy/deploy.sh --dry-run --yes
-[ "$status" -eq 0 ] && ok "gcp dry run exits 0" || bad "gcp dry run exits 0 ($status)"
-refuse "gcp dry run runs no cloud command" '^(gcloud|docker|curl) '
-grep -q '^+ gcloud run deploy nsps-wtl-connector' "$sandbox/out" && ok "gcp dry run prints the deploy command" || bad "gcp dry run prints the deploy command"
+scenario "gcp: destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy
+exits "gcp destroy refuses without confirmation" nonzero
+refuse "gcp unconfirmed destroy deletes nothing" 'delete'
 
 EXTRA_ENV=(API_TOKEN=)
-scenario "gcp missing setting" _gcp-deploy/deploy.sh --yes
-EXTRA_ENV=()
-[ "$status" -ne 0 ] && ok "gcp refuses a missing setting" || bad "gcp refuses a missing setting"
-grep -q 'API_TOKEN is required' "$sandbox/out" && ok "gcp names the missing setting" || bad "gcp names the missing setting"
+scenario "gcp: a missing setting" _gcp-deploy/deploy.sh --yes; EXTRA_ENV=()
+exits "gcp refuses a missing setting" 2
+said "gcp names the missing setting" 'API_TOKEN is required'
 refuse "gcp runs nothing before the settings are complete" '^(gcloud|docker|curl) '
+scenario "gcp: help" _gcp-deploy/deploy.sh --help
+exits "gcp --help exits 0" 0
+said "gcp --help lists --rollback" '--rollback'
+scenario "gcp: an unknown option" _gcp-deploy/deploy.sh --frobnicate
+exits "gcp rejects an unknown option" 2
 
-scenario "gcp help" _gcp-deploy/deploy.sh --help
-[ "$status" -eq 0 ] && grep -q -- '--env-only' "$sandbox/out" && ok "gcp --help" || bad "gcp --help"
+# ================= AWS =================
 
-# ---------------- AWS App Runner ----------------
-FAKE_FIRST=1 scenario "aws first deploy" _aws-deploy/deploy.sh --yes
-[ "$status" -eq 0 ] && ok "aws first deploy exits 0" || { bad "aws first deploy exits 0 ($status)"; cat "$sandbox/out"; }
+EXTRA_ENV=("${all_vars[@]}")
+scenario "aws: fresh account, --secrets --check (ECS Express Mode)" _aws-deploy/deploy.sh --secrets --check --yes
+EXTRA_ENV=()
+exits "aws fresh account deploys" 0
+said "aws chooses ECS where App Runner has no such service" 'target: ecs'
 expect "aws creates the ECR repository" '^aws ecr create-repository --region eu-central-1 --repository-name nsps-wtl-connector'
-expect "aws logs docker in to ECR" '^docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-central-1.amazonaws.com'
-expect "aws builds for linux/amd64" '^docker build --platform linux/amd64 -t 123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:'
-expect "aws pushes the image" '^docker push 123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:'
-expect "aws creates the ECR access role" '^aws iam create-role --role-name AppRunnerECRAccessRole'
-expect "aws creates the service" '^aws apprunner create-service --region eu-central-1 --service-name nsps-wtl-connector --source-configuration file://'
-expect "aws health check on /health" 'create-service .*--health-check-configuration Protocol=HTTP,Path=/health'
-expect "aws waits for RUNNING" 'apprunner describe-service .*--query Service.Status'
-expect "aws smoke-tests /health" '^curl .*https://abc123.eu-central-1.awsapprunner.com/health'
-expect "aws smoke-tests an authenticated event" '^curl .*-X POST https://abc123.eu-central-1.awsapprunner.com/process-event'
-if python3 - "$FAKE_STATE/source.json" "$regex" <<'PY'
+expect "aws builds for linux/amd64 and pushes" '^docker push 123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:'
+expect "aws creates the execution role with the task execution policy" '^aws iam attach-role-policy --role-name nsps-wtl-connector-execution --policy-arn arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy'
+expect "aws creates the infrastructure role with Express Mode's policy" '^aws iam attach-role-policy --role-name nsps-wtl-connector-infrastructure --policy-arn arn:aws:iam::aws:policy/service-role/AmazonECSInfrastructureRoleforExpressGatewayServices'
+expect "aws creates the service" '^aws ecs create-express-gateway-service --region eu-central-1 --service-name nsps-wtl-connector --cluster default --infrastructure-role-arn arn:aws:iam::123456789012:role/nsps-wtl-connector-infrastructure --execution-role-arn arn:aws:iam::123456789012:role/nsps-wtl-connector-execution'
+expect "aws: health check /health, scaling" 'create-express-gateway-service .*--health-check-path /health .*--scaling-target minTaskCount=1,maxTaskCount=3,'
+expect "aws runs check as a one-off task of the service" '^aws ecs run-task --region eu-central-1 --cluster default --launch-type FARGATE --task-definition arn:aws:ecs:eu-central-1:123456789012:task-definition/connector:3'
+expect "aws smoke-tests the service URL" '^curl .*https://nsps-wtl-connector.ecs.eu-central-1.on.aws/health'
+said "aws says where the logs are" 'logs: aws logs tail /ecs/nsps-wtl-connector'
+check_py "aws: trust policies name the right services" "$FAKE_STATE/state.json" <<'PY'
 import json, sys
-d = json.load(open(sys.argv[1]))
-cfg = d["ImageRepository"]["ImageConfiguration"]
-assert cfg["Port"] == "8000"
-assert cfg["RuntimeEnvironmentVariables"]["WTL_IMSI_REGEXP"] == sys.argv[2]
-assert "PORT" not in cfg["RuntimeEnvironmentVariables"]
-assert d["AuthenticationConfiguration"]["AccessRoleArn"].endswith("role/AppRunnerECRAccessRole")
+roles = json.load(open(sys.argv[1]))["roles"]
+principal = lambda r: roles[r]["trust"]["Statement"][0]["Principal"]["Service"]
+assert principal("nsps-wtl-connector-execution") == "ecs-tasks.amazonaws.com"
+assert principal("nsps-wtl-connector-infrastructure") == "ecs.amazonaws.com"
 PY
-then ok "aws source configuration carries the settings intact (regex with commas and quotes)"; else bad "aws source configuration"; fi
-
-EXTRA_ENV=(WTL_CA_SECRET_ARN=arn:aws:secretsmanager:eu-central-1:123456789012:secret:wtl-ca
-  WTL_CLIENT_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-central-1:123456789012:secret:wtl-key
-  WTL_CA_FILE=/ignored.pem INSTANCE_ROLE_ARN=arn:aws:iam::123456789012:role/connector
-  VPC_CONNECTOR_ARN=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/hlr/1)
-FAKE_FIRST=1 scenario "aws TLS secrets and a VPC connector" _aws-deploy/deploy.sh --yes
-EXTRA_ENV=()
-[ "$status" -eq 0 ] && ok "aws TLS deploy exits 0" || { bad "aws TLS deploy exits 0 ($status)"; cat "$sandbox/out"; }
-if python3 - "$FAKE_STATE/source.json" <<'PY'
+check_py "aws: every variable reaches the container; secrets by the full ARN Secrets Manager returned" \
+  "$FAKE_STATE/container.json" "$FAKE_STATE/state.json" "$regex" <<'PY'
 import json, sys
-cfg = json.load(open(sys.argv[1]))["ImageRepository"]["ImageConfiguration"]
-refs = cfg["RuntimeEnvironmentSecrets"]
-assert refs["WTL_CA_FILE"].endswith(":secret:wtl-ca"), refs
-assert refs["WTL_CLIENT_KEY_FILE"].endswith(":secret:wtl-key"), refs
-assert "WTL_CA_FILE" not in cfg["RuntimeEnvironmentVariables"]
+container = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+state = json.load(open(sys.argv[2]))
+env = {e["name"]: e["value"] for e in container["environment"]}
+secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+arns = {s["Name"].split("/", 1)[1]: s["ARN"] for s in state["secrets"].values()}
+kinds = dict(line.split() for line in open("_deploy-common/variables.txt"))
+for name, kind in kinds.items():
+    if name == "PORT":
+        assert name not in env
+    elif kind == "secret":
+        assert name not in env and secrets[name] == arns[name], (name, secrets.get(name))
+        assert secrets[name].rsplit("-", 1)[1].isalpha() and len(secrets[name].rsplit("-", 1)[1]) == 6, secrets[name]
+    else:
+        assert name in env, f"{name} did not reach the service"
+assert env["WTL_IMSI_REGEXP"] == sys.argv[3]
+assert container["containerPort"] == 8000 and container["awsLogsConfiguration"]["logGroup"] == "/ecs/nsps-wtl-connector"
 PY
-then ok "aws hands the TLS PEMs over as secrets"; else bad "aws TLS secrets"; fi
-expect "aws instance role for the secrets" 'create-service .*--instance-configuration Cpu=.*Memory=.*,InstanceRoleArn=arn:aws:iam::123456789012:role/connector'
-expect "aws VPC connector for the private network" 'create-service .*--network-configuration EgressConfiguration=\{EgressType=VPC,VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/hlr/1\}'
+check_py "aws: the execution role may read exactly the service's secrets" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+policy = st["roles"]["nsps-wtl-connector-execution"]["inline"]["read-own-secrets"]["Statement"][0]
+assert policy["Action"] == "secretsmanager:GetSecretValue"
+assert sorted(policy["Resource"]) == sorted(s["ARN"] for s in st["secrets"].values()), policy
+PY
+check_py "aws: the check task runs \`check\` in the service's network" "$FAKE_STATE/overrides.json" "$FAKE_STATE/task-network.json" <<'PY'
+import json, sys
+overrides = json.loads(open(sys.argv[1]).read())
+assert overrides["containerOverrides"][0]["command"] == ["check"], overrides
+network = json.loads(open(sys.argv[2]).read())
+assert network["awsvpcConfiguration"]["subnets"] == ["subnet-1"], network
+PY
 
-EXTRA_ENV=(REDIS_URL=rediss://:redis-pw-in-deploy@cache.example:6379)
-FAKE_FIRST=1 scenario "aws with REDIS_URL" _aws-deploy/deploy.sh --secrets --yes
-EXTRA_ENV=()
-[ "$status" -eq 0 ] && ok "aws REDIS_URL deploy exits 0" || { bad "aws REDIS_URL deploy exits 0 ($status)"; cat "$sandbox/out"; }
-expect "aws with a shared memory allows three instances" 'create-auto-scaling-configuration .*--min-size 1 --max-size 3 '
-expect "aws service uses that scaling" 'create-service .*--auto-scaling-configuration-arn arn:aws:apprunner:eu-central-1:123456789012:autoscalingconfiguration/scaling/1'
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert 'REDIS_URL' in d['ImageRepository']['ImageConfiguration']['RuntimeEnvironmentSecrets']" "$FAKE_STATE/source.json" \
-  && ok "aws keeps REDIS_URL as a secret" || bad "aws keeps REDIS_URL as a secret"
-if grep -q 'redis-pw-in-deploy' "$sandbox/out" "$log"; then bad "aws printed the Redis password"; else ok "aws never prints the Redis password"; fi
+GIVEN='{"check_fails": true}'
+scenario "aws: the check fails" _aws-deploy/deploy.sh --check --yes; GIVEN='{}'
+exits "aws: a failing check exits non-zero" nonzero
+said "aws says where the check's lines are" 'check failed .*aws logs tail /ecs/nsps-wtl-connector'
 
-FAKE_FIRST=1 scenario "aws without REDIS_URL" _aws-deploy/deploy.sh --yes
-expect "aws without a shared memory runs one instance" 'create-auto-scaling-configuration .*--min-size 1 --max-size 1 '
+GIVEN='{"ecs_rolls_back": true}'
+scenario "aws: ECS rolls the deployment back" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws: a rolled-back ECS deployment exits non-zero" nonzero
+said "aws says it rolled back" 'ROLLBACK_SUCCESSFUL'
+refuse "aws: no smoke test after a rollback" '^curl '
 
-KEEP_SERVICE=1 scenario "aws update with force" _aws-deploy/deploy.sh --force-deploy --yes
-expect "aws updates the existing service" '^aws apprunner update-service --region eu-central-1 --service-arn arn:aws:apprunner:'
-expect "aws --force-deploy starts a deployment" '^aws apprunner start-deployment --region eu-central-1 --service-arn '
-refuse "aws update does not create a second service" 'create-service'
+GIVEN='{"iam_lag": 2}'
+scenario "aws: IAM still propagating (ECS)" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws survives IAM's propagation delay" 0
+said "aws says it waits for IAM" 'waiting .* for IAM to propagate'
 
-KEEP_SERVICE=1 scenario "aws env-only" _aws-deploy/deploy.sh --env-only
-[ "$status" -eq 0 ] && ok "aws env-only exits 0" || { bad "aws env-only exits 0 ($status)"; cat "$sandbox/out"; }
-expect "aws env-only updates the service settings" '^aws apprunner update-service --region eu-central-1 --service-arn .* --source-configuration file://'
-refuse "aws env-only builds nothing" '^docker (build|push)'
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['ImageRepository']['ImageIdentifier'].endswith(':old')" "$FAKE_STATE/source.json" \
-  && ok "aws env-only keeps the running image" || bad "aws env-only keeps the running image"
+GIVEN='{"ecs": {"arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector": {"serviceArn": "arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector", "serviceName": "nsps-wtl-connector", "deployments": [{"arn": "d0", "status": "SUCCESSFUL"}], "configuration": {"serviceRevisionArn": "r0", "primaryContainer": {"image": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old"}, "ingressPaths": [{"accessType": "PUBLIC", "endpoint": "nsps-wtl-connector.ecs.eu-central-1.on.aws"}]}}}, "roles": {"nsps-wtl-connector-execution": {}, "nsps-wtl-connector-infrastructure": {}}}'
+scenario "aws: ECS env-only" _aws-deploy/deploy.sh --env-only
+exits "aws ECS env-only exits 0" 0
+expect "aws ECS env-only updates the service" '^aws ecs update-express-gateway-service --region eu-central-1 --service-arn arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector'
+refuse "aws ECS env-only builds nothing" '^docker (build|push)'
+refuse "aws ECS update creates no roles" 'iam create-role'
+check_py "aws ECS env-only keeps the running image" "$FAKE_STATE/container.json" <<'PY'
+import json, sys
+assert json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["image"].endswith(":old")
+PY
+scenario "aws: ECS test-only" _aws-deploy/deploy.sh --test-only
+expect "aws test-only smoke-tests the ECS service" '^curl .*https://nsps-wtl-connector.ecs.eu-central-1.on.aws/health'
+refuse "aws test-only changes nothing" 'create|update|docker'
+scenario "aws: ECS destroy" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+expect "aws destroy deletes the ECS service" '^aws ecs delete-express-gateway-service --region eu-central-1 --service-arn arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector'
 
-KEEP_SERVICE=1 scenario "aws test-only" _aws-deploy/deploy.sh --test-only
-[ "$status" -eq 0 ] && ok "aws test-only exits 0" || bad "aws test-only exits 0 ($status)"
-expect "aws test-only smoke-tests" '^curl .*/health'
-refuse "aws test-only changes nothing" 'update-service|create-service|docker'
+apprunner_given='{"apprunner": {"arn:aws:apprunner:eu-central-1:123456789012:service/nsps-wtl-connector/svc1": {"ServiceName": "nsps-wtl-connector", "ServiceUrl": "abc123.eu-central-1.awsapprunner.com", "Status": "RUNNING", "SourceConfiguration": {"ImageRepository": {"ImageIdentifier": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old"}}}}, "repos": ["nsps-wtl-connector"]'
+GIVEN="$apprunner_given}"
+scenario "aws: existing App Runner service, --secrets" _aws-deploy/deploy.sh --secrets --yes
+exits "aws App Runner update exits 0" 0
+said "aws keeps App Runner where the service runs there" 'target: apprunner'
+expect "aws updates the App Runner service" '^aws apprunner update-service --region eu-central-1 --service-arn arn:aws:apprunner:eu-central-1:123456789012:service/nsps-wtl-connector/svc1'
+expect "aws waits for the update operation" "^aws apprunner list-operations .*Id=='op-1'"
+expect "aws creates an instance role for the secrets" '^aws iam create-role --role-name nsps-wtl-connector-apprunner-instance '
+expect "aws: the service reads its secrets with that role" 'update-service .*--instance-configuration Cpu=0.25 vCPU,Memory=0.5 GB,InstanceRoleArn=arn:aws:iam::123456789012:role/nsps-wtl-connector-apprunner-instance'
+refuse "aws: App Runner deploys no ECS service" 'express-gateway'
+check_py "aws App Runner: secrets by full ARN, settings intact, the instance role trusted and limited" \
+  "$FAKE_STATE/source.json" "$FAKE_STATE/state.json" "$regex" <<'PY'
+import json, sys
+source = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+st = json.load(open(sys.argv[2]))
+cfg = source["ImageRepository"]["ImageConfiguration"]
+arns = {s["Name"].split("/", 1)[1]: s["ARN"] for s in st["secrets"].values()}
+assert cfg["RuntimeEnvironmentSecrets"] == {"API_TOKEN": arns["API_TOKEN"], "WTL_API_TOKEN": arns["WTL_API_TOKEN"]}, cfg
+assert "API_TOKEN" not in cfg["RuntimeEnvironmentVariables"]
+assert cfg["RuntimeEnvironmentVariables"]["WTL_IMSI_REGEXP"] == sys.argv[3]
+role = st["roles"]["nsps-wtl-connector-apprunner-instance"]
+assert role["trust"]["Statement"][0]["Principal"]["Service"] == "tasks.apprunner.amazonaws.com"
+assert sorted(role["inline"]["read-own-secrets"]["Statement"][0]["Resource"]) == sorted(arns.values())
+PY
 
-KEEP_SERVICE=1 scenario "aws destroy" _aws-deploy/deploy.sh --destroy --purge-images --yes
-expect "aws destroy deletes the service" '^aws apprunner delete-service --region eu-central-1 --service-arn arn:aws:apprunner:'
-expect "aws --purge-images deletes the repository" '^aws ecr delete-repository --region eu-central-1 --repository-name nsps-wtl-connector --force'
+GIVEN="$apprunner_given, \"apprunner_rolls_back\": true}"
+scenario "aws: App Runner rolls the update back" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws: an App Runner update that rolled back exits non-zero" nonzero
+said "aws names the rollback" 'ROLLBACK_SUCCEEDED'
+refuse "aws: no smoke test after a rollback" '^curl '
 
-scenario "aws dry run" _aws-deploy/deploy.sh --dry-run --yes
-[ "$status" -eq 0 ] && ok "aws dry run exits 0" || { bad "aws dry run exits 0 ($status)"; cat "$sandbox/out"; }
-refuse "aws dry run runs no cloud command" '^(aws|docker|curl) '
-grep -q '^+ docker build --platform linux/amd64' "$sandbox/out" && ok "aws dry run prints the build" || bad "aws dry run prints the build"
+EXTRA_ENV=(SERVICE_NAME=nsps-wtl-connector-operator-emea-prod-01 MAX_INSTANCES=4)
+scenario "aws: App Runner, a 40-character service name" _aws-deploy/deploy.sh --target apprunner --secrets --yes; EXTRA_ENV=()
+exits "aws: a 40-character service name deploys on App Runner" 0
+expect "aws: the scaling configuration name fits 32 characters" '^aws apprunner create-auto-scaling-configuration .*--auto-scaling-configuration-name nsps-wtl-connector-oper-[0-9a-f]{8} --min-size 1 --max-size 4'
+expect "aws creates the App Runner service" '^aws apprunner create-service --region eu-central-1 --service-name nsps-wtl-connector-operator-emea-prod-01 '
+
+scenario "aws: one egress address (ECS)" _aws-deploy/deploy.sh --static-egress-ip --yes
+exits "aws --static-egress-ip exits 0" 0
+expect "aws allocates an Elastic IP" '^aws ec2 allocate-address --region eu-central-1 --domain vpc'
+expect "aws creates the NAT gateway with it" '^aws ec2 create-nat-gateway --region eu-central-1 --subnet-id subnet-0001 --allocation-id eipalloc-0001'
+expect "aws routes the private subnets through the NAT gateway" '^aws ec2 create-route .*--destination-cidr-block 0.0.0.0/0 --nat-gateway-id nat-0001'
+expect "aws runs the service in those subnets" 'create-express-gateway-service .*--network-configuration subnets=subnet-0002,subnet-0004,subnet-0001,subnet-0003,securityGroups=sg-0001'
+said "aws prints the egress address" 'egress address \(allow it in the HLR.s firewall\): 3.120.0.7'
+
+scenario "aws: dry run on a fresh account" _aws-deploy/deploy.sh --secrets --dry-run --yes
+exits "aws dry run exits 0" 0
+check_py "aws dry run asks the cloud only read-only questions" "$log" <<'PY'
+import re, sys
+for line in open(sys.argv[1]):
+    if line.startswith("aws"):
+        assert re.match(r"aws \S+ (describe|list|get)-", line), line
+    assert not line.startswith(("docker", "curl")), line
+PY
+said "aws dry run plans the roles" '^\+ aws iam create-role --role-name nsps-wtl-connector-execution'
+said "aws dry run plans the secrets" 'create-secret --name nsps-wtl-connector/API_TOKEN'
+said "aws dry run plans the service" '^\+ aws ecs create-express-gateway-service'
 
 EXTRA_ENV=(WTL_API_URL=)
-scenario "aws missing setting" _aws-deploy/deploy.sh --yes
-EXTRA_ENV=()
-[ "$status" -ne 0 ] && grep -q 'WTL_API_URL is required' "$sandbox/out" && ok "aws names a missing setting" || bad "aws names a missing setting"
+scenario "aws: a missing setting" _aws-deploy/deploy.sh --yes; EXTRA_ENV=()
+exits "aws refuses a missing setting" 2
+said "aws names the missing setting" 'WTL_API_URL is required'
 refuse "aws runs nothing before the settings are complete" '^(aws|docker|curl) '
+scenario "aws: an unknown option" _aws-deploy/deploy.sh --frobnicate
+exits "aws rejects an unknown option" 2
+scenario "aws: an unknown target" _aws-deploy/deploy.sh --target lambda
+exits "aws rejects an unknown target" 2
 
-scenario "aws unknown flag" _aws-deploy/deploy.sh --frobnicate
-[ "$status" -eq 2 ] && ok "aws rejects an unknown flag" || bad "aws rejects an unknown flag"
-
-# ---------------- shellcheck ----------------
+# ================= shellcheck =================
 if command -v shellcheck >/dev/null 2>&1; then
-  if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh tests/deploy/run.sh tests/deploy/check-dockerfile.sh tests/run.sh \
-    bench/run.sh bench/profile.sh bench/lib.sh; then
+  if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh _deploy-common/lib.sh tests/deploy/run.sh \
+    tests/deploy/check-dockerfile.sh tests/run.sh bench/run.sh bench/profile.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
 else
   bad "shellcheck is not installed (apt-get install shellcheck)"
+fi
+
+# ================= the real CLIs against a local stand-in =================
+if [ -f tests/deploy/standin/real-cli.sh ]; then
+  if bash tests/deploy/standin/real-cli.sh; then ok "the real gcloud and aws accept every call and body"; else bad "real CLIs"; fi
 fi
 
 echo

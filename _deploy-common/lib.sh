@@ -1,0 +1,151 @@
+# shellcheck shell=bash
+# What both deploy scripts share: reading the env file, the connector's own list of the variables
+# it reads, printing and running cloud commands, retrying through IAM's propagation delay, and
+# the smoke test. Sourced by _gcp-deploy/deploy.sh and _aws-deploy/deploy.sh, which set
+# `dry_run` and `yes` (true/false) and `workdir` (a private temporary folder) before using it.
+# shellcheck disable=SC2154
+
+common_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# Values from the env file fill in what the environment does not already set. Quotes around a
+# whole value are removed; nothing is evaluated (a value may hold `$`, backslashes, quotes).
+load_env_file() {
+  local file=$1 line key value
+  while IFS= read -r line || [ -n "$line" ]; do
+    line=${line%$'\r'}
+    [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+    [[ $line =~ ^[[:space:]]*(export[[:space:]]+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$ ]] || continue
+    key=${BASH_REMATCH[2]} value=${BASH_REMATCH[3]}
+    if [[ $value =~ ^\'(.*)\'$ ]] || [[ $value =~ ^\"(.*)\"$ ]]; then value=${BASH_REMATCH[1]}; fi
+    [ -n "${!key+x}" ] || export "$key=$value"
+  done <"$file"
+}
+
+# load_settings ENV_FILE ROOT: --env-file when given, else ROOT/.env when present.
+load_settings() {
+  local env_file=$1 root=$2
+  if [ -n "$env_file" ]; then
+    [ -f "$env_file" ] || { echo "error: env file $env_file not found" >&2; exit 2; }
+    load_env_file "$env_file"
+  elif [ -f "$root/.env" ]; then
+    load_env_file "$root/.env"
+  fi
+}
+
+# The variables the connector reads, with their kind (secret, pem-file, setting): the output of
+# `nsps-wtl-connector variables`, kept in variables.txt (a test of the connector fails when the
+# two differ). PORT is the platform's to set, so it is never passed.
+CONNECTOR_VARS=() SECRET_VARS=() PEM_VARS=()
+while read -r name kind; do
+  if [ -z "$name" ] || [ "$name" = PORT ]; then continue; fi
+  CONNECTOR_VARS+=("$name")
+  case "$kind" in
+    secret) SECRET_VARS+=("$name") ;;
+    pem-file) PEM_VARS+=("$name") ;;
+  esac
+done <"$common_dir/variables.txt"
+
+in_list() { # in_list WORD LIST...
+  local word=$1 item; shift
+  for item in "$@"; do [ "$item" = "$word" ] && return 0; done
+  return 1
+}
+# A PEM file setting may carry the PEM itself (platforms without file mounts); such a value is
+# a secret when it holds a private key.
+is_inline_pem() { [[ ${!1:-} == *"-----BEGIN"* ]]; }
+holds_secret() { # holds_secret NAME
+  in_list "$1" "${SECRET_VARS[@]}" && return 0
+  in_list "$1" "${PEM_VARS[@]}" && is_inline_pem "$1" && [[ ${!1} == *"PRIVATE KEY-----"* ]]
+}
+
+# The connector's variables that are set, split in two: SET_PLAIN (passed as plain settings) and
+# SET_SECRET (kept in the secret store with --secrets). Without --secrets everything is plain.
+split_settings() { # split_settings USE_SECRET_STORE
+  local use_store=$1 name
+  SET_PLAIN=() SET_SECRET=()
+  for name in "${CONNECTOR_VARS[@]}"; do
+    [ -n "${!name:-}" ] || continue
+    if $use_store && holds_secret "$name"; then SET_SECRET+=("$name"); else SET_PLAIN+=("$name"); fi
+  done
+}
+
+# Prints a command on stderr, quoted as a shell would need it, then runs it (not with --dry-run).
+# Secret values never appear on a command line (they travel through stdin or private files), so
+# the printed command is the real one.
+run() {
+  echo "+$(printf ' %q' "$@")" >&2
+  $dry_run || "$@"
+}
+# run_out PLACEHOLDER COMMAND...: like run, for a command whose output the script needs (an id
+# the cloud assigns); the command is printed on stderr, and --dry-run prints PLACEHOLDER instead.
+run_out() {
+  local placeholder=$1; shift
+  echo "+$(printf ' %q' "$@")" >&2
+  if $dry_run; then echo "$placeholder"; else "$@"; fi
+}
+# A read-only look-up whose answer the script needs. It runs even with --dry-run, so the plan a
+# dry run prints is the one a real run would follow; its errors go to the caller.
+query() {
+  $dry_run && echo "? $*" >&2
+  "$@"
+}
+
+# Runs a command, retrying while IAM has not yet propagated a change the script just made (a new
+# role or service account that cannot yet be assumed or found, a permission not yet effective).
+# IAM_RETRY_DELAYS: the waits in seconds between attempts (bounded; default about 3 minutes).
+# Other failures are not retried. The command's output goes to stdout; its errors to stderr.
+with_iam_retry() {
+  local delays=() attempt=0 err="$workdir/iam-retry.err"
+  read -ra delays <<<"${IAM_RETRY_DELAYS:-5 10 20 30 45 60}"
+  echo "+$(printf ' %q' "$@")" >&2
+  $dry_run && return 0
+  while :; do
+    if "$@" 2>"$err"; then return 0; fi
+    if ! grep -qiE 'propagat|does not exist|cannot be assumed|not authorized to perform|AccessDenied|Permission denied|PERMISSION_DENIED|InvalidParameterException.*role|not found.*service account|service account.*not found' "$err" \
+      || [ "$attempt" -ge "${#delays[@]}" ]; then
+      cat "$err" >&2
+      return 1
+    fi
+    echo "  (waiting ${delays[$attempt]}s for IAM to propagate: $(head -c 200 "$err" | tr '\n' ' '))" >&2
+    sleep "${delays[$attempt]}"
+    attempt=$((attempt + 1))
+  done
+}
+
+confirm() {
+  $yes && return 0
+  if [ ! -t 0 ]; then echo "error: $1: pass --yes to confirm without a terminal" >&2; exit 2; fi
+  local answer
+  read -r -p "$1 [y/N] " answer
+  [ "$answer" = y ] || [ "$answer" = Y ] || { echo "cancelled"; exit 1; }
+}
+
+# A short stable hash of its arguments (for names that must fit a length limit).
+short_hash() { printf '%s' "$*" | sha256sum | cut -c1-8; }
+
+# smoke_test URL: GET /health must answer 200 and one authenticated event that touches no
+# subscriber (Account/Unblocked) must answer 202.
+smoke_test() {
+  local url=$1 status body
+  echo "smoke test: $url"
+  if $dry_run; then
+    echo "+ curl $url/health" >&2
+    echo "+ curl -X POST $url/process-event -H 'Authorization: Bearer ***' (Account/Unblocked event)" >&2
+    return 0
+  fi
+  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 "$url/health" || true)
+  [ "$status" = 200 ] || { echo "error: smoke test: GET $url/health answered ${status:-nothing}" >&2; return 1; }
+  body="{\"event_id\":\"smoke-$(date +%s)\",\"data\":{\"event_type\":\"Account/Unblocked\"}}"
+  # The token goes in a private header file, so it never shows on a command line (ps).
+  (umask 077; printf 'Authorization: Bearer %s\n' "${API_TOKEN%%,*}" >"$workdir/auth-header")
+  status=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 20 -X POST "$url/process-event" \
+    -H @"$workdir/auth-header" -H 'Content-Type: application/json' -d "$body" || true)
+  [ "$status" = 202 ] || { echo "error: smoke test: the authenticated event answered ${status:-nothing} (expected 202)" >&2; return 1; }
+  echo "smoke test passed: /health 200, authenticated event 202"
+}
+
+# A value written to a private file (for a CLI that reads it with file://), never to argv.
+private_file() { # private_file NAME VALUE
+  (umask 077; printf '%s' "$2" >"$workdir/$1")
+  echo "$workdir/$1"
+}
