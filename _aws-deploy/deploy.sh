@@ -29,7 +29,8 @@ usage: bash _aws-deploy/deploy.sh [options]
   --static-egress-ip
                    run the service in a VPC whose private subnets leave through a NAT gateway
                    with one Elastic IP, and print that address for the HLR's firewall
-  --force-deploy   App Runner: also start a deployment when the configuration did not change
+  --force-deploy   rebuild an IMAGE_TAG already in ECR; App Runner: also start a deployment
+                   when the configuration did not change
   --env-file FILE  read settings from FILE (default: .env in the repository root, if present)
   --yes            do not ask for confirmation
   --dry-run        print every command that would change something instead of running it
@@ -198,6 +199,12 @@ build_image() {
   image="$registry/$ECR_REPOSITORY:$IMAGE_TAG"
   if ! query aws ecr describe-repositories "${reg[@]}" --repository-names "$ECR_REPOSITORY" >/dev/null 2>&1; then
     run aws ecr create-repository "${reg[@]}" --repository-name "$ECR_REPOSITORY" --image-scanning-configuration scanOnPush=true >/dev/null
+  fi
+  # An image already pushed under IMAGE_TAG is deployed as it is (a rollback to an earlier tag).
+  if ! $force && query aws ecr describe-images "${reg[@]}" --repository-name "$ECR_REPOSITORY" \
+      --image-ids "imageTag=$IMAGE_TAG" >/dev/null 2>&1; then
+    echo "image $image already in ECR: not rebuilt"
+    return 0
   fi
   echo "+ aws ecr get-login-password --region $AWS_REGION | docker login --username AWS --password-stdin $registry" >&2
   $dry_run || aws ecr get-login-password "${reg[@]}" | docker login --username AWS --password-stdin "$registry"

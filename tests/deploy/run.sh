@@ -11,8 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
-# The AWS stand-in evaluates --query with JMESPath, which comes with awscli.
-if ! python3 -c 'import jmespath' 2>/dev/null; then
+# The AWS stand-in evaluates --query with JMESPath and the checks read YAML: both come with awscli.
+if ! python3 -c 'import jmespath, yaml' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check awscli >/dev/null
 fi
 
@@ -373,6 +373,15 @@ refuse "aws ECS update creates no roles" 'iam create-role'
 check_py "aws ECS env-only keeps the running image" "$FAKE_STATE/container.json" <<'PY'
 import json, sys
 assert json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["image"].endswith(":old")
+PY
+EXTRA_ENV=(IMAGE_TAG=abc1234-20261101120000); GIVEN=${GIVEN%\}}', "image_tags": ["abc1234-20261101120000"]}'
+scenario "aws: ECS back to an earlier image" _aws-deploy/deploy.sh --yes; EXTRA_ENV=()
+exits "aws deploys an earlier image" 0
+refuse "aws does not rebuild an image already in ECR" '^docker (build|push)'
+expect "aws deploys the earlier tag" '^aws ecs update-express-gateway-service '
+check_py "aws: the container runs the earlier image" "$FAKE_STATE/container.json" <<'PY'
+import json, sys
+assert json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["image"].endswith(":abc1234-20261101120000")
 PY
 scenario "aws: ECS test-only" _aws-deploy/deploy.sh --test-only
 expect "aws test-only smoke-tests the ECS service" '^curl .*https://nsps-wtl-connector.ecs.eu-central-1.on.aws/health'
