@@ -30,20 +30,38 @@ load_settings() {
   elif [ -f "$root/.env" ]; then
     load_env_file "$root/.env"
   fi
+  read_secret_files
 }
 
 # The variables the connector reads, with their kind (secret, pem-file, setting): the output of
 # `nsps-wtl-connector variables`, kept in variables.txt (a test of the connector fails when the
 # two differ). PORT is the platform's to set, so it is never passed.
-CONNECTOR_VARS=() SECRET_VARS=() PEM_VARS=()
+# The `_FILE` form of a secret (kind secret-file) names a file on the deploying machine: its
+# content becomes the secret's value (see read_secret_files), the path itself is never passed.
+CONNECTOR_VARS=() SECRET_VARS=() PEM_VARS=() SECRET_FILE_VARS=()
 while read -r name kind; do
   if [ -z "$name" ] || [ "$name" = PORT ]; then continue; fi
-  CONNECTOR_VARS+=("$name")
   case "$kind" in
     secret) SECRET_VARS+=("$name") ;;
     pem-file) PEM_VARS+=("$name") ;;
+    secret-file) SECRET_FILE_VARS+=("$name"); continue ;;
   esac
+  CONNECTOR_VARS+=("$name")
 done <"$common_dir/variables.txt"
+
+# API_TOKEN_FILE=./token (and the other _FILE forms) in the env file: the value is read from that
+# file here, as if API_TOKEN had been set; both at once is refused, as the connector refuses it.
+read_secret_files() {
+  local file_var var
+  for file_var in "${SECRET_FILE_VARS[@]}"; do
+    [ -n "${!file_var:-}" ] || continue
+    var=${file_var%_FILE}
+    if [ -n "${!var:-}" ]; then echo "error: set either $var or $file_var, not both" >&2; exit 2; fi
+    [ -r "${!file_var}" ] || { echo "error: $file_var: ${!file_var} cannot be read" >&2; exit 2; }
+    printf -v "$var" '%s' "$(cat "${!file_var}")"
+    export "${var?}"
+  done
+}
 
 in_list() { # in_list WORD LIST...
   local word=$1 item; shift

@@ -21,8 +21,9 @@ usage: bash _gcp-deploy/deploy.sh [options]
                    (or to ROLLBACK_REVISION), then smoke-test
   --destroy        delete the service and its check job (asks first unless --yes)
   --secrets        keep the secret settings (API_TOKEN, WTL_API_TOKEN, WTL_API_PASSWORD,
-                   WTL_OAUTH_CLIENT_SECRET, REDIS_URL, inline private keys) in Secret Manager;
-                   the runtime service account may read exactly these secrets
+                   WTL_OAUTH_CLIENT_SECRET, REDIS_URL, inline private keys) in Secret Manager,
+                   mounted as files of their latest version (a new version rotates the running
+                   service without a deploy); the runtime service account may read exactly these
   --check          also run the connector's own `check` (configuration, DNS, connection, TLS,
                    token, Redis; no /prov call) as a Cloud Run job with the new revision's image,
                    settings, secrets, identity and network, before any traffic moves
@@ -159,8 +160,14 @@ ensure_runtime_account() {
 # ---- secrets ----------------------------------------------------------------------------------
 
 secret_name() { echo "$SERVICE_NAME-$1" | tr '[:upper:]_' '[:lower:]-'; }
-# Where a PEM setting is mounted: /secrets/<name>/<name>.pem (a folder each, as Cloud Run wants).
-mount_path() { local n; n=$(echo "${1%_FILE}" | tr '[:upper:]_' '[:lower:]-'); echo "/secrets/$n/$n.pem"; }
+# Where a secret is mounted: /secrets/<name>/<name>, .pem for PEM material (a folder each, as
+# Cloud Run wants).
+mount_path() {
+  local n ext=""
+  n=$(echo "${1%_FILE}" | tr '[:upper:]_' '[:lower:]-')
+  in_list "$1" "${PEM_VARS[@]}" && ext=.pem
+  echo "/secrets/$n/$n$ext"
+}
 # The operator's own Secret Manager secret for a PEM setting: WTL_CA_FILE -> WTL_CA_SECRET.
 pem_secret_var() { echo "${1%_FILE}_SECRET"; }
 
@@ -203,12 +210,14 @@ plan_settings() {
     sname=$(secret_name "$name")
     TO_STORE+=("$name=$sname")
     USED_SECRETS+=("$sname")
+    # Every secret is mounted as a file of its `latest` version, which the connector watches: a
+    # new version in Secret Manager reaches the running instances without a deploy. A PEM
+    # setting names its file; any other secret is given by its _FILE form.
+    SECRET_REFS+=("$(mount_path "$name")=$sname:latest")
     if in_list "$name" "${PEM_VARS[@]}"; then
-      # An inline PEM kept as a secret is mounted as a file, and the setting names the file.
-      SECRET_REFS+=("$(mount_path "$name")=$sname:latest")
       ENV_LINES+=("$name=$(mount_path "$name")")
     else
-      SECRET_REFS+=("$name=$sname:latest")
+      ENV_LINES+=("${name}_FILE=$(mount_path "$name")")
     fi
   done
 }

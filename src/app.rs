@@ -24,7 +24,17 @@ use crate::memory::Store;
 use crate::memory::local::Memory;
 use crate::memory::shared::SharedMemory;
 use crate::metrics::Metrics;
+use crate::rotation::Rotation;
 use crate::wtl::WtlClient;
+
+/// Stops a background task when the service stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// After `SHUTDOWN_TIMEOUT`, how long the 503 answers of cut-off events have to go out.
 const ANSWER_FLUSH: Duration = Duration::from_secs(1);
@@ -166,6 +176,9 @@ impl Application {
             cut_off,
             extra_routes,
         } = self;
+        // Secret and TLS files are watched while the service runs (`rotation`).
+        let rotation = Rotation::new(state.settings.clone(), state.wtl.clone(), state.memory.clone());
+        let _watcher = (!rotation.is_empty()).then(|| AbortOnDrop(tokio::spawn(rotation.run())));
         let service = http::router_with(state.clone(), extra_routes);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

@@ -54,7 +54,8 @@ enum Command {
         json: bool,
     },
     /// Print every variable the connector reads, one a line, with its kind (`secret`,
-    /// `pem-file` or `setting`); the deploy scripts pass exactly these to the service.
+    /// `secret-file`, `pem-file` or `setting`); the deploy scripts pass exactly these to the
+    /// service.
     Variables,
     /// Print the version.
     Version,

@@ -248,12 +248,11 @@ async fn token(settings: &Settings) -> Option<Check> {
         Ok(c) => c,
         Err(e) => return Some(Check::fail("token", e.to_string())),
     };
-    let tokens = client.token_source()?;
     let deadline = tokio::time::Instant::now() + settings.wtl.total_timeout;
-    Some(match tokens.token(deadline).await {
-        Ok(_) => Check::ok(
+    Some(match client.token_lifetime(deadline).await? {
+        Ok(lifetime) => Check::ok(
             "token",
-            match tokens.lifetime() {
+            match lifetime {
                 Some(l) => format!("obtained from the token endpoint; valid for {} s", l.as_secs()),
                 None => "obtained from the token endpoint; no lifetime given (kept until WTL refuses it)".into(),
             },

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod nsps;
 pub mod openapi;
 pub mod plan;
+pub mod rotation;
 pub mod simulator;
 pub mod telemetry;
 pub mod wtl;

@@ -772,3 +772,142 @@ fn log_level_and_format_are_honoured() {
     );
     assert!(!raw.contains(SECRET_TOKEN));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_proxy_the_access_line_names_the_client_and_debug_shows_the_raw_header() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    let uri = wtl.uri();
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &uri),
+        ("TRUSTED_PROXIES", "1"),
+        ("ALLOWED_SOURCE_RANGES", "203.0.113.7"),
+        ("LOG_LEVEL", "DEBUG"),
+    ]);
+    let port = app.port;
+    let (mut app, answers) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let proxied = mini_http::post_with(
+            port,
+            &fixture("sim-deleted.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: via-proxy\r\nX-Forwarded-For: 198.51.100.1, 203.0.113.7\r\n",
+        );
+        let forged = mini_http::post_with(
+            port,
+            &fixture("sim-deleted.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: forged\r\nX-Forwarded-For: 203.0.113.7, 198.51.100.9\r\n",
+        );
+        app.terminate();
+        (app, [proxied.status, forged.status])
+    })
+    .await
+    .expect("thread");
+    assert_eq!(answers, [202, 403]);
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let lines = app.json_lines();
+    let of = |request: &str, message: &str| {
+        lines
+            .iter()
+            .find(|l| l["request_id"] == request && l["message"] == message)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {message:?} line for {request}"))
+    };
+    assert_eq!(
+        of("via-proxy", "request completed")["httpRequest"]["remoteIp"],
+        "203.0.113.7"
+    );
+    let debug = of("via-proxy", "client address");
+    assert_eq!(debug["level"], "DEBUG");
+    assert_eq!(debug["x_forwarded_for"], "198.51.100.1, 203.0.113.7");
+    assert_eq!(debug["peer"], "127.0.0.1");
+    assert_eq!(debug["trusted_proxies"], 1);
+    assert_eq!(debug["client_address"], "203.0.113.7");
+    let refused = of(
+        "forged",
+        "request refused: source address not allowed (ALLOWED_SOURCE_RANGES)",
+    );
+    assert_eq!(refused["level"], "WARNING");
+    assert_eq!(refused["client_address"], "198.51.100.9");
+    assert_eq!(of("forged", "request completed")["httpRequest"]["status"], 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotations_are_logged_by_variable_once_per_change_and_never_with_the_value() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    let uri = wtl.uri();
+    let files = stands::Files::new();
+    let token_file = files.write("api-token", "rotating-secret-one");
+    let wtl_file = files.write("wtl-token", "rotating-wtl-secret-one");
+    let app = start(&[
+        ("API_TOKEN_FILE", &token_file),
+        ("WTL_API_TOKEN_FILE", &wtl_file),
+        ("WTL_API_URL", &uri),
+    ]);
+    let port = app.port;
+    let token_path = std::path::PathBuf::from(&token_file);
+    let wtl_path = std::path::PathBuf::from(&wtl_file);
+    let (mut app, answers) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let before = mini_http::post(port, &fixture("sim-deleted.json"), "rotating-secret-one", "t-1", "r-1").status;
+        std::fs::write(&token_path, "rotating-secret-two\n").expect("rotate");
+        std::fs::write(&wtl_path, "rotating-wtl-secret-two").expect("rotate");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut after = 0;
+        while Instant::now() < deadline && after != 202 {
+            std::thread::sleep(Duration::from_millis(200));
+            after = mini_http::post(port, &fixture("sim-created.json"), "rotating-secret-two", "t-2", "r-2").status;
+        }
+        // Broken: stays broken over several looks, logged once.
+        std::fs::write(&token_path, "").expect("break");
+        std::thread::sleep(nsps_wtl_connector::rotation::POLL * 6);
+        let still = mini_http::post(
+            port,
+            &fixture("sim-updated-open.json"),
+            "rotating-secret-two",
+            "t-3",
+            "r-3",
+        )
+        .status;
+        app.terminate();
+        (app, [before, after, still])
+    })
+    .await
+    .expect("thread");
+    assert_eq!(answers, [202, 202, 202]);
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let mut stderr = String::new();
+    let _ = app.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
+    let output = format!("{}\n{stderr}", app.raw_output());
+    for secret in ["rotating-secret", "rotating-wtl-secret"] {
+        assert!(!output.contains(secret), "{secret} reached the output");
+    }
+    let lines = app.json_lines();
+    let rotated: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["message"] == "rotated: the new value is in use")
+        .filter_map(|l| l["variable"].as_str())
+        .collect();
+    assert!(
+        rotated.contains(&"API_TOKEN_FILE") && rotated.contains(&"WTL_API_TOKEN_FILE"),
+        "{rotated:?}"
+    );
+    let refused: Vec<&serde_json::Value> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert_eq!(refused.len(), 1, "one ERROR for one broken change: {refused:?}");
+    assert_eq!(refused[0]["variable"], "API_TOKEN_FILE");
+    let sent: Vec<String> = wtl
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            r.headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(sent.first().map(String::as_str), Some("Bearer rotating-wtl-secret-one"));
+    assert_eq!(sent.last().map(String::as_str), Some("Bearer rotating-wtl-secret-two"));
+}

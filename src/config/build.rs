@@ -28,6 +28,7 @@ const RESERVED_PATHS: &[&str] = &["", "/health", "/ready", "/process-event", "/m
 /// The validation pass.
 pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
     let mut p = Problems::default();
+    let secret_files = super::secret_files::resolve(&mut p, &mut raw);
     let wtl = super::wtl::settings(&mut p, &raw.wtl_api_url, super::wtl::WtlRaw::from(&raw), proxy_vars);
     let api_tokens = tokens(&mut p, std::mem::take(&mut raw.api_token));
     let rules = plan_rules(
@@ -43,7 +44,10 @@ pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -
     let p_dry_run = p.flag("WTL_DRY_RUN", std::mem::take(&mut raw.wtl_dry_run), false);
     let warnings = p.finish()?;
     Ok(Settings {
-        api_tokens,
+        api_tokens: super::ApiTokens::new(api_tokens),
+        trusted_proxies: server.trusted_proxies,
+        allowed_sources: server.allowed_sources,
+        secret_files,
         port: server.port,
         bind_address: server.bind_address,
         events_path: server.events_path,
@@ -75,16 +79,27 @@ fn tokens(p: &mut Problems, field: Field<Vec<String>>) -> Vec<SecretString> {
         p.add("API_TOKEN", "required (the Bearer token NSPS sends)");
         return Vec::new();
     };
+    match token_list(tokens) {
+        Ok(tokens) => tokens,
+        Err(problem) => {
+            p.add("API_TOKEN", problem);
+            Vec::new()
+        }
+    }
+}
+
+/// `API_TOKEN`'s tokens, checked (also for a new value of `API_TOKEN_FILE`).
+pub(crate) fn token_list(tokens: Vec<String>) -> Result<Vec<SecretString>, &'static str> {
     if tokens.is_empty() {
-        p.add("API_TOKEN", "holds no token");
+        return Err("holds no token");
     }
     if tokens
         .iter()
         .any(|t| t.chars().any(|c| c.is_whitespace() || c.is_control()))
     {
-        p.add("API_TOKEN", "a token contains white space or control characters");
+        return Err("a token contains white space or control characters");
     }
-    tokens.into_iter().map(SecretString::from).collect()
+    Ok(tokens.into_iter().map(SecretString::from).collect())
 }
 
 fn plan_rules(
@@ -116,6 +131,8 @@ fn plan_rules(
 }
 
 struct Server {
+    trusted_proxies: usize,
+    allowed_sources: Option<Vec<ipnet::IpNet>>,
     port: u16,
     bind_address: Option<std::net::IpAddr>,
     events_path: Option<String>,
@@ -155,7 +172,13 @@ fn server(p: &mut Problems, raw: &RawEnv, total_timeout: Duration) -> Server {
         ));
     }
     let max_in_flight = p.whole::<u32>("MAX_IN_FLIGHT", raw.max_in_flight.clone(), 1024, 1, 1_000_000);
+    let trusted_proxies = p.whole::<u8>("TRUSTED_PROXIES", raw.trusted_proxies.clone(), 0, 0, 20);
+    let allowed_sources = p
+        .field("ALLOWED_SOURCE_RANGES", raw.allowed_source_ranges.clone())
+        .and_then(|items| p.ok(parse_source_ranges(&items)));
     Server {
+        trusted_proxies: usize::from(trusted_proxies),
+        allowed_sources,
         port,
         bind_address,
         events_path,
@@ -166,6 +189,28 @@ fn server(p: &mut Problems, raw: &RawEnv, total_timeout: Duration) -> Server {
         max_in_flight: usize::try_from(max_in_flight).unwrap_or(1024),
         metrics_public: p.flag("METRICS_PUBLIC", raw.metrics_public.clone(), false),
     }
+}
+
+/// `ALLOWED_SOURCE_RANGES`: addresses (a host each) and CIDR ranges, IPv4 and IPv6.
+fn parse_source_ranges(items: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    if items.is_empty() {
+        return Err(ConfigError::new("ALLOWED_SOURCE_RANGES", "holds no address or range"));
+    }
+    items
+        .iter()
+        .map(|item| {
+            let bare = item.trim_start_matches('[').trim_end_matches(']');
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| bare.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ConfigError::new(
+                        "ALLOWED_SOURCE_RANGES",
+                        format!("{item:?} is not an IP address or CIDR range (such as 203.0.113.7, 198.51.100.0/24 or 2001:db8::/32)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn parse_events_path(text: &str) -> Result<String, ConfigError> {

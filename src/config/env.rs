@@ -62,13 +62,16 @@ pub(crate) fn flag<'de, D: Deserializer<'de>>(d: D) -> Result<Field<bool>, D::Er
 
 /// A comma-separated list; empty items are dropped.
 pub(crate) fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Field<Vec<String>>, D::Error> {
-    field(d, |t| {
-        Ok(t.split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect())
-    })
+    field(d, |t| Ok(split_list(t)))
+}
+
+/// The items of a comma-separated list, trimmed, empty ones dropped.
+pub(crate) fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// `SIM/Updated=update,SIM/Created=insert,...`.
@@ -107,17 +110,22 @@ pub(crate) struct RawEnv {
     /// Token(s) NSPS must send; a comma-separated list.
     #[serde(default, deserialize_with = "list")]
     pub(crate) api_token: Field<Vec<String>>,
+    /// A file holding `API_TOKEN` (a secret volume); watched, so the token rotates without a restart.
+    pub(crate) api_token_file: Option<String>,
     /// WTL base URL (may carry a base path, and `user:password@` for Basic).
     pub(crate) wtl_api_url: Option<String>,
     /// Static Bearer token for WTL.
     pub(crate) wtl_api_token: Option<String>,
+    pub(crate) wtl_api_token_file: Option<String>,
     /// `none` / `bearer` / `basic` / `oauth2`.
     pub(crate) wtl_auth: Option<String>,
     pub(crate) wtl_api_username: Option<String>,
     pub(crate) wtl_api_password: Option<String>,
+    pub(crate) wtl_api_password_file: Option<String>,
     pub(crate) wtl_oauth_token_url: Option<String>,
     pub(crate) wtl_oauth_client_id: Option<String>,
     pub(crate) wtl_oauth_client_secret: Option<String>,
+    pub(crate) wtl_oauth_client_secret_file: Option<String>,
     pub(crate) wtl_oauth_scope: Option<String>,
     pub(crate) wtl_default_cs_profile: Option<String>,
     pub(crate) wtl_default_eps_profile: Option<String>,
@@ -147,8 +155,15 @@ pub(crate) struct RawEnv {
     pub(crate) wtl_client_key_file: Option<String>,
     pub(crate) wtl_proxy: Option<String>,
     pub(crate) bind_address: Option<String>,
+    /// How many proxies in front of the connector append to `X-Forwarded-For`.
+    #[serde(default, deserialize_with = "whole")]
+    pub(crate) trusted_proxies: Field<i128>,
+    /// Addresses and CIDR ranges allowed to call the event routes and `/metrics`.
+    #[serde(default, deserialize_with = "list")]
+    pub(crate) allowed_source_ranges: Field<Vec<String>>,
     /// `redis://` or `rediss://`: the redelivery memory shared by every instance.
     pub(crate) redis_url: Option<String>,
+    pub(crate) redis_url_file: Option<String>,
     pub(crate) redis_key_prefix: Option<String>,
     #[serde(default, deserialize_with = "number")]
     pub(crate) redis_timeout: Field<f64>,

@@ -16,7 +16,12 @@ mod build;
 mod env;
 mod problems;
 mod proxy;
+mod secret_files;
 mod wtl;
+
+pub(crate) use build::token_list;
+pub(crate) use env::split_list;
+pub use secret_files::{SecretFiles, read_secret_file};
 
 pub use proxy::ProxySettings;
 pub(crate) use proxy::hide_userinfo;
@@ -121,10 +126,56 @@ pub struct WtlSettings {
     pub proxy: ProxySettings,
 }
 
+/// The tokens NSPS may send (`API_TOKEN`), shared by every request; replaced as a whole when
+/// `API_TOKEN_FILE` changes, so a request sees the old list or the new one, never a mix.
+#[derive(Clone)]
+pub struct ApiTokens(std::sync::Arc<arc_swap::ArcSwap<Vec<SecretString>>>);
+
+impl ApiTokens {
+    pub fn new(tokens: Vec<SecretString>) -> Self {
+        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(tokens)))
+    }
+
+    pub fn replace(&self, tokens: Vec<SecretString>) {
+        self.0.store(std::sync::Arc::new(tokens));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Does any token equal `candidate`? Compares in constant time against every token (no
+    /// early exit), so the answer time does not reveal which token or prefix matched.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut found = subtle::Choice::from(0u8);
+        for token in self.0.load().iter() {
+            found |= token.expose_secret().as_bytes().ct_eq(candidate);
+        }
+        found.into()
+    }
+}
+
+impl fmt::Debug for ApiTokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiTokens({} token(s))", self.len())
+    }
+}
+
 /// Everything the connector needs, parsed and checked.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub api_tokens: Vec<SecretString>,
+    pub api_tokens: ApiTokens,
+    /// `TRUSTED_PROXIES`: how many proxies in front append to `X-Forwarded-For` (0 = none).
+    pub trusted_proxies: usize,
+    /// `ALLOWED_SOURCE_RANGES`: who may call the event routes and `/metrics`; `None` = anyone.
+    pub allowed_sources: Option<Vec<ipnet::IpNet>>,
+    /// The secrets read from `_FILE` settings, watched for rotation.
+    pub secret_files: SecretFiles,
     pub port: u16,
     /// `BIND_ADDRESS`; unset = dual-stack `[::]`, or `0.0.0.0` where the host has no IPv6.
     pub bind_address: Option<std::net::IpAddr>,
@@ -205,6 +256,28 @@ impl Settings {
 
     fn show_server(&self, m: &mut Shown) {
         m.insert("API_TOKEN", format!("*** ({} token(s))", self.api_tokens.len()));
+        let files = &self.secret_files;
+        for (var, path) in [
+            ("API_TOKEN_FILE", &files.api_token),
+            ("WTL_API_TOKEN_FILE", &files.wtl_api_token),
+            ("WTL_API_PASSWORD_FILE", &files.wtl_api_password),
+            ("WTL_OAUTH_CLIENT_SECRET_FILE", &files.wtl_oauth_client_secret),
+            ("REDIS_URL_FILE", &files.redis_url),
+        ] {
+            m.insert(
+                var,
+                path.as_ref()
+                    .map_or_else(|| "unset".into(), |p| p.display().to_string()),
+            );
+        }
+        m.insert("TRUSTED_PROXIES", self.trusted_proxies.to_string());
+        m.insert(
+            "ALLOWED_SOURCE_RANGES",
+            self.allowed_sources.as_ref().map_or_else(
+                || "unset (any source)".into(),
+                |ranges| ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            ),
+        );
         m.insert("PORT", self.port.to_string());
         m.insert(
             "BIND_ADDRESS",
@@ -300,15 +373,9 @@ impl Settings {
         m.insert("WTL_EVENT_ACTIONS", rules.event_actions_text());
     }
 
-    /// Does any configured API token equal `candidate`? Compares in constant time against every
-    /// token (no early exit), so the answer time does not reveal which token or prefix matched.
+    /// Does any configured API token equal `candidate`? (constant time, see [`ApiTokens`])
     pub fn token_matches(&self, candidate: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        let mut found = subtle::Choice::from(0u8);
-        for token in &self.api_tokens {
-            found |= token.expose_secret().as_bytes().ct_eq(candidate);
-        }
-        found.into()
+        self.api_tokens.matches(candidate)
     }
 }
 
@@ -367,13 +434,18 @@ pub const PEM_FILE_VARS: &[&str] = &[
 ];
 
 /// `nsps-wtl-connector variables`: every variable the connector reads, one a line, with how it
-/// is handled (`secret`, `pem-file` or `setting`). The deploy scripts pass exactly these to the
+/// is handled (`secret`, `secret-file` (the `_FILE` form of a secret), `pem-file` or `setting`). The deploy scripts pass exactly these to the
 /// service (`_deploy-common/variables.txt` is this output; a test keeps the two equal).
 pub fn variables_listing() -> String {
     known_vars()
         .map(|name| {
             let kind = if SECRET_VARS.contains(&name.as_str()) {
                 "secret"
+            } else if name
+                .strip_suffix("_FILE")
+                .is_some_and(|secret| SECRET_VARS.contains(&secret))
+            {
+                "secret-file"
             } else if PEM_FILE_VARS.contains(&name.as_str()) {
                 "pem-file"
             } else {
@@ -650,6 +722,83 @@ mod tests {
                 "{name} is missing from the effective configuration"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_may_come_from_a_file_but_not_from_both_forms() {
+        let dir = std::env::temp_dir().join(format!("nsps-wtl-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let token = dir.join("token");
+        std::fs::write(&token, "from-file-1 , from-file-2\n").expect("write");
+        let path = token.to_str().expect("path");
+        let with = |extra: &[(&str, &str)]| {
+            let mut vars: Vec<(String, String)> = base().iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            Settings::from_vars(vars)
+        };
+        let s = Settings::from_vars([("API_TOKEN_FILE", path), ("WTL_API_URL", "http://127.0.0.1:9")]).expect("valid");
+        assert!(s.token_matches(b"from-file-2"));
+        assert_eq!(s.secret_files.api_token.as_deref(), Some(token.as_path()));
+        let err = with(&[("API_TOKEN_FILE", path)]).expect_err("both forms");
+        assert_eq!(err.var(), "API_TOKEN_FILE");
+        assert!(err.to_string().contains("not both"), "{err}");
+        std::fs::write(&token, " \n").expect("write");
+        let err = Settings::from_vars([("API_TOKEN_FILE", path), ("WTL_API_URL", "http://x")]).expect_err("empty");
+        assert_eq!(err.var(), "API_TOKEN_FILE");
+        let missing = dir.join("absent");
+        let err = with(&[("WTL_API_PASSWORD_FILE", missing.to_str().expect("path"))]).expect_err("unreadable");
+        assert_eq!(err.var(), "WTL_API_PASSWORD_FILE");
+        std::fs::write(&token, "wtl-password-from-file").expect("write");
+        let s = with(&[
+            ("WTL_AUTH", "basic"),
+            ("WTL_API_USERNAME", "u"),
+            ("WTL_API_PASSWORD_FILE", path),
+        ])
+        .expect("valid");
+        assert_eq!(
+            s.wtl.password.as_ref().map(|p| p.expose_secret()),
+            Some("wtl-password-from-file")
+        );
+        assert!(!format!("{s:?} {:?}", s.redacted()).contains("wtl-password-from-file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn source_ranges_and_trusted_proxies_are_checked() {
+        let s = with(&[
+            (
+                "ALLOWED_SOURCE_RANGES",
+                "203.0.113.7, 198.51.100.0/24,2001:db8::/32, ::1, [2001:db8::9]",
+            ),
+            ("TRUSTED_PROXIES", "2"),
+        ])
+        .expect("valid");
+        let ranges: Vec<String> = s
+            .allowed_sources
+            .expect("set")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            ranges,
+            [
+                "203.0.113.7/32",
+                "198.51.100.0/24",
+                "2001:db8::/32",
+                "::1/128",
+                "2001:db8::9/128"
+            ]
+        );
+        assert_eq!(s.trusted_proxies, 2);
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.1-10.0.0.9", ","] {
+            let err = with(&[("ALLOWED_SOURCE_RANGES", bad)]).expect_err(bad);
+            assert_eq!(err.var(), "ALLOWED_SOURCE_RANGES", "{bad}");
+        }
+        assert_eq!(
+            with(&[("TRUSTED_PROXIES", "21")]).expect_err("range").var(),
+            "TRUSTED_PROXIES"
+        );
+        assert!(with(&[]).expect("valid").allowed_sources.is_none());
     }
 
     #[test]

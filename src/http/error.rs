@@ -110,6 +110,15 @@ impl ApiError {
         }
     }
 
+    /// The caller's address is not in `ALLOWED_SOURCE_RANGES` (or could not be known).
+    pub fn source_not_allowed() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorType::AuthenticationError,
+            "Source address not allowed",
+        )
+    }
+
     pub fn not_found(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

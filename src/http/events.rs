@@ -79,8 +79,8 @@ fn dry_run(event: &Event, calls: &[WtlCall]) -> Response {
 /// Metric label for how an event ended.
 type Outcome = &'static str;
 
-/// `POST` to an event path with the layers only events need, outermost first: the Bearer check
-/// and the shutdown gate, load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the shutdown
+/// `POST` to an event path with the layers only events need, outermost first: the source
+/// allowlist, the Bearer check and the shutdown gate, load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the shutdown
 /// cut-off, the body limit.
 pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
     let shed_metrics = state.metrics.clone();
@@ -88,6 +88,10 @@ pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
     let limit = state.settings.request_timeout;
     post(handle_event).layer(
         ServiceBuilder::new()
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                super::source::allow_source,
+            ))
             .layer(middleware::from_fn_with_state(state.clone(), authorize))
             .layer(HandleErrorLayer::new(move |_: BoxError| {
                 let metrics = shed_metrics.clone();
@@ -212,6 +216,8 @@ fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
         (status = 400, body = ErrorBody, description = "The body could not be read (the connection failed while sending it)."),
         (status = 401, body = ErrorBody, description = "Missing or wrong Bearer token.",
          headers(("www-authenticate" = String, description = "Always `Bearer`."))),
+        (status = 403, body = ErrorBody, description = "The caller's address is outside ALLOWED_SOURCE_RANGES, or unknown \
+            (AUTHENTICATION_ERROR, `Source address not allowed`); answered before the token is checked or the body read."),
         (status = 404, body = ErrorBody, description = "WTL does not know the subscriber (WTL answered 404 to a call other than delete)."),
         (status = 413, body = ErrorBody, description = "The body is larger than MAX_BODY_BYTES."),
         (status = 415, body = ErrorBody, description = "The Content-Type is not JSON."),

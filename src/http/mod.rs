@@ -6,10 +6,14 @@
 //! 2. unusable trace ids dropped, then `x-b3-traceid` and `x-request-id` set (a UUID v4 when
 //!    missing) and echoed on the answer (`SetRequestId`, `PropagateRequestId`);
 //! 3. the request's span (`TraceLayer`): every line logged for it carries its ids;
-//! 4. the access line ([`access_log`]), with Cloud Logging's `httpRequest` object;
-//! 5. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
+//! 4. the client address ([`source::note_client`]: the socket's peer, or the entry of
+//!    `X-Forwarded-For` that `TRUSTED_PROXIES` points at);
+//! 5. the access line ([`access_log`]), with Cloud Logging's `httpRequest` object;
+//! 6. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
 //!
-//! The event routes add, in this order: the constant-time Bearer check and the shutdown gate
+//! The event routes and `/metrics` refuse sources outside `ALLOWED_SOURCE_RANGES`
+//! ([`source::allow_source`]) first; the event routes then add, in this order: the constant-time
+//! Bearer check and the shutdown gate
 //! ([`events::authorize`]), load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the
 //! shutdown cut-off, and the body limit; the handler then receives a parsed event.
 //!
@@ -19,12 +23,13 @@
 pub(crate) mod answers;
 pub mod error;
 pub mod events;
+pub(crate) mod source;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -75,7 +80,10 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
         .route("/", get(health).merge(events::route(&state)))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            get(metrics).layer(middleware::from_fn_with_state(state.clone(), source::allow_source)),
+        )
         .route("/openapi.json", get(openapi))
         .route("/process-event", events::route(&state));
     if let Some(path) = &state.settings.events_path {
@@ -105,6 +113,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
                         .on_response(())
                         .on_failure(()),
                 )
+                .layer(middleware::from_fn_with_state(state.clone(), source::note_client))
                 .layer(middleware::from_fn_with_state(state.clone(), access_log))
                 .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response())),
         )
@@ -142,8 +151,9 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
         .map(|v| prefix(v, 200).to_string());
     let remote_ip = req
         .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_canonical().to_string());
+        .get::<source::ClientAddr>()
+        .and_then(|c| c.0)
+        .map(|ip| ip.to_string());
     let resp = next.run(req).await;
     let latency = started.elapsed();
     let status = resp.status().as_u16();
@@ -204,16 +214,13 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         (status = 200, description = "Prometheus text format.", body = String, content_type = "text/plain"),
         (status = 401, description = "Missing or wrong Bearer token (unless METRICS_PUBLIC=true).", body = error::Body,
          headers(("www-authenticate" = String, description = "Always `Bearer`."))),
+        (status = 403, description = "The caller's address is outside ALLOWED_SOURCE_RANGES, or unknown.", body = error::Body),
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if !state.settings.metrics_public && check_bearer(&headers, &state.settings).is_err() {
         return ApiError::unauthorized().into_response();
     }
-    if let Some(tokens) = state.wtl.token_source() {
-        state
-            .metrics
-            .set_token_requests(tokens.requests.load(Ordering::Relaxed));
-    }
+    state.metrics.set_token_requests(state.wtl.token_requests());
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],

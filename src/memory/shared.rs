@@ -54,7 +54,10 @@ pub(crate) enum Admission {
 }
 
 pub struct SharedMemory {
-    redis: ConnectionManager,
+    /// Replaced when `REDIS_URL_FILE` changes; each operation takes the current one.
+    redis: arc_swap::ArcSwap<ConnectionManager>,
+    /// How the connection was last made, for a rotation of `REDIS_URL_FILE`.
+    connection: std::sync::Mutex<RedisSettings>,
     prefix: String,
     timeout: Duration,
     dedup_ttl: Duration,
@@ -85,7 +88,8 @@ impl SharedMemory {
     ) -> Result<Arc<Self>, StoreSetupError> {
         let redis = connect::connection(settings)?;
         Ok(Arc::new(Self {
-            redis,
+            redis: arc_swap::ArcSwap::from_pointee(redis),
+            connection: std::sync::Mutex::new(settings.clone()),
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
             dedup_ttl,
@@ -97,6 +101,18 @@ impl SharedMemory {
             commit: redis::Script::new(COMMIT),
             release: redis::Script::new(RELEASE),
         }))
+    }
+
+    /// A new `REDIS_URL` (its file changed): operations from now on use a connection to it.
+    /// On an error (not a usable URL) nothing changes.
+    pub fn rotate_url(&self, url: secrecy::SecretString) -> Result<(), StoreSetupError> {
+        let mut current = self.connection.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = current.clone();
+        next.shown = crate::config::hide_userinfo(secrecy::ExposeSecret::expose_secret(&url));
+        next.url = url;
+        self.redis.store(Arc::new(connect::connection(&next)?));
+        *current = next;
+        Ok(())
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
@@ -121,7 +137,7 @@ impl SharedMemory {
 
     /// `PING`, for readiness.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.redis.clone();
+        let mut conn = ConnectionManager::clone(&self.redis.load());
         self.call(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(|_| ())
@@ -185,7 +201,7 @@ impl SharedMemory {
         // does nothing).
         ticket.run_noted = dedup;
         ticket.locks_noted = locked.len();
-        let mut conn = self.redis.clone();
+        let mut conn = ConnectionManager::clone(&self.redis.load());
         let answer: Vec<String> = self.call(invocation.invoke_async(&mut conn)).await?;
         let attempt = read_attempt(&answer, locked)
             .ok_or_else(|| StoreError::Redis(format!("unexpected answer from the admission script: {answer:?}")))?;
@@ -283,7 +299,7 @@ impl Ticket {
             .arg(self.stamp.map(|s| micros(s).to_string()).unwrap_or_default())
             .arg(millis(m.stale_ttl))
             .arg(self.imsis.len());
-        let mut conn = m.redis.clone();
+        let mut conn = ConnectionManager::clone(&m.redis.load());
         let recorded = m.call::<i64>(invocation.invoke_async(&mut conn)).await;
         self.finished = true;
         if let Err(e) = recorded {
@@ -322,7 +338,7 @@ async fn release(memory: Arc<SharedMemory>, keys: Vec<String>, token: String) {
         invocation.key(k);
     }
     invocation.arg(&token);
-    let mut conn = memory.redis.clone();
+    let mut conn = ConnectionManager::clone(&memory.redis.load());
     if let Err(e) = memory.call::<i64>(invocation.invoke_async(&mut conn)).await {
         tracing::debug!(error = %e, "leases not released; they expire on their own");
     }

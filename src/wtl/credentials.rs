@@ -16,7 +16,11 @@ pub(super) enum Credentials {
 }
 
 impl Credentials {
-    pub(super) fn from_settings(settings: &WtlSettings, http: &reqwest::Client) -> Self {
+    pub(super) fn from_settings(
+        settings: &WtlSettings,
+        http: &reqwest::Client,
+        token_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         match settings.auth {
             WtlAuthMode::None => Self::None,
             WtlAuthMode::Bearer => match &settings.api_token {
@@ -41,6 +45,7 @@ impl Credentials {
                     settings.username.clone(),
                     settings.password.clone(),
                     settings.attempt_timeout,
+                    token_requests,
                 ))),
                 None => Self::None,
             },

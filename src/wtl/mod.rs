@@ -19,7 +19,10 @@ pub mod outcome;
 pub mod tls;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -33,7 +36,6 @@ pub use body::prov_body;
 pub use client::{ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider};
 use credentials::Credentials;
 use limiter::RateLimiter;
-use oauth::TokenSource;
 pub use outcome::{Done, NetFailure, WtlError};
 
 /// Longest WTL answer body read; anything beyond is not needed to classify it.
@@ -46,12 +48,40 @@ const AGENT: &str = concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION"));
 
 /// The shared WTL client: one connection pool for the whole process.
 pub struct WtlClient {
-    http: reqwest::Client,
+    /// What a rotated secret or TLS file replaces; each attempt takes it once, so an attempt in
+    /// flight finishes on the client and credentials it started with.
+    live: ArcSwap<Live>,
     prov_url: reqwest::Url,
-    credentials: Credentials,
     limiter: Option<RateLimiter>,
     settings: WtlSettings,
+    /// The settings the live part was last built from (secret values and TLS files included).
+    current: std::sync::Mutex<WtlSettings>,
     metrics: Arc<Metrics>,
+    /// Token requests made (grants and refreshes), across rotations.
+    token_requests: Arc<AtomicU64>,
+}
+
+/// The HTTP client (TLS material, proxies, pool) and the credentials built on it.
+struct Live {
+    http: reqwest::Client,
+    credentials: Credentials,
+}
+
+impl Live {
+    fn build(settings: &WtlSettings, token_requests: &Arc<AtomicU64>) -> Result<Self, ClientBuildError> {
+        let http = http_client(settings)?;
+        let credentials = Credentials::from_settings(settings, &http, token_requests.clone());
+        Ok(Self { http, credentials })
+    }
+}
+
+/// A new value for something the WTL client is built from (`crate::rotation`).
+pub enum Rotated {
+    ApiToken(secrecy::SecretString),
+    Password(secrecy::SecretString),
+    ClientSecret(secrecy::SecretString),
+    /// `WTL_CA_FILE`, `WTL_CLIENT_CERT_FILE` or `WTL_CLIENT_KEY_FILE` changed on disk.
+    TlsFiles,
 }
 
 impl std::fmt::Debug for WtlClient {
@@ -117,30 +147,59 @@ impl From<WtlError> for AttemptFailure {
 impl WtlClient {
     pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
         install_crypto_provider();
-        let http = http_client(settings)?;
+        let token_requests = Arc::new(AtomicU64::new(0));
+        let live = Live::build(settings, &token_requests)?;
         // The configured URL holds no credentials (they were taken out when it was read).
         let prov_url =
             reqwest::Url::parse(&format!("{}/prov", settings.base_url)).map_err(|e| ClientBuildError::Setting {
                 var: "WTL_API_URL",
                 problem: format!("does not make a valid /prov address: {e}"),
             })?;
-        let credentials = Credentials::from_settings(settings, &http);
         Ok(Self {
-            http,
+            live: ArcSwap::from_pointee(live),
             prov_url,
-            credentials,
             limiter: settings.rate_limit.map(RateLimiter::per_second),
             settings: settings.clone(),
+            current: std::sync::Mutex::new(settings.clone()),
             metrics,
+            token_requests,
         })
     }
 
-    /// The OAuth token source, when `WTL_AUTH=oauth2`.
-    pub fn token_source(&self) -> Option<&TokenSource> {
-        match &self.credentials {
-            Credentials::OAuth(t) => Some(t),
-            _ => None,
+    /// Rebuilds the HTTP client and the credentials with a new secret or the TLS files as they
+    /// are now on disk; calls made from now on use them, calls in flight finish on the old ones.
+    /// A new credential also drops the cached OAuth token. On an error nothing changes.
+    pub fn rotate(&self, rotated: Rotated) -> Result<(), ClientBuildError> {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = current.clone();
+        match rotated {
+            Rotated::ApiToken(token) => next.api_token = Some(token),
+            Rotated::Password(password) => next.password = Some(password),
+            Rotated::ClientSecret(secret) => {
+                if let Some(oauth) = next.oauth.as_mut() {
+                    oauth.client_secret = Some(secret);
+                }
+            }
+            Rotated::TlsFiles => {}
         }
+        self.live.store(Arc::new(Live::build(&next, &self.token_requests)?));
+        *current = next;
+        Ok(())
+    }
+
+    /// With `WTL_AUTH=oauth2`: obtains a token (from the cache or the token endpoint) and
+    /// tells the lifetime the token endpoint gave, for `check`.
+    pub async fn token_lifetime(&self, deadline: Instant) -> Option<Result<Option<Duration>, WtlError>> {
+        let live = self.live.load_full();
+        let Credentials::OAuth(tokens) = &live.credentials else {
+            return None;
+        };
+        Some(tokens.token(deadline).await.map(|_| tokens.lifetime()))
+    }
+
+    /// Token requests made so far (grants and refreshes).
+    pub fn token_requests(&self) -> u64 {
+        self.token_requests.load(Ordering::Relaxed)
     }
 
     /// Executes one planned call, retrying transient failures within `deadline`.
@@ -151,7 +210,8 @@ impl WtlClient {
             tries.attempt += 1;
             self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
-            let failure = match self.attempt(call.action, &body, ids, deadline).await {
+            let live = self.live.load_full();
+            let failure = match self.attempt(&live, call.action, &body, ids, deadline).await {
                 Ok((done, status)) => {
                     self.log_success(call, tries.attempt, status, started.elapsed(), done);
                     return Ok(done);
@@ -161,7 +221,10 @@ impl WtlClient {
             let latency = started.elapsed();
             self.metrics
                 .wtl_call(call.action.as_str(), failure.error.kind(), latency);
-            if self.renew_refused_token(call, &failure, &mut tries, latency).await {
+            if self
+                .renew_refused_token(&live, call, &failure, &mut tries, latency)
+                .await
+            {
                 continue;
             }
             let delay = match self.next_delay(&failure.error, tries.retries, deadline) {
@@ -232,13 +295,14 @@ impl WtlClient {
     /// that is what happens now.
     async fn renew_refused_token(
         &self,
+        live: &Live,
         call: &WtlCall,
         failure: &AttemptFailure,
         tries: &mut Tries,
         latency: Duration,
     ) -> bool {
         let (WtlError::AuthFailed { status: 401 }, Some(generation), Credentials::OAuth(tokens)) =
-            (&failure.error, failure.token_generation, &self.credentials)
+            (&failure.error, failure.token_generation, &live.credentials)
         else {
             return false;
         };
@@ -284,12 +348,13 @@ impl WtlClient {
     /// by what is left of the event's budget.
     async fn attempt(
         &self,
+        live: &Live,
         action: crate::plan::Action,
         body: &Bytes,
         ids: &TraceIds,
         deadline: Instant,
     ) -> Result<(Done, u16), AttemptFailure> {
-        let (auth, token_generation) = self.credentials.header(deadline).await?;
+        let (auth, token_generation) = live.credentials.header(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(WtlError::DeadlineExceeded {
@@ -302,7 +367,7 @@ impl WtlClient {
             error,
             token_generation,
         };
-        let answer = match tokio::time::timeout(limit, self.exchange(auth, body.clone(), ids)).await {
+        let answer = match tokio::time::timeout(limit, self.exchange(&live.http, auth, body.clone(), ids)).await {
             Err(_) => {
                 return Err(fail(WtlError::Unreachable {
                     kind: NetFailure::Timeout,
@@ -318,9 +383,14 @@ impl WtlClient {
     }
 
     /// Sends `POST /prov` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body).
-    async fn exchange(&self, auth: Option<HeaderValue>, body: Bytes, ids: &TraceIds) -> Result<Answer, WtlError> {
-        let mut request = self
-            .http
+    async fn exchange(
+        &self,
+        http: &reqwest::Client,
+        auth: Option<HeaderValue>,
+        body: Bytes,
+        ids: &TraceIds,
+    ) -> Result<Answer, WtlError> {
+        let mut request = http
             .post(self.prov_url.clone())
             .header(http::header::CONTENT_TYPE, JSON)
             .header(http::header::ACCEPT, JSON)

@@ -61,8 +61,8 @@ pub struct TokenSource {
     attempt_timeout: Duration,
     state: Mutex<State>,
     generation: AtomicU64,
-    /// Token requests made (grants and refreshes), for metrics and tests.
-    pub requests: AtomicU64,
+    /// Token requests made (grants and refreshes), for metrics; shared across rotations.
+    requests: std::sync::Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for TokenSource {
@@ -97,6 +97,7 @@ impl TokenSource {
         username: Option<String>,
         password: Option<SecretString>,
         attempt_timeout: Duration,
+        requests: std::sync::Arc<AtomicU64>,
     ) -> Self {
         Self {
             http,
@@ -106,7 +107,7 @@ impl TokenSource {
             attempt_timeout,
             state: Mutex::new(State::default()),
             generation: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            requests,
         }
     }
 

@@ -8,12 +8,14 @@
 mod cancellation;
 mod connectivity;
 mod dry_run;
+mod edge;
 mod errors;
 mod fixtures;
 mod hardening;
 mod helpers;
 mod redelivery;
 mod resilience;
+mod rotation;
 mod shared_memory;
 mod stands;
 mod stories;

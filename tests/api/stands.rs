@@ -153,6 +153,8 @@ pub struct Seen {
     pub authorization: Option<String>,
     /// The connection presented a client certificate.
     pub client_cert: bool,
+    /// The client certificate presented (DER), to tell which one.
+    pub client_cert_der: Option<Vec<u8>>,
     pub body: Vec<u8>,
 }
 
@@ -218,8 +220,13 @@ impl TlsWtl {
                 let (acceptor, seen) = (acceptor.clone(), seen2.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let client_cert = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                    serve_recording(tls, client_cert, seen).await;
+                    let client_cert_der = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| c.as_ref().to_vec());
+                    serve_recording(tls, client_cert_der, seen).await;
                 });
             }
         });
@@ -231,12 +238,13 @@ impl TlsWtl {
     }
 }
 
-async fn serve_recording<S>(io: S, client_cert: bool, seen: Arc<Mutex<Vec<Seen>>>)
+async fn serve_recording<S>(io: S, client_cert_der: Option<Vec<u8>>, seen: Arc<Mutex<Vec<Seen>>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let seen = seen.clone();
+        let client_cert_der = client_cert_der.clone();
         async move {
             let (parts, body) = req.into_parts();
             let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
@@ -249,7 +257,8 @@ where
                     .get("authorization")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string),
-                client_cert,
+                client_cert: client_cert_der.is_some(),
+                client_cert_der,
                 body,
             });
             let answer = if path == "/oauth/token" {

@@ -107,6 +107,7 @@ PY
 all_vars=()
 while read -r name kind; do
   case "$name" in PORT|API_TOKEN|WTL_API_URL|WTL_API_TOKEN|WTL_IMSI_REGEXP) continue ;; esac
+  [ "$kind" = secret-file ] && continue
   if [ "$kind" = secret ]; then all_vars+=("$name=$name-$redis_password"); else all_vars+=("$name=value-of-$name"); fi
 done <_deploy-common/variables.txt
 
@@ -140,7 +141,12 @@ for name, kind in kinds.items():
         assert name not in env, "PORT is Cloud Run's"
     elif kind == "secret":
         assert name not in env, f"{name} is a plain variable"
-        assert refs.get(name) == f"nsps-wtl-connector-{name.lower().replace('_', '-')}:latest", (name, refs)
+        slug = name.lower().replace("_", "-")
+        path = f"/secrets/{slug}/{slug}"
+        assert env[name + "_FILE"] == path, (name, env.get(name + "_FILE"))
+        assert refs.get(path) == f"nsps-wtl-connector-{slug}:latest", (name, refs)
+    elif kind == "secret-file":
+        continue
     else:
         assert name in env, f"{name} did not reach the service"
 assert env["WTL_DRY_RUN"] == "value-of-WTL_DRY_RUN"
@@ -231,6 +237,21 @@ assert env["WTL_CLIENT_KEY_FILE"] == "/secrets/wtl-client-key/wtl-client-key.pem
 assert env["WTL_PROXY"] == "http://egress.internal:3128"
 assert "HTTPS_PROXY" not in env
 PY
+
+printf '%s\n' "$secret_token-from-file" >"$sandbox/token-file"
+EXTRA_ENV=(API_TOKEN= API_TOKEN_FILE="$sandbox/token-file")
+scenario "gcp: API_TOKEN_FILE on the deploying machine" _gcp-deploy/deploy.sh --secrets --yes; EXTRA_ENV=()
+exits "gcp takes a secret from its _FILE form" 0
+grep -qF "$secret_token-from-file" "$FAKE_STATE/secret-stdin" && ok "gcp stores the file's content in Secret Manager" || bad "gcp _FILE content"
+check_py "gcp gives the service the mounted file, not the deploying machine's path" "$FAKE_STATE/env.yaml" <<'PY'
+import sys, yaml
+env = yaml.safe_load(open(sys.argv[1]))
+assert env["API_TOKEN_FILE"] == "/secrets/api-token/api-token", env
+PY
+EXTRA_ENV=(API_TOKEN_FILE="$sandbox/token-file")
+scenario "gcp: API_TOKEN and API_TOKEN_FILE" _gcp-deploy/deploy.sh --secrets --yes; EXTRA_ENV=()
+exits "gcp refuses both forms of a secret" 2
+said "gcp names both forms" 'set either API_TOKEN or API_TOKEN_FILE, not both'
 
 scenario "gcp: one egress address" _gcp-deploy/deploy.sh --static-egress-ip --yes
 exits "gcp --static-egress-ip exits 0" 0
@@ -328,6 +349,8 @@ for name, kind in kinds.items():
     elif kind == "secret":
         assert name not in env and secrets[name] == arns[name], (name, secrets.get(name))
         assert secrets[name].rsplit("-", 1)[1].isalpha() and len(secrets[name].rsplit("-", 1)[1]) == 6, secrets[name]
+    elif kind == "secret-file":
+        assert name not in env, f"{name} names a file of the deploying machine"
     else:
         assert name in env, f"{name} did not reach the service"
 assert env["WTL_IMSI_REGEXP"] == sys.argv[3]
