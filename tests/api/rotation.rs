@@ -353,3 +353,43 @@ async fn a_rotated_client_certificate_is_presented_on_new_calls() {
     .await;
     assert!(presented_new, "WTL saw the new client certificate");
 }
+
+#[tokio::test]
+async fn a_new_redis_url_is_used_for_the_next_operations() {
+    let first = crate::stands::RedisServer::start(None);
+    let second = crate::stands::RedisServer::start(Some("second-redis-pw"));
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let files = Files::new();
+    let url_file = PathBuf::from(files.write("redis-url", &first.url()));
+    let app = spawn_with(
+        settings(
+            &wtl.uri(),
+            &[
+                ("API_TOKEN", crate::helpers::TOKEN),
+                ("REDIS_URL_FILE", url_file.to_str().expect("path")),
+            ],
+        ),
+        axum::Router::new(),
+    )
+    .await;
+    let done_keys = |server: &crate::stands::RedisServer| {
+        let server_url = server.url();
+        async move {
+            let mut conn = redis::Client::open(server_url)
+                .expect("url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connect");
+            let keys: Vec<String> = redis::cmd("KEYS").arg("nsps-wtl:done:*").query_async(&mut conn).await.expect("keys");
+            keys.len()
+        }
+    };
+    assert_eq!(status_with_token(&app, crate::helpers::TOKEN).await, 202);
+    assert_eq!(done_keys(&first).await, 1);
+    replace_by_rename(&url_file, &second.url());
+    let moved = eventually(|| async {
+        status_with_token(&app, crate::helpers::TOKEN).await == 202 && done_keys(&second).await > 0
+    })
+    .await;
+    assert!(moved, "events are remembered in the Redis of the new URL (with its password)");
+}
