@@ -8,18 +8,24 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 
+# cargo-auditable embeds the dependency tree (crate names, versions, sources) in the binary, so
+# scanners read it from the image: `cargo audit bin`, trivy, grype, syft. Its own layer, before
+# the manifests: it is compiled once, not on every Cargo.lock change.
+RUN cargo install --locked cargo-auditable
+
 # Dependencies first, in their own layer: this only rebuilds when Cargo.toml/Cargo.lock change.
+# Built the same way as the connector below, so that build reuses them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && cargo build --release --locked \
+ && cargo auditable build --release --locked \
  && rm -rf src
 
 # The connector itself. `touch` makes cargo rebuild it rather than reuse the stub's artefacts.
 COPY src ./src
 RUN touch src/main.rs src/lib.rs \
- && cargo build --release --locked \
+ && cargo auditable build --release --locked \
  && cp target/release/nsps-wtl-connector /nsps-wtl-connector
 
 # ---- runtime -------------------------------------------------------------------------------

@@ -23,7 +23,13 @@ check "multi-stage build (two FROM lines)" test "$(grep -c '^FROM ' "$f")" -ge 2
 check "builder stage is named" grep -qE '^FROM [^ ]+ AS build' "$f"
 check "dependencies cached in their own layer (manifests copied before src)" \
   bash -c "grep -n 'COPY Cargo.toml Cargo.lock' $f | head -1 | cut -d: -f1 | { read a; b=\$(grep -n '^COPY src' $f | cut -d: -f1); [ \"\$a\" -lt \"\$b\" ]; }"
-check "release build with --locked" grep -q 'cargo build --release --locked' "$f"
+check "release build with --locked" grep -q 'cargo auditable build --release --locked' "$f"
+# cargo-auditable embeds the dependency tree in the binary (read by cargo audit bin, trivy, grype):
+# installed in the build stage before the first build, and no build in the image goes without it.
+check "cargo-auditable installed (--locked) in the build stage before the first build" \
+  bash -c "a=\$(grep -nE '^RUN cargo install --locked cargo-auditable\$' $f | head -1 | cut -d: -f1); b=\$(grep -n 'cargo auditable build' $f | head -1 | cut -d: -f1); s=\$(grep -nE '^FROM [^ ]+ AS build' $f | cut -d: -f1); [ -n \"\$a\" ] && [ -n \"\$b\" ] && [ \"\$s\" -lt \"\$a\" ] && [ \"\$a\" -lt \"\$b\" ]"
+check "every cargo build in the image is a cargo auditable build (dependency layer too)" \
+  bash -c "[ \$(grep -c 'cargo auditable build --release --locked' $f) -ge 2 ] && ! grep -qE 'cargo build( |\$)' $f"
 check "no :latest base image" bash -c "! grep -E '^FROM [^ ]+:latest' $f"
 check "every base image has a tag" bash -c "! grep -E '^FROM [^ :]+( |$)' $f"
 check "minimal runtime (distroless or slim)" grep -qE '^FROM .*(distroless|slim)' "$f"
