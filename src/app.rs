@@ -114,6 +114,7 @@ impl Application {
             memory: Arc::new(memory),
             event_slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             ready: Arc::new(AtomicBool::new(true)),
+            project: crate::telemetry::Project::discover(&settings.cloud),
             cut_off: cut_off_rx,
             wtl: Arc::new(wtl),
             metrics,

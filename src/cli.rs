@@ -68,7 +68,7 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => run_async(serve()),
         Command::Demo => {
-            let _logs = init_logs_from_env();
+            let _logs = init_logs_from_env(None);
             run_async(crate::demo::run())
         }
         Command::Simulator => run_async(simulator()),
@@ -155,28 +155,30 @@ fn run_async(fut: impl std::future::Future<Output = u8>) -> ExitCode {
 
 fn load_dotenv() {
     // A missing .env is normal; a malformed one is reported once the logs are up.
-    if let Err(e) = dotenvy::dotenv() {
-        if !e.not_found() {
-            eprintln!("warning: .env could not be read: {e}");
-        }
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("warning: .env could not be read: {e}");
     }
 }
 
 /// Logging before the settings are parsed: the log settings are read on their own so that a
 /// bad setting elsewhere can still be reported as a proper log line.
-fn init_logs_from_env() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logs_from_env(otel: Option<&crate::telemetry::OtelSettings>) -> telemetry::Guard {
     let level = std::env::var("LOG_LEVEL").unwrap_or_else(|_| "INFO".into());
     let rust_log = std::env::var("RUST_LOG").ok().filter(|s| !s.trim().is_empty());
     let format = match std::env::var("LOG_FORMAT").map(|f| f.trim().to_ascii_lowercase()) {
         Ok(f) if f == "text" => LogFormat::Text,
         _ => LogFormat::Json,
     };
-    telemetry::init(&level, rust_log.as_deref(), format)
+    telemetry::init(&level, rust_log.as_deref(), format, otel)
 }
 
 async fn serve() -> u8 {
-    let _logs = init_logs_from_env();
-    let settings = match Settings::from_env() {
+    let settings = Settings::from_env();
+    // Spans are exported when the settings ask for it; a bad setting is still logged as a line.
+    let _logs = init_logs_from_env(settings.as_ref().ok().and_then(|s| s.otel.as_ref()));
+    let settings = match settings {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(variable = e.var(), "{e}");
@@ -197,7 +199,7 @@ async fn serve() -> u8 {
 }
 
 async fn simulator() -> u8 {
-    let _logs = init_logs_from_env();
+    let _logs = init_logs_from_env(None);
     let shutdown = app::shutdown_signal();
     let port: u16 = std::env::var("SIMULATOR_PORT")
         .ok()

@@ -107,7 +107,7 @@ impl Rotation {
         loop {
             ticks.tick().await;
             round = round.wrapping_add(1);
-            let read_all = round % READ_EVERY == 0;
+            let read_all = round.is_multiple_of(READ_EVERY);
             // Small files, a few times a minute: read off the async workers all the same.
             self = match tokio::task::spawn_blocking(move || {
                 self.check(read_all);

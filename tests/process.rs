@@ -527,8 +527,36 @@ async fn on_cloud_run_every_line_of_a_traced_request_carries_the_trace_and_the_a
     ] {
         let of_request: Vec<&serde_json::Value> = lines.iter().filter(|l| l["request_id"] == request).collect();
         assert!(of_request.len() >= 2, "{request}: {of_request:?}");
+        let first = of_request[0];
+        let own_trace = first["logging.googleapis.com/trace"]
+            .as_str()
+            .expect("a trace name")
+            .to_string();
+        match trace {
+            Some(trace) => assert_eq!(own_trace, trace),
+            None => assert!(
+                own_trace.starts_with("projects/nsps-prod/traces/")
+                    && own_trace.len() == "projects/nsps-prod/traces/".len() + 32,
+                "a request without a trace header gets one of its own: {own_trace}"
+            ),
+        }
+        let span_id = first["logging.googleapis.com/spanId"]
+            .as_str()
+            .expect("a span id")
+            .to_string();
+        assert!(
+            span_id.len() == 16 && span_id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{span_id}"
+        );
         for line in &of_request {
-            assert_eq!(line["logging.googleapis.com/trace"].as_str(), trace, "{line}");
+            assert_eq!(line["logging.googleapis.com/trace"], own_trace.as_str(), "{line}");
+            assert_eq!(line["logging.googleapis.com/spanId"], span_id.as_str(), "{line}");
+            assert_eq!(line["logging.googleapis.com/trace_sampled"], trace.is_some(), "{line}");
+            let (seconds, nanos) = (line["timestampSeconds"].as_i64(), line["timestampNanos"].as_i64());
+            assert!(
+                seconds.is_some_and(|s| s > 1_700_000_000) && nanos.is_some_and(|n| n < 1_000_000_000),
+                "{line}"
+            );
         }
         let access = of_request
             .iter()
@@ -536,7 +564,20 @@ async fn on_cloud_run_every_line_of_a_traced_request_carries_the_trace_and_the_a
             .expect("an access line");
         let http = &access["httpRequest"];
         assert_eq!(http["requestMethod"], "POST");
-        assert_eq!(http["requestUrl"], "/process-event");
+        assert_eq!(http["requestUrl"], "http://x/process-event", "the full URL");
+        assert_eq!(http["protocol"], "HTTP/1.1");
+        assert!(
+            http["requestSize"]
+                .as_str()
+                .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 100)),
+            "{http}"
+        );
+        assert!(
+            http["responseSize"]
+                .as_str()
+                .is_some_and(|n| n.parse::<u64>().is_ok_and(|n| n > 10)),
+            "{http}"
+        );
         assert_eq!(http["status"], 202);
         assert_eq!(http["userAgent"], "nsps-test");
         assert_eq!(http["remoteIp"], "127.0.0.1");
@@ -910,4 +951,310 @@ async fn rotations_are_logged_by_variable_once_per_change_and_never_with_the_val
         .collect();
     assert_eq!(sent.first().map(String::as_str), Some("Bearer rotating-wtl-secret-one"));
     assert_eq!(sent.last().map(String::as_str), Some("Bearer rotating-wtl-secret-two"));
+}
+
+/// What an OTLP/HTTP receiver got: every span of every export, with its resource's attributes.
+mod otlp {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::KeyValue;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+
+    pub struct Span {
+        pub name: String,
+        pub kind: i32,
+        pub trace_id: String,
+        pub span_id: String,
+        pub parent_span_id: String,
+        pub attributes: Vec<(String, String)>,
+        pub resource: Vec<(String, String)>,
+    }
+
+    impl Span {
+        pub fn attribute(&self, key: &str) -> Option<&str> {
+            self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        }
+    }
+
+    fn text(attributes: &[KeyValue]) -> Vec<(String, String)> {
+        attributes
+            .iter()
+            .map(|kv| {
+                let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(s)) => s.clone(),
+                    Some(Value::IntValue(i)) => i.to_string(),
+                    Some(Value::BoolValue(b)) => b.to_string(),
+                    Some(Value::DoubleValue(d)) => d.to_string(),
+                    other => format!("{other:?}"),
+                };
+                (kv.key.clone(), value)
+            })
+            .collect()
+    }
+
+    /// Decodes every request body as an `ExportTraceServiceRequest` (protobuf).
+    pub fn spans(bodies: &[Vec<u8>]) -> Vec<Span> {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut out = Vec::new();
+        for body in bodies {
+            let request = ExportTraceServiceRequest::decode(body.as_slice()).expect("an OTLP trace export");
+            for resource_spans in request.resource_spans {
+                let resource = resource_spans.resource.map(|r| text(&r.attributes)).unwrap_or_default();
+                for scope in resource_spans.scope_spans {
+                    for span in scope.spans {
+                        out.push(Span {
+                            name: span.name.clone(),
+                            kind: span.kind,
+                            trace_id: hex(&span.trace_id),
+                            span_id: hex(&span.span_id),
+                            parent_span_id: hex(&span.parent_span_id),
+                            attributes: text(&span.attributes),
+                            resource: resource.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    let collector = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/v1/traces"))
+        .respond_with(ResponseTemplate::new(200).insert_header("content-type", "application/x-protobuf"))
+        .mount(&collector)
+        .await;
+    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &wtl_uri),
+        ("WTL_API_TOKEN", WTL_SECRET),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=otel-secret-key"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+    ]);
+    let port = app.port;
+    let (mut app, status) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let answer = mini_http::post_with(
+            port,
+            &fixture("sim-deleted.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: otel-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+        );
+        app.terminate();
+        (app, answer.status)
+    })
+    .await
+    .expect("thread");
+    assert_eq!(status, 202);
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(20)),
+        0,
+        "spans are flushed at shutdown"
+    );
+    let exports = collector.received_requests().await.unwrap_or_default();
+    assert!(!exports.is_empty(), "the receiver got an export");
+    assert!(
+        exports
+            .iter()
+            .all(|r| r.headers.get("x-collector-key").is_some_and(|v| v == "otel-secret-key")),
+        "OTEL_EXPORTER_OTLP_HEADERS are sent"
+    );
+    let bodies: Vec<Vec<u8>> = exports.iter().map(|r| r.body.clone()).collect();
+    let spans = otlp::spans(&bodies);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /process-event")
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(server.trace_id, trace);
+    assert_eq!(
+        server.parent_span_id, "00f067aa0ba902b7",
+        "the caller's span is the parent"
+    );
+    assert_eq!(server.attribute("http.request.method"), Some("POST"));
+    assert_eq!(server.attribute("http.response.status_code"), Some("202"));
+    assert_eq!(server.attribute("event_type"), Some("SIM/Deleted"));
+    assert_eq!(server.attribute("outcome"), Some("processed"));
+    assert!(server.attribute("event_id").is_some());
+    assert!(
+        server
+            .resource
+            .contains(&("service.name".into(), "nsps-wtl-connector".into()))
+    );
+    assert!(
+        server
+            .resource
+            .contains(&("deployment.environment".into(), "test".into()))
+    );
+
+    let call = spans
+        .iter()
+        .find(|s| s.name == "POST /prov")
+        .expect("a WTL attempt span");
+    assert_eq!(call.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(
+        (call.trace_id.as_str(), call.parent_span_id.as_str()),
+        (trace, server.span_id.as_str())
+    );
+    assert_eq!(call.attribute("url.full"), Some(format!("{wtl_uri}/prov").as_str()));
+    assert_eq!(call.attribute("http.response.status_code"), Some("200"));
+    assert_eq!(call.attribute("http.request.resend_count"), Some("0"));
+    let store = spans
+        .iter()
+        .find(|s| s.name == "admit")
+        .expect("a redelivery store span");
+    assert_eq!(store.parent_span_id, server.span_id);
+    assert_eq!(store.attribute("db.system.name"), Some("in-process"));
+
+    let sent = wtl.received_requests().await.unwrap_or_default();
+    let traceparent = sent[0]
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .expect("traceparent");
+    assert_eq!(
+        traceparent,
+        format!("00-{trace}-{}-01", call.span_id),
+        "WTL continues from the attempt's span"
+    );
+
+    for span in &spans {
+        for (key, value) in span.attributes.iter().chain(&span.resource) {
+            for secret in [SECRET_TOKEN, WTL_SECRET, "otel-secret-key"] {
+                assert!(!value.contains(secret), "{secret} in {}.{key}", span.name);
+            }
+        }
+    }
+    let lines = app.json_lines();
+    let access = lines
+        .iter()
+        .find(|l| l["request_id"] == "otel-1" && l["message"] == "request completed")
+        .expect("access line");
+    assert!(
+        access.get("otel.kind").is_none() && access.get("http.route").is_none(),
+        "no span attribute in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_is_down_or_hangs_costs_events_nothing() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    // One address that refuses, one that accepts and never answers.
+    let refusing = format!("http://127.0.0.1:{}", free_port());
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let hanging_url = format!("http://{}", hanging.local_addr().expect("addr"));
+    for collector in [refusing, hanging_url] {
+        let uri = wtl.uri();
+        let app = start(&[
+            ("API_TOKEN", SECRET_TOKEN),
+            ("WTL_API_URL", &uri),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+        ]);
+        let port = app.port;
+        let warned = |app: &Running| {
+            app.lines.lock().expect("lock").iter().any(|l| {
+                l.contains("\"level\":\"WARNING\"")
+                    && l.contains("spans could not be exported to the OpenTelemetry collector")
+            })
+        };
+        let (mut app, answers, warning) = tokio::task::spawn_blocking(move || {
+            app.wait_ready();
+            let mut answers = Vec::new();
+            for i in 0..20 {
+                let started = Instant::now();
+                let mut event: serde_json::Value = serde_json::from_str(&fixture("sim-deleted.json")).expect("json");
+                event["event_id"] = format!("down-{i}").into();
+                let status = post_event(port, &event.to_string(), "t", "r").status;
+                answers.push((status, started.elapsed()));
+            }
+            // The batch is exported every few seconds; a hanging collector fails after 5 s.
+            let deadline = Instant::now() + Duration::from_secs(25);
+            while !warned(&app) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let warning = warned(&app);
+            app.terminate();
+            (app, answers, warning)
+        })
+        .await
+        .expect("thread");
+        assert_eq!(
+            app.wait_exit(Duration::from_secs(20)),
+            0,
+            "{collector}: shutdown is bounded"
+        );
+        for (status, took) in &answers {
+            assert_eq!(*status, 202, "{collector}");
+            assert!(*took < Duration::from_secs(2), "{collector}: an event waited {took:?}");
+        }
+        assert!(warning, "{collector}: a WARNING says the spans are dropped");
+    }
+    drop(hanging);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_cloud_run_the_project_comes_from_the_metadata_server_without_delaying_start_up() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    let metadata = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(wiremock::matchers::path("/computeMetadata/v1/project/project-id"))
+        .and(wiremock::matchers::header("Metadata-Flavor", "Google"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_string("nsps-from-metadata")
+                .set_delay(Duration::from_millis(300)),
+        )
+        .mount(&metadata)
+        .await;
+    let (uri, host) = (wtl.uri(), metadata.address().to_string());
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &uri),
+        ("K_SERVICE", "nsps-wtl-connector"),
+        ("GCE_METADATA_HOST", &host),
+    ]);
+    let port = app.port;
+    let (mut app, statuses) = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        app.wait_ready();
+        let ready_after = started.elapsed();
+        // Once the (slow) metadata server has answered, lines name the project.
+        std::thread::sleep(Duration::from_millis(800));
+        let traced = mini_http::post_with(
+            port,
+            &fixture("sim-deleted.json"),
+            SECRET_TOKEN,
+            "x-b3-traceid: md-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+        );
+        app.terminate();
+        (app, (traced.status, ready_after))
+    })
+    .await
+    .expect("thread");
+    assert_eq!(statuses.0, 202);
+    assert!(statuses.1 < Duration::from_secs(5));
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let asked = metadata.received_requests().await.unwrap_or_default();
+    assert_eq!(asked.len(), 1, "asked once");
+    let lines = app.json_lines();
+    let access = lines
+        .iter()
+        .find(|l| l["request_id"] == "md-1" && l["message"] == "request completed")
+        .expect("access line");
+    assert_eq!(
+        access["logging.googleapis.com/trace"],
+        "projects/nsps-from-metadata/traces/4bf92f3577b34da6a3ce929d0e0e4736"
+    );
 }

@@ -41,6 +41,7 @@ pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -
     let server = server(&mut p, &raw, wtl.total_timeout);
     let memory = memory(&mut p, &raw);
     let logs = logs(&mut p, &raw);
+    let otel = super::otel::settings(&mut p, &raw);
     let p_dry_run = p.flag("WTL_DRY_RUN", std::mem::take(&mut raw.wtl_dry_run), false);
     let warnings = p.finish()?;
     Ok(Settings {
@@ -62,7 +63,15 @@ pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -
         stale_event_check: memory.stale_event_check,
         stale_event_ttl: memory.stale_event_ttl,
         redis: memory.redis,
-        google_cloud_project: raw.google_cloud_project.map(|v| v.trim().to_string()),
+        cloud: crate::telemetry::CloudSettings {
+            project: raw.google_cloud_project.map(|v| v.trim().to_string()),
+            on_cloud_run: raw.k_service.is_some(),
+            metadata_host: raw
+                .gce_metadata_host
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|| crate::telemetry::METADATA_HOST.to_string()),
+        },
+        otel,
         wtl_dry_run: p_dry_run,
         log_level: logs.level,
         log_format: logs.format,

@@ -173,6 +173,23 @@ pub(crate) struct RawEnv {
     #[serde(default, deserialize_with = "number")]
     pub(crate) stale_event_ttl: Field<f64>,
     pub(crate) google_cloud_project: Option<String>,
+    /// Set by Cloud Run: the project id is then asked from the metadata server.
+    pub(crate) k_service: Option<String>,
+    /// The metadata server's address (`host[:port]`), as Google's client libraries read it.
+    pub(crate) gce_metadata_host: Option<String>,
+    /// OpenTelemetry: where spans go (`/v1/traces` is added for http/protobuf).
+    pub(crate) otel_exporter_otlp_endpoint: Option<String>,
+    /// OpenTelemetry: where spans go, as given.
+    pub(crate) otel_exporter_otlp_traces_endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc`.
+    pub(crate) otel_exporter_otlp_protocol: Option<String>,
+    /// `key=value,...` sent with every export (may carry an API key).
+    pub(crate) otel_exporter_otlp_headers: Option<String>,
+    pub(crate) otel_service_name: Option<String>,
+    /// `key=value,...` on every span's resource.
+    pub(crate) otel_resource_attributes: Option<String>,
+    pub(crate) otel_traces_sampler: Option<String>,
+    pub(crate) otel_traces_sampler_arg: Option<String>,
     /// Plan and answer events without calling WTL (validating an NSPS handler before go-live).
     #[serde(default, deserialize_with = "flag")]
     pub(crate) wtl_dry_run: Field<bool>,

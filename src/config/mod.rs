@@ -14,6 +14,7 @@ use crate::plan::PlanRules;
 
 mod build;
 mod env;
+mod otel;
 mod problems;
 mod proxy;
 mod secret_files;
@@ -85,12 +86,7 @@ impl WtlAuthMode {
     }
 }
 
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use crate::telemetry::LogFormat;
 
 /// OAuth2 / JWT settings for `WTL_AUTH=oauth2`.
 #[derive(Clone, Debug)]
@@ -194,8 +190,11 @@ pub struct Settings {
     pub stale_event_ttl: Duration,
     /// `REDIS_URL` and its companions: the redelivery memory shared by every instance.
     pub redis: Option<crate::memory::shared::RedisSettings>,
-    /// `GOOGLE_CLOUD_PROJECT`: log lines of a traced request carry Cloud Logging's trace name.
-    pub google_cloud_project: Option<String>,
+    /// Where the Cloud Logging project comes from (`GOOGLE_CLOUD_PROJECT`, or the metadata
+    /// server on Cloud Run): log lines of a request carry its trace name.
+    pub cloud: crate::telemetry::CloudSettings,
+    /// `OTEL_*`: spans exported over OTLP; `None` = no export at all.
+    pub otel: Option<crate::telemetry::OtelSettings>,
     /// `WTL_DRY_RUN`: events are planned and answered, no WTL call is made.
     pub wtl_dry_run: bool,
     pub log_level: String,
@@ -299,8 +298,59 @@ impl Settings {
         m.insert("LOG_FORMAT", format.into());
         m.insert("RUST_LOG", opt(&self.rust_log));
         m.insert("APP_NAME", opt(&self.app_name));
-        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.google_cloud_project));
+        self.show_telemetry(m);
         m.insert("WTL_DRY_RUN", self.wtl_dry_run.to_string());
+    }
+
+    fn show_telemetry(&self, m: &mut Shown) {
+        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.cloud.project));
+        m.insert(
+            "K_SERVICE",
+            (if self.cloud.on_cloud_run { "set" } else { "unset" }).into(),
+        );
+        m.insert("GCE_METADATA_HOST", self.cloud.metadata_host.clone());
+        let otel = self.otel.as_ref();
+        let endpoint = otel.map_or_else(|| "unset (no span export)".into(), |o| o.endpoint.clone());
+        m.insert(
+            "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            endpoint,
+        );
+        m.insert(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            otel.map_or_else(
+                || "unset".into(),
+                |o| match o.protocol {
+                    crate::telemetry::Protocol::HttpProtobuf => "http/protobuf".into(),
+                    crate::telemetry::Protocol::Grpc => "grpc".into(),
+                },
+            ),
+        );
+        m.insert(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            otel.filter(|o| !o.headers.is_empty())
+                .map_or_else(|| "unset".into(), |o| format!("*** ({} header(s))", o.headers.len())),
+        );
+        m.insert(
+            "OTEL_SERVICE_NAME",
+            otel.map_or_else(|| "unset".into(), |o| o.service_name.clone()),
+        );
+        m.insert(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            otel.map_or_else(
+                || "unset".into(),
+                |o| {
+                    o.resource_attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            ),
+        );
+        m.insert(
+            "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG",
+            otel.map_or_else(|| "unset".into(), |o| format!("{:?}", o.sampler)),
+        );
     }
 
     fn show_memory(&self, m: &mut Shown) {
@@ -422,7 +472,11 @@ pub const SECRET_VARS: &[&str] = &[
     "WTL_API_PASSWORD",
     "WTL_OAUTH_CLIENT_SECRET",
     "REDIS_URL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
 ];
+
+/// The variables the platform sets itself: never passed by the deploy scripts.
+pub const PLATFORM_VARS: &[&str] = &["PORT", "K_SERVICE"];
 
 /// The settings that name a PEM file (or hold the PEM itself): the deploy scripts mount them
 /// from the secret store as files where the platform can.
@@ -434,12 +488,15 @@ pub const PEM_FILE_VARS: &[&str] = &[
 ];
 
 /// `nsps-wtl-connector variables`: every variable the connector reads, one a line, with how it
-/// is handled (`secret`, `secret-file` (the `_FILE` form of a secret), `pem-file` or `setting`). The deploy scripts pass exactly these to the
+/// is handled (`secret`, `secret-file` (the `_FILE` form of a secret), `pem-file`, `platform`
+/// (set by the platform, never passed) or `setting`). The deploy scripts pass exactly these to the
 /// service (`_deploy-common/variables.txt` is this output; a test keeps the two equal).
 pub fn variables_listing() -> String {
     known_vars()
         .map(|name| {
-            let kind = if SECRET_VARS.contains(&name.as_str()) {
+            let kind = if PLATFORM_VARS.contains(&name.as_str()) {
+                "platform"
+            } else if SECRET_VARS.contains(&name.as_str()) {
                 "secret"
             } else if name
                 .strip_suffix("_FILE")

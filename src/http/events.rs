@@ -31,6 +31,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
+use tracing::Instrument as _;
 
 use super::AppState;
 use super::answers::{Accepted, ActionTaken, CallResult};
@@ -39,7 +40,7 @@ use crate::memory::Admission;
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
-use crate::telemetry::{self, TraceIds};
+use crate::telemetry::{self, TraceContext, TraceIds};
 
 fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, CallResult)]>) -> Response {
     let answer = Accepted {
@@ -168,12 +169,12 @@ impl FromRequest<AppState> for Delivery {
             state.metrics.event("unknown", "invalid", started.elapsed());
             api.into_response()
         };
-        if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-            if !is_json(ct.to_str().unwrap_or("?")) {
-                return Err(refuse(ApiError::unsupported_media_type(
-                    ct.to_str().unwrap_or("(not text)"),
-                )));
-            }
+        if let Some(ct) = req.headers().get(header::CONTENT_TYPE)
+            && !is_json(ct.to_str().unwrap_or("?"))
+        {
+            return Err(refuse(ApiError::unsupported_media_type(
+                ct.to_str().unwrap_or("(not text)"),
+            )));
         }
         let bytes = match Bytes::from_request(req, state).await {
             Ok(b) => b,
@@ -234,10 +235,12 @@ fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
 pub(crate) async fn handle_event(
     State(state): State<AppState>,
     headers: HeaderMap,
+    trace: Option<axum::Extension<TraceContext>>,
     Delivery(event): Delivery,
 ) -> Response {
     let started = Instant::now();
-    let ids = TraceIds::from_headers(&headers);
+    let trace = trace.map_or_else(|| TraceContext::from_headers(&headers), |t| t.0);
+    let ids = TraceIds::new(&headers, trace);
     telemetry::note_event(&event.event_id, &event.data.event_type);
     let (response, outcome) = decide(&state, &event, &ids, started).await;
     telemetry::note_outcome(outcome);
@@ -265,7 +268,8 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
 
     // Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
     // concurrent deliveries of one event share one execution.
-    let ticket = match state.memory.admit(event, &calls).await {
+    let store_span = telemetry::store_span("admit", state.memory.system());
+    let ticket = match state.memory.admit(event, &calls).instrument(store_span).await {
         Admission::Duplicate => {
             state.metrics.dedup_hit();
             tracing::info!("event already processed; answering from memory");
@@ -294,7 +298,8 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         match state.wtl.execute(call, ids, deadline).await {
             Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
-                ticket.failed().await;
+                let span = telemetry::store_span("record failure", state.memory.system());
+                ticket.failed().instrument(span).await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);
                 tracing::warn!(
                     imsi = %call.imsi,
@@ -307,7 +312,8 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
             }
         }
     }
-    ticket.succeeded().await;
+    let span = telemetry::store_span("record success", state.memory.system());
+    ticket.succeeded().instrument(span).await;
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (

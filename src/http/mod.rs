@@ -45,7 +45,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::Settings;
 use crate::memory::Store;
 use crate::metrics::Metrics;
-use crate::telemetry::{self, MakeTraceId, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, MakeTraceId, TraceContext, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
 use error::ApiError;
 
@@ -61,6 +61,8 @@ pub struct AppState {
     pub memory: Arc<Store>,
     /// `MAX_IN_FLIGHT` permits; an event that finds none is refused with 503.
     pub event_slots: Arc<Semaphore>,
+    /// The Cloud project log lines name their traces in, once known.
+    pub project: telemetry::Project,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
     /// Becomes true when `SHUTDOWN_TIMEOUT` has run out: events still in flight stop and are
@@ -89,7 +91,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
     if let Some(path) = &state.settings.events_path {
         app = app.route(path, events::route(&state));
     }
-    let project = state.settings.google_cloud_project.clone();
+    let project = state.project.clone();
+    let events_path = state.settings.events_path.clone();
     let app = app
         .fallback(not_found)
         // Registered after every route so it covers them all; axum adds the `Allow` header.
@@ -101,12 +104,24 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
                 .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeTraceId))
                 .layer(PropagateRequestIdLayer::new(X_B3_TRACEID.clone()))
                 .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+                .map_request(with_trace_context)
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |req: &Request| {
-                            let ids = TraceIds::from_headers(req.headers());
-                            let trace = telemetry::cloud_trace(project.as_deref(), req.headers());
-                            telemetry::request_span(&ids, trace.as_deref())
+                            let trace = req
+                                .extensions()
+                                .get::<TraceContext>()
+                                .cloned()
+                                .unwrap_or_else(|| TraceContext::from_headers(req.headers()));
+                            let ids = TraceIds::new(req.headers(), trace);
+                            telemetry::request_span(
+                                &ids.request_id,
+                                &ids.unique_id,
+                                req.method().as_str(),
+                                route_of(req.uri().path(), events_path.as_deref()),
+                                &ids.trace,
+                                project.get(),
+                            )
                         })
                         // The access line below replaces the layer's own lines.
                         .on_request(())
@@ -132,6 +147,28 @@ fn drop_unusable_ids(mut req: Request) -> Request {
     req
 }
 
+/// The request's trace context, worked out once from its headers (the span, the logs and
+/// every WTL call of the request use this one).
+fn with_trace_context(mut req: Request) -> Request {
+    let trace = TraceContext::from_headers(req.headers());
+    req.extensions_mut().insert(trace);
+    req
+}
+
+/// The route a request path names, for span names (a bounded set: an unknown path is `/*`).
+fn route_of<'a>(path: &'a str, events_path: Option<&str>) -> &'a str {
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
+    match path {
+        "/" | "/health" | "/ready" | "/metrics" | "/openapi.json" | "/process-event" => path,
+        p if Some(p) == events_path => p,
+        _ => "/*",
+    }
+}
+
 fn usable_id(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= 128 && value.iter().all(u8::is_ascii_graphic)
 }
@@ -154,23 +191,71 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
         .get::<source::ClientAddr>()
         .and_then(|c| c.0)
         .map(|ip| ip.to_string());
+    let url = full_url(&req, state.settings.trusted_proxies > 0);
+    let protocol = protocol_name(req.version());
+    let request_size = body_size(req.headers());
     let resp = next.run(req).await;
     let latency = started.elapsed();
     let status = resp.status().as_u16();
+    telemetry::note_status(status);
+    // Sizes as decimal strings: they are int64 in Cloud Logging's HttpRequest.
+    let response_size = http_body::Body::size_hint(resp.body()).exact().map(|n| n.to_string());
     tracing::info!(
         method = method.as_str(),
         path = path.as_str(),
         status,
         latency_ms = latency.as_secs_f64() * 1000.0,
         "httpRequest.requestMethod" = method.as_str(),
-        "httpRequest.requestUrl" = path.as_str(),
+        "httpRequest.requestUrl" = url.as_str(),
+        "httpRequest.requestSize" = request_size,
         "httpRequest.status" = status,
+        "httpRequest.responseSize" = response_size,
         "httpRequest.latency" = format!("{:.3}s", latency.as_secs_f64()),
+        "httpRequest.protocol" = protocol,
         "httpRequest.userAgent" = user_agent,
         "httpRequest.remoteIp" = remote_ip,
         "request completed"
     );
     resp
+}
+
+/// The URL the caller asked for: scheme (behind a trusted proxy, `X-Forwarded-Proto`), host
+/// (`Host`, or the HTTP/2 authority), path and query; cut at 2000 characters.
+fn full_url(req: &Request, behind_proxy: bool) -> String {
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = behind_proxy
+        .then(|| text("x-forwarded-proto"))
+        .flatten()
+        .filter(|p| matches!(*p, "http" | "https"))
+        .unwrap_or("http");
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| text("host"))
+        .unwrap_or("localhost");
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    prefix(&format!("{scheme}://{host}{path}"), 2000).to_string()
+}
+
+/// `Content-Length` of the request, as a decimal string.
+fn body_size(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|n| n.to_string())
+}
+
+fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary: request-supplied text quoted in

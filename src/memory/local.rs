@@ -210,11 +210,11 @@ impl Memory {
                 ticket.guards.push(lock.lock_owned().await);
             }
         }
-        if let Some(stamp) = stamp {
-            if let Some((imsi, applied)) = self.newer_applied(&ticket.imsis, stamp) {
-                // Not a failure of the event: it is answered 202 and will not be redelivered.
-                return ticket.close(Admission::Stale { imsi, applied });
-            }
+        if let Some(stamp) = stamp
+            && let Some((imsi, applied)) = self.newer_applied(&ticket.imsis, stamp)
+        {
+            // Not a failure of the event: it is answered 202 and will not be redelivered.
+            return ticket.close(Admission::Stale { imsi, applied });
         }
         Admission::Proceed(ticket)
     }
@@ -230,10 +230,10 @@ impl Memory {
         if t.done.get(event_id).is_some() {
             return Claim::Duplicate;
         }
-        if let Some((_, rx)) = t.running.get(event_id) {
-            if rx.has_changed().is_ok() {
-                return Claim::Watch(rx.clone());
-            }
+        if let Some((_, rx)) = t.running.get(event_id)
+            && rx.has_changed().is_ok()
+        {
+            return Claim::Watch(rx.clone());
         }
         t.run_seq += 1;
         let id = t.run_seq;
@@ -314,13 +314,13 @@ impl Ticket {
                 t.done.insert(self.event_id.clone(), Instant::now());
             }
         }
-        if state == RunState::Succeeded {
-            if let Some(stamp) = self.stamp {
-                for imsi in &self.imsis {
-                    let newer = t.applied.get(imsi).is_none_or(|last| stamp > *last);
-                    if newer {
-                        t.applied.insert(imsi.clone(), stamp);
-                    }
+        if state == RunState::Succeeded
+            && let Some(stamp) = self.stamp
+        {
+            for imsi in &self.imsis {
+                let newer = t.applied.get(imsi).is_none_or(|last| stamp > *last);
+                if newer {
+                    t.applied.insert(imsi.clone(), stamp);
                 }
             }
         }

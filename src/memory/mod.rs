@@ -97,6 +97,14 @@ impl Store {
         }
     }
 
+    /// What keeps the memory, for span attributes: `redis` or `in-process`.
+    pub fn system(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "in-process",
+            Self::Shared { .. } => "redis",
+        }
+    }
+
     /// Can the memory be used right now? The in-process one always can; the shared one when
     /// Redis answers a `PING` within `REDIS_TIMEOUT`.
     pub async fn available(&self) -> bool {

@@ -1,62 +1,72 @@
+//! Logs and traces.
+//!
 //! Logs: one JSON object per line on stdout, through tracing-subscriber and tracing-appender.
+//! Every line has `timestamp` (RFC 3339, UTC; and `timestampSeconds`/`timestampNanos`, the form
+//! Cloud Logging takes as the entry's time), `level` (and `severity`, which Cloud Logging reads),
+//! `message`, `target`, the event's own fields and the fields of the spans it was written in.
+//! Each request runs in a `request` span (made by the HTTP edge's trace layer) that carries
+//! `request_id` and `unique_id`, then `event_id`, `event_type` and `outcome` once known, and, when
+//! the Cloud project is known, `logging.googleapis.com/trace`, `.../spanId` and `.../trace_sampled`;
+//! so every line written for a request has them at the top level. The layout is in [`line`];
+//! lines go to stdout through tracing-appender's writer thread, so a request never waits for a
+//! write.
 //!
-//! Every line has `timestamp` (RFC 3339, UTC), `level` (and `severity`, which Cloud Logging
-//! reads), `message`, `target`, the event's own fields and the fields of the spans it was
-//! written in. Each request runs in a `request` span (made by the HTTP edge's trace layer) that
-//! carries `request_id` and `unique_id`, then `event_id`, `event_type` and `outcome` once known,
-//! and `logging.googleapis.com/trace` on Cloud Run; so every line written for a request has
-//! them at the top level. Values are encoded by serde_json, so no input can forge a line.
-//!
-//! The layout is the one thing written here: [`JsonLine`] (a tracing-subscriber `FormatEvent`
-//! that hands the fields to serde_json) and [`SpanFields`] (a layer keeping each span's fields
-//! as JSON values, so a field recorded later does not reformat the others). Lines go to stdout
-//! through tracing-appender's writer thread, so a request never waits for a write.
+//! Traces: the request's trace context ([`context`]) is continued on every WTL call; with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` the spans are exported over OTLP ([`otel`]).
 
-use std::fmt;
+mod context;
+mod gcp;
+mod line;
+pub mod otel;
 
-use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::Context;
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+pub use context::{Source, TraceContext};
+pub use gcp::{CloudSettings, METADATA_HOST, Project};
+pub(crate) use line::{JsonLine, NoText, SpanFields};
+pub use otel::{OtelSettings, Protocol, SamplerSetting};
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 
 /// The NSPS trace ids of one request: `x-b3-traceid` (logged as `request_id`) and
-/// `x-request-id` (logged as `unique_id`), and the W3C `traceparent` when the caller sent one.
-/// All are sent on every WTL call made for the request.
+/// `x-request-id` (logged as `unique_id`), sent on every WTL call made for the request, and the
+/// request's trace context (continued on every WTL call as `traceparent`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceIds {
     pub request_id: String,
     pub unique_id: String,
-    pub traceparent: Option<String>,
+    pub trace: TraceContext,
 }
 
 /// The header NSPS sends its trace id in (`request_id` in logs).
 pub static X_B3_TRACEID: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
 /// The header NSPS sends its delivery id in (`unique_id` in logs).
 pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-/// W3C Trace Context, forwarded to WTL and read for Cloud Logging.
+/// W3C Trace Context, read from NSPS and sent to WTL.
 pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 /// Google's own trace header (`TRACE_ID/SPAN_ID;o=1`).
 pub static X_CLOUD_TRACE_CONTEXT: http::HeaderName = http::HeaderName::from_static("x-cloud-trace-context");
 
 impl TraceIds {
-    /// The ids on a request whose id headers the edge has already checked or generated.
-    pub fn from_headers(headers: &http::HeaderMap) -> Self {
+    /// The ids on a request whose id headers the edge has already checked or generated, and the
+    /// trace context the edge worked out for it.
+    pub fn new(headers: &http::HeaderMap, trace: TraceContext) -> Self {
         let text = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         Self {
             request_id: text(&X_B3_TRACEID).unwrap_or_else(new_trace_id),
             unique_id: text(&X_REQUEST_ID).unwrap_or_else(new_trace_id),
-            traceparent: text(&TRACEPARENT).filter(|t| trace_id_of_traceparent(t).is_some()),
+            trace,
         }
     }
 
@@ -65,7 +75,21 @@ impl TraceIds {
         Self {
             request_id: new_trace_id(),
             unique_id: new_trace_id(),
-            traceparent: None,
+            trace: TraceContext::from_headers(&http::HeaderMap::new()),
+        }
+    }
+
+    /// The `traceparent` for a call made from `span` (a client span when spans are exported,
+    /// else the request's own span).
+    pub fn traceparent_for(&self, span: &tracing::Span) -> String {
+        match exported_context(span) {
+            Some(cx) => format!(
+                "00-{}-{}-{:02x}",
+                cx.trace_id(),
+                cx.span_id(),
+                u8::from(cx.is_sampled())
+            ),
+            None => self.trace.traceparent(&self.trace.span_id, self.trace.sampled),
         }
     }
 }
@@ -91,50 +115,138 @@ impl tower_http::request_id::MakeRequestId for MakeTraceId {
     }
 }
 
-/// The trace id (32 lower-case hex digits, not all zero) of a W3C `traceparent`
-/// (`00-<trace id>-<parent id>-<flags>`).
-pub fn trace_id_of_traceparent(value: &str) -> Option<&str> {
-    let mut parts = value.trim().split('-');
-    let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    let valid = hex(version, 2)
-        && version != "ff"
-        && hex(trace, 32)
-        && trace.bytes().any(|b| b != b'0')
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && (version != "00" || parts.next().is_none());
-    valid.then_some(trace)
-}
-
-/// The trace id of `X-Cloud-Trace-Context` (`TRACE_ID[/SPAN_ID][;o=OPTIONS]`).
-pub fn trace_id_of_cloud_context(value: &str) -> Option<&str> {
-    let trace = value.trim().split(['/', ';']).next()?;
-    (trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit())).then_some(trace)
-}
-
-/// Cloud Logging's trace name for a request, when `GOOGLE_CLOUD_PROJECT` is set and the request
-/// carries `traceparent` or `X-Cloud-Trace-Context`.
-pub fn cloud_trace(project: Option<&str>, headers: &http::HeaderMap) -> Option<String> {
-    let project = project?;
-    let text = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let trace = text(&TRACEPARENT)
-        .and_then(trace_id_of_traceparent)
-        .or_else(|| text(&X_CLOUD_TRACE_CONTEXT).and_then(trace_id_of_cloud_context))?;
-    Some(format!("projects/{project}/traces/{}", trace.to_ascii_lowercase()))
-}
-
-/// The span every line written while serving one request is logged in.
-pub fn request_span(ids: &TraceIds, cloud_trace: Option<&str>) -> tracing::Span {
-    tracing::info_span!(
+/// The span of one request: a server span for OpenTelemetry, the fields of every log line for
+/// the logs. Made at ERROR level so it exists whatever `LOG_LEVEL` lets through.
+pub fn request_span(
+    request_id: &str,
+    unique_id: &str,
+    method: &str,
+    route: &str,
+    trace: &TraceContext,
+    project: Option<&str>,
+) -> tracing::Span {
+    let span = tracing::error_span!(
         "request",
-        request_id = ids.request_id.as_str(),
-        unique_id = ids.unique_id.as_str(),
+        request_id,
+        unique_id,
         event_id = tracing::field::Empty,
         event_type = tracing::field::Empty,
         outcome = tracing::field::Empty,
-        "logging.googleapis.com/trace" = cloud_trace,
+        "logging.googleapis.com/trace" = tracing::field::Empty,
+        "logging.googleapis.com/spanId" = tracing::field::Empty,
+        "logging.googleapis.com/trace_sampled" = tracing::field::Empty,
+        "otel.name" = format!("{method} {route}"),
+        "otel.kind" = "server",
+        "otel.status_code" = tracing::field::Empty,
+        "http.request.method" = method,
+        "http.route" = route,
+        "http.response.status_code" = tracing::field::Empty,
+    );
+    let (trace_id, span_id, sampled) = continue_trace(&span, trace);
+    if let Some(project) = project {
+        span.record(
+            "logging.googleapis.com/trace",
+            format!("projects/{project}/traces/{trace_id}"),
+        );
+        span.record("logging.googleapis.com/spanId", span_id.as_str());
+        span.record("logging.googleapis.com/trace_sampled", sampled);
+    }
+    span
+}
+
+/// With spans exported: makes the incoming context the span's parent and returns the ids the
+/// SDK gave the span. Without: the ids of the trace context.
+fn continue_trace(span: &tracing::Span, trace: &TraceContext) -> (String, String, bool) {
+    if otel::active() {
+        if let Some(parent) = remote_parent(trace) {
+            let _ = span.set_parent(parent);
+        }
+        if let Some(cx) = exported_context(span) {
+            return (cx.trace_id().to_string(), cx.span_id().to_string(), cx.is_sampled());
+        }
+    }
+    (trace.trace_id.clone(), trace.span_id.clone(), trace.sampled)
+}
+
+/// The caller's span as a remote parent, when the request named one.
+fn remote_parent(trace: &TraceContext) -> Option<opentelemetry::Context> {
+    let parent = trace.parent_span_id.as_deref()?;
+    let flags = if trace.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let remote = SpanContext::new(
+        TraceId::from_hex(&trace.trace_id).ok()?,
+        SpanId::from_hex(parent).ok()?,
+        flags,
+        true,
+        TraceState::default(),
+    );
+    Some(opentelemetry::Context::new().with_remote_span_context(remote))
+}
+
+/// The OpenTelemetry span context of `span`, when spans are exported and it has one.
+fn exported_context(span: &tracing::Span) -> Option<SpanContext> {
+    if !otel::active() || span.is_none() {
+        return None;
+    }
+    let cx = span.context().span().span_context().clone();
+    cx.is_valid().then_some(cx)
+}
+
+/// A client span (one WTL attempt, one token fetch) when spans are exported; else no span at
+/// all, so nothing is spent on it.
+pub fn client_span(name: &'static str, url: &str, attempt: u32) -> tracing::Span {
+    if !otel::active() {
+        return tracing::Span::none();
+    }
+    let address = url::Url::parse(url).ok();
+    tracing::error_span!(
+        "client",
+        "otel.name" = name,
+        "otel.kind" = "client",
+        "otel.status_code" = tracing::field::Empty,
+        "http.request.method" = "POST",
+        "url.full" = url,
+        "server.address" = address.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
+        "server.port" = address
+            .as_ref()
+            .and_then(url::Url::port_or_known_default)
+            .unwrap_or_default(),
+        "http.request.resend_count" = attempt.saturating_sub(1),
+        "http.response.status_code" = tracing::field::Empty,
+        "error.type" = tracing::field::Empty,
     )
+}
+
+/// The span of one visit to the redelivery store, when spans are exported.
+pub fn store_span(operation: &'static str, system: &'static str) -> tracing::Span {
+    if !otel::active() {
+        return tracing::Span::none();
+    }
+    tracing::error_span!(
+        "redelivery_store",
+        "otel.name" = operation,
+        "otel.kind" = if system == "redis" { "client" } else { "internal" },
+        "db.system.name" = system,
+        "db.operation.name" = operation,
+        "otel.status_code" = tracing::field::Empty,
+    )
+}
+
+/// The answer to a client span's call (its status, or why it failed).
+pub fn note_call(span: &tracing::Span, status: Option<u16>, error: Option<&str>) {
+    if span.is_none() {
+        return;
+    }
+    if let Some(status) = status {
+        span.record("http.response.status_code", status);
+    }
+    if let Some(error) = error {
+        span.record("error.type", error);
+        span.record("otel.status_code", "ERROR");
+    }
 }
 
 /// The event being served: its id and type go on every later line of the request.
@@ -149,6 +261,15 @@ pub fn note_outcome(outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
 }
 
+/// The answer's status on the request's span (a 5xx marks the server span as an error).
+pub fn note_status(status: u16) {
+    let span = tracing::Span::current();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
 /// The filter directives for a `LOG_LEVEL` (Python level names, any case). Chatty libraries are
 /// held one step quieter so that DEBUG shows the connector's own decisions.
 pub fn filter_for(log_level: &str) -> String {
@@ -160,16 +281,34 @@ pub fn filter_for(log_level: &str) -> String {
     };
     let libs = if level == "debug" { "info" } else { "warn" };
     format!(
-        "{level},hyper={libs},hyper_util={libs},h2={libs},reqwest={libs},rustls={libs},tower={libs},tower_http={libs},redis={libs}"
+        "{level},hyper={libs},hyper_util={libs},h2={libs},reqwest={libs},rustls={libs},tower={libs},tower_http={libs},redis={libs},opentelemetry={libs},opentelemetry_sdk={libs},opentelemetry_otlp={libs},tonic={libs}"
     )
 }
 
 /// Lines queued for the writer thread, at most this many; then writers wait (no line is lost).
 const LOG_QUEUE: usize = 8_192;
 
-/// Installs the global subscriber. `rust_log`, when set, replaces the `LOG_LEVEL` filter.
-/// Keep the returned guard alive: dropping it flushes every line still queued.
-pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> WorkerGuard {
+/// What keeps the logs and traces going: dropping it flushes every line still queued and the
+/// spans not yet exported (bounded).
+pub struct Guard {
+    _lines: WorkerGuard,
+    spans: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.spans.take() {
+            // The batch task runs on the async runtime: shutting down from a thread of its own
+            // never blocks the runtime's own workers.
+            let _ =
+                std::thread::spawn(move || provider.shutdown_with_timeout(std::time::Duration::from_secs(3))).join();
+        }
+    }
+}
+
+/// Installs the global subscriber. `rust_log`, when set, replaces the `LOG_LEVEL` filter. With
+/// `otel`, spans are exported too (call from inside the async runtime then).
+pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, otel: Option<&OtelSettings>) -> Guard {
     let directives = rust_log.map(str::to_string).unwrap_or_else(|| filter_for(log_level));
     // RUST_LOG is checked at start-up, so the fallback is for the tests.
     let filter = directives
@@ -194,13 +333,35 @@ pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat) -> Worke
             .with_writer(writer)
             .boxed(),
     };
+    let (provider, problem) = match otel.map(otel::provider) {
+        Some(Ok(provider)) => (Some(provider), None),
+        Some(Err(problem)) => (None, Some(problem)),
+        None => (None, None),
+    };
+    // Only the connector's own spans become OpenTelemetry spans (its log lines do not).
+    let spans = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(otel::tracer(p))
+            .with_tracked_inactivity(false)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_span() && meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+            }))
+    });
     // A second initialisation (tests starting several apps in one process) keeps the first.
-    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .with(spans)
+        .try_init();
     install_panic_hook();
-    guard
+    if let Some(problem) = problem {
+        tracing::warn!(error = %problem, "OpenTelemetry export is off");
+    }
+    Guard {
+        _lines: guard,
+        spans: provider,
+    }
 }
-
-use tracing_subscriber::Layer as _;
 
 /// A panic becomes one ERROR line (message and location, no backtrace), written on the panicking
 /// request's thread inside its span, so it carries the request's ids. The request itself is
@@ -218,362 +379,9 @@ fn install_panic_hook() {
     }));
 }
 
-/// Keeps each span's fields as JSON values in the span's extensions, for [`JsonLine`] (recording
-/// a field later, as `event_id` is, replaces its value without reformatting the others).
-pub struct SpanFields;
-
-/// A span's fields.
-struct Stored(FieldValues);
-
-impl<S> tracing_subscriber::Layer<S> for SpanFields
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
-        let mut fields = FieldValues::default();
-        attrs.record(&mut fields);
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(Stored(fields));
-        }
-    }
-
-    fn on_record(&self, id: &tracing::span::Id, values: &tracing::span::Record<'_>, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            if let Some(stored) = span.extensions_mut().get_mut::<Stored>() {
-                values.record(&mut stored.0);
-            }
-        }
-    }
-}
-
-/// The fmt layer's own span formatting is not used by [`JsonLine`] ([`SpanFields`] keeps the
-/// fields): this formats nothing.
-pub struct NoText;
-
-impl<'writer> FormatFields<'writer> for NoText {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(&self, _: Writer<'writer>, _: R) -> fmt::Result {
-        Ok(())
-    }
-}
-
-/// The JSON line layout: written with serde_json's serializer, member by member.
-pub struct JsonLine;
-
-impl<S, N> FormatEvent<S, N> for JsonLine
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let mut own = FieldValues::default();
-        event.record(&mut own);
-        let spans: Vec<_> = ctx.event_scope().map(|scope| scope.collect()).unwrap_or_default();
-        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
-        let span_fields = extensions
-            .iter()
-            .filter_map(|ext| ext.get::<Stored>())
-            .flat_map(|stored| stored.0.0.iter());
-        let line = Line {
-            meta: event.metadata(),
-            own: &own,
-            // The line's own fields first, then the nearest span's: the first of a name wins.
-            fields: own.0.iter().chain(span_fields).collect(),
-        };
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
-    }
-}
-
-/// One log line, serialised by serde.
-struct Line<'a> {
-    meta: &'static tracing::Metadata<'static>,
-    own: &'a FieldValues,
-    fields: Vec<&'a (&'static str, Value)>,
-}
-
-impl serde::Serialize for Line<'_> {
-    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        let level = level_name(self.meta.level());
-        map.serialize_entry(
-            "timestamp",
-            &OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-        )?;
-        map.serialize_entry("level", level)?;
-        map.serialize_entry("severity", level)?;
-        map.serialize_entry("message", self.own.get("message").unwrap_or(&Value::Null))?;
-        map.serialize_entry("target", self.meta.target())?;
-        let mut written: Vec<&str> = vec!["message"];
-        let mut http_request = Map::new();
-        for (name, value) in &self.fields {
-            if written.contains(name) || name.starts_with("log.") {
-                continue;
-            }
-            written.push(name);
-            if let Some(member) = name.strip_prefix("httpRequest.") {
-                http_request.insert(member.to_string(), value.clone());
-            } else if let (Some(nested), Value::String(text)) = (name.strip_suffix("_json"), value) {
-                match serde_json::from_str::<Value>(text) {
-                    Ok(parsed) => map.serialize_entry(nested, &parsed)?,
-                    Err(_) => map.serialize_entry(name, value)?,
-                }
-            } else {
-                map.serialize_entry(name, value)?;
-            }
-        }
-        if !http_request.is_empty() {
-            map.serialize_entry("httpRequest", &http_request)?;
-        }
-        map.end()
-    }
-}
-
-/// Fields as JSON values; a name recorded again keeps its latest value.
-#[derive(Default)]
-struct FieldValues(Vec<(&'static str, Value)>);
-
-impl FieldValues {
-    fn set(&mut self, field: &Field, value: Value) {
-        match self.0.iter_mut().find(|(k, _)| *k == field.name()) {
-            Some(slot) => slot.1 = value,
-            None => self.0.push((field.name(), value)),
-        }
-    }
-
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
-    }
-}
-
-impl Visit for FieldValues {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.set(field, value.into());
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.set(field, format!("{value:?}").into());
-    }
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.set(field, value.into());
-    }
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.set(field, value.into());
-    }
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.set(field, value.into());
-    }
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        // Not-a-number and infinities have no JSON form: `null`.
-        self.set(field, value.into());
-    }
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.set(field, value.to_string().into());
-    }
-}
-
-fn level_name(level: &Level) -> &'static str {
-    match *level {
-        Level::ERROR => "ERROR",
-        Level::WARN => "WARNING",
-        Level::INFO => "INFO",
-        Level::DEBUG => "DEBUG",
-        Level::TRACE => "TRACE",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn capture(f: impl FnOnce()) -> Vec<Value> {
-        let buf = Buffer::default();
-        let writer = buf.clone();
-        let layer = tracing_subscriber::fmt::layer()
-            .event_format(JsonLine)
-            .fmt_fields(NoText)
-            .with_writer(move || writer.clone());
-        let subscriber = tracing_subscriber::registry().with(SpanFields).with(layer);
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = buf.0.lock().expect("lock").clone();
-        String::from_utf8(bytes)
-            .expect("utf8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-            .collect()
-    }
-
-    #[test]
-    fn lines_carry_the_request_span_fields_at_the_top_level() {
-        let lines = capture(|| {
-            let ids = TraceIds {
-                request_id: "r-\"1".into(),
-                unique_id: "u-1".into(),
-                traceparent: None,
-            };
-            let span = request_span(&ids, None);
-            let _g = span.enter();
-            tracing::info!("before");
-            note_event("e-9", "SIM/Updated");
-            tracing::info!(outcome = "applied", "WTL call");
-            note_outcome("processed");
-            tracing::info!("after");
-            drop(_g);
-            tracing::info!("outside");
-        });
-        assert_eq!(lines.len(), 4);
-        assert_eq!(lines[0]["request_id"], "r-\"1");
-        assert_eq!(lines[0]["unique_id"], "u-1");
-        assert!(lines[0].get("event_id").is_none());
-        assert_eq!(lines[1]["event_id"], "e-9");
-        assert_eq!(lines[1]["event_type"], "SIM/Updated");
-        assert_eq!(lines[1]["outcome"], "applied", "the line's own field wins");
-        assert_eq!(lines[2]["outcome"], "processed");
-        assert_eq!(lines[2]["request_id"], "r-\"1");
-        assert!(lines[3].get("request_id").is_none() && lines[3].get("outcome").is_none());
-        for l in &lines {
-            assert!(l["timestamp"].as_str().expect("ts").ends_with('Z'));
-            assert_eq!(l["severity"], "INFO");
-        }
-    }
-
-    #[test]
-    fn hostile_values_cannot_break_the_line() {
-        let lines = capture(|| {
-            tracing::info!(
-                value = "x\"}\n{\"level\":\"ERROR\",\"message\":\"forged\u{2028}",
-                "hostile"
-            );
-        });
-        assert_eq!(lines.len(), 1, "one event, one line");
-        assert_eq!(lines[0]["level"], "INFO");
-        assert_eq!(
-            lines[0]["value"],
-            "x\"}\n{\"level\":\"ERROR\",\"message\":\"forged\u{2028}"
-        );
-    }
-
-    #[test]
-    fn every_kind_of_value_round_trips() {
-        struct Shown;
-        impl fmt::Display for Shown {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("tab\there \"quoted\" \u{1}ctl é")
-            }
-        }
-        let err = std::io::Error::other("broken \"pipe\"");
-        let lines = capture(|| {
-            let span = tracing::info_span!("outer", shared = "outer", only_outer = 1u64);
-            let _o = span.enter();
-            let inner = tracing::info_span!("inner", shared = "inner");
-            let _i = inner.enter();
-            tracing::error!(
-                shown = %Shown,
-                debugged = ?"q\"",
-                negative = -5i64,
-                flag = true,
-                latency_ms = 1.5,
-                nan = f64::NAN,
-                error = &err as &(dyn std::error::Error + 'static),
-                "all kinds"
-            );
-        });
-        let l = &lines[0];
-        assert_eq!(l["shown"], "tab\there \"quoted\" \u{1}ctl é");
-        assert_eq!(l["debugged"], "\"q\\\"\"");
-        assert_eq!(l["negative"], -5);
-        assert_eq!(l["flag"], true);
-        assert_eq!(l["latency_ms"], 1.5);
-        assert!(l["nan"].is_null());
-        assert_eq!(l["error"], "broken \"pipe\"");
-        assert_eq!(l["shared"], "inner", "the nearest span wins");
-        assert_eq!(l["only_outer"], 1);
-        assert_eq!(l["level"], "ERROR");
-        assert_eq!(l["message"], "all kinds");
-        assert_eq!(l["target"], module_path!());
-    }
-
-    #[test]
-    fn json_fields_nest_as_values_and_http_request_nests_for_cloud_logging() {
-        let lines = capture(|| {
-            let config = serde_json::json!({"PORT": "8000"});
-            tracing::info!(config_json = %config, "effective configuration");
-            tracing::info!(
-                "httpRequest.requestMethod" = "POST",
-                "httpRequest.status" = 202u64,
-                "httpRequest.latency" = "0.012s",
-                "request completed"
-            );
-        });
-        assert_eq!(lines[0]["config"]["PORT"], "8000");
-        assert_eq!(
-            lines[1]["httpRequest"],
-            serde_json::json!({"requestMethod": "POST", "status": 202, "latency": "0.012s"})
-        );
-    }
-
-    #[test]
-    fn the_cloud_trace_field_is_on_every_line_of_the_request() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert(
-            &TRACEPARENT,
-            http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        );
-        let trace = cloud_trace(Some("my-project"), &headers);
-        assert_eq!(
-            trace.as_deref(),
-            Some("projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        assert_eq!(cloud_trace(None, &headers), None, "only with GOOGLE_CLOUD_PROJECT");
-        let lines = capture(|| {
-            let span = request_span(&TraceIds::generated(), trace.as_deref());
-            let _g = span.enter();
-            tracing::info!("one");
-            tracing::warn!("two");
-        });
-        for l in &lines {
-            assert_eq!(
-                l["logging.googleapis.com/trace"],
-                "projects/my-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
-            );
-        }
-    }
-
-    #[test]
-    fn trace_headers_are_read_strictly() {
-        assert_eq!(
-            trace_id_of_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            Some("4bf92f3577b34da6a3ce929d0e0e4736")
-        );
-        for bad in [
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "garbage",
-        ] {
-            assert_eq!(trace_id_of_traceparent(bad), None, "{bad}");
-        }
-        assert_eq!(
-            trace_id_of_cloud_context("105445aa7843bc8bf206b12000100000/1;o=1"),
-            Some("105445aa7843bc8bf206b12000100000")
-        );
-        assert_eq!(trace_id_of_cloud_context("short/1"), None);
-    }
 
     #[test]
     fn generated_trace_ids_are_distinct_uuid_v4() {
@@ -593,5 +401,20 @@ mod tests {
         assert!(filter_for("CRITICAL").starts_with("error,"));
         assert!(filter_for("Debug").starts_with("debug,"));
         assert!(filter_for("INFO").starts_with("info,"));
+    }
+
+    #[test]
+    fn without_export_a_call_continues_the_request_span() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            &TRACEPARENT,
+            http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let ids = TraceIds::new(&headers, TraceContext::from_headers(&headers));
+        let sent = ids.traceparent_for(&tracing::Span::none());
+        assert_eq!(
+            sent,
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", ids.trace.span_id)
+        );
     }
 }

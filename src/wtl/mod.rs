@@ -31,12 +31,13 @@ use tokio::time::Instant;
 use crate::config::WtlSettings;
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
-use crate::telemetry::{TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 pub use body::prov_body;
 pub use client::{ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider};
 use credentials::Credentials;
 use limiter::RateLimiter;
 pub use outcome::{Done, NetFailure, WtlError};
+use tracing::Instrument as _;
 
 /// Longest WTL answer body read; anything beyond is not needed to classify it.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -211,12 +212,18 @@ impl WtlClient {
             self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
             let live = self.live.load_full();
-            let failure = match self.attempt(&live, call.action, &body, ids, deadline).await {
+            let span = telemetry::client_span("POST /prov", self.prov_url.as_str(), tries.attempt);
+            let attempt = self.attempt(&live, call.action, &body, ids, deadline, &span);
+            let failure = match attempt.instrument(span.clone()).await {
                 Ok((done, status)) => {
+                    telemetry::note_call(&span, Some(status), None);
                     self.log_success(call, tries.attempt, status, started.elapsed(), done);
                     return Ok(done);
                 }
-                Err(f) => f,
+                Err(f) => {
+                    telemetry::note_call(&span, f.error.wtl_status(), Some(f.error.kind()));
+                    f
+                }
             };
             let latency = started.elapsed();
             self.metrics
@@ -353,6 +360,7 @@ impl WtlClient {
         body: &Bytes,
         ids: &TraceIds,
         deadline: Instant,
+        span: &tracing::Span,
     ) -> Result<(Done, u16), AttemptFailure> {
         let (auth, token_generation) = live.credentials.header(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -367,7 +375,9 @@ impl WtlClient {
             error,
             token_generation,
         };
-        let answer = match tokio::time::timeout(limit, self.exchange(&live.http, auth, body.clone(), ids)).await {
+        let traceparent = ids.traceparent_for(span);
+        let exchange = self.exchange(&live.http, auth, body.clone(), ids, &traceparent);
+        let answer = match tokio::time::timeout(limit, exchange).await {
             Err(_) => {
                 return Err(fail(WtlError::Unreachable {
                     kind: NetFailure::Timeout,
@@ -389,6 +399,7 @@ impl WtlClient {
         auth: Option<HeaderValue>,
         body: Bytes,
         ids: &TraceIds,
+        traceparent: &str,
     ) -> Result<Answer, WtlError> {
         let mut request = http
             .post(self.prov_url.clone())
@@ -400,9 +411,7 @@ impl WtlClient {
         if let Some(auth) = auth {
             request = request.header(http::header::AUTHORIZATION, auth);
         }
-        if let Some(traceparent) = &ids.traceparent {
-            request = request.header(&crate::telemetry::TRACEPARENT, traceparent.as_str());
-        }
+        request = request.header(&crate::telemetry::TRACEPARENT, traceparent);
         let unreachable = |e: reqwest::Error| {
             let (kind, detail) = net::classify(&e);
             WtlError::Unreachable { kind, detail }

@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::outcome::{WtlError, error_text};
 use crate::config::OAuthSettings;
@@ -118,13 +119,13 @@ impl TokenSource {
             .map_err(|_| WtlError::TokenEndpointUnreachable {
                 detail: "no token was obtained within the event's time budget".into(),
             })?;
-        if let Some(t) = &state.access {
-            if t.renew_at.is_none_or(|at| Instant::now() < at) {
-                return Ok(IssuedToken {
-                    header: t.header.clone(),
-                    generation: t.generation,
-                });
-            }
+        if let Some(t) = &state.access
+            && t.renew_at.is_none_or(|at| Instant::now() < at)
+        {
+            return Ok(IssuedToken {
+                header: t.header.clone(),
+                generation: t.generation,
+            });
         }
         self.renew(&mut state, deadline).await
     }
@@ -239,13 +240,20 @@ impl TokenSource {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.attempt_timeout.min(remaining);
         let started = Instant::now();
+        let span = crate::telemetry::client_span("POST token", &self.settings.token_url, 1);
         let result = tokio::time::timeout(timeout, async {
             let mut resp = req.send().await?;
             let status = resp.status();
             let body = super::read_capped(&mut resp).await?;
             Ok::<_, reqwest::Error>((status, body))
         })
+        .instrument(span.clone())
         .await;
+        match &result {
+            Ok(Ok((status, _))) => crate::telemetry::note_call(&span, Some(status.as_u16()), None),
+            Ok(Err(_)) => crate::telemetry::note_call(&span, None, Some("unreachable")),
+            Err(_) => crate::telemetry::note_call(&span, None, Some("timeout")),
+        }
         let latency_ms = started.elapsed().as_millis() as u64;
         let (status, body) = match result {
             Err(_) => {

@@ -380,7 +380,11 @@ async fn a_new_redis_url_is_used_for_the_next_operations() {
                 .get_multiplexed_async_connection()
                 .await
                 .expect("connect");
-            let keys: Vec<String> = redis::cmd("KEYS").arg("nsps-wtl:done:*").query_async(&mut conn).await.expect("keys");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("nsps-wtl:done:*")
+                .query_async(&mut conn)
+                .await
+                .expect("keys");
             keys.len()
         }
     };
@@ -391,5 +395,8 @@ async fn a_new_redis_url_is_used_for_the_next_operations() {
         status_with_token(&app, crate::helpers::TOKEN).await == 202 && done_keys(&second).await > 0
     })
     .await;
-    assert!(moved, "events are remembered in the Redis of the new URL (with its password)");
+    assert!(
+        moved,
+        "events are remembered in the Redis of the new URL (with its password)"
+    );
 }

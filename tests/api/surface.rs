@@ -329,33 +329,67 @@ async fn metrics_need_the_token_unless_opened() {
 }
 
 #[tokio::test]
-async fn a_traceparent_is_forwarded_to_wtl_and_a_malformed_one_is_not() {
+async fn the_trace_continues_on_every_wtl_call_and_a_malformed_traceparent_starts_a_new_one() {
     let wtl = wtl_answering(200, "{}").await;
     let app = spawn_app(&wtl.uri(), &[]).await;
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    for (sent, forwarded) in [(traceparent, Some(traceparent)), ("00-not-a-trace", None)] {
-        let resp = app
+    let send = |sent: &'static str, id: &'static str, extra: Option<(&'static str, &'static str)>| {
+        let mut request = app
             .client
             .post(app.url("/process-event"))
             .bearer_auth(TOKEN)
             .header("traceparent", sent)
             .body(event(
-                &format!("tp-{}", sent.len()),
+                id,
                 "SIM/Deleted",
                 serde_json::json!({"sim_info": {"imsi": "001010000044001"}}),
-            ))
-            .send()
-            .await
-            .expect("answer");
-        assert_eq!(resp.status().as_u16(), 202);
+            ));
+        if let Some((name, value)) = extra {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let last_traceparent = || async {
         let received = wtl.received_requests().await.expect("recorded");
         let last = received.last().expect("a WTL call");
-        assert_eq!(
-            last.headers.get("traceparent").and_then(|v| v.to_str().ok()),
-            forwarded,
-            "{sent}"
+        assert!(
+            last.headers.get("x-b3-traceid").is_some(),
+            "the B3 ids travel beside it"
         );
-        // The B3 ids travel beside it, as before.
-        assert!(last.headers.get("x-b3-traceid").is_some());
-    }
+        last.headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .expect("a traceparent")
+            .to_string()
+    };
+    let parts = |tp: &str| tp.split('-').map(str::to_string).collect::<Vec<_>>();
+
+    assert_eq!(send(traceparent, "tp-1", None).await.expect("answer").status(), 202);
+    let sent = parts(&last_traceparent().await);
+    assert_eq!(
+        sent[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the caller's trace continues"
+    );
+    assert_ne!(sent[2], "00f067aa0ba902b7", "from the connector's own span");
+    assert_eq!(
+        (sent[0].as_str(), sent[3].as_str()),
+        ("00", "01"),
+        "sampled as the caller said"
+    );
+
+    assert_eq!(
+        send("00-not-a-trace", "tp-2", None).await.expect("answer").status(),
+        202
+    );
+    let fresh = parts(&last_traceparent().await);
+    assert_eq!(fresh.len(), 4);
+    assert!(fresh[1].len() == 32 && fresh[1] != "00000000000000000000000000000000");
+    assert_ne!(fresh[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+
+    // NSPS's own B3 id (16 hex digits) starts the trace when nothing else names one.
+    let b3 = send("garbage", "tp-3", Some(("x-b3-traceid", "a3ce929d0e0e4736")))
+        .await
+        .expect("answer");
+    assert_eq!(b3.status(), 202);
+    assert_eq!(parts(&last_traceparent().await)[1], "0000000000000000a3ce929d0e0e4736");
 }
