@@ -3,8 +3,8 @@
 # accounts) or AWS App Runner (for accounts that already run it). See _aws-deploy/README.md.
 #
 #   bash _aws-deploy/deploy.sh [--target ecs|apprunner] [--env-file FILE]
-#        [--env-only | --test-only | --destroy [--purge-images]] [--secrets] [--check]
-#        [--static-egress-ip] [--force-deploy] [--yes] [--dry-run]
+#        [--env-only | --test-only | --destroy [--purge-images] | --monitoring-only] [--secrets]
+#        [--check] [--static-egress-ip] [--monitoring] [--force-deploy] [--yes] [--dry-run]
 set -euo pipefail
 
 usage() {
@@ -20,6 +20,12 @@ usage: bash _aws-deploy/deploy.sh [options]
   --test-only      only run the smoke test against the service
   --destroy        delete the service (asks first unless --yes)
   --purge-images   with --destroy: also delete the ECR repository and its images
+  --monitoring     after a successful deploy, create or update the monitoring: CloudWatch Logs
+                   metric filters on the service's log group, a CloudWatch dashboard and alarms
+                   (5xx answers, WTL failures, redelivery store unavailable, no events), sent to
+                   ALERT_EMAIL through an SNS topic when set (see monitoring/log-metrics.json)
+  --monitoring-only
+                   only create or update the monitoring (no build, no deploy)
   --secrets        keep the secret settings (API_TOKEN, WTL_API_TOKEN, WTL_API_PASSWORD,
                    WTL_OAUTH_CLIENT_SECRET, REDIS_URL, inline private keys) in Secrets Manager;
                    the service's role may read exactly these secrets
@@ -48,7 +54,8 @@ Settings (environment or env file):
             APPRUNNER_ACCESS_ROLE_ARN, INSTANCE_ROLE_ARN, VPC_CONNECTOR_ARN;
             WTL_CA_SECRET_ARN / WTL_CLIENT_CERT_SECRET_ARN / WTL_CLIENT_KEY_SECRET_ARN /
             REDIS_CA_SECRET_ARN (Secrets Manager secrets holding the PEM); EGRESS_VPC_CIDR
-            (10.42.0.0/16); and every variable the connector reads (`nsps-wtl-connector
+            (10.42.0.0/16); ALERT_EMAIL and NO_EVENTS_ALERT_MINUTES (60) with --monitoring;
+            and every variable the connector reads (`nsps-wtl-connector
             variables`; all are passed to the service when set, PORT excepted).
 EOF
 }
@@ -59,7 +66,7 @@ root=$(cd "$here/.." && pwd)
 . "$root/_deploy-common/lib.sh"
 
 mode=deploy force=false secrets=false purge=false yes=false dry_run=false precheck=false
-static_egress=false target="" env_file=""
+static_egress=false monitoring=false target="" env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --target) target=${2:?--target needs ecs or apprunner}; shift ;;
@@ -67,6 +74,8 @@ while [ $# -gt 0 ]; do
     --test-only) mode="test" ;;
     --destroy) mode=destroy ;;
     --purge-images) purge=true ;;
+    --monitoring) monitoring=true ;;
+    --monitoring-only) mode=monitoring monitoring=true ;;
     --force-deploy) force=true ;;
     --secrets) secrets=true ;;
     --check) precheck=true ;;
@@ -103,6 +112,7 @@ case "$target" in ""|ecs|apprunner) ;; *) echo "error: --target must be ecs or a
 if [[ ! $SERVICE_NAME =~ ^[A-Za-z0-9][A-Za-z0-9_-]{3,39}$ ]]; then
   echo "error: SERVICE_NAME must be 4 to 40 letters, digits, '-' or '_', starting with a letter or digit" >&2; missing=1
 fi
+if $monitoring && ! check_monitoring_settings; then missing=1; fi
 tools=(aws curl python3)
 [ "$mode" = deploy ] && ! $dry_run && tools+=(docker)
 for tool in "${tools[@]}"; do
@@ -295,11 +305,12 @@ ecs_describe() { # the Express service as JSON, or nothing
 json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || true; }
 ecs_url() { json_get "'https://' + [p['endpoint'] for c in d['service']['activeConfigurations'] for p in c.get('ingressPaths', []) if p['accessType'] == 'PUBLIC'][0].removeprefix('https://')"; }
 
-ensure_log_group() {
-  if [ -z "$(query aws logs describe-log-groups "${reg[@]}" --log-group-name-prefix "$log_group" \
-      --query "logGroups[?logGroupName=='$log_group'].logGroupName | [0]" --output text 2>/dev/null | grep -v '^None$' || true)" ]; then
-    run aws logs create-log-group "${reg[@]}" --log-group-name "$log_group"
-    run aws logs put-retention-policy "${reg[@]}" --log-group-name "$log_group" --retention-in-days 30
+ensure_log_group() { # ensure_log_group [GROUP] (default: the ECS service's)
+  local group=${1:-$log_group}
+  if [ -z "$(query aws logs describe-log-groups "${reg[@]}" --log-group-name-prefix "$group" \
+      --query "logGroups[?logGroupName=='$group'].logGroupName | [0]" --output text 2>/dev/null | grep -v '^None$' || true)" ]; then
+    run aws logs create-log-group "${reg[@]}" --log-group-name "$group"
+    run aws logs put-retention-policy "${reg[@]}" --log-group-name "$group" --retention-in-days 30
   fi
 }
 
@@ -499,6 +510,72 @@ deploy_apprunner() {
   smoke_test "$url" || exit 1
 }
 
+# ---- monitoring -----------------------------------------------------------------------------------
+
+# Where the connector's lines land: the ECS service's log group, or App Runner's application log
+# group of the service (named after its id).
+monitoring_log_group() {
+  if [ "$target" = ecs ]; then echo "$log_group"; return 0; fi
+  local arn
+  arn=$(apprunner_arn)
+  [ -n "$arn" ] || { echo "error: no App Runner service $SERVICE_NAME in $AWS_REGION to monitor" >&2; return 1; }
+  echo "/aws/apprunner/$SERVICE_NAME/${arn##*/}/application"
+}
+
+# The metric filters, the dashboard and the alarms of monitoring/log-metrics.json. CloudWatch's
+# put-* calls replace what has the same name, so a second run updates them and adds nothing; the
+# SNS topic and the e-mail subscription are looked up first and made only when absent.
+setup_monitoring() {
+  local group tsv="$workdir/monitoring.tsv" topic="" subscribed topic_flags=() minutes=() filters=() alarms=()
+  local kind name file pattern verb
+  group=$(monitoring_log_group) || exit 1
+  echo "monitoring: metric filters on $group, dashboard and alarms for $SERVICE_NAME"
+  ensure_log_group "$group"
+  if [ -n "${ALERT_EMAIL:-}" ]; then
+    topic="arn:aws:sns:$AWS_REGION:$ACCOUNT_ID:$SERVICE_NAME-alerts"
+    if ! query aws sns get-topic-attributes "${reg[@]}" --topic-arn "$topic" >/dev/null 2>&1; then
+      run aws sns create-topic "${reg[@]}" --name "$SERVICE_NAME-alerts" >/dev/null
+    fi
+    subscribed=$(query aws sns list-subscriptions-by-topic "${reg[@]}" --topic-arn "$topic" \
+      --query "Subscriptions[?Protocol=='email' && Endpoint=='$ALERT_EMAIL'].SubscriptionArn | [0]" --output text 2>/dev/null || true)
+    if [ -z "$subscribed" ] || [ "$subscribed" = None ]; then
+      run aws sns subscribe "${reg[@]}" --topic-arn "$topic" --protocol email --notification-endpoint "$ALERT_EMAIL" >/dev/null
+      echo "AWS e-mails $ALERT_EMAIL a confirmation link: alarms reach that address once it is followed"
+    fi
+    topic_flags=(--topic-arn "$topic")
+  fi
+  [ -n "${NO_EVENTS_ALERT_MINUTES:-}" ] && minutes=(--no-events-minutes "$NO_EVENTS_ALERT_MINUTES")
+  monitoring_py aws "$workdir/monitoring" --service "$SERVICE_NAME" --region "$AWS_REGION" --account "$ACCOUNT_ID" \
+    --log-group "$group" "${topic_flags[@]}" "${minutes[@]}" >"$tsv" || exit 2
+  read -ra filters <<<"$(query aws logs describe-metric-filters "${reg[@]}" --log-group-name "$group" \
+    --filter-name-prefix "$SERVICE_NAME-" --query 'metricFilters[].filterName' --output text 2>/dev/null || true)"
+  read -ra alarms <<<"$(query aws cloudwatch describe-alarms "${reg[@]}" --alarm-name-prefix "$SERVICE_NAME-" \
+    --query 'MetricAlarms[].AlarmName' --output text 2>/dev/null || true)"
+  # The manifest is read on its own descriptor: the cloud commands in the loop may read stdin.
+  while IFS=$'\t' read -r kind name file pattern <&3; do
+    case "$kind" in
+      filter)
+        if in_list "$name" "${filters[@]}"; then verb=updated; else verb=created; fi
+        run aws logs put-metric-filter "${reg[@]}" --log-group-name "$group" --filter-name "$name" \
+          --filter-pattern "$pattern" --metric-transformations "file://$file"
+        ;;
+      dashboard)
+        if query aws cloudwatch get-dashboard "${reg[@]}" --dashboard-name "$name" >/dev/null 2>&1; then verb=updated; else verb=created; fi
+        run aws cloudwatch put-dashboard "${reg[@]}" --dashboard-name "$name" --dashboard-body "file://$file" >/dev/null
+        ;;
+      alarm)
+        if in_list "$name" "${alarms[@]}"; then verb=updated; else verb=created; fi
+        run aws cloudwatch put-metric-alarm "${reg[@]}" --alarm-name "$name" --cli-input-json "file://$file"
+        ;;
+      *) continue ;;
+    esac
+    echo "  $kind $name: $verb"
+  done 3<"$tsv"
+  echo "monitoring dashboard: https://$AWS_REGION.console.aws.amazon.com/cloudwatch/home?region=$AWS_REGION#dashboards/dashboard/$SERVICE_NAME"
+  echo "alarms: aws cloudwatch describe-alarms --region $AWS_REGION --alarm-name-prefix $SERVICE_NAME-"
+  if [ -n "$topic" ]; then echo "alarms are sent to $ALERT_EMAIL through the SNS topic $topic"; fi
+}
+
 # ---- modes --------------------------------------------------------------------------------------
 
 service_url() {
@@ -534,6 +611,10 @@ case "$mode" in
     smoke_test "$url"
     exit 0
     ;;
+  monitoring)
+    setup_monitoring
+    exit 0
+    ;;
 esac
 
 split_settings "$secrets"
@@ -550,3 +631,4 @@ if [ "$target" = ecs ]; then
 else
   echo "logs: aws logs tail /aws/apprunner/$SERVICE_NAME/<service id>/application --region $AWS_REGION --follow"
 fi
+if $monitoring; then setup_monitoring; fi

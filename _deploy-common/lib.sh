@@ -35,12 +35,13 @@ load_settings() {
 
 # The variables the connector reads, with their kind (secret, pem-file, setting): the output of
 # `nsps-wtl-connector variables`, kept in variables.txt (a test of the connector fails when the
-# two differ). PORT is the platform's to set, so it is never passed.
+# two differ). Variables of kind `platform` (PORT, K_SERVICE) are never passed.
 # The `_FILE` form of a secret (kind secret-file) names a file on the deploying machine: its
 # content becomes the secret's value (see read_secret_files), the path itself is never passed.
 CONNECTOR_VARS=() SECRET_VARS=() PEM_VARS=() SECRET_FILE_VARS=()
 while read -r name kind; do
-  if [ -z "$name" ] || [ "$name" = PORT ]; then continue; fi
+  # PORT, K_SERVICE: the platform sets them (Cloud Run refuses them from a deploy).
+  if [ -z "$name" ] || [ "$kind" = platform ]; then continue; fi
   case "$kind" in
     secret) SECRET_VARS+=("$name") ;;
     pem-file) PEM_VARS+=("$name") ;;
@@ -166,4 +167,24 @@ smoke_test() {
 private_file() { # private_file NAME VALUE
   (umask 077; printf '%s' "$2" >"$workdir/$1")
   echo "$workdir/$1"
+}
+
+# ---- monitoring (--monitoring) ----------------------------------------------------------------
+
+# The definitions of what is monitored (monitoring/log-metrics.json) become each cloud's bodies
+# here, so both scripts create the same metrics, dashboards and alerts.
+monitoring_py() { python3 "$common_dir/monitoring.py" "$@"; }
+
+# NO_EVENTS_ALERT_MINUTES (default 60) must be 2 to 1440: Cloud Monitoring's absence condition
+# needs at least two minutes and a CloudWatch alarm looks back one day at most. ALERT_EMAIL is
+# optional. Prints each problem; returns non-zero when there is one.
+check_monitoring_settings() {
+  local problems=0 minutes=${NO_EVENTS_ALERT_MINUTES:-60}
+  if [[ ! $minutes =~ ^[0-9]{1,4}$ ]] || [ "$minutes" -lt 2 ] || [ "$minutes" -gt 1440 ]; then
+    echo "error: NO_EVENTS_ALERT_MINUTES must be a number of minutes from 2 to 1440" >&2; problems=1
+  fi
+  if [ -n "${ALERT_EMAIL:-}" ] && [[ ! $ALERT_EMAIL =~ ^[^[:space:]@,]+@[^[:space:]@,]+\.[^[:space:]@,]+$ ]]; then
+    echo "error: ALERT_EMAIL must be one e-mail address" >&2; problems=1
+  fi
+  return "$problems"
 }

@@ -2,9 +2,9 @@
 # Deploys the NSPS -> WTL HLR/HSS connector to Google Cloud Run, from an empty project to a
 # verified service. See _gcp-deploy/README.md.
 #
-#   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --rollback | --destroy]
-#        [--secrets] [--check] [--static-egress-ip] [--no-invoker-iam-check] [--force-deploy]
-#        [--local-build] [--yes] [--dry-run]
+#   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --rollback | --destroy
+#        | --monitoring-only] [--secrets] [--check] [--static-egress-ip] [--no-invoker-iam-check]
+#        [--monitoring] [--force-deploy] [--local-build] [--yes] [--dry-run]
 set -euo pipefail
 
 usage() {
@@ -20,6 +20,12 @@ usage: bash _gcp-deploy/deploy.sh [options]
   --rollback       send all traffic back to the revision that served before the current one
                    (or to ROLLBACK_REVISION), then smoke-test
   --destroy        delete the service and its check job (asks first unless --yes)
+  --monitoring     after a successful deploy, create or update the monitoring: log-based
+                   metrics from the connector's lines, a Cloud Monitoring dashboard and alert
+                   policies (5xx answers, WTL failures, redelivery store unavailable, no events),
+                   e-mailed to ALERT_EMAIL when set (see monitoring/log-metrics.json)
+  --monitoring-only
+                   only create or update the monitoring (no build, no deploy)
   --secrets        keep the secret settings (API_TOKEN, WTL_API_TOKEN, WTL_API_PASSWORD,
                    WTL_OAUTH_CLIENT_SECRET, REDIS_URL, inline private keys) in Secret Manager,
                    mounted as files of their latest version (a new version rotates the running
@@ -50,8 +56,9 @@ Settings (environment or env file):
             WTL_CA_SECRET / WTL_CLIENT_CERT_SECRET / WTL_CLIENT_KEY_SECRET / REDIS_CA_SECRET
             (Secret Manager secrets mounted as the PEM files), VPC_CONNECTOR, VPC_NETWORK,
             VPC_SUBNET, VPC_EGRESS, EGRESS_SUBNET_RANGE (10.124.0.0/26), ROLLBACK_REVISION,
-            and every variable the connector reads (`nsps-wtl-connector variables`; all are
-            passed to the service when set, PORT excepted).
+            ALERT_EMAIL and NO_EVENTS_ALERT_MINUTES (60) with --monitoring, and every
+            variable the connector reads (`nsps-wtl-connector variables`; all are passed to
+            the service when set, PORT excepted).
 EOF
 }
 
@@ -61,13 +68,15 @@ root=$(cd "$here/.." && pwd)
 . "$root/_deploy-common/lib.sh"
 
 mode=deploy force=false secrets=false local_build=false yes=false dry_run=false precheck=false
-static_egress=false invoker_check=true env_file=""
+static_egress=false invoker_check=true monitoring=false env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --env-only) mode="env" ;;
     --test-only) mode="test" ;;
     --rollback) mode=rollback ;;
     --destroy) mode=destroy ;;
+    --monitoring) monitoring=true ;;
+    --monitoring-only) mode=monitoring monitoring=true ;;
     --force-deploy) force=true ;;
     --secrets) secrets=true ;;
     --local-build) local_build=true ;;
@@ -121,6 +130,7 @@ fi
 if [[ ! $SERVICE_NAME =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]]; then
   echo "error: SERVICE_NAME must be lower-case letters, digits and hyphens, start with a letter, at most 49 characters" >&2; missing=1
 fi
+if $monitoring && ! check_monitoring_settings; then missing=1; fi
 [ "$missing" -eq 0 ] || exit 2
 
 workdir=$(mktemp -d)
@@ -213,11 +223,15 @@ plan_settings() {
     # Every secret is mounted as a file of its `latest` version, which the connector watches: a
     # new version in Secret Manager reaches the running instances without a deploy. A PEM
     # setting names its file; any other secret is given by its _FILE form.
-    SECRET_REFS+=("$(mount_path "$name")=$sname:latest")
     if in_list "$name" "${PEM_VARS[@]}"; then
+      SECRET_REFS+=("$(mount_path "$name")=$sname:latest")
       ENV_LINES+=("$name=$(mount_path "$name")")
-    else
+    elif in_list "${name}_FILE" "${SECRET_FILE_VARS[@]}"; then
+      SECRET_REFS+=("$(mount_path "$name")=$sname:latest")
       ENV_LINES+=("${name}_FILE=$(mount_path "$name")")
+    else
+      # A secret with no _FILE form (OTEL_EXPORTER_OTLP_HEADERS) is an environment variable.
+      SECRET_REFS+=("$name=$sname:latest")
     fi
   done
 }
@@ -415,6 +429,67 @@ apis_needed() {
   ! $static_egress || apis+=(compute.googleapis.com)
 }
 
+# ---- monitoring ---------------------------------------------------------------------------------
+
+# The log-based metrics, the dashboard and the alert policies of monitoring/log-metrics.json. Each
+# is found first (a metric by name, the dashboard and the policies by display name, the e-mail
+# channel by address) and updated when it exists, so a second run adds nothing.
+setup_monitoring() {
+  local tsv="$workdir/monitoring.tsv" channel="" channel_flags=() minutes=() dashboard="" policies kind name file found
+  echo "monitoring: log-based metrics, dashboard and alert policies for $SERVICE_NAME"
+  run gcloud services enable logging.googleapis.com monitoring.googleapis.com "${project[@]}"
+  if [ -n "${ALERT_EMAIL:-}" ]; then
+    channel=$(query gcloud beta monitoring channels list "${project[@]}" --format json 2>/dev/null \
+      | monitoring_py find type=email "labels.email_address=$ALERT_EMAIL" --print name || true)
+    if [ -z "$channel" ]; then
+      monitoring_py gcp-channel "$workdir/channel.json" --service "$SERVICE_NAME" --email "$ALERT_EMAIL"
+      channel=$(run_out "projects/$GCP_PROJECT_ID/notificationChannels/<new>" gcloud beta monitoring channels create \
+        "${project[@]}" --channel-content-from-file "$workdir/channel.json" --format 'value(name)')
+    fi
+    channel_flags=(--channel "$channel")
+  fi
+  [ -n "${NO_EVENTS_ALERT_MINUTES:-}" ] && minutes=(--no-events-minutes "$NO_EVENTS_ALERT_MINUTES")
+  monitoring_py gcp "$workdir/monitoring" --service "$SERVICE_NAME" --project "$GCP_PROJECT_ID" \
+    "${minutes[@]}" "${channel_flags[@]}" >"$tsv" || exit 2
+  policies=$(query gcloud alpha monitoring policies list "${project[@]}" --format json 2>/dev/null || echo '[]')
+  # The manifest is read on its own descriptor: the cloud commands in the loop may read stdin.
+  while IFS=$'\t' read -r kind name file <&3; do
+    case "$kind" in
+      metric)
+        if query gcloud logging metrics describe "$name" "${project[@]}" >/dev/null 2>&1; then
+          run gcloud logging metrics update "$name" "${project[@]}" --config-from-file "$file" >/dev/null
+        else
+          run gcloud logging metrics create "$name" "${project[@]}" --config-from-file "$file" >/dev/null
+        fi
+        ;;
+      dashboard)
+        found=$(query gcloud monitoring dashboards list "${project[@]}" --format json 2>/dev/null \
+          | monitoring_py find "displayName=$name" --print name etag || true)
+        if [ -n "$found" ]; then
+          dashboard=${found%%$'\t'*}
+          # The etag it was read with: an update made meanwhile by someone else is refused, not lost.
+          monitoring_py with-etag "$file" "${found#*$'\t'}"
+          run gcloud monitoring dashboards update "$dashboard" "${project[@]}" --config-from-file "$file" >/dev/null
+        else
+          dashboard=$(run_out "projects/$GCP_PROJECT_ID/dashboards/<new>" gcloud monitoring dashboards create \
+            "${project[@]}" --config-from-file "$file" --format 'value(name)')
+        fi
+        ;;
+      policy)
+        found=$(monitoring_py find "displayName=$name" --print name <<<"$policies" || true)
+        if [ -n "$found" ]; then
+          run gcloud alpha monitoring policies update "$found" "${project[@]}" --policy-from-file "$file" >/dev/null
+        else
+          run gcloud alpha monitoring policies create "${project[@]}" --policy-from-file "$file" >/dev/null
+        fi
+        ;;
+    esac
+  done 3<"$tsv"
+  echo "monitoring dashboard: https://console.cloud.google.com/monitoring/dashboards/custom/${dashboard##*/}?project=$GCP_PROJECT_ID"
+  echo "alert policies: $(grep -c '^policy' "$tsv") named \"$SERVICE_NAME: ...\" (gcloud alpha monitoring policies list --project $GCP_PROJECT_ID)"
+  if [ -n "$channel" ]; then echo "alerts are e-mailed to $ALERT_EMAIL (notification channel $channel)"; fi
+}
+
 print_summary() {
   echo "service URL: $url"
   echo "NSPS handler URL: $url/process-event"
@@ -441,6 +516,10 @@ case "$mode" in
     rollback
     exit 0
     ;;
+  monitoring)
+    setup_monitoring
+    exit 0
+    ;;
 esac
 
 # ---- deploy, or --env-only ----
@@ -460,3 +539,4 @@ $static_egress && setup_static_egress
 [ "$mode" = deploy ] && build_image
 if [ -n "$existing" ]; then roll_out "$existing" "$image"; else create_service "$image"; fi
 print_summary
+if $monitoring; then setup_monitoring; fi

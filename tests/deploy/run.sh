@@ -106,8 +106,8 @@ PY
 # Every variable the connector reads (but PORT, the platform's) is set to a value of its own.
 all_vars=()
 while read -r name kind; do
-  case "$name" in PORT|API_TOKEN|WTL_API_URL|WTL_API_TOKEN|WTL_IMSI_REGEXP) continue ;; esac
-  [ "$kind" = secret-file ] && continue
+  case "$name" in API_TOKEN|WTL_API_URL|WTL_API_TOKEN|WTL_IMSI_REGEXP) continue ;; esac
+  case "$kind" in secret-file|platform) continue ;; esac
   if [ "$kind" = secret ]; then all_vars+=("$name=$name-$redis_password"); else all_vars+=("$name=value-of-$name"); fi
 done <_deploy-common/variables.txt
 
@@ -137,14 +137,19 @@ deploy = state["services"]["nsps-wtl-connector"]["revisions"][-1]["flags"]
 refs = dict(item.split("=", 1) for item in deploy["--set-secrets"].split(","))
 kinds = dict(line.split() for line in open("_deploy-common/variables.txt"))
 for name, kind in kinds.items():
-    if name == "PORT":
-        assert name not in env, "PORT is Cloud Run's"
+    if kind == "platform":
+        assert name not in env, f"{name} is Cloud Run's"
     elif kind == "secret":
         assert name not in env, f"{name} is a plain variable"
         slug = name.lower().replace("_", "-")
-        path = f"/secrets/{slug}/{slug}"
-        assert env[name + "_FILE"] == path, (name, env.get(name + "_FILE"))
-        assert refs.get(path) == f"nsps-wtl-connector-{slug}:latest", (name, refs)
+        if name + "_FILE" in kinds:
+            path = f"/secrets/{slug}/{slug}"
+            assert env[name + "_FILE"] == path, (name, env.get(name + "_FILE"))
+            assert refs.get(path) == f"nsps-wtl-connector-{slug}:latest", (name, refs)
+        else:
+            assert refs.get(name) == f"nsps-wtl-connector-{slug}:latest", (name, refs)
+    elif kind == "platform":
+        assert name not in env, f"{name} is the platform's"
     elif kind == "secret-file":
         continue
     else:
@@ -158,7 +163,7 @@ st = json.load(open(sys.argv[1]))
 sa = "serviceAccount:nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com"
 granted = sorted(s for s, member, role in st["bindings"] if member == sa and role == "roles/secretmanager.secretAccessor")
 assert granted == sorted(st["secrets"]), (granted, sorted(st["secrets"]))
-assert len(granted) == 5, granted
+assert len(granted) == sum(1 for l in open("_deploy-common/variables.txt") if l.split()[1] == "secret"), granted
 PY
 grep -qF "$secret_token" "$FAKE_STATE/secret-stdin" && ok "gcp: secret values reach Secret Manager through stdin" || bad "gcp: secret values through stdin"
 
@@ -291,6 +296,96 @@ said "gcp dry run plans the secrets" '^\+ gcloud secrets create nsps-wtl-connect
 said "gcp dry run plans the repository" '^\+ gcloud artifacts repositories create nsps-wtl-connector'
 said "gcp dry run plans the deploy" '^\+ gcloud run deploy nsps-wtl-connector'
 
+# ---- monitoring (GCP) ----
+monitored=(events event_latency wtl_failures auth_failures store_unavailable http_5xx)
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
+scenario "gcp: fresh project, --monitoring" _gcp-deploy/deploy.sh --monitoring --yes; EXTRA_ENV=()
+exits "gcp --monitoring deploys, then monitors" 0
+expect "gcp enables Cloud Logging and Cloud Monitoring" '^gcloud services enable logging.googleapis.com monitoring.googleapis.com --project proj-1$'
+for m in "${monitored[@]}"; do
+  expect "gcp creates the log-based metric $m" "^gcloud logging metrics create nsps-wtl-connector_$m --project proj-1 --config-from-file /"
+done
+expect "gcp creates the dashboard from a file" '^gcloud monitoring dashboards create --project proj-1 --config-from-file /'
+expect "gcp creates the alert policies (gcloud alpha: the only release that has them)" '^gcloud alpha monitoring policies create --project proj-1 --policy-from-file /'
+expect "gcp creates the e-mail notification channel from a file" '^gcloud beta monitoring channels create --project proj-1 --channel-content-from-file /'
+said "gcp prints where the dashboard is" 'monitoring dashboard: https://console.cloud.google.com/monitoring/dashboards/custom/1\?project=proj-1'
+check_py "gcp: the monitoring comes after the deploy passed its smoke test" "$log" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+smoke = max(i for i, l in enumerate(lines) if l.startswith("curl"))
+first = min(i for i, l in enumerate(lines) if " monitoring " in l or "logging metrics" in l or "logging.googleapis" in l)
+assert smoke < first, (smoke, first)
+PY
+check_py "gcp: six log-based metrics, one dashboard, four policies e-mailing ALERT_EMAIL, no events for 60 min" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+names = ["events", "event_latency", "wtl_failures", "auth_failures", "store_unavailable", "http_5xx"]
+assert sorted(st["log_metrics"]) == sorted("nsps-wtl-connector_" + n for n in names), sorted(st["log_metrics"])
+wtl = st["log_metrics"]["nsps-wtl-connector_wtl_failures"]["config"]
+assert 'resource.labels.service_name="nsps-wtl-connector"' in wtl["filter"], wtl["filter"]
+assert 'jsonPayload.message="WTL call failed"' in wtl["filter"], wtl["filter"]
+assert wtl["labelExtractors"]["kind"] == "EXTRACT(jsonPayload.outcome)", wtl
+assert 'httpRequest.status>=500' in st["log_metrics"]["nsps-wtl-connector_http_5xx"]["config"]["filter"]
+latency = st["log_metrics"]["nsps-wtl-connector_event_latency"]["config"]
+assert latency["valueExtractor"] == "EXTRACT(jsonPayload.latency_ms)" and latency["metricDescriptor"]["valueType"] == "DISTRIBUTION"
+mon = st["monitoring"]
+assert len(mon["dashboards"]) == 1 and len(mon["policies"]) == 4 and len(mon["channels"]) == 1, {k: len(v) for k, v in mon.items()}
+channel = mon["channels"][0]
+assert channel["labels"]["email_address"] == "oncall@example.com"
+assert all(p["notificationChannels"] == [channel["name"]] for p in mon["policies"])
+absent = [c["conditionAbsent"] for p in mon["policies"] for c in p["conditions"] if "conditionAbsent" in c]
+assert len(absent) == 1 and absent[0]["duration"] == "3600s", absent
+assert sorted(p["displayName"] for p in mon["policies"]) == sorted("nsps-wtl-connector: " + t for t in
+    ["5xx answers", "WTL failures", "Redelivery store unavailable", "No events"])
+PY
+gcp_monitored=$(state)
+
+GIVEN=$gcp_monitored
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com NO_EVENTS_ALERT_MINUTES=30)
+scenario "gcp: --monitoring-only on a monitored project" _gcp-deploy/deploy.sh --monitoring-only; GIVEN='{}'; EXTRA_ENV=()
+exits "gcp --monitoring-only exits 0" 0
+refuse "gcp: a second run creates nothing" '^gcloud (logging metrics|(alpha |beta )?monitoring [a-z]+) create'
+refuse "gcp --monitoring-only builds, deploys and smoke-tests nothing" 'run deploy|builds submit|^curl '
+for m in "${monitored[@]}"; do
+  expect "gcp updates the log-based metric $m" "^gcloud logging metrics update nsps-wtl-connector_$m --project proj-1 --config-from-file /"
+done
+expect "gcp updates the dashboard it found by its name" '^gcloud monitoring dashboards update projects/proj-1/dashboards/1 --project proj-1 --config-from-file /'
+expect "gcp updates the policies it found by their names" '^gcloud alpha monitoring policies update projects/proj-1/alertPolicies/4 --project proj-1 --policy-from-file /'
+check_py "gcp: still one of each, every one updated once, the no-events window now 30 min" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+mon = st["monitoring"]
+assert len(st["log_metrics"]) == 6 and all(m["updates"] == 1 for m in st["log_metrics"].values()), st["log_metrics"]
+assert len(mon["dashboards"]) == 1 and mon["dashboards"][0]["updates"] == 1
+assert len(mon["policies"]) == 4 and all(p["updates"] == 1 for p in mon["policies"])
+assert len(mon["channels"]) == 1
+absent = [c["conditionAbsent"] for p in mon["policies"] for c in p["conditions"] if "conditionAbsent" in c]
+assert absent[0]["duration"] == "1800s", absent
+PY
+
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
+scenario "gcp: dry run of --monitoring-only on a fresh project" _gcp-deploy/deploy.sh --monitoring-only --dry-run; EXTRA_ENV=()
+exits "gcp monitoring dry run exits 0" 0
+check_py "gcp monitoring dry run only reads" "$log" <<'PY'
+import re, sys
+for line in open(sys.argv[1]):
+    assert re.search(r" (describe|list|get-value)( |$)", line), line
+PY
+said "gcp monitoring dry run plans the metrics" '^\+ gcloud logging metrics create nsps-wtl-connector_events '
+said "gcp monitoring dry run plans the channel" '^\+ gcloud beta monitoring channels create '
+said "gcp monitoring dry run plans the policies" '^\+ gcloud alpha monitoring policies create '
+GIVEN=$gcp_monitored
+scenario "gcp: dry run of --monitoring-only on a monitored project" _gcp-deploy/deploy.sh --monitoring-only --dry-run; GIVEN='{}'
+said "gcp monitoring dry run plans updates where things exist" '^\+ gcloud monitoring dashboards update projects/proj-1/dashboards/1 '
+refuse "gcp monitoring dry run changes nothing" ' (create|update|enable) '
+
+EXTRA_ENV=(NO_EVENTS_ALERT_MINUTES=1 ALERT_EMAIL="a@b.c, d@e.f")
+scenario "gcp: --monitoring with bad settings" _gcp-deploy/deploy.sh --monitoring --yes; EXTRA_ENV=()
+exits "gcp refuses NO_EVENTS_ALERT_MINUTES out of range and a list of addresses" 2
+said "gcp names NO_EVENTS_ALERT_MINUTES" 'NO_EVENTS_ALERT_MINUTES must be a number of minutes from 2 to 1440'
+said "gcp names ALERT_EMAIL" 'ALERT_EMAIL must be one e-mail address'
+refuse "gcp runs nothing with bad monitoring settings" '^(gcloud|docker|curl) '
+
 GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "jobs": ["nsps-wtl-connector-check"]}'
 scenario "gcp: destroy" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
 expect "gcp destroy deletes the service" '^gcloud run services delete nsps-wtl-connector --project proj-1 --region europe-west1 --quiet'
@@ -344,7 +439,7 @@ secrets = {s["name"]: s["valueFrom"] for s in container["secrets"]}
 arns = {s["Name"].split("/", 1)[1]: s["ARN"] for s in state["secrets"].values()}
 kinds = dict(line.split() for line in open("_deploy-common/variables.txt"))
 for name, kind in kinds.items():
-    if name == "PORT":
+    if kind == "platform":
         assert name not in env
     elif kind == "secret":
         assert name not in env and secrets[name] == arns[name], (name, secrets.get(name))
@@ -470,6 +565,93 @@ said "aws dry run plans the roles" '^\+ aws iam create-role --role-name nsps-wtl
 said "aws dry run plans the secrets" 'create-secret --name nsps-wtl-connector/API_TOKEN'
 said "aws dry run plans the service" '^\+ aws ecs create-express-gateway-service'
 
+# ---- monitoring (AWS) ----
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
+scenario "aws: fresh account, --monitoring (ECS)" _aws-deploy/deploy.sh --monitoring --yes; EXTRA_ENV=()
+exits "aws --monitoring deploys, then monitors" 0
+for m in "${monitored[@]}"; do
+  expect "aws puts the metric filter $m on the service's log group" "^aws logs put-metric-filter --region eu-central-1 --log-group-name /ecs/nsps-wtl-connector --filter-name nsps-wtl-connector-$m --filter-pattern \{ .* \} --metric-transformations file:///"
+done
+expect "aws: the WTL failures pattern" '--filter-name nsps-wtl-connector-wtl_failures --filter-pattern \{ \$\.message = "WTL call failed" \} '
+expect "aws: the 5xx pattern" '--filter-name nsps-wtl-connector-http_5xx --filter-pattern \{ \$\.message = "request completed" && \$\.httpRequest\.status >= 500 \} '
+expect "aws puts the dashboard from a file" '^aws cloudwatch put-dashboard --region eu-central-1 --dashboard-name nsps-wtl-connector --dashboard-body file:///'
+expect "aws puts the alarms from files" '^aws cloudwatch put-metric-alarm --region eu-central-1 --alarm-name nsps-wtl-connector-no_events --cli-input-json file:///'
+expect "aws creates the SNS topic" '^aws sns create-topic --region eu-central-1 --name nsps-wtl-connector-alerts$'
+expect "aws subscribes ALERT_EMAIL" '^aws sns subscribe --region eu-central-1 --topic-arn arn:aws:sns:eu-central-1:123456789012:nsps-wtl-connector-alerts --protocol email --notification-endpoint oncall@example.com$'
+said "aws says the subscription needs confirming" 'confirmation link'
+said "aws prints where the dashboard is" 'monitoring dashboard: https://eu-central-1.console.aws.amazon.com/cloudwatch/home\?region=eu-central-1#dashboards/dashboard/nsps-wtl-connector'
+check_py "aws: the monitoring comes after the deploy passed its smoke test" "$log" <<'PY'
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+smoke = max(i for i, l in enumerate(lines) if l.startswith("curl"))
+first = min(i for i, l in enumerate(lines) if l.startswith(("aws sns", "aws cloudwatch", "aws logs put-metric")))
+assert smoke < first, (smoke, first)
+PY
+check_py "aws: six filters, the dashboard, four alarms to the topic; no events treated as breaching" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+filters = st["metric_filters"]["/ecs/nsps-wtl-connector"]
+assert len(filters) == 6, sorted(filters)
+events = filters["nsps-wtl-connector-events"]["metricTransformations"][0]
+assert events["dimensions"] == {"outcome": "$.outcome", "event_type": "$.event_type"} and "defaultValue" not in events, events
+assert events["metricNamespace"] == "NSPS/nsps-wtl-connector"
+latency = filters["nsps-wtl-connector-event_latency"]["metricTransformations"][0]
+assert latency["metricValue"] == "$.latency_ms" and latency["unit"] == "Milliseconds", latency
+alarms = st["alarms"]
+topic = "arn:aws:sns:eu-central-1:123456789012:nsps-wtl-connector-alerts"
+assert sorted(alarms) == sorted("nsps-wtl-connector-" + a for a in ["http_5xx", "wtl_failures", "store_unavailable", "no_events"])
+assert all(a["AlarmActions"] == [topic] and a["OKActions"] == [topic] for a in alarms.values())
+quiet = alarms["nsps-wtl-connector-no_events"]
+assert quiet["TreatMissingData"] == "breaching" and quiet["EvaluationPeriods"] == 12 and quiet["Statistic"] == "SampleCount", quiet
+assert "SELECT SUM(wtl_failures)" in alarms["nsps-wtl-connector-wtl_failures"]["Metrics"][0]["Expression"]
+assert len(st["dashboards"]["nsps-wtl-connector"]["body"]["widgets"]) >= 6
+assert len(st["topics"][topic]["subscriptions"]) == 1
+PY
+aws_monitored=$(state)
+
+GIVEN=$aws_monitored
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
+scenario "aws: --monitoring-only on a monitored account" _aws-deploy/deploy.sh --monitoring-only; GIVEN='{}'; EXTRA_ENV=()
+exits "aws --monitoring-only exits 0" 0
+refuse "aws: a second run makes no topic, subscription or log group" 'sns (create-topic|subscribe)|create-log-group'
+refuse "aws --monitoring-only builds, deploys and smoke-tests nothing" '^docker|express-gateway-service --|^curl '
+said "aws says it updates what exists" 'metric filter nsps-wtl-connector-events: updated|filter nsps-wtl-connector-events: updated'
+said "aws says the alarms are updated" 'alarm nsps-wtl-connector-no_events: updated'
+check_py "aws: still six filters, one dashboard, four alarms, one subscription; each put twice" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+filters = st["metric_filters"]["/ecs/nsps-wtl-connector"]
+assert len(filters) == 6 and all(f["puts"] == 2 for f in filters.values()), filters
+assert len(st["dashboards"]) == 1 and st["dashboards"]["nsps-wtl-connector"]["puts"] == 2
+assert len(st["alarms"]) == 4 and all(a["puts"] == 2 for a in st["alarms"].values())
+assert len(st["topics"]) == 1 and all(len(t["subscriptions"]) == 1 for t in st["topics"].values())
+PY
+
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
+scenario "aws: dry run of --monitoring-only on a fresh account" _aws-deploy/deploy.sh --monitoring-only --dry-run; EXTRA_ENV=()
+exits "aws monitoring dry run exits 0" 0
+check_py "aws monitoring dry run only reads" "$log" <<'PY'
+import re, sys
+for line in open(sys.argv[1]):
+    assert re.match(r"aws \S+ (describe|list|get)-", line), line
+PY
+said "aws monitoring dry run plans the filters" '^\+ aws logs put-metric-filter --region eu-central-1 --log-group-name /ecs/nsps-wtl-connector '
+said "aws monitoring dry run plans the alarms" '^\+ aws cloudwatch put-metric-alarm '
+said "aws monitoring dry run plans the topic" '^\+ aws sns create-topic '
+
+GIVEN="$apprunner_given}"
+scenario "aws: --monitoring-only on App Runner" _aws-deploy/deploy.sh --monitoring-only; GIVEN='{}'
+exits "aws App Runner monitoring exits 0" 0
+expect "aws watches App Runner's application log group" '^aws logs put-metric-filter --region eu-central-1 --log-group-name /aws/apprunner/nsps-wtl-connector/svc1/application --filter-name nsps-wtl-connector-events '
+refuse "aws: no topic without ALERT_EMAIL" '^aws sns '
+check_py "aws App Runner: alarms without actions when no address is given" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+assert len(st["alarms"]) == 4 and not any("AlarmActions" in a for a in st["alarms"].values())
+PY
+scenario "aws: --monitoring-only where App Runner has no such service" _aws-deploy/deploy.sh --target apprunner --monitoring-only
+exits "aws refuses to monitor an App Runner service that is not there" 1
+
 EXTRA_ENV=(WTL_API_URL=)
 scenario "aws: a missing setting" _aws-deploy/deploy.sh --yes; EXTRA_ENV=()
 exits "aws refuses a missing setting" 2
@@ -483,7 +665,7 @@ exits "aws rejects an unknown target" 2
 # ================= shellcheck =================
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh _deploy-common/lib.sh tests/deploy/run.sh \
-    tests/deploy/check-dockerfile.sh tests/run.sh bench/run.sh bench/profile.sh bench/lib.sh; then
+    tests/deploy/check-dockerfile.sh tests/monitoring/run.sh tests/run.sh bench/run.sh bench/profile.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
 else
