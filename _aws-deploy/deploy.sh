@@ -35,6 +35,10 @@ usage: bash _aws-deploy/deploy.sh [options]
   --static-egress-ip
                    run the service in a VPC whose private subnets leave through a NAT gateway
                    with one Elastic IP, and print that address for the HLR's firewall
+  --tracing        App Runner: turn on its X-Ray tracing (an observability configuration; the
+                   connector sends its spans to the collector App Runner runs beside it). ECS
+                   Express Mode runs one container per task: point OTEL_EXPORTER_OTLP_ENDPOINT
+                   at a collector service instead (see the README)
   --force-deploy   rebuild an IMAGE_TAG already in ECR; App Runner: also start a deployment
                    when the configuration did not change
   --env-file FILE  read settings from FILE (default: .env in the repository root, if present)
@@ -66,7 +70,7 @@ root=$(cd "$here/.." && pwd)
 . "$root/_deploy-common/lib.sh"
 
 mode=deploy force=false secrets=false purge=false yes=false dry_run=false precheck=false
-static_egress=false monitoring=false target="" env_file=""
+static_egress=false monitoring=false tracing=false target="" env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --target) target=${2:?--target needs ecs or apprunner}; shift ;;
@@ -80,6 +84,7 @@ while [ $# -gt 0 ]; do
     --secrets) secrets=true ;;
     --check) precheck=true ;;
     --static-egress-ip) static_egress=true ;;
+    --tracing) tracing=true ;;
     --yes|-y) yes=true ;;
     --dry-run) dry_run=true ;;
     --env-file) env_file=${2:?--env-file needs a path}; shift ;;
@@ -135,6 +140,14 @@ apprunner_arn() { # the App Runner service's ARN, or nothing
 if [ -z "$target" ]; then
   if [ -n "$(apprunner_arn)" ]; then target=apprunner; else target=ecs; fi
   echo "target: $target (pass --target to choose)"
+fi
+if $tracing && [ "$target" = ecs ]; then
+  echo "error: --tracing needs a collector beside the connector, which ECS Express Mode (one container per task) cannot run; run the AWS Distro for OpenTelemetry collector as a service of its own and set OTEL_EXPORTER_OTLP_ENDPOINT to it (README, Traces)" >&2
+  exit 2
+fi
+if $tracing; then
+  # App Runner's collector takes OTLP over gRPC beside the instance.
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 fi
 
 ACCOUNT_ID=$(query aws sts get-caller-identity --query Account --output text)
@@ -458,6 +471,20 @@ apprunner_scaling() {
   echo "$arn"
 }
 
+# An observability configuration with X-Ray tracing (found by name, else created); its name stays
+# within App Runner's 32 characters.
+apprunner_tracing() {
+  local name="${SERVICE_NAME:0:26}-xray" arn
+  arn=$(query aws apprunner list-observability-configurations "${reg[@]}" --observability-configuration-name "$name" \
+    --query "ObservabilityConfigurationSummaryList[0].ObservabilityConfigurationArn" --output text 2>/dev/null || true)
+  if [ -z "$arn" ] || [ "$arn" = None ]; then
+    arn=$(run_out "arn:aws:apprunner:$AWS_REGION:$ACCOUNT_ID:observabilityconfiguration/$name/<new>" \
+      aws apprunner create-observability-configuration "${reg[@]}" --observability-configuration-name "$name" \
+      --trace-configuration Vendor=AWSXRAY --query ObservabilityConfiguration.ObservabilityConfigurationArn --output text)
+  fi
+  echo "$arn"
+}
+
 deploy_apprunner() {
   local arn access_role instance_role scaling op flags=() network=()
   arn=$(apprunner_arn)
@@ -474,11 +501,18 @@ deploy_apprunner() {
   fi
   # The instance role reads the secrets; one is made when secrets are used and none is given.
   instance_role=${INSTANCE_ROLE_ARN:-}
-  if [ -z "$instance_role" ] && [ ${#SECRET_ARNS[@]} -gt 0 ]; then
-    ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com
+  if [ -z "$instance_role" ] && { [ ${#SECRET_ARNS[@]} -gt 0 ] || $tracing; }; then
+    if $tracing; then
+      # The collector App Runner runs beside the instance writes to X-Ray with this role.
+      ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess
+    else
+      ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com
+    fi
     instance_role=$(role_arn "$SERVICE_NAME-apprunner-instance")
     allow_secrets "$SERVICE_NAME-apprunner-instance"
   fi
+  local observability=()
+  if $tracing; then observability=(--observability-configuration "ObservabilityEnabled=true,ObservabilityConfigurationArn=$(apprunner_tracing)"); fi
   apprunner_source "$image" "$access_role" >"$workdir/source.json"
   scaling=$(apprunner_scaling)
   [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
@@ -492,7 +526,7 @@ deploy_apprunner() {
   fi
   flags=(--source-configuration "file://$workdir/source.json"
     --instance-configuration "Cpu=${APPRUNNER_CPU:-0.25 vCPU},Memory=${APPRUNNER_MEMORY:-0.5 GB}${instance_role:+,InstanceRoleArn=$instance_role}"
-    --auto-scaling-configuration-arn "$scaling" "${network[@]}"
+    --auto-scaling-configuration-arn "$scaling" "${network[@]}" "${observability[@]}"
     --health-check-configuration "Protocol=HTTP,Path=/health,Interval=10,Timeout=5,HealthyThreshold=1,UnhealthyThreshold=3")
   if [ -z "$arn" ]; then
     op=$(with_iam_retry aws apprunner create-service "${reg[@]}" --service-name "$SERVICE_NAME" "${flags[@]}" \

@@ -39,6 +39,9 @@ usage: bash _gcp-deploy/deploy.sh [options]
   --no-invoker-iam-check
                    make the service public without an allUsers IAM binding (for projects whose
                    organisation policy refuses allUsers; see the README)
+  --tracing        run an OpenTelemetry collector beside the connector in the same service
+                   (OTEL_COLLECTOR_IMAGE) that sends the connector's spans to Cloud Trace; the
+                   runtime account may write traces (roles/cloudtrace.agent)
   --force-deploy   build a fresh image even when one exists for this commit
   --local-build    build and push with the local Docker instead of Cloud Build
   --env-file FILE  read settings from FILE (default: .env in the repository root, if present)
@@ -56,7 +59,8 @@ Settings (environment or env file):
             WTL_CA_SECRET / WTL_CLIENT_CERT_SECRET / WTL_CLIENT_KEY_SECRET / REDIS_CA_SECRET
             (Secret Manager secrets mounted as the PEM files), VPC_CONNECTOR, VPC_NETWORK,
             VPC_SUBNET, VPC_EGRESS, EGRESS_SUBNET_RANGE (10.124.0.0/26), ROLLBACK_REVISION,
-            ALERT_EMAIL and NO_EVENTS_ALERT_MINUTES (60) with --monitoring, and every
+            ALERT_EMAIL and NO_EVENTS_ALERT_MINUTES (60) with --monitoring,
+            OTEL_COLLECTOR_IMAGE (otel/opentelemetry-collector-contrib:0.120.0) with --tracing, and every
             variable the connector reads (`nsps-wtl-connector variables`; all are passed to
             the service when set, PORT excepted).
 EOF
@@ -68,7 +72,7 @@ root=$(cd "$here/.." && pwd)
 . "$root/_deploy-common/lib.sh"
 
 mode=deploy force=false secrets=false local_build=false yes=false dry_run=false precheck=false
-static_egress=false invoker_check=true monitoring=false env_file=""
+static_egress=false invoker_check=true monitoring=false tracing=false env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --env-only) mode="env" ;;
@@ -82,6 +86,7 @@ while [ $# -gt 0 ]; do
     --local-build) local_build=true ;;
     --check) precheck=true ;;
     --static-egress-ip) static_egress=true ;;
+    --tracing) tracing=true ;;
     --no-invoker-iam-check) invoker_check=false ;;
     --yes|-y) yes=true ;;
     --dry-run) dry_run=true ;;
@@ -131,6 +136,10 @@ if [[ ! $SERVICE_NAME =~ ^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$ ]]; then
   echo "error: SERVICE_NAME must be lower-case letters, digits and hyphens, start with a letter, at most 49 characters" >&2; missing=1
 fi
 if $monitoring && ! check_monitoring_settings; then missing=1; fi
+OTEL_COLLECTOR_IMAGE=${OTEL_COLLECTOR_IMAGE:-otel/opentelemetry-collector-contrib:0.120.0}
+if $tracing && [ -n "${OTEL_EXPORTER_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_TRACES_ENDPOINT:-}" ]; then
+  echo "error: --tracing runs its own collector; unset OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" >&2; missing=1
+fi
 [ "$missing" -eq 0 ] || exit 2
 
 workdir=$(mktemp -d)
@@ -302,18 +311,53 @@ serving_revision() { # the revision with the largest share of traffic
   json_get "max((t for t in d.get('status',{}).get('traffic',[]) if t.get('percent')), key=lambda t: t['percent'], default={}).get('revisionName','')"
 }
 
-deploy_flags() { # the flags every revision of the service is deployed with
-  local flags=(--image "$1" --platform managed --port 8000 --service-account "$runtime_sa"
-    --min-instances "$MIN_INSTANCES" --max-instances "$MAX_INSTANCES" --concurrency "$CONCURRENCY"
-    --cpu "$CPU" --memory "$MEMORY" --timeout 60 --env-vars-file "$workdir/env.yaml")
+deploy_flags() { # deploy_flags IMAGE EXISTING [CONTAINER]: the flags of every revision
+  local service=(--platform managed --service-account "$runtime_sa"
+    --min-instances "$MIN_INSTANCES" --max-instances "$MAX_INSTANCES" --concurrency "$CONCURRENCY" --timeout 60)
+  local container=(--image "$1" --port 8000 --cpu "$CPU" --memory "$MEMORY" --env-vars-file "$workdir/env.yaml")
   if [ ${#SECRET_REFS[@]} -gt 0 ]; then
-    flags+=(--set-secrets "$(IFS=,; echo "${SECRET_REFS[*]}")")
+    container+=(--set-secrets "$(IFS=,; echo "${SECRET_REFS[*]}")")
   elif [ -n "$2" ]; then
-    flags+=(--clear-secrets)
+    container+=(--clear-secrets)
   fi
   # The connector checks NSPS's Bearer token itself, so Cloud Run lets every caller through.
-  if $invoker_check; then flags+=(--allow-unauthenticated); else flags+=(--no-invoker-iam-check); fi
-  printf '%s\n' "${flags[@]}" "${network_flags[@]}"
+  if $invoker_check; then service+=(--allow-unauthenticated); else service+=(--no-invoker-iam-check); fi
+  if $tracing; then
+    # Two containers: the connector (the one that takes requests) and the collector beside it.
+    container=(--container "${3:-connector}" "${container[@]}"
+      --container otel-collector --image "$OTEL_COLLECTOR_IMAGE" --cpu 1 --memory 512Mi
+      --args=--config=env:OTEL_COLLECTOR_CONFIG --env-vars-file "$workdir/collector.yaml")
+  fi
+  printf '%s\n' "${service[@]}" "${network_flags[@]}" "${container[@]}"
+}
+
+# The collector beside the connector: OTLP over HTTP on localhost:4318 in, Cloud Trace out (with
+# the runtime account's credentials from the metadata server).
+write_collector_config() {
+  cat >"$1" <<'YAML'
+OTEL_COLLECTOR_CONFIG: |
+  receivers:
+    otlp:
+      protocols:
+        http:
+          endpoint: localhost:4318
+  processors:
+    batch: {}
+  exporters:
+    googlecloud: {}
+  service:
+    pipelines:
+      traces:
+        receivers: [otlp]
+        processors: [batch]
+        exporters: [googlecloud]
+YAML
+}
+
+# The runtime account may write traces to Cloud Trace (and nothing else is added).
+grant_trace_writer() {
+  with_iam_retry gcloud projects add-iam-policy-binding "$GCP_PROJECT_ID" \
+    --member "serviceAccount:$runtime_sa" --role roles/cloudtrace.agent --condition None >/dev/null
 }
 
 # `nsps-wtl-connector check` as a Cloud Run job with the new revision's image, settings, secrets,
@@ -355,7 +399,7 @@ roll_out() {
   local flags=() before serving candidate candidate_url after
   before=$1
   serving=$(serving_revision <<<"$before")
-  mapfile -t flags < <(deploy_flags "$2" existing)
+  mapfile -t flags < <(deploy_flags "$2" existing "$(json_get "d['spec']['template']['spec']['containers'][0].get('name') or 'connector'" <<<"$before")")
   with_iam_retry gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" "${flags[@]}" --no-traffic --tag candidate
   after=$(describe_service)
   candidate=$(json_get "d['status']['latestCreatedRevisionName']" <<<"$after")
@@ -427,6 +471,7 @@ apis_needed() {
   $local_build || apis+=(cloudbuild.googleapis.com)
   [ ${#USED_SECRETS[@]} -eq 0 ] || apis+=(secretmanager.googleapis.com)
   ! $static_egress || apis+=(compute.googleapis.com)
+  ! $tracing || apis+=(cloudtrace.googleapis.com)
 }
 
 # ---- monitoring ---------------------------------------------------------------------------------
@@ -528,11 +573,17 @@ if [ "$mode" = env ]; then
   [ -n "$existing" ] || { echo "error: no service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
   image=$(json_get "d['spec']['template']['spec']['containers'][0]['image']" <<<"$existing")
 fi
+if $tracing; then
+  # The connector sends its spans to the collector beside it.
+  export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318
+  write_collector_config "$workdir/collector.yaml"
+fi
 plan_settings
 write_env_file "$workdir/env.yaml"
 apis_needed
 run gcloud services enable "${apis[@]}" "${project[@]}"
 ensure_runtime_account
+if $tracing; then grant_trace_writer; fi
 setup_secrets
 set_network_flags
 $static_egress && setup_static_egress

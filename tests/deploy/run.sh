@@ -121,7 +121,8 @@ expect "gcp creates the Artifact Registry repository" '^gcloud artifacts reposit
 expect "gcp builds with Cloud Build" '^gcloud builds submit .* --tag europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:'
 expect "gcp runs the service as its own account" '^gcloud run deploy nsps-wtl-connector .*--service-account nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com'
 refuse "gcp: a new service is created with its traffic (--no-traffic is for updates)" 'run deploy .*--no-traffic'
-expect "gcp deploy: port 8000, public (the connector checks its token)" 'run deploy .*--port 8000 .*--allow-unauthenticated'
+expect "gcp deploy: port 8000" 'run deploy .*--port 8000'
+expect "gcp deploy: public (the connector checks its token)" 'run deploy .*--allow-unauthenticated'
 expect "gcp deploy: scale to zero, bounded instances" 'run deploy .*--min-instances 0 --max-instances 3 --concurrency 80'
 expect "gcp runs check as a job with the service's image, identity and settings" '^gcloud run jobs deploy nsps-wtl-connector-check .*--image europe-west1-docker.pkg.dev/proj-1/.* --args check --service-account nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com .*--env-vars-file .*--set-secrets '
 expect "gcp waits for the check" '^gcloud run jobs execute nsps-wtl-connector-check .*--wait'
@@ -268,6 +269,25 @@ expect "gcp creates the Cloud Router" '^gcloud compute routers create nsps-wtl-c
 expect "gcp creates Cloud NAT on that address only" '^gcloud compute routers nats create nsps-wtl-connector-egress .*--router nsps-wtl-connector-egress --nat-external-ip-pool nsps-wtl-connector-egress-ip --nat-custom-subnet-ip-ranges nsps-wtl-connector-egress'
 expect "gcp sends all traffic through the VPC" 'run deploy .*--network nsps-wtl-connector-egress --subnet nsps-wtl-connector-egress --vpc-egress all-traffic'
 said "gcp prints the egress address" 'egress address \(allow it in the HLR.s firewall\): 34.0.2.15'
+
+scenario "gcp: --tracing runs a collector beside the connector" _gcp-deploy/deploy.sh --tracing --yes
+exits "gcp --tracing exits 0" 0
+expect "gcp --tracing enables Cloud Trace" '^gcloud services enable .*cloudtrace.googleapis.com'
+expect "gcp --tracing lets the runtime account write traces" '^gcloud projects add-iam-policy-binding proj-1 --member serviceAccount:nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com --role roles/cloudtrace.agent'
+expect "gcp --tracing deploys two containers, the connector taking requests" 'run deploy .* --container connector --image europe-west1-docker.pkg.dev/[^ ]* --port 8000 .* --container otel-collector --image otel/opentelemetry-collector-contrib:[0-9.]+ .*--args=--config=env:OTEL_COLLECTOR_CONFIG --env-vars-file '
+check_py "gcp --tracing: the connector sends its spans to the collector, which sends them to Cloud Trace" \
+  "$FAKE_STATE/env.yaml" "$FAKE_STATE/env-otel-collector.yaml" <<'PY'
+import sys, yaml
+env = yaml.safe_load(open(sys.argv[1]))
+assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4318", env
+config = yaml.safe_load(yaml.safe_load(open(sys.argv[2]))["OTEL_COLLECTOR_CONFIG"])
+assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "localhost:4318"
+assert config["service"]["pipelines"]["traces"]["exporters"] == ["googlecloud"]
+PY
+EXTRA_ENV=(OTEL_EXPORTER_OTLP_ENDPOINT=http://collector.example:4318)
+scenario "gcp: --tracing beside an endpoint of one's own" _gcp-deploy/deploy.sh --tracing --yes; EXTRA_ENV=()
+exits "gcp --tracing refuses a second collector" 2
+refuse "gcp --tracing refusal runs nothing" '^(gcloud|docker|curl) .*(deploy|create|enable)'
 
 scenario "gcp: public access without allUsers" _gcp-deploy/deploy.sh --no-invoker-iam-check --yes
 expect "gcp --no-invoker-iam-check replaces the allUsers binding" 'run deploy .*--no-invoker-iam-check'
@@ -543,6 +563,21 @@ scenario "aws: App Runner, a 40-character service name" _aws-deploy/deploy.sh --
 exits "aws: a 40-character service name deploys on App Runner" 0
 expect "aws: the scaling configuration name fits 32 characters" '^aws apprunner create-auto-scaling-configuration .*--auto-scaling-configuration-name nsps-wtl-connector-oper-[0-9a-f]{8} --min-size 1 --max-size 4'
 expect "aws creates the App Runner service" '^aws apprunner create-service --region eu-central-1 --service-name nsps-wtl-connector-operator-emea-prod-01 '
+
+GIVEN="$apprunner_given}"
+scenario "aws: App Runner with --tracing" _aws-deploy/deploy.sh --tracing --yes; GIVEN='{}'
+exits "aws App Runner --tracing exits 0" 0
+expect "aws --tracing creates an X-Ray observability configuration" '^aws apprunner create-observability-configuration --region eu-central-1 --observability-configuration-name nsps-wtl-connector-xray --trace-configuration Vendor=AWSXRAY'
+expect "aws --tracing turns it on for the service" 'update-service .*--observability-configuration ObservabilityEnabled=true,ObservabilityConfigurationArn=arn:aws:apprunner:eu-central-1:123456789012:observabilityconfiguration/nsps-wtl-connector-xray/1/abc'
+expect "aws --tracing: the instance role may write to X-Ray" '^aws iam attach-role-policy --role-name nsps-wtl-connector-apprunner-instance --policy-arn arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess'
+check_py "aws --tracing: the connector sends its spans to App Runner's collector" "$FAKE_STATE/source.json" <<'PY'
+import json, sys
+env = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["ImageRepository"]["ImageConfiguration"]["RuntimeEnvironmentVariables"]
+assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://localhost:4317" and env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc", env
+PY
+scenario "aws: --tracing on ECS" _aws-deploy/deploy.sh --tracing --yes
+exits "aws --tracing on ECS Express Mode says why it cannot" 2
+said "aws names the way to trace on ECS" 'OTEL_EXPORTER_OTLP_ENDPOINT'
 
 scenario "aws: one egress address (ECS)" _aws-deploy/deploy.sh --static-egress-ip --yes
 exits "aws --static-egress-ip exits 0" 0
