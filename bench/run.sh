@@ -65,6 +65,8 @@ load() {
   [ "$name" = baseline ] && script="$work/post-baseline.lua" pid=$fwd_pid
   [ "$name" = memory_local ] && script="$work/fresh.lua" pid=$local_pid
   [ "$name" = memory_redis ] && script="$work/fresh.lua" pid=$shared_pid
+  [ "$name" = otel_sink ] && pid=$otel_pid
+  [ "$name" = otel_down ] && pid=$down_pid
   before=$(cpu_ticks "$pid")
   out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
   after=$(cpu_ticks "$pid")
@@ -104,6 +106,30 @@ shared_pid=$!
 pids+=("$shared_pid")
 wait_http "http://127.0.0.1:$local_port/health"
 wait_http "http://127.0.0.1:$shared_port/ready"
+
+# OpenTelemetry export's cost, in the same run: the main connector's settings plus an OTLP
+# endpoint, once a local sink that takes every export (200), once a collector that is down.
+sink_port=$(free_port) otel_port=$(free_port) down_port=$(free_port) dead_port=$(free_port)
+python3 - "$sink_port" >"$work/sink.log" 2>&1 <<'PY' &
+import http.server, sys
+class Sink(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+pids+=($!)
+for point in "otel:$otel_port:$sink_port" "down:$down_port:$dead_port"; do
+  IFS=: read -r kind port collector <<<"$point"
+  (cd "$work" && PORT=$port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
+    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$collector" exec "$bin") >"$work/$kind.log" 2>&1 &
+  pids+=($!)
+  if [ "$kind" = otel ]; then otel_pid=$!; else down_pid=$!; fi
+  wait_http "http://127.0.0.1:$port/health"
+done
 cat >"$work/fresh.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Authorization"] = "Bearer bench-token"
@@ -133,6 +159,8 @@ for c in 1 64; do
     load baseline "http://127.0.0.1:$fwd_port/process-event" "$c"
     load memory_local "http://127.0.0.1:$local_port/process-event" "$c"
     load memory_redis "http://127.0.0.1:$shared_port/process-event" "$c"
+    load otel_sink "http://127.0.0.1:$otel_port/process-event" "$c"
+    load otel_down "http://127.0.0.1:$down_port/process-event" "$c"
   done
 done
 peak_rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$conn_pid/status")
@@ -177,7 +205,7 @@ def med(name, c, i):
     vals = [float(r[i]) for r in rows if r[0] == name and r[1] == c]
     return statistics.median(vals)
 res = {}
-for name in ("connector", "baseline", "memory_local", "memory_redis"):
+for name in ("connector", "baseline", "memory_local", "memory_redis", "otel_sink", "otel_down"):
     for c in ("1", "64"):
         res[f"{name}_{c}"] = {"rps": med(name, c, 2), "p50_ms": med(name, c, 3), "p99_ms": med(name, c, 4),
                               "cpu_us_per_request": med(name, c, 6),
@@ -202,6 +230,10 @@ checks = [
     ("peak RSS <= 40 MB", summary["peak_rss_mb"], "<= 40", summary["peak_rss_mb"] <= 40),
     ("ready <= 50 ms after start", summary["cold_start_ms"], "<= 50", summary["cold_start_ms"] <= 50),
     ("binary <= 15 MB", summary["binary_mb"], "<= 15", summary["binary_mb"] <= 15),
+    ("CPU per event at 64 connections, export on <= 1.25x off", res["otel_sink_64"]["cpu_us_per_request"] / c64["cpu_us_per_request"],
+     "<= 1.25", res["otel_sink_64"]["cpu_us_per_request"] <= 1.25 * c64["cpu_us_per_request"]),
+    ("p50 at 1 connection, collector down <= export off + 100 us (extra us)",
+     (res["otel_down_1"]["p50_ms"] - c1["p50_ms"]) * 1000, "<= 100", (res["otel_down_1"]["p50_ms"] - c1["p50_ms"]) * 1000 <= 100),
 ]
 summary["budget"] = [{"check": n, "value": round(v, 3), "limit": l, "ok": ok} for n, v, l, ok in checks]
 lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, medians of {runs} run(s) of {duration} s per point", "",
@@ -220,6 +252,14 @@ for c in ("1", "64"):
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['p50_ms']:.2f} | {b['p50_ms']:.2f} | "
                  f"{a['cpu_us_per_request']:.1f} / {b['cpu_us_per_request']:.1f} | "
                  f"+{(b['p50_ms'] - a['p50_ms']) * 1000:.0f} µs p50, +{b['cpu_us_per_request'] - a['cpu_us_per_request']:.1f} µs CPU |")
+lines += ["", "OpenTelemetry export (the main load): off / on, to a local OTLP sink / on, the collector down",
+          "", "| load | p50 ms off / sink / down | CPU µs per request off / sink / down | CPU with export on |",
+          "|---|---|---|---|"]
+for c in ("1", "64"):
+    off, on, down = res[f"connector_{c}"], res[f"otel_sink_{c}"], res[f"otel_down_{c}"]
+    lines.append(f"| {c} connection{'s' if c != '1' else ''} | {off['p50_ms']:.2f} / {on['p50_ms']:.2f} / {down['p50_ms']:.2f} | "
+                 f"{off['cpu_us_per_request']:.1f} / {on['cpu_us_per_request']:.1f} / {down['cpu_us_per_request']:.1f} | "
+                 f"{on['cpu_us_per_request'] / max(off['cpu_us_per_request'], 1e-9):.2f}x |")
 lines += ["", "| measure | value |", "|---|---|",
           f"| idle RSS after start-up | {summary['idle_rss_mb']:.1f} MB |",
           f"| peak RSS under load | {summary['peak_rss_mb']:.1f} MB |",
