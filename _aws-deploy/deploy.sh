@@ -502,19 +502,26 @@ deploy_apprunner() {
   # The instance role reads the secrets; one is made when secrets are used and none is given.
   instance_role=${INSTANCE_ROLE_ARN:-}
   if [ -z "$instance_role" ] && { [ ${#SECRET_ARNS[@]} -gt 0 ] || $tracing; }; then
+    ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com
     if $tracing; then
-      # The collector App Runner runs beside the instance writes to X-Ray with this role.
-      ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess
-    else
-      ensure_role "$SERVICE_NAME-apprunner-instance" tasks.apprunner.amazonaws.com
+      # The collector App Runner runs beside the instance writes to X-Ray with this role (attached
+      # on every run: a role made by an earlier deploy without --tracing gets it too).
+      run aws iam attach-role-policy --role-name "$SERVICE_NAME-apprunner-instance" \
+        --policy-arn arn:aws:iam::aws:policy/AWSXRayDaemonWriteAccess
     fi
     instance_role=$(role_arn "$SERVICE_NAME-apprunner-instance")
     allow_secrets "$SERVICE_NAME-apprunner-instance"
   fi
   local observability=()
-  if $tracing; then observability=(--observability-configuration "ObservabilityEnabled=true,ObservabilityConfigurationArn=$(apprunner_tracing)"); fi
+  if $tracing; then
+    local tracing_arn
+    tracing_arn=$(apprunner_tracing)
+    [ -n "$tracing_arn" ] || { echo "error: the App Runner observability configuration could not be created" >&2; exit 1; }
+    observability=(--observability-configuration "ObservabilityEnabled=true,ObservabilityConfigurationArn=$tracing_arn")
+  fi
   apprunner_source "$image" "$access_role" >"$workdir/source.json"
   scaling=$(apprunner_scaling)
+  [ -n "$scaling" ] || { echo "error: the App Runner auto-scaling configuration could not be created" >&2; exit 1; }
   [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
   if $static_egress; then
     local connector subnets=()

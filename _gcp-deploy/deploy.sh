@@ -400,7 +400,8 @@ roll_out() {
   before=$1
   serving=$(serving_revision <<<"$before")
   mapfile -t flags < <(deploy_flags "$2" existing "$(json_get "d['spec']['template']['spec']['containers'][0].get('name') or 'connector'" <<<"$before")")
-  with_iam_retry gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" "${flags[@]}" --no-traffic --tag candidate
+  # Before the deploy flags: after a --container (--tracing), gcloud takes only that container's flags.
+  with_iam_retry gcloud run deploy "$SERVICE_NAME" "${project[@]}" "${region[@]}" --no-traffic --tag candidate "${flags[@]}"
   after=$(describe_service)
   candidate=$(json_get "d['status']['latestCreatedRevisionName']" <<<"$after")
   candidate_url=$(json_get "[t['url'] for t in d['status'].get('traffic',[]) if t.get('tag')=='candidate'][0]" <<<"$after")

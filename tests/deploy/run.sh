@@ -170,7 +170,7 @@ grep -qF "$secret_token" "$FAKE_STATE/secret-stdin" && ok "gcp: secret values re
 
 GIVEN=$(gcp_existing 1); scenario "gcp: existing service, safe rollout" _gcp-deploy/deploy.sh --yes; GIVEN='{}'
 exits "gcp update exits 0" 0
-expect "gcp deploys the new revision with no traffic, tagged candidate" '^gcloud run deploy nsps-wtl-connector .* --no-traffic --tag candidate$'
+expect "gcp deploys the new revision with no traffic, tagged candidate" '^gcloud run deploy nsps-wtl-connector --project proj-1 --region europe-west1 --no-traffic --tag candidate '
 expect "gcp smoke-tests the candidate's own URL" '^curl .*https://candidate---nsps-wtl-connector-abc.a.run.app/health'
 expect "gcp moves traffic only then" '^gcloud run services update-traffic nsps-wtl-connector --project proj-1 --region europe-west1 --to-revisions nsps-wtl-connector-00002-x2=100'
 [ "$(serving)" = nsps-wtl-connector-00002-x2 ] && ok "gcp: the new revision serves" || bad "gcp: serving $(serving)"
@@ -298,7 +298,7 @@ EXTRA_ENV=(WTL_DRY_RUN=true)
 scenario "gcp: env-only" _gcp-deploy/deploy.sh --env-only; GIVEN='{}'; EXTRA_ENV=()
 exits "gcp env-only exits 0" 0
 refuse "gcp env-only builds nothing" 'builds submit|docker build'
-expect "gcp env-only redeploys the running image, with no traffic first" '^gcloud run deploy nsps-wtl-connector .*--image europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:old1 .*--no-traffic --tag candidate'
+expect "gcp env-only redeploys the running image, with no traffic first" '^gcloud run deploy nsps-wtl-connector .*--no-traffic --tag candidate .*--image europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:old1( |$)'
 grep -qxF "WTL_DRY_RUN: 'true'" "$FAKE_STATE/env.yaml" && ok "gcp env-only passes WTL_DRY_RUN (the dry-run week)" || bad "gcp env-only WTL_DRY_RUN"
 expect "gcp env-only clears secrets the env file no longer names" 'run deploy .*--clear-secrets'
 
