@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::plan::PlanRules;
 
@@ -18,7 +18,12 @@ mod otel;
 mod problems;
 mod proxy;
 mod secret_files;
+mod tokens;
+mod variables;
 mod wtl;
+
+pub use tokens::ApiTokens;
+pub use variables::{PEM_FILE_VARS, PLATFORM_VARS, SECRET_VARS, variables_listing};
 
 pub(crate) use build::token_list;
 pub(crate) use env::split_list;
@@ -120,46 +125,6 @@ pub struct WtlSettings {
     /// Extra trusted CAs and the client identity for mutual TLS.
     pub tls: crate::wtl::tls::TlsFiles,
     pub proxy: ProxySettings,
-}
-
-/// The tokens NSPS may send (`API_TOKEN`), shared by every request; replaced as a whole when
-/// `API_TOKEN_FILE` changes, so a request sees the old list or the new one, never a mix.
-#[derive(Clone)]
-pub struct ApiTokens(std::sync::Arc<arc_swap::ArcSwap<Vec<SecretString>>>);
-
-impl ApiTokens {
-    pub fn new(tokens: Vec<SecretString>) -> Self {
-        Self(std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(tokens)))
-    }
-
-    pub fn replace(&self, tokens: Vec<SecretString>) {
-        self.0.store(std::sync::Arc::new(tokens));
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.load().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Does any token equal `candidate`? Compares in constant time against every token (no
-    /// early exit), so the answer time does not reveal which token or prefix matched.
-    pub fn matches(&self, candidate: &[u8]) -> bool {
-        use subtle::ConstantTimeEq;
-        let mut found = subtle::Choice::from(0u8);
-        for token in self.0.load().iter() {
-            found |= token.expose_secret().as_bytes().ct_eq(candidate);
-        }
-        found.into()
-    }
-}
-
-impl fmt::Debug for ApiTokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ApiTokens({} token(s))", self.len())
-    }
 }
 
 /// Everything the connector needs, parsed and checked.
@@ -464,55 +429,6 @@ fn env_fields() -> &'static [&'static str] {
     serde_aux::serde_introspection::serde_introspect::<env::RawEnv>()
 }
 
-/// The settings that hold a secret: kept in the platform's secret store by the deploy scripts,
-/// never shown (the start-up line prints `***`).
-pub const SECRET_VARS: &[&str] = &[
-    "API_TOKEN",
-    "WTL_API_TOKEN",
-    "WTL_API_PASSWORD",
-    "WTL_OAUTH_CLIENT_SECRET",
-    "REDIS_URL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-];
-
-/// The variables the platform sets itself: never passed by the deploy scripts.
-pub const PLATFORM_VARS: &[&str] = &["PORT", "K_SERVICE"];
-
-/// The settings that name a PEM file (or hold the PEM itself): the deploy scripts mount them
-/// from the secret store as files where the platform can.
-pub const PEM_FILE_VARS: &[&str] = &[
-    "WTL_CA_FILE",
-    "WTL_CLIENT_CERT_FILE",
-    "WTL_CLIENT_KEY_FILE",
-    "REDIS_CA_FILE",
-];
-
-/// `nsps-wtl-connector variables`: every variable the connector reads, one a line, with how it
-/// is handled (`secret`, `secret-file` (the `_FILE` form of a secret), `pem-file`, `platform`
-/// (set by the platform, never passed) or `setting`). The deploy scripts pass exactly these to the
-/// service (`_deploy-common/variables.txt` is this output; a test keeps the two equal).
-pub fn variables_listing() -> String {
-    known_vars()
-        .map(|name| {
-            let kind = if PLATFORM_VARS.contains(&name.as_str()) {
-                "platform"
-            } else if SECRET_VARS.contains(&name.as_str()) {
-                "secret"
-            } else if name
-                .strip_suffix("_FILE")
-                .is_some_and(|secret| SECRET_VARS.contains(&secret))
-            {
-                "secret-file"
-            } else if PEM_FILE_VARS.contains(&name.as_str()) {
-                "pem-file"
-            } else {
-                "setting"
-            };
-            format!("{name} {kind}\n")
-        })
-        .collect()
-}
-
 /// The standard proxy variables, read in either case (see [`ProxySettings`]).
 pub const PROXY_VARS: &[&str] = &[
     "HTTPS_PROXY",
@@ -529,6 +445,7 @@ pub const PROXY_VARS: &[&str] = &[
 mod tests {
     use super::*;
     use crate::plan::Action;
+    use secrecy::ExposeSecret;
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![("API_TOKEN", "t1"), ("WTL_API_URL", "http://127.0.0.1:9/wtl/")]

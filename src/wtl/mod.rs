@@ -13,6 +13,7 @@ mod body;
 mod client;
 mod credentials;
 pub mod limiter;
+mod live;
 pub(crate) mod net;
 pub mod oauth;
 pub mod outcome;
@@ -36,6 +37,8 @@ pub use body::prov_body;
 pub use client::{ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider};
 use credentials::Credentials;
 use limiter::RateLimiter;
+use live::Live;
+pub use live::Rotated;
 pub use outcome::{Done, NetFailure, WtlError};
 use tracing::Instrument as _;
 
@@ -60,37 +63,6 @@ pub struct WtlClient {
     metrics: Arc<Metrics>,
     /// Token requests made (grants and refreshes), across rotations.
     token_requests: Arc<AtomicU64>,
-}
-
-/// The HTTP client (TLS material, proxies, pool) and the credentials built on it.
-struct Live {
-    http: reqwest::Client,
-    credentials: Credentials,
-}
-
-impl Live {
-    fn build(settings: &WtlSettings, token_requests: &Arc<AtomicU64>) -> Result<Self, ClientBuildError> {
-        let http = http_client(settings)?;
-        let credentials = Credentials::from_settings(settings, &http, token_requests.clone());
-        Ok(Self { http, credentials })
-    }
-}
-
-/// A new value for something the WTL client is built from (`crate::rotation`).
-pub enum Rotated {
-    ApiToken(secrecy::SecretString),
-    Password(secrecy::SecretString),
-    ClientSecret(secrecy::SecretString),
-    /// `WTL_CA_FILE`, `WTL_CLIENT_CERT_FILE` or `WTL_CLIENT_KEY_FILE` changed on disk.
-    TlsFiles,
-}
-
-impl std::fmt::Debug for WtlClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WtlClient")
-            .field("prov_url", &self.prov_url.as_str())
-            .finish_non_exhaustive()
-    }
 }
 
 /// Where one call's attempts stand.
@@ -165,27 +137,6 @@ impl WtlClient {
             metrics,
             token_requests,
         })
-    }
-
-    /// Rebuilds the HTTP client and the credentials with a new secret or the TLS files as they
-    /// are now on disk; calls made from now on use them, calls in flight finish on the old ones.
-    /// A new credential also drops the cached OAuth token. On an error nothing changes.
-    pub fn rotate(&self, rotated: Rotated) -> Result<(), ClientBuildError> {
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        let mut next = current.clone();
-        match rotated {
-            Rotated::ApiToken(token) => next.api_token = Some(token),
-            Rotated::Password(password) => next.password = Some(password),
-            Rotated::ClientSecret(secret) => {
-                if let Some(oauth) = next.oauth.as_mut() {
-                    oauth.client_secret = Some(secret);
-                }
-            }
-            Rotated::TlsFiles => {}
-        }
-        self.live.store(Arc::new(Live::build(&next, &self.token_requests)?));
-        *current = next;
-        Ok(())
     }
 
     /// With `WTL_AUTH=oauth2`: obtains a token (from the cache or the token endpoint) and
