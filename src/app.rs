@@ -21,8 +21,6 @@ use tower::ServiceExt as _;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::memory::Store;
-use crate::memory::local::Memory;
-use crate::memory::shared::SharedMemory;
 use crate::metrics::Metrics;
 use crate::rotation::Rotation;
 use crate::wtl::WtlClient;
@@ -40,7 +38,7 @@ impl Drop for AbortOnDrop {
 const ANSWER_FLUSH: Duration = Duration::from_secs(1);
 
 /// Largest request head (request line and headers) accepted, in bytes.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -54,6 +52,8 @@ pub enum StartError {
 
 pub struct Application {
     listener: TcpListener,
+    /// What the service was built from (the start-up line, rotation).
+    settings: Arc<Settings>,
     state: AppState,
     cut_off: tokio::sync::watch::Sender<bool>,
     extra_routes: axum::Router<AppState>,
@@ -69,8 +69,8 @@ impl Application {
     /// Binds `BIND_ADDRESS:$PORT`; unset, the dual-stack `[::]:$PORT` (IPv6 and IPv4), or
     /// `0.0.0.0:$PORT` where the host has no IPv6.
     pub async fn bind_port(settings: Settings) -> Result<Self, StartError> {
-        let port = settings.port;
-        if let Some(ip) = settings.bind_address {
+        let port = settings.server.port;
+        if let Some(ip) = settings.server.bind_address {
             return Self::bind(settings, SocketAddr::new(ip, port)).await;
         }
         let dual = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port));
@@ -87,41 +87,26 @@ impl Application {
 
     /// Builds the service around a bound listener.
     fn on_listener(settings: Settings, listener: TcpListener) -> Result<Self, StartError> {
-        let settings = Arc::new(settings);
         let metrics = Arc::new(Metrics::new(settings.rules.event_actions.keys()));
         let wtl = WtlClient::new(&settings.wtl, metrics.clone()).map_err(|e| StartError::Client(e.to_string()))?;
         let (cut_off, cut_off_rx) = tokio::sync::watch::channel(false);
-        let memory = match &settings.redis {
-            None => Store::Local(Memory::new(
-                settings.dedup_ttl,
-                settings.dedup_max,
-                settings.stale_event_check,
-            )),
-            Some(redis) => Store::Shared {
-                redis: SharedMemory::new(
-                    redis,
-                    settings.dedup_ttl,
-                    settings.stale_event_ttl,
-                    settings.stale_event_check,
-                    settings.request_timeout,
-                    metrics.clone(),
-                )
-                .map_err(|e| StartError::Store(e.to_string()))?,
-                fail_open: redis.fail_open,
-            },
-        };
+        let memory = Store::open(&settings.memory, settings.server.request_timeout, metrics.clone())
+            .map_err(|e| StartError::Store(e.to_string()))?;
         let state = AppState {
             memory: Arc::new(memory),
-            event_slots: Arc::new(Semaphore::new(settings.max_in_flight)),
+            event_slots: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             ready: Arc::new(AtomicBool::new(true)),
-            project: crate::telemetry::Project::discover(&settings.cloud),
+            project: crate::telemetry::Project::discover(&settings.telemetry.cloud),
             cut_off: cut_off_rx,
             wtl: Arc::new(wtl),
             metrics,
-            settings,
+            server: Arc::new(settings.server.clone()),
+            rules: Arc::new(settings.rules.clone()),
         };
+        let settings = Arc::new(settings);
         Ok(Self {
             listener,
+            settings,
             state,
             cut_off,
             extra_routes: axum::Router::new(),
@@ -133,6 +118,11 @@ impl Application {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The settings the service was built from.
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
     }
 
     pub fn state(&self) -> &AppState {
@@ -147,7 +137,7 @@ impl Application {
 
     /// Logs the effective configuration (secrets redacted) and any contradictions.
     pub fn log_start(&self) {
-        let s = &self.state.settings;
+        let s = &self.settings;
         let config: serde_json::Map<String, serde_json::Value> = s
             .redacted()
             .into_iter()
@@ -158,7 +148,7 @@ impl Application {
             config_json = %serde_json::Value::Object(config),
             "effective configuration"
         );
-        if s.wtl_dry_run {
+        if s.wtl.dry_run {
             tracing::warn!(
                 "DRY RUN MODE (WTL_DRY_RUN=true): events are authenticated, parsed, planned and answered 202, but NO WTL call is made and nothing reaches the HLR"
             );
@@ -173,19 +163,20 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         let Self {
             listener,
+            settings,
             state,
             cut_off,
             extra_routes,
         } = self;
         // Secret and TLS files are watched while the service runs (`rotation`).
-        let rotation = Rotation::new(state.settings.clone(), state.wtl.clone(), state.memory.clone());
+        let rotation = Rotation::new(settings, state.wtl.clone(), state.memory.clone());
         let _watcher = (!rotation.is_empty()).then(|| AbortOnDrop(tokio::spawn(rotation.run())));
         let service = http::router_with(state.clone(), extra_routes);
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(state.settings.header_read_timeout)
+            .header_read_timeout(state.server.header_read_timeout)
             .max_buf_size(MAX_HEADER_BYTES)
             .keep_alive(true);
         builder
@@ -226,8 +217,8 @@ impl Application {
         }
         http::set_not_ready(&state.ready);
         drop(listener);
-        let limit = state.settings.shutdown_timeout;
-        let in_flight = state.settings.max_in_flight - state.event_slots.available_permits();
+        let limit = state.server.shutdown_timeout;
+        let in_flight = state.server.max_in_flight - state.event_slots.available_permits();
         tracing::info!(
             in_flight_events = in_flight,
             timeout_s = limit.as_secs_f64(),
@@ -271,7 +262,7 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
     // The handlers are registered now, not when the future is first polled: a SIGTERM that
     // arrives as soon as the listener answers is then a graceful shutdown, not the default
     // action (termination without a drain).

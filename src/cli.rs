@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::app::{self, Application};
-use crate::config::{LogFormat, Settings};
+use crate::config::Settings;
 use crate::simulator::Simulator;
 use crate::telemetry;
+use crate::telemetry::LogFormat;
 
 /// Connects PortaOne NSPS provisioning events to a WTL HLR/HSS.
 ///
@@ -76,7 +77,7 @@ pub fn main() -> ExitCode {
         Command::Plan { file, pretty } => plan(file.as_deref(), pretty),
         Command::Check { json } => run_async(check(json)),
         Command::Openapi => {
-            print!("{}", crate::openapi::document());
+            print!("{}", crate::http::openapi_document());
             ExitCode::SUCCESS
         }
         Command::Variables => {
@@ -177,7 +178,7 @@ fn init_logs_from_env(otel: Option<&crate::telemetry::OtelSettings>) -> telemetr
 async fn serve() -> u8 {
     let settings = Settings::from_env();
     // Spans are exported when the settings ask for it; a bad setting is still logged as a line.
-    let _logs = init_logs_from_env(settings.as_ref().ok().and_then(|s| s.otel.as_ref()));
+    let _logs = init_logs_from_env(settings.as_ref().ok().and_then(|s| s.telemetry.otel.as_ref()));
     let settings = match settings {
         Ok(s) => s,
         Err(e) => {

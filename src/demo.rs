@@ -5,15 +5,11 @@ use std::net::SocketAddr;
 
 use crate::app::{self, Application};
 use crate::config::{Settings, is_known_var};
+use crate::nsps::{SAMPLE_CREATED, SAMPLE_UPDATED};
 use crate::simulator::Simulator;
 
-/// A SIM arriving in inventory: inserted barred, without a number.
-pub const SAMPLE_CREATED: &str = r#"{"event_id":"demo-1","data":{"event_type":"SIM/Created"},"pb_data":{"sim_info":{"imsi":"001010000020349"}},"updated_at":"2025-03-12T17:00:00Z"}"#;
-/// The SIM assigned to an open account: granted, with its MSISDN and profiles.
-pub const SAMPLE_UPDATED: &str = r#"{"event_id":"demo-2","data":{"event_type":"SIM/Updated"},"pb_data":{"account_info":{"bill_status":"open","blocked":false,"id":"79123456789@msisdn"},"sim_info":{"imsi":"001010000020349","msisdn":"79123456789"},"access_policy_info":{"attributes":[{"name":"cs_profile","value":"cs-pp-20250319"},{"name":"eps_profile","value":"eps-pp-20250319"}]}},"updated_at":"2025-03-12T17:05:00Z"}"#;
-
 /// The settings the demo runs with: the environment, with WTL pointed at the simulator.
-pub fn demo_settings(simulator: SocketAddr, token: &str) -> Result<Settings, crate::config::ConfigError> {
+pub(crate) fn demo_settings(simulator: SocketAddr, token: &str) -> Result<Settings, crate::config::ConfigError> {
     let mut vars: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| is_known_var(k))
         .filter(|(k, _)| {
@@ -32,7 +28,7 @@ pub fn demo_settings(simulator: SocketAddr, token: &str) -> Result<Settings, cra
 }
 
 /// Runs the demo until SIGTERM/SIGINT. Returns a process exit code.
-pub async fn run() -> u8 {
+pub(crate) async fn run() -> u8 {
     let sim_port: u16 = std::env::var("SIMULATOR_PORT")
         .ok()
         .and_then(|p| p.parse().ok())

@@ -13,7 +13,7 @@ use crate::wtl;
 
 /// What `plan` prints for one event body, and its exit code: 0 for `calls` and `ignored`, 2 for
 /// `invalid` (a body that is not JSON at all included).
-pub fn plan_event(body: &[u8], rules: &PlanRules) -> (Value, u8) {
+pub(crate) fn plan_event(body: &[u8], rules: &PlanRules) -> (Value, u8) {
     let event = match nsps::parse_event(body) {
         Ok(e) => e,
         Err(problem) => return (invalid(&problem), 2),
@@ -46,7 +46,7 @@ fn invalid(problem: &nsps::FieldProblem) -> Value {
 
 /// The settings `plan` runs with: the environment's (and `.env`'s), with stand-ins for the two
 /// settings a plan does not need (`API_TOKEN`, `WTL_API_URL`), so it runs anywhere.
-pub fn settings_for_plan(
+pub(crate) fn settings_for_plan(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Settings, crate::config::ConfigError> {
     let mut vars: Vec<(String, String)> = vars.into_iter().collect();
@@ -107,7 +107,7 @@ pub async fn check(settings: Result<Settings, crate::config::ConfigError>) -> Ve
             n => format!("valid, {n} warning(s): {}", settings.warnings.join("; ")),
         },
     )];
-    if settings.wtl_dry_run {
+    if settings.wtl.dry_run {
         checks.push(Check::ok(
             "dry run",
             "WTL_DRY_RUN=true: events are planned and answered, no WTL call is made",
@@ -263,12 +263,10 @@ async fn token(settings: &Settings) -> Option<Check> {
 
 /// With `REDIS_URL`: Redis answers a `PING`.
 async fn redis(settings: &Settings) -> Option<Check> {
-    let redis = settings.redis.as_ref()?;
+    let redis = settings.memory.redis.as_ref()?;
     let memory = match crate::memory::shared::SharedMemory::new(
         redis,
-        settings.dedup_ttl,
-        settings.stale_event_ttl,
-        settings.stale_event_check,
+        &settings.memory,
         Duration::from_secs(1),
         std::sync::Arc::new(crate::metrics::Metrics::default()),
     ) {
@@ -282,7 +280,7 @@ async fn redis(settings: &Settings) -> Option<Check> {
 }
 
 /// The checks as text, one line each.
-pub fn render_checks(checks: &[Check]) -> String {
+pub(crate) fn render_checks(checks: &[Check]) -> String {
     let mut out = String::new();
     for c in checks {
         let status = if c.ok { "ok" } else { "FAIL" };

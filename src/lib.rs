@@ -1,21 +1,36 @@
 //! NSPS → WTL HLR/HSS connector.
 //!
-//! An event flows one way: [`http`] (auth, trace ids, limits) → [`nsps`] (typed event) →
-//! [`plan`] (pure decision: which WTL calls) → [`wtl`] (the calls) → back to [`http`], which
-//! turns the outcome into the answer NSPS stores.
+//! An event flows one way: `http` (auth, trace ids, limits) → `nsps` (typed event) → `plan`
+//! (pure decision: which WTL calls) → `wtl` (the calls) → back to `http`, which turns the
+//! outcome into the answer NSPS stores. `memory` keeps redeliveries in order, `telemetry`
+//! writes the lines and spans, `config` reads the environment into each module's settings,
+//! `rotation` swaps secrets and TLS files while the service runs, `app` puts it together.
+//!
+//! The modules are private; the items below are what the binary and the tests use.
 
-pub mod app;
-pub mod cli;
-pub mod config;
-pub mod demo;
-pub mod golive;
-pub mod http;
-pub mod memory;
-pub mod metrics;
-pub mod nsps;
-pub mod openapi;
-pub mod plan;
-pub mod rotation;
-pub mod simulator;
-pub mod telemetry;
-pub mod wtl;
+#![warn(unreachable_pub)]
+
+mod app;
+mod cli;
+mod config;
+mod demo;
+mod golive;
+mod http;
+mod memory;
+mod metrics;
+mod nsps;
+mod plan;
+mod rotation;
+mod simulator;
+mod telemetry;
+mod wtl;
+
+pub use app::{Application, StartError};
+pub use cli::main;
+pub use config::{ConfigError, Settings};
+pub use golive::{Check, check};
+pub use http::{AppState, set_not_ready};
+pub use nsps::{Event, SAMPLE_CREATED, SAMPLE_UPDATED, parse_event};
+pub use plan::{Plan, PlanRules, plan};
+pub use rotation::POLL as ROTATION_POLL;
+pub use simulator::{Simulator, SimulatorHandle};

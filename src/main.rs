@@ -7,5 +7,5 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    nsps_wtl_connector::cli::main()
+    nsps_wtl_connector::main()
 }

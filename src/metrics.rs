@@ -96,7 +96,7 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 }
 
 impl Metrics {
-    pub fn new<'a>(event_types: impl IntoIterator<Item = &'a String>) -> Self {
+    pub(crate) fn new<'a>(event_types: impl IntoIterator<Item = &'a String>) -> Self {
         Self {
             known_event_types: event_types.into_iter().map(|t| Arc::from(t.as_str())).collect(),
             ..Self::default()
@@ -104,7 +104,7 @@ impl Metrics {
     }
 
     /// One event answered: its type (bounded), outcome label, and time taken.
-    pub fn event(&self, event_type: &str, outcome: &'static str, took: Duration) {
+    pub(crate) fn event(&self, event_type: &str, outcome: &'static str, took: Duration) {
         let t = match self.known_event_types.get(event_type) {
             Some(known) => known.clone(),
             None => self.other.clone(),
@@ -113,39 +113,39 @@ impl Metrics {
         self.event_latency.observe(took);
     }
 
-    pub fn wtl_call(&self, action: &'static str, result: &'static str, took: Duration) {
+    pub(crate) fn wtl_call(&self, action: &'static str, result: &'static str, took: Duration) {
         bump(&self.wtl_calls, (action, result));
         self.wtl_latency.observe(took);
     }
 
-    pub fn wtl_retry(&self, action: &'static str) {
+    pub(crate) fn wtl_retry(&self, action: &'static str) {
         bump(&self.wtl_retries, action);
     }
 
-    pub fn dedup_hit(&self) {
+    pub(crate) fn dedup_hit(&self) {
         self.dedup_hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn stale_hit(&self) {
+    pub(crate) fn stale_hit(&self) {
         self.stale_hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn shed(&self) {
+    pub(crate) fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn set_token_requests(&self, n: u64) {
+    pub(crate) fn set_token_requests(&self, n: u64) {
         self.token_requests.store(n, Ordering::Relaxed);
     }
 
     /// Counts a request in flight until the guard is dropped.
-    pub fn in_flight(&self) -> InFlight<'_> {
+    pub(crate) fn in_flight(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
     }
 
     /// One operation on the shared redelivery store (Redis), and whether it failed.
-    pub fn store_operation(&self, took: Duration, failed: bool) {
+    pub(crate) fn store_operation(&self, took: Duration, failed: bool) {
         self.store_latency.observe(took);
         if failed {
             self.store_errors.fetch_add(1, Ordering::Relaxed);
@@ -222,7 +222,7 @@ impl Metrics {
     }
 }
 
-pub struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Metrics);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

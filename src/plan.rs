@@ -187,8 +187,36 @@ impl PlanRules {
     }
 }
 
+/// Default event type → WTL action table (`WTL_EVENT_ACTIONS` unset).
+pub(crate) const DEFAULT_EVENT_ACTIONS: &str =
+    "SIM/Updated=update,SIM/Created=insert,SIM/Deleted=delete,SIM/Replaced=update";
+
+/// Parses `SIM/Updated=update,SIM/Created=insert,...`.
+pub(crate) fn parse_event_actions(text: &str) -> Result<BTreeMap<String, Action>, String> {
+    let mut map = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (event_type, action) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not of the form EventType=action (e.g. SIM/Updated=update)"))?;
+        let event_type = event_type.trim();
+        if event_type.is_empty() {
+            return Err(format!("{item:?} names no event type"));
+        }
+        let action = Action::parse(action.trim()).ok_or_else(|| {
+            format!(
+                "{:?} for {event_type} is not a WTL action (insert, update, delete, set, unset, modify)",
+                action.trim()
+            )
+        })?;
+        if map.insert(event_type.to_string(), action).is_some() {
+            return Err(format!("{event_type} is listed twice"));
+        }
+    }
+    Ok(map)
+}
+
 /// The event type whose plan releases the previous SIM before provisioning the new one.
-pub const SIM_REPLACED: &str = "SIM/Replaced";
+pub(crate) const SIM_REPLACED: &str = "SIM/Replaced";
 
 /// Decides what an event does to the HLR/HSS.
 pub fn plan(event: &Event, rules: &PlanRules) -> Result<Plan, FieldProblem> {
@@ -262,7 +290,7 @@ fn parse_imsi(value: Option<&str>, field: &str) -> Result<Option<Imsi>, FieldPro
 }
 
 /// The subscriber state the PortaBilling data describes.
-pub fn derive_state(pb: &PbData, rules: &PlanRules) -> Result<SubscriberState, FieldProblem> {
+pub(crate) fn derive_state(pb: &PbData, rules: &PlanRules) -> Result<SubscriberState, FieldProblem> {
     let account = pb.account_info.as_ref();
     let open = account.is_some_and(|a| a.bill_status == Some(BillStatus::Open));
     let blocked = account.and_then(|a| a.blocked).is_some_and(|b| b.0);
@@ -362,7 +390,6 @@ mod tests {
             assert_eq!(Action::parse(action.as_str()), Some(action));
         }
     }
-    use crate::config::{DEFAULT_EVENT_ACTIONS, parse_event_actions};
     use crate::nsps::parse_event;
 
     fn rules() -> PlanRules {

@@ -69,7 +69,7 @@ struct Watched {
 }
 
 /// Everything a changed file can replace.
-pub struct Rotation {
+pub(crate) struct Rotation {
     files: Vec<Watched>,
     settings: Arc<Settings>,
     wtl: Arc<WtlClient>,
@@ -78,7 +78,7 @@ pub struct Rotation {
 
 impl Rotation {
     /// The files to watch (none when every secret is given inline).
-    pub fn new(settings: Arc<Settings>, wtl: Arc<WtlClient>, memory: Arc<Store>) -> Self {
+    pub(crate) fn new(settings: Arc<Settings>, wtl: Arc<WtlClient>, memory: Arc<Store>) -> Self {
         let files = watched_files(&settings)
             .into_iter()
             .map(|(var, path, holds)| {
@@ -94,12 +94,12 @@ impl Rotation {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.files.is_empty()
     }
 
     /// Looks at the files every [`POLL`] until dropped (the task is aborted at shutdown).
-    pub async fn run(mut self) {
+    pub(crate) async fn run(mut self) {
         let mut ticks = tokio::time::interval(POLL);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
@@ -157,16 +157,13 @@ impl Rotation {
         match holds {
             Holds::ApiTokens => {
                 let tokens = crate::config::token_list(split_list(&value)).map_err(str::to_string)?;
-                self.settings.api_tokens.replace(tokens);
+                self.settings.server.api_tokens.replace(tokens);
                 Ok(())
             }
             Holds::WtlApiToken => self.rotate_wtl(Rotated::ApiToken(SecretString::from(value))),
             Holds::WtlPassword => self.rotate_wtl(Rotated::Password(SecretString::from(value))),
             Holds::WtlClientSecret => self.rotate_wtl(Rotated::ClientSecret(SecretString::from(value))),
-            Holds::RedisUrl => match &*self.memory {
-                Store::Shared { redis, .. } => redis.rotate_url(SecretString::from(value)).map_err(|e| e.to_string()),
-                Store::Local(_) => Ok(()),
-            },
+            Holds::RedisUrl => self.memory.rotate_url(SecretString::from(value)),
             Holds::WtlTls => Ok(()),
         }
     }

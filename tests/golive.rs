@@ -11,8 +11,8 @@ mod stands;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use nsps_wtl_connector::config::Settings;
-use nsps_wtl_connector::golive::{Check, check};
+use nsps_wtl_connector::Settings;
+use nsps_wtl_connector::{Check, check};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -736,10 +736,10 @@ fn healthcheck_subcommand_reports_health() {
 fn demo_serves_events_into_the_embedded_simulator() {
     let mut app = start_with_args(&["demo"], &[("API_TOKEN", SECRET_TOKEN)]);
     app.wait_ready();
-    let created = post_event(app.port, nsps_wtl_connector::demo::SAMPLE_CREATED, "t-1", "r-1");
+    let created = post_event(app.port, nsps_wtl_connector::SAMPLE_CREATED, "t-1", "r-1");
     assert_eq!(created.status, 202, "{}", created.body);
     assert!(created.body.contains(r#""action":"insert""#), "{}", created.body);
-    let updated = post_event(app.port, nsps_wtl_connector::demo::SAMPLE_UPDATED, "t-2", "r-2");
+    let updated = post_event(app.port, nsps_wtl_connector::SAMPLE_UPDATED, "t-2", "r-2");
     assert_eq!(updated.status, 202, "{}", updated.body);
     app.terminate();
     assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
@@ -902,7 +902,7 @@ async fn rotations_are_logged_by_variable_once_per_change_and_never_with_the_val
         }
         // Broken: stays broken over several looks, logged once.
         std::fs::write(&token_path, "").expect("break");
-        std::thread::sleep(nsps_wtl_connector::rotation::POLL * 6);
+        std::thread::sleep(nsps_wtl_connector::ROTATION_POLL * 6);
         let still = mini_http::post(
             port,
             &fixture("sim-updated-open.json"),

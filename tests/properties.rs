@@ -7,13 +7,13 @@
 
 use std::path::PathBuf;
 
-use nsps_wtl_connector::config::Settings;
-use nsps_wtl_connector::nsps::parse_event;
-use nsps_wtl_connector::plan::{Plan, plan};
+use nsps_wtl_connector::Settings;
+use nsps_wtl_connector::parse_event;
+use nsps_wtl_connector::{Plan, plan};
 use proptest::prelude::*;
 use serde_json::Value;
 
-fn rules() -> nsps_wtl_connector::plan::PlanRules {
+fn rules() -> nsps_wtl_connector::PlanRules {
     Settings::from_vars([("API_TOKEN", "t"), ("WTL_API_URL", "http://127.0.0.1:9")])
         .expect("valid")
         .rules
@@ -222,7 +222,7 @@ fn fixture_texts() -> Vec<String> {
 fn mutated_fixtures_through_the_running_app_get_a_json_answer() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let (base, client) = runtime.block_on(async {
-        let sim = nsps_wtl_connector::simulator::Simulator::bind("127.0.0.1:0".parse().expect("addr"), None)
+        let sim = nsps_wtl_connector::Simulator::bind("127.0.0.1:0".parse().expect("addr"), None)
             .await
             .expect("simulator");
         let sim_url = format!("http://{}", sim.local_addr().expect("addr"));
@@ -234,7 +234,7 @@ fn mutated_fixtures_through_the_running_app_get_a_json_answer() {
             ("STALE_EVENT_CHECK", "false"),
         ])
         .expect("valid");
-        let app = nsps_wtl_connector::app::Application::bind(settings, "127.0.0.1:0".parse().expect("addr"))
+        let app = nsps_wtl_connector::Application::bind(settings, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("binds");
         let base = format!("http://{}/process-event", app.local_addr());

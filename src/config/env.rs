@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::plan::Action;
+use crate::plan::{Action, parse_event_actions};
 
 /// A setting as read from the environment.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -77,30 +77,6 @@ pub(crate) fn split_list(text: &str) -> Vec<String> {
 /// `SIM/Updated=update,SIM/Created=insert,...`.
 pub(crate) fn event_actions<'de, D: Deserializer<'de>>(d: D) -> Result<Field<BTreeMap<String, Action>>, D::Error> {
     field(d, parse_event_actions)
-}
-
-/// Parses `SIM/Updated=update,SIM/Created=insert,...`.
-pub fn parse_event_actions(text: &str) -> Result<BTreeMap<String, Action>, String> {
-    let mut map = BTreeMap::new();
-    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (event_type, action) = item
-            .split_once('=')
-            .ok_or_else(|| format!("{item:?} is not of the form EventType=action (e.g. SIM/Updated=update)"))?;
-        let event_type = event_type.trim();
-        if event_type.is_empty() {
-            return Err(format!("{item:?} names no event type"));
-        }
-        let action = Action::parse(action.trim()).ok_or_else(|| {
-            format!(
-                "{:?} for {event_type} is not a WTL action (insert, update, delete, set, unset, modify)",
-                action.trim()
-            )
-        })?;
-        if map.insert(event_type.to_string(), action).is_some() {
-            return Err(format!("{event_type} is listed twice"));
-        }
-    }
-    Ok(map)
 }
 
 /// Every variable the connector reads, typed. Text settings are plain strings, checked by the

@@ -2,38 +2,31 @@
 //!
 //! Every variable is first collected as text with `envy`, then parsed here so that a bad value
 //! produces one sentence naming the variable and what is wrong with it. Secret values are held in
-//! [`SecretString`] and never printed: not in errors, not in `Debug`, not in the start-up log.
+//! [`secrecy::SecretString`] and never printed: not in errors, not in `Debug`, not in the start-up log.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::Duration;
-
-use secrecy::SecretString;
 
 use crate::plan::PlanRules;
 
 mod build;
 mod env;
+mod memory;
 mod otel;
 mod problems;
 mod proxy;
 mod secret_files;
-mod tokens;
+mod server;
+mod shown;
+mod telemetry;
 mod variables;
 mod wtl;
 
-pub use tokens::ApiTokens;
-pub use variables::{PEM_FILE_VARS, PLATFORM_VARS, SECRET_VARS, variables_listing};
+pub(crate) use variables::variables_listing;
 
-pub(crate) use build::token_list;
 pub(crate) use env::split_list;
-pub use secret_files::{SecretFiles, read_secret_file};
-
-pub use proxy::ProxySettings;
-pub(crate) use proxy::hide_userinfo;
-
-pub use build::DEFAULT_EVENT_ACTIONS;
-pub use env::parse_event_actions;
+pub(crate) use secret_files::{SecretFiles, read_secret_file};
+pub(crate) use server::token_list;
 
 /// Why the configuration was refused: every problem found, each naming its variable.
 #[derive(Debug)]
@@ -71,105 +64,23 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// How the connector authenticates to the WTL API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WtlAuthMode {
-    None,
-    Bearer,
-    Basic,
-    OAuth2,
-}
-
-impl WtlAuthMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Bearer => "bearer",
-            Self::Basic => "basic",
-            Self::OAuth2 => "oauth2",
-        }
-    }
-}
-
-pub use crate::telemetry::LogFormat;
-
-/// OAuth2 / JWT settings for `WTL_AUTH=oauth2`.
-#[derive(Clone, Debug)]
-pub struct OAuthSettings {
-    pub token_url: String,
-    pub client_id: Option<String>,
-    pub client_secret: Option<SecretString>,
-    pub scope: Option<String>,
-}
-
-/// Everything the WTL client needs.
-#[derive(Clone, Debug)]
-pub struct WtlSettings {
-    /// Base URL without a trailing slash; calls go to `{base_url}/prov`.
-    pub base_url: String,
-    pub auth: WtlAuthMode,
-    pub api_token: Option<SecretString>,
-    pub username: Option<String>,
-    pub password: Option<SecretString>,
-    pub oauth: Option<OAuthSettings>,
-    /// Limit for one attempt (connect, send, read the answer).
-    pub attempt_timeout: Duration,
-    pub connect_timeout: Duration,
-    /// Limit for a whole event: every attempt, every back-off wait, token renewals.
-    pub total_timeout: Duration,
-    pub max_retries: u32,
-    pub retry_base: Duration,
-    pub retry_after_max: Duration,
-    /// Calls per second across the process; `None` = unlimited.
-    pub rate_limit: Option<f64>,
-    /// Extra trusted CAs and the client identity for mutual TLS.
-    pub tls: crate::wtl::tls::TlsFiles,
-    pub proxy: ProxySettings,
-}
-
-/// Everything the connector needs, parsed and checked.
+/// Everything the connector needs, parsed and checked: each module's own settings.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub api_tokens: ApiTokens,
-    /// `TRUSTED_PROXIES`: how many proxies in front append to `X-Forwarded-For` (0 = none).
-    pub trusted_proxies: usize,
-    /// `ALLOWED_SOURCE_RANGES`: who may call the event routes and `/metrics`; `None` = anyone.
-    pub allowed_sources: Option<Vec<ipnet::IpNet>>,
-    /// The secrets read from `_FILE` settings, watched for rotation.
-    pub secret_files: SecretFiles,
-    pub port: u16,
-    /// `BIND_ADDRESS`; unset = dual-stack `[::]`, or `0.0.0.0` where the host has no IPv6.
-    pub bind_address: Option<std::net::IpAddr>,
-    pub events_path: Option<String>,
-    pub max_body_bytes: usize,
-    pub shutdown_timeout: Duration,
-    /// A client must send its whole request head within this time (slow-client protection).
-    pub header_read_timeout: Duration,
-    pub request_timeout: Duration,
-    pub max_in_flight: usize,
-    pub dedup_ttl: Duration,
-    pub dedup_max: usize,
-    pub metrics_public: bool,
-    pub stale_event_check: bool,
-    /// How long the time of the last event applied to an IMSI is kept in the shared memory.
-    pub stale_event_ttl: Duration,
-    /// `REDIS_URL` and its companions: the redelivery memory shared by every instance.
-    pub redis: Option<crate::memory::shared::RedisSettings>,
-    /// Where the Cloud Logging project comes from (`GOOGLE_CLOUD_PROJECT`, or the metadata
-    /// server on Cloud Run): log lines of a request carry its trace name.
-    pub cloud: crate::telemetry::CloudSettings,
-    /// `OTEL_*`: spans exported over OTLP; `None` = no export at all.
-    pub otel: Option<crate::telemetry::OtelSettings>,
-    /// `WTL_DRY_RUN`: events are planned and answered, no WTL call is made.
-    pub wtl_dry_run: bool,
-    pub log_level: String,
-    pub log_format: LogFormat,
-    pub rust_log: Option<String>,
-    pub app_name: Option<String>,
+    /// The HTTP server's (who may call, where, limits).
+    pub(crate) server: crate::http::Settings,
+    /// The WTL client's (URL, credentials, limits, TLS files, proxies, dry run).
+    pub(crate) wtl: crate::wtl::Settings,
+    /// The redelivery memory's (duplicate detection, stale check, Redis).
+    pub(crate) memory: crate::memory::Settings,
+    /// Logs and traces.
+    pub(crate) telemetry: crate::telemetry::Settings,
+    /// What each event type does to the HLR/HSS.
     pub rules: PlanRules,
-    pub wtl: WtlSettings,
+    /// The secrets read from `_FILE` settings, watched for rotation.
+    pub(crate) secret_files: SecretFiles,
     /// Settings that are allowed but probably not what the operator meant.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Settings {
@@ -205,223 +116,16 @@ impl Settings {
         let raw: env::RawEnv = envy::from_iter(pairs).map_err(|e| ConfigError::new("environment", e.to_string()))?;
         build::settings(raw, &proxy_vars)
     }
-
-    /// The effective configuration as name → printable value, secrets replaced by `***`.
-    /// Logged once at start-up.
-    pub fn redacted(&self) -> BTreeMap<&'static str, String> {
-        let mut m = BTreeMap::new();
-        self.show_server(&mut m);
-        self.show_memory(&mut m);
-        self.show_wtl_connection(&mut m);
-        self.show_wtl_credentials(&mut m);
-        self.show_rules(&mut m);
-        m
-    }
-
-    fn show_server(&self, m: &mut Shown) {
-        m.insert("API_TOKEN", format!("*** ({} token(s))", self.api_tokens.len()));
-        let files = &self.secret_files;
-        for (var, path) in [
-            ("API_TOKEN_FILE", &files.api_token),
-            ("WTL_API_TOKEN_FILE", &files.wtl_api_token),
-            ("WTL_API_PASSWORD_FILE", &files.wtl_api_password),
-            ("WTL_OAUTH_CLIENT_SECRET_FILE", &files.wtl_oauth_client_secret),
-            ("REDIS_URL_FILE", &files.redis_url),
-        ] {
-            m.insert(
-                var,
-                path.as_ref()
-                    .map_or_else(|| "unset".into(), |p| p.display().to_string()),
-            );
-        }
-        m.insert("TRUSTED_PROXIES", self.trusted_proxies.to_string());
-        m.insert(
-            "ALLOWED_SOURCE_RANGES",
-            self.allowed_sources.as_ref().map_or_else(
-                || "unset (any source)".into(),
-                |ranges| ranges.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-            ),
-        );
-        m.insert("PORT", self.port.to_string());
-        m.insert(
-            "BIND_ADDRESS",
-            self.bind_address
-                .map_or_else(|| "unset (:: dual-stack, else 0.0.0.0)".into(), |a| a.to_string()),
-        );
-        m.insert("EVENTS_PATH", opt(&self.events_path));
-        m.insert("MAX_BODY_BYTES", self.max_body_bytes.to_string());
-        m.insert("SHUTDOWN_TIMEOUT", secs(self.shutdown_timeout));
-        m.insert("HEADER_READ_TIMEOUT", secs(self.header_read_timeout));
-        m.insert("REQUEST_TIMEOUT", secs(self.request_timeout));
-        m.insert("MAX_IN_FLIGHT", self.max_in_flight.to_string());
-        m.insert("METRICS_PUBLIC", self.metrics_public.to_string());
-        m.insert("LOG_LEVEL", self.log_level.clone());
-        let format = match self.log_format {
-            LogFormat::Json => "json",
-            LogFormat::Text => "text",
-        };
-        m.insert("LOG_FORMAT", format.into());
-        m.insert("RUST_LOG", opt(&self.rust_log));
-        m.insert("APP_NAME", opt(&self.app_name));
-        self.show_telemetry(m);
-        m.insert("WTL_DRY_RUN", self.wtl_dry_run.to_string());
-    }
-
-    fn show_telemetry(&self, m: &mut Shown) {
-        m.insert("GOOGLE_CLOUD_PROJECT", opt(&self.cloud.project));
-        m.insert(
-            "K_SERVICE",
-            (if self.cloud.on_cloud_run { "set" } else { "unset" }).into(),
-        );
-        m.insert("GCE_METADATA_HOST", self.cloud.metadata_host.clone());
-        let otel = self.otel.as_ref();
-        let endpoint = otel.map_or_else(|| "unset (no span export)".into(), |o| o.endpoint.clone());
-        m.insert(
-            "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            endpoint,
-        );
-        m.insert(
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
-            otel.map_or_else(
-                || "unset".into(),
-                |o| match o.protocol {
-                    crate::telemetry::Protocol::HttpProtobuf => "http/protobuf".into(),
-                    crate::telemetry::Protocol::Grpc => "grpc".into(),
-                },
-            ),
-        );
-        m.insert(
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            otel.filter(|o| !o.headers.is_empty())
-                .map_or_else(|| "unset".into(), |o| format!("*** ({} header(s))", o.headers.len())),
-        );
-        m.insert(
-            "OTEL_SERVICE_NAME",
-            otel.map_or_else(|| "unset".into(), |o| o.service_name.clone()),
-        );
-        m.insert(
-            "OTEL_RESOURCE_ATTRIBUTES",
-            otel.map_or_else(
-                || "unset".into(),
-                |o| {
-                    o.resource_attributes
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join(",")
-                },
-            ),
-        );
-        m.insert(
-            "OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG",
-            otel.map_or_else(|| "unset".into(), |o| format!("{:?}", o.sampler)),
-        );
-    }
-
-    fn show_memory(&self, m: &mut Shown) {
-        m.insert("EVENT_DEDUP_TTL", secs(self.dedup_ttl));
-        m.insert("EVENT_DEDUP_MAX", self.dedup_max.to_string());
-        m.insert("STALE_EVENT_CHECK", self.stale_event_check.to_string());
-        m.insert("STALE_EVENT_TTL", secs(self.stale_event_ttl));
-        let redis = self.redis.as_ref();
-        let or_unset =
-            |f: &dyn Fn(&crate::memory::shared::RedisSettings) -> String| redis.map_or_else(|| "unset".into(), f);
-        m.insert(
-            "REDIS_URL",
-            redis.map_or_else(|| "unset (in-process memory)".into(), |r| r.shown.clone()),
-        );
-        m.insert("REDIS_KEY_PREFIX", or_unset(&|r| r.key_prefix.clone()));
-        m.insert("REDIS_TIMEOUT", or_unset(&|r| secs(r.timeout)));
-        m.insert("REDIS_CA_FILE", pem(&redis.and_then(|r| r.ca_file.clone())));
-        m.insert("REDIS_FAIL_OPEN", or_unset(&|r| r.fail_open.to_string()));
-    }
-
-    fn show_wtl_connection(&self, m: &mut Shown) {
-        let wtl = &self.wtl;
-        m.insert("WTL_API_URL", wtl.base_url.clone());
-        m.insert("WTL_CA_FILE", pem(&wtl.tls.ca_file));
-        m.insert("WTL_CLIENT_CERT_FILE", pem(&wtl.tls.client_cert_file));
-        m.insert("WTL_CLIENT_KEY_FILE", pem(&wtl.tls.client_key_file));
-        m.insert("WTL_PROXY / HTTPS_PROXY / HTTP_PROXY / ALL_PROXY", wtl.proxy.shown());
-        m.insert("WTL_HTTP_REQUESTS_TIMEOUT", secs(wtl.attempt_timeout));
-        m.insert("WTL_CONNECT_TIMEOUT", secs(wtl.connect_timeout));
-        m.insert("WTL_TOTAL_TIMEOUT", secs(wtl.total_timeout));
-        m.insert("WTL_MAX_RETRIES", wtl.max_retries.to_string());
-        m.insert("WTL_RETRY_BASE_MS", wtl.retry_base.as_millis().to_string());
-        m.insert("WTL_RETRY_AFTER_MAX", secs(wtl.retry_after_max));
-        m.insert(
-            "WTL_RATE_LIMIT",
-            wtl.rate_limit.map_or_else(|| "unlimited".into(), |r| r.to_string()),
-        );
-    }
-
-    fn show_wtl_credentials(&self, m: &mut Shown) {
-        let wtl = &self.wtl;
-        m.insert("WTL_AUTH", wtl.auth.as_str().to_string());
-        m.insert("WTL_API_TOKEN", secret(&wtl.api_token));
-        m.insert("WTL_API_USERNAME", opt(&wtl.username));
-        m.insert("WTL_API_PASSWORD", secret(&wtl.password));
-        let oauth = wtl.oauth.as_ref();
-        m.insert("WTL_OAUTH_TOKEN_URL", opt(&oauth.map(|o| o.token_url.clone())));
-        m.insert("WTL_OAUTH_CLIENT_ID", opt(&oauth.and_then(|o| o.client_id.clone())));
-        m.insert(
-            "WTL_OAUTH_CLIENT_SECRET",
-            secret(&oauth.and_then(|o| o.client_secret.clone())),
-        );
-        m.insert("WTL_OAUTH_SCOPE", opt(&oauth.and_then(|o| o.scope.clone())));
-    }
-
-    fn show_rules(&self, m: &mut Shown) {
-        let rules = &self.rules;
-        m.insert("WTL_DEFAULT_CS_PROFILE", rules.default_cs_profile.as_str().to_string());
-        m.insert(
-            "WTL_DEFAULT_EPS_PROFILE",
-            rules.default_eps_profile.as_str().to_string(),
-        );
-        m.insert(
-            "WTL_IMSI_REGEXP",
-            rules
-                .imsi_filter
-                .as_ref()
-                .map_or_else(|| "unset".into(), |r| r.as_str().to_string()),
-        );
-        m.insert("WTL_EVENT_ACTIONS", rules.event_actions_text());
-    }
-
-    /// Does any configured API token equal `candidate`? (constant time, see [`ApiTokens`])
-    pub fn token_matches(&self, candidate: &[u8]) -> bool {
-        self.api_tokens.matches(candidate)
-    }
-}
-
-/// Setting name → value as the start-up line shows it.
-type Shown = BTreeMap<&'static str, String>;
-
-fn secret(s: &Option<SecretString>) -> String {
-    if s.is_some() { "***" } else { "unset" }.to_string()
-}
-
-fn opt(s: &Option<String>) -> String {
-    s.clone().unwrap_or_else(|| "unset".to_string())
-}
-
-fn secs(d: Duration) -> String {
-    d.as_secs_f64().to_string()
-}
-
-/// A TLS file setting: its path, or a mention of inline PEM (never the PEM).
-fn pem(v: &Option<String>) -> String {
-    v.as_deref().map_or_else(|| "unset".to_string(), crate::wtl::tls::shown)
 }
 
 /// Whether `name` is a variable the connector reads: the upper-case name of a field of the
 /// typed environment (`env::RawEnv`, which envy fills by the lower-case names).
-pub fn is_known_var(name: &str) -> bool {
+pub(crate) fn is_known_var(name: &str) -> bool {
     !name.bytes().any(|b| b.is_ascii_lowercase()) && env_fields().contains(&name.to_ascii_lowercase().as_str())
 }
 
 /// Every variable the connector reads, in upper case (see README, configuration).
-pub fn known_vars() -> impl Iterator<Item = String> {
+pub(crate) fn known_vars() -> impl Iterator<Item = String> {
     env_fields().iter().map(|field| field.to_ascii_uppercase())
 }
 
@@ -430,7 +134,7 @@ fn env_fields() -> &'static [&'static str] {
 }
 
 /// The standard proxy variables, read in either case (see [`ProxySettings`]).
-pub const PROXY_VARS: &[&str] = &[
+pub(crate) const PROXY_VARS: &[&str] = &[
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",
@@ -445,7 +149,10 @@ pub const PROXY_VARS: &[&str] = &[
 mod tests {
     use super::*;
     use crate::plan::Action;
+    use crate::plan::parse_event_actions;
     use secrecy::ExposeSecret;
+    use std::time::Duration;
+    use variables::{PEM_FILE_VARS, SECRET_VARS};
 
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![("API_TOKEN", "t1"), ("WTL_API_URL", "http://127.0.0.1:9/wtl/")]
@@ -460,14 +167,14 @@ mod tests {
     #[test]
     fn defaults_match_the_reference() {
         let s = with(&[]).expect("valid");
-        assert_eq!(s.port, 8000);
+        assert_eq!(s.server.port, 8000);
         assert_eq!(s.wtl.base_url, "http://127.0.0.1:9/wtl");
         assert_eq!(s.wtl.attempt_timeout, Duration::from_secs(30));
-        assert_eq!(s.wtl.auth, WtlAuthMode::None);
+        assert_eq!(s.wtl.auth, crate::wtl::AuthMode::None);
         assert_eq!(s.rules.default_cs_profile.as_str(), "default");
-        assert_eq!(s.max_body_bytes, 2 * 1024 * 1024);
-        assert_eq!(s.shutdown_timeout, Duration::from_secs(8));
-        assert_eq!(s.log_level, "INFO");
+        assert_eq!(s.server.max_body_bytes, 2 * 1024 * 1024);
+        assert_eq!(s.server.shutdown_timeout, Duration::from_secs(8));
+        assert_eq!(s.telemetry.log_level, "INFO");
         assert_eq!(s.rules.event_actions.len(), 4);
         assert_eq!(s.rules.event_actions.get("SIM/Created"), Some(&Action::Insert));
     }
@@ -475,7 +182,10 @@ mod tests {
     #[test]
     fn rust_log_takes_levels_per_target() {
         let s = with(&[("RUST_LOG", "warn,nsps_wtl_connector=debug,hyper=error")]).expect("valid");
-        assert_eq!(s.rust_log.as_deref(), Some("warn,nsps_wtl_connector=debug,hyper=error"));
+        assert_eq!(
+            s.telemetry.rust_log.as_deref(),
+            Some("warn,nsps_wtl_connector=debug,hyper=error")
+        );
     }
 
     #[test]
@@ -552,22 +262,22 @@ mod tests {
     fn empty_values_count_as_unset() {
         let s = with(&[("WTL_IMSI_REGEXP", ""), ("WTL_API_TOKEN", "  ")]).expect("valid");
         assert!(s.rules.imsi_filter.is_none());
-        assert_eq!(s.wtl.auth, WtlAuthMode::None);
+        assert_eq!(s.wtl.auth, crate::wtl::AuthMode::None);
     }
 
     #[test]
     fn bearer_is_the_default_when_a_wtl_token_is_set() {
         let s = with(&[("WTL_API_TOKEN", "wtl-secret")]).expect("valid");
-        assert_eq!(s.wtl.auth, WtlAuthMode::Bearer);
+        assert_eq!(s.wtl.auth, crate::wtl::AuthMode::Bearer);
     }
 
     #[test]
     fn token_list_is_split_and_compared() {
         let s = with(&[("API_TOKEN", " old-token , new-token ,")]).expect("valid");
-        assert!(s.token_matches(b"old-token"));
-        assert!(s.token_matches(b"new-token"));
-        assert!(!s.token_matches(b"new-toke"));
-        assert!(!s.token_matches(b""));
+        assert!(s.server.api_tokens.matches(b"old-token"));
+        assert!(s.server.api_tokens.matches(b"new-token"));
+        assert!(!s.server.api_tokens.matches(b"new-toke"));
+        assert!(!s.server.api_tokens.matches(b""));
     }
 
     #[test]
@@ -597,7 +307,7 @@ mod tests {
             ("WTL_API_URL", "https://hlr%20user:p%40ss-secret@hlr.example/wtl/"),
         ])
         .expect("valid");
-        assert_eq!(s.wtl.auth, WtlAuthMode::Basic);
+        assert_eq!(s.wtl.auth, crate::wtl::AuthMode::Basic);
         assert_eq!(s.wtl.base_url, "https://hlr.example/wtl");
         assert_eq!(s.wtl.username.as_deref(), Some("hlr user"));
         assert_eq!(s.wtl.password.as_ref().map(|p| p.expose_secret()), Some("p@ss-secret"));
@@ -711,7 +421,7 @@ mod tests {
             Settings::from_vars(vars)
         };
         let s = Settings::from_vars([("API_TOKEN_FILE", path), ("WTL_API_URL", "http://127.0.0.1:9")]).expect("valid");
-        assert!(s.token_matches(b"from-file-2"));
+        assert!(s.server.api_tokens.matches(b"from-file-2"));
         assert_eq!(s.secret_files.api_token.as_deref(), Some(token.as_path()));
         let err = with(&[("API_TOKEN_FILE", path)]).expect_err("both forms");
         assert_eq!(err.var(), "API_TOKEN_FILE");
@@ -748,6 +458,7 @@ mod tests {
         ])
         .expect("valid");
         let ranges: Vec<String> = s
+            .server
             .allowed_sources
             .expect("set")
             .iter()
@@ -763,7 +474,7 @@ mod tests {
                 "2001:db8::9/128"
             ]
         );
-        assert_eq!(s.trusted_proxies, 2);
+        assert_eq!(s.server.trusted_proxies, 2);
         for bad in ["10.0.0.0/33", "example.com", "10.0.0.1-10.0.0.9", ","] {
             let err = with(&[("ALLOWED_SOURCE_RANGES", bad)]).expect_err(bad);
             assert_eq!(err.var(), "ALLOWED_SOURCE_RANGES", "{bad}");
@@ -772,7 +483,7 @@ mod tests {
             with(&[("TRUSTED_PROXIES", "21")]).expect_err("range").var(),
             "TRUSTED_PROXIES"
         );
-        assert!(with(&[]).expect("valid").allowed_sources.is_none());
+        assert!(with(&[]).expect("valid").server.allowed_sources.is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::problems::Problems;
 
 /// Where each secret read from a file lives, for the watcher.
 #[derive(Clone, Debug, Default)]
-pub struct SecretFiles {
+pub(crate) struct SecretFiles {
     pub api_token: Option<PathBuf>,
     pub wtl_api_token: Option<PathBuf>,
     pub wtl_api_password: Option<PathBuf>,
@@ -21,7 +21,7 @@ pub struct SecretFiles {
 
 /// A secret file's value: its text without surrounding white space (files usually end with a
 /// line break). Never echoes the content.
-pub fn read_secret_file(path: &Path) -> Result<String, String> {
+pub(crate) fn read_secret_file(path: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{} cannot be read: {e}", path.display()))?;
     let value = text.trim();
     if value.is_empty() {

@@ -5,7 +5,7 @@ use super::known_vars;
 
 /// The settings that hold a secret: kept in the platform's secret store by the deploy scripts,
 /// never shown (the start-up line prints `***`).
-pub const SECRET_VARS: &[&str] = &[
+pub(crate) const SECRET_VARS: &[&str] = &[
     "API_TOKEN",
     "WTL_API_TOKEN",
     "WTL_API_PASSWORD",
@@ -15,11 +15,11 @@ pub const SECRET_VARS: &[&str] = &[
 ];
 
 /// The variables the platform sets itself: never passed by the deploy scripts.
-pub const PLATFORM_VARS: &[&str] = &["PORT", "K_SERVICE"];
+pub(crate) const PLATFORM_VARS: &[&str] = &["PORT", "K_SERVICE"];
 
 /// The settings that name a PEM file (or hold the PEM itself): the deploy scripts mount them
 /// from the secret store as files where the platform can.
-pub const PEM_FILE_VARS: &[&str] = &[
+pub(crate) const PEM_FILE_VARS: &[&str] = &[
     "WTL_CA_FILE",
     "WTL_CLIENT_CERT_FILE",
     "WTL_CLIENT_KEY_FILE",
@@ -30,7 +30,7 @@ pub const PEM_FILE_VARS: &[&str] = &[
 /// is handled (`secret`, `secret-file` (the `_FILE` form of a secret), `pem-file`, `platform`
 /// (set by the platform, never passed) or `setting`). The deploy scripts pass exactly these to the
 /// service (`_deploy-common/variables.txt` is this output; a test keeps the two equal).
-pub fn variables_listing() -> String {
+pub(crate) fn variables_listing() -> String {
     known_vars()
         .map(|name| {
             let kind = if PLATFORM_VARS.contains(&name.as_str()) {

@@ -1,124 +1,115 @@
-//! The WTL settings of the validation pass: the URL, limits, credentials, TLS files, proxies.
+//! The WTL settings of the validation pass: the URL, limits, credentials, TLS files, proxies,
+//! read from the typed environment straight into the WTL client's own settings.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-use super::build::{MAX_RATE_LIMIT, MIN_RATE_LIMIT};
-use super::env::{Field, RawEnv};
+use super::ConfigError;
+use super::env::RawEnv;
 use super::problems::Problems;
-use super::{ConfigError, OAuthSettings, ProxySettings, WtlAuthMode, WtlSettings};
+use super::proxy::proxy_settings;
+use crate::wtl::settings::{
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_AFTER_MAX,
+    DEFAULT_RETRY_BASE_MS, DEFAULT_TOTAL_TIMEOUT, MAX_RATE_LIMIT, MIN_RATE_LIMIT,
+};
 use crate::wtl::tls::TlsFiles;
+use crate::wtl::{AuthMode, OAuthSettings, Settings};
 
-/// The WTL settings' raw values.
-pub(super) struct WtlRaw {
-    api_token: Option<String>,
-    auth: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-    token_url: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    scope: Option<String>,
-    attempt: Field<f64>,
-    connect: Field<f64>,
-    total: Field<f64>,
-    retries: Field<i128>,
-    retry_base_ms: Field<i128>,
-    retry_after_max: Field<f64>,
-    rate_limit: Field<f64>,
-    tls: TlsFiles,
-    proxy: Option<String>,
-}
-
-impl From<&RawEnv> for WtlRaw {
-    fn from(raw: &RawEnv) -> Self {
-        let trimmed = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string());
-        Self {
-            api_token: raw.wtl_api_token.clone(),
-            auth: raw.wtl_auth.clone(),
-            username: raw.wtl_api_username.clone(),
-            password: raw.wtl_api_password.clone(),
-            token_url: raw.wtl_oauth_token_url.clone(),
-            client_id: raw.wtl_oauth_client_id.clone(),
-            client_secret: raw.wtl_oauth_client_secret.clone(),
-            scope: raw.wtl_oauth_scope.clone(),
-            attempt: raw.wtl_http_requests_timeout.clone(),
-            connect: raw.wtl_connect_timeout.clone(),
-            total: raw.wtl_total_timeout.clone(),
-            retries: raw.wtl_max_retries.clone(),
-            retry_base_ms: raw.wtl_retry_base_ms.clone(),
-            retry_after_max: raw.wtl_retry_after_max.clone(),
-            rate_limit: raw.wtl_rate_limit.clone(),
-            tls: TlsFiles {
-                ca_file: trimmed(&raw.wtl_ca_file),
-                client_cert_file: trimmed(&raw.wtl_client_cert_file),
-                client_key_file: trimmed(&raw.wtl_client_key_file),
-            },
-            proxy: raw.wtl_proxy.clone(),
-        }
-    }
-}
-
-pub(super) fn settings(
-    p: &mut Problems,
-    url: &Option<String>,
-    raw: WtlRaw,
-    proxy_vars: &BTreeMap<String, String>,
-) -> WtlSettings {
-    let (base_url, url_credentials) = match url {
-        None => {
-            p.add("WTL_API_URL", "required (the WTL API base URL)");
-            (String::new(), None)
-        }
-        Some(text) => match p.ok(parse_http_url("WTL_API_URL", text)) {
-            Some((u, c)) => (u.trim_end_matches('/').to_string(), c),
-            None => (String::new(), None),
-        },
+/// The WTL client's settings, read straight into [`crate::wtl::Settings`].
+pub(super) fn settings(p: &mut Problems, raw: &mut RawEnv, proxy_vars: &BTreeMap<String, String>) -> Settings {
+    let (base_url, url_credentials) = base_url(p, raw.wtl_api_url.take());
+    let mut wtl = Settings::new(base_url);
+    limits(p, raw, &mut wtl);
+    credentials(p, raw, url_credentials, &mut wtl);
+    wtl.tls = TlsFiles {
+        ca_file: trimmed(raw.wtl_ca_file.take()),
+        client_cert_file: trimmed(raw.wtl_client_cert_file.take()),
+        client_key_file: trimmed(raw.wtl_client_key_file.take()),
     };
-    let limits = wtl_limits(p, &raw);
-    let credentials = wtl_credentials(p, &raw, url_credentials);
-    tls_files(p, &raw.tls, &base_url);
-    if base_url.starts_with("http://") && credentials.auth != WtlAuthMode::None && !is_loopback_url(&base_url) {
+    tls_files(p, &wtl.tls, &wtl.base_url);
+    if wtl.base_url.starts_with("http://") && wtl.auth != AuthMode::None && !is_loopback_url(&wtl.base_url) {
         p.warn("WTL_API_URL uses plain http: WTL credentials cross the network unencrypted");
     }
-    let proxy = p
-        .ok(ProxySettings::from_vars(proxy_vars, raw.proxy))
+    wtl.proxy = p
+        .ok(proxy_settings(proxy_vars, raw.wtl_proxy.take()))
         .unwrap_or_default();
-    WtlSettings {
-        base_url,
-        auth: credentials.auth,
-        api_token: credentials.api_token,
-        username: credentials.username,
-        password: credentials.password,
-        oauth: credentials.oauth,
-        attempt_timeout: limits.attempt,
-        connect_timeout: limits.connect,
-        total_timeout: limits.total,
-        max_retries: limits.retries,
-        retry_base: limits.retry_base,
-        retry_after_max: limits.retry_after_max,
-        rate_limit: limits.rate_limit,
-        tls: raw.tls,
-        proxy,
+    wtl.dry_run = p.flag("WTL_DRY_RUN", std::mem::take(&mut raw.wtl_dry_run), false);
+    wtl
+}
+
+fn trimmed(value: Option<String>) -> Option<String> {
+    value.map(|s| s.trim().to_string())
+}
+
+/// `WTL_API_URL`: the address (without credentials) and the credentials it carried.
+fn base_url(p: &mut Problems, url: Option<String>) -> (String, Option<UrlCredentials>) {
+    let Some(text) = url else {
+        p.add("WTL_API_URL", "required (the WTL API base URL)");
+        return (String::new(), None);
+    };
+    match p.ok(parse_http_url("WTL_API_URL", &text)) {
+        Some((u, c)) => (u.trim_end_matches('/').to_string(), c),
+        None => (String::new(), None),
     }
 }
 
-struct Limits {
-    attempt: Duration,
-    connect: Duration,
-    total: Duration,
-    retries: u32,
-    retry_base: Duration,
-    retry_after_max: Duration,
-    rate_limit: Option<f64>,
+fn limits(p: &mut Problems, raw: &mut RawEnv, wtl: &mut Settings) {
+    use std::mem::take;
+    wtl.attempt_timeout = p.seconds(
+        "WTL_HTTP_REQUESTS_TIMEOUT",
+        take(&mut raw.wtl_http_requests_timeout),
+        DEFAULT_ATTEMPT_TIMEOUT,
+        false,
+    );
+    wtl.connect_timeout = p.seconds(
+        "WTL_CONNECT_TIMEOUT",
+        take(&mut raw.wtl_connect_timeout),
+        DEFAULT_CONNECT_TIMEOUT,
+        false,
+    );
+    wtl.total_timeout = p.seconds(
+        "WTL_TOTAL_TIMEOUT",
+        take(&mut raw.wtl_total_timeout),
+        DEFAULT_TOTAL_TIMEOUT,
+        false,
+    );
+    warn_on_timeout_order(p, wtl);
+    wtl.max_retries = p.whole::<u32>(
+        "WTL_MAX_RETRIES",
+        take(&mut raw.wtl_max_retries),
+        DEFAULT_MAX_RETRIES,
+        0,
+        100,
+    );
+    wtl.retry_base = Duration::from_millis(p.whole::<u64>(
+        "WTL_RETRY_BASE_MS",
+        take(&mut raw.wtl_retry_base_ms),
+        DEFAULT_RETRY_BASE_MS,
+        1,
+        600_000,
+    ));
+    wtl.retry_after_max = p.seconds(
+        "WTL_RETRY_AFTER_MAX",
+        take(&mut raw.wtl_retry_after_max),
+        DEFAULT_RETRY_AFTER_MAX,
+        true,
+    );
+    wtl.rate_limit = p.field("WTL_RATE_LIMIT", take(&mut raw.wtl_rate_limit)).and_then(|rate| {
+        if (MIN_RATE_LIMIT..=MAX_RATE_LIMIT).contains(&rate) {
+            return Some(rate);
+        }
+        p.add(
+            "WTL_RATE_LIMIT",
+            format!("must be between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} calls per second (leave it unset for no limit)"),
+        );
+        None
+    });
 }
 
-fn wtl_limits(p: &mut Problems, raw: &WtlRaw) -> Limits {
-    let attempt = p.seconds("WTL_HTTP_REQUESTS_TIMEOUT", raw.attempt.clone(), 30.0, false);
-    let connect = p.seconds("WTL_CONNECT_TIMEOUT", raw.connect.clone(), 5.0, false);
-    let total = p.seconds("WTL_TOTAL_TIMEOUT", raw.total.clone(), 45.0, false);
+fn warn_on_timeout_order(p: &mut Problems, wtl: &Settings) {
+    let (attempt, connect, total) = (wtl.attempt_timeout, wtl.connect_timeout, wtl.total_timeout);
     if attempt > total {
         p.warn(format!(
             "WTL_HTTP_REQUESTS_TIMEOUT ({}s) is longer than WTL_TOTAL_TIMEOUT ({}s): an attempt is cut short at the total",
@@ -133,121 +124,88 @@ fn wtl_limits(p: &mut Problems, raw: &WtlRaw) -> Limits {
             attempt.as_secs_f64()
         ));
     }
-    let retries = p.whole::<u32>("WTL_MAX_RETRIES", raw.retries.clone(), 2, 0, 100);
-    let retry_base =
-        Duration::from_millis(p.whole::<u64>("WTL_RETRY_BASE_MS", raw.retry_base_ms.clone(), 200, 1, 600_000));
-    let retry_after_max = p.seconds("WTL_RETRY_AFTER_MAX", raw.retry_after_max.clone(), 10.0, true);
-    let rate_limit = p.field("WTL_RATE_LIMIT", raw.rate_limit.clone()).and_then(|rate| {
-        if (MIN_RATE_LIMIT..=MAX_RATE_LIMIT).contains(&rate) {
-            Some(rate)
-        } else {
-            p.add(
-                "WTL_RATE_LIMIT",
-                format!(
-                    "must be between {MIN_RATE_LIMIT} and {MAX_RATE_LIMIT} calls per second (leave it unset for no limit)"
-                ),
-            );
-            None
-        }
-    });
-    Limits {
-        attempt,
-        connect,
-        total,
-        retries,
-        retry_base,
-        retry_after_max,
-        rate_limit,
+}
+
+/// `WTL_AUTH` and the credentials it needs, checked together.
+fn credentials(p: &mut Problems, raw: &mut RawEnv, url_credentials: Option<UrlCredentials>, wtl: &mut Settings) {
+    wtl.api_token = raw.wtl_api_token.take().map(SecretString::from);
+    wtl.username = raw.wtl_api_username.take();
+    wtl.password = raw.wtl_api_password.take().map(SecretString::from);
+    let auth_text = raw.wtl_auth.take();
+    let url_basic = url_basic(p, url_credentials, auth_text.is_some(), wtl);
+    wtl.auth = auth_mode(p, auth_text, url_basic, wtl.api_token.is_some());
+    match wtl.auth {
+        AuthMode::Bearer if wtl.api_token.is_none() => p.add("WTL_API_TOKEN", "required when WTL_AUTH=bearer"),
+        AuthMode::Basic if wtl.username.is_none() => p.add("WTL_API_USERNAME", "required when WTL_AUTH=basic"),
+        AuthMode::Basic if wtl.password.is_none() => p.add("WTL_API_PASSWORD", "required when WTL_AUTH=basic"),
+        _ => {}
+    }
+    if wtl.auth == AuthMode::OAuth2 {
+        wtl.oauth = oauth(p, raw, &wtl.username, &wtl.password);
+    }
+    if wtl.auth != AuthMode::Bearer && wtl.auth != AuthMode::OAuth2 && wtl.api_token.is_some() {
+        p.warn(format!(
+            "WTL_API_TOKEN is set but WTL_AUTH={}: the token is not sent",
+            wtl.auth.as_str()
+        ));
+    }
+    if wtl.auth == AuthMode::None && (wtl.username.is_some() || wtl.password.is_some()) {
+        p.warn("WTL_API_USERNAME/WTL_API_PASSWORD are set but WTL_AUTH=none: they are not sent");
     }
 }
 
-struct Credentials {
-    auth: WtlAuthMode,
-    api_token: Option<SecretString>,
-    username: Option<String>,
-    password: Option<SecretString>,
-    oauth: Option<OAuthSettings>,
+/// Credentials inside `WTL_API_URL` are its Basic credentials, when nothing else says how to
+/// authenticate; beside other WTL credentials they would be ambiguous. True when they are used.
+fn url_basic(p: &mut Problems, url_credentials: Option<UrlCredentials>, auth_set: bool, wtl: &mut Settings) -> bool {
+    let Some(c) = url_credentials else {
+        return false;
+    };
+    if auth_set || wtl.api_token.is_some() || wtl.username.is_some() || wtl.password.is_some() {
+        p.add(
+            "WTL_API_URL",
+            "carries credentials (user:password@) while WTL_AUTH or other WTL credentials are set; give them as WTL_API_USERNAME and WTL_API_PASSWORD instead",
+        );
+        return false;
+    }
+    wtl.username = Some(c.username);
+    wtl.password = Some(c.password.unwrap_or_else(|| SecretString::from(String::new())));
+    true
 }
 
-fn wtl_credentials(p: &mut Problems, raw: &WtlRaw, url_credentials: Option<UrlCredentials>) -> Credentials {
-    let api_token = raw.api_token.clone().map(SecretString::from);
-    let mut username = raw.username.clone();
-    let mut password = raw.password.clone().map(SecretString::from);
-    // Credentials inside WTL_API_URL are its Basic credentials, when nothing else says how to
-    // authenticate; beside other WTL credentials they would be ambiguous.
-    let url_basic = match url_credentials {
-        None => false,
-        Some(_) if raw.auth.is_some() || api_token.is_some() || username.is_some() || password.is_some() => {
-            p.add(
-                "WTL_API_URL",
-                "carries credentials (user:password@) while WTL_AUTH or other WTL credentials are set; give them as WTL_API_USERNAME and WTL_API_PASSWORD instead",
-            );
-            false
-        }
-        Some(c) => {
-            username = Some(c.username);
-            password = Some(c.password.unwrap_or_else(|| SecretString::from(String::new())));
-            true
-        }
-    };
-    let auth = match raw.auth.as_deref().map(|s| s.trim().to_ascii_lowercase()) {
-        None if url_basic => WtlAuthMode::Basic,
-        None if api_token.is_some() => WtlAuthMode::Bearer,
-        None => WtlAuthMode::None,
+fn auth_mode(p: &mut Problems, text: Option<String>, url_basic: bool, has_token: bool) -> AuthMode {
+    match text.map(|s| s.trim().to_ascii_lowercase()) {
+        None if url_basic => AuthMode::Basic,
+        None if has_token => AuthMode::Bearer,
+        None => AuthMode::None,
         Some(mode) => match mode.as_str() {
-            "none" => WtlAuthMode::None,
-            "bearer" => WtlAuthMode::Bearer,
-            "basic" => WtlAuthMode::Basic,
-            "oauth2" | "oauth" | "jwt" => WtlAuthMode::OAuth2,
+            "none" => AuthMode::None,
+            "bearer" => AuthMode::Bearer,
+            "basic" => AuthMode::Basic,
+            "oauth2" | "oauth" | "jwt" => AuthMode::OAuth2,
             _ => {
                 p.add(
                     "WTL_AUTH",
                     format!("expected none, bearer, basic or oauth2, got {mode:?}"),
                 );
-                WtlAuthMode::None
+                AuthMode::None
             }
         },
-    };
-    match auth {
-        WtlAuthMode::Bearer if api_token.is_none() => p.add("WTL_API_TOKEN", "required when WTL_AUTH=bearer"),
-        WtlAuthMode::Basic if username.is_none() => p.add("WTL_API_USERNAME", "required when WTL_AUTH=basic"),
-        WtlAuthMode::Basic if password.is_none() => p.add("WTL_API_PASSWORD", "required when WTL_AUTH=basic"),
-        _ => {}
-    }
-    let oauth = (auth == WtlAuthMode::OAuth2)
-        .then(|| oauth(p, raw, &username, &password))
-        .flatten();
-    if auth != WtlAuthMode::Bearer && auth != WtlAuthMode::OAuth2 && api_token.is_some() {
-        p.warn(format!(
-            "WTL_API_TOKEN is set but WTL_AUTH={}: the token is not sent",
-            auth.as_str()
-        ));
-    }
-    if auth == WtlAuthMode::None && (username.is_some() || password.is_some()) {
-        p.warn("WTL_API_USERNAME/WTL_API_PASSWORD are set but WTL_AUTH=none: they are not sent");
-    }
-    Credentials {
-        auth,
-        api_token,
-        username,
-        password,
-        oauth,
     }
 }
 
 fn oauth(
     p: &mut Problems,
-    raw: &WtlRaw,
+    raw: &mut RawEnv,
     username: &Option<String>,
     password: &Option<SecretString>,
 ) -> Option<OAuthSettings> {
-    let Some(text) = &raw.token_url else {
+    let Some(text) = raw.wtl_oauth_token_url.take() else {
         p.add("WTL_OAUTH_TOKEN_URL", "required when WTL_AUTH=oauth2");
         return None;
     };
-    let (token_url, url_client) = p.ok(parse_http_url("WTL_OAUTH_TOKEN_URL", text))?;
-    let mut client_id = raw.client_id.clone();
-    let mut client_secret = raw.client_secret.clone().map(SecretString::from);
+    let (token_url, url_client) = p.ok(parse_http_url("WTL_OAUTH_TOKEN_URL", &text))?;
+    let mut client_id = raw.wtl_oauth_client_id.take();
+    let mut client_secret = raw.wtl_oauth_client_secret.take().map(SecretString::from);
     // Credentials inside the token URL are the client's id and secret (sent with HTTP Basic, as
     // RFC 6749 §2.3.1 has it), unless those are set on their own.
     if let Some(c) = url_client {
@@ -289,7 +247,7 @@ fn oauth(
         token_url,
         client_id,
         client_secret,
-        scope: raw.scope.clone(),
+        scope: raw.wtl_oauth_scope.take(),
     })
 }
 

@@ -16,9 +16,10 @@ use crate::plan::{Action, WtlCall};
 use crate::wtl::WtlError;
 
 /// The `type` member of an error body.
+#[allow(clippy::enum_variant_names)] // the names are the wire values NSPS sees
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ErrorType {
+pub(crate) enum ErrorType {
     ValidationError,
     AuthenticationError,
     ServiceError,
@@ -70,7 +71,7 @@ pub(crate) struct FailedCall {
 
 /// An error answer, ready to become a response.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub kind: ErrorType,
     pub message: String,
@@ -98,7 +99,7 @@ impl ApiError {
         self
     }
 
-    pub fn unauthorized() -> Self {
+    pub(crate) fn unauthorized() -> Self {
         Self {
             error: "Unauthorized".into(),
             www_authenticate: true,
@@ -111,7 +112,7 @@ impl ApiError {
     }
 
     /// The caller's address is not in `ALLOWED_SOURCE_RANGES` (or could not be known).
-    pub fn source_not_allowed() -> Self {
+    pub(crate) fn source_not_allowed() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             ErrorType::AuthenticationError,
@@ -119,7 +120,7 @@ impl ApiError {
         )
     }
 
-    pub fn not_found(path: &str) -> Self {
+    pub(crate) fn not_found(path: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             ErrorType::ValidationError,
@@ -127,7 +128,7 @@ impl ApiError {
         )
     }
 
-    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+    pub(crate) fn method_not_allowed(method: &str, path: &str) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorType::ValidationError,
@@ -139,7 +140,7 @@ impl ApiError {
         )
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
+    pub(crate) fn payload_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorType::ValidationError,
@@ -147,7 +148,7 @@ impl ApiError {
         )
     }
 
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    pub(crate) fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorType::ValidationError,
@@ -158,7 +159,7 @@ impl ApiError {
         )
     }
 
-    pub fn unreadable_body(reason: &str) -> Self {
+    pub(crate) fn unreadable_body(reason: &str) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,
             ErrorType::ValidationError,
@@ -167,13 +168,13 @@ impl ApiError {
     }
 
     /// A payload that does not parse, or breaks a field rule: 422 naming the field.
-    pub fn invalid_event(problem: FieldProblem) -> Self {
+    pub(crate) fn invalid_event(problem: FieldProblem) -> Self {
         let message = format!("Invalid event: {}: {}", problem.field, problem.message);
         let details = Details::Fields(vec![problem]);
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::ValidationError, message).with_details(details)
     }
 
-    pub fn overloaded() -> Self {
+    pub(crate) fn overloaded() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(1)),
             ..Self::new(
@@ -184,7 +185,7 @@ impl ApiError {
         }
     }
 
-    pub fn request_timeout(limit: Duration) -> Self {
+    pub(crate) fn request_timeout(limit: Duration) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorType::ConnectionError,
@@ -196,7 +197,7 @@ impl ApiError {
     }
 
     /// The shared redelivery memory (Redis) could not be asked: nothing is applied without it.
-    pub fn store_unavailable(reason: &str) -> Self {
+    pub(crate) fn store_unavailable(reason: &str) -> Self {
         Self {
             retry_after: Some(Duration::from_secs(5)),
             error: reason.to_string(),
@@ -208,7 +209,7 @@ impl ApiError {
         }
     }
 
-    pub fn shutting_down() -> Self {
+    pub(crate) fn shutting_down() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(1)),
             ..Self::new(
@@ -219,7 +220,7 @@ impl ApiError {
         }
     }
 
-    pub fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorType::InternalError,

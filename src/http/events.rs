@@ -86,7 +86,7 @@ type Outcome = &'static str;
 pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
     let shed_metrics = state.metrics.clone();
     let timeout_metrics = state.metrics.clone();
-    let limit = state.settings.request_timeout;
+    let limit = state.server.request_timeout;
     post(handle_event).layer(
         ServiceBuilder::new()
             .layer(middleware::from_fn_with_state(
@@ -106,14 +106,14 @@ pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
             }))
             .layer(TimeoutLayer::new(limit))
             .layer(middleware::from_fn_with_state(state.clone(), cut_off_at_shutdown))
-            .layer(DefaultBodyLimit::max(state.settings.max_body_bytes)),
+            .layer(DefaultBodyLimit::max(state.server.max_body_bytes)),
     )
 }
 
 /// Auth comes first: an unauthenticated sender learns nothing and its body is never read. Once
 /// shutdown has begun, new events are refused (NSPS redelivers them to a running instance).
 pub(crate) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Err(reason) = super::check_bearer(req.headers(), &state.settings) {
+    if let Err(reason) = super::check_bearer(req.headers(), &state.server) {
         tracing::warn!(reason, "event refused: authentication failed");
         return ApiError::unauthorized().into_response();
     }
@@ -179,7 +179,7 @@ impl FromRequest<AppState> for Delivery {
         let bytes = match Bytes::from_request(req, state).await {
             Ok(b) => b,
             Err(BytesRejection::FailedToBufferBody(e)) if is_length_limit(&e) => {
-                return Err(refuse(ApiError::payload_too_large(state.settings.max_body_bytes)));
+                return Err(refuse(ApiError::payload_too_large(state.server.max_body_bytes)));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the event body");
@@ -249,7 +249,7 @@ pub(crate) async fn handle_event(
 }
 
 async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instant) -> (Response, Outcome) {
-    let calls = match plan::plan(event, &state.settings.rules) {
+    let calls = match plan::plan(event, &state.rules) {
         Err(problem) => {
             tracing::warn!(field = %problem.field, problem = %problem.message, "event refused: a field breaks a rule");
             return (ApiError::invalid_event(problem).into_response(), "invalid");
@@ -262,7 +262,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         Ok(Plan::Calls(calls)) => calls,
     };
 
-    if state.settings.wtl_dry_run {
+    if state.wtl.dry_run() {
         return (dry_run(event, &calls), "dry_run");
     }
 
@@ -292,7 +292,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         }
     };
 
-    let deadline = started + state.settings.wtl.total_timeout;
+    let deadline = started + state.wtl.total_timeout();
     let mut done: Vec<(WtlCall, CallResult)> = Vec::with_capacity(calls.len());
     for call in &calls {
         match state.wtl.execute(call, ids, deadline).await {

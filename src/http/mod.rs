@@ -21,9 +21,12 @@
 //! [`error::ApiError`] turns into statuses in one place.
 
 pub(crate) mod answers;
-pub mod error;
-pub mod events;
+pub(crate) mod error;
+pub(crate) mod events;
+mod openapi;
+mod settings;
 pub(crate) mod source;
+mod tokens;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,42 +45,48 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::Settings;
 use crate::memory::Store;
 use crate::metrics::Metrics;
+use crate::plan::PlanRules;
 use crate::telemetry::{self, MakeTraceId, TraceContext, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 use crate::wtl::WtlClient;
 use error::ApiError;
+pub(crate) use openapi::document as openapi_document;
+pub(crate) use settings::{
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_IN_FLIGHT, DEFAULT_PORT, DEFAULT_SHUTDOWN_TIMEOUT,
+    REQUEST_TIMEOUT_MARGIN, RESERVED_PATHS, Settings,
+};
+pub(crate) use tokens::ApiTokens;
 
 /// The service name in the health answer.
-pub const SERVICE_NAME: &str = "WTL HLR/HSS Connector";
+pub(crate) const SERVICE_NAME: &str = "WTL HLR/HSS Connector";
 
 /// Everything a request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub wtl: Arc<WtlClient>,
+    /// The server's settings.
+    pub(crate) server: Arc<Settings>,
+    /// What each event type does to the HLR/HSS.
+    pub(crate) rules: Arc<PlanRules>,
+    pub(crate) wtl: Arc<WtlClient>,
+    /// What `/metrics` shows.
     pub metrics: Arc<Metrics>,
+    /// The redelivery memory.
     pub memory: Arc<Store>,
     /// `MAX_IN_FLIGHT` permits; an event that finds none is refused with 503.
-    pub event_slots: Arc<Semaphore>,
+    pub(crate) event_slots: Arc<Semaphore>,
     /// The Cloud project log lines name their traces in, once known.
-    pub project: telemetry::Project,
+    pub(crate) project: telemetry::Project,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
     /// Becomes true when `SHUTDOWN_TIMEOUT` has run out: events still in flight stop and are
     /// answered 503, so NSPS redelivers them instead of losing the answer with the connection.
-    pub cut_off: tokio::sync::watch::Receiver<bool>,
-}
-
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> NormalizePath<Router> {
-    router_with(state, Router::new())
+    pub(crate) cut_off: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The HTTP surface plus `extra` routes, which go through the same layers (used to embed the
 /// connector, and by tests).
-pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Router> {
+pub(crate) fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Router> {
     let mut app = extra
         .route("/", get(health).merge(events::route(&state)))
         .route("/health", get(health))
@@ -88,11 +97,11 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> NormalizePath<Ro
         )
         .route("/openapi.json", get(openapi))
         .route("/process-event", events::route(&state));
-    if let Some(path) = &state.settings.events_path {
+    if let Some(path) = &state.server.events_path {
         app = app.route(path, events::route(&state));
     }
     let project = state.project.clone();
-    let events_path = state.settings.events_path.clone();
+    let events_path = state.server.events_path.clone();
     let app = app
         .fallback(not_found)
         // Registered after every route so it covers them all; axum adds the `Allow` header.
@@ -191,7 +200,7 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
         .get::<source::ClientAddr>()
         .and_then(|c| c.0)
         .map(|ip| ip.to_string());
-    let url = full_url(&req, state.settings.trusted_proxies > 0);
+    let url = full_url(&req, state.server.trusted_proxies > 0);
     let protocol = protocol_name(req.version());
     let request_size = body_size(req.headers());
     let resp = next.run(req).await;
@@ -302,7 +311,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
         (status = 403, description = "The caller's address is outside ALLOWED_SOURCE_RANGES, or unknown.", body = error::Body),
     ))]
 pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if !state.settings.metrics_public && check_bearer(&headers, &state.settings).is_err() {
+    if !state.server.metrics_public && check_bearer(&headers, &state.server).is_err() {
         return ApiError::unauthorized().into_response();
     }
     state.metrics.set_token_requests(state.wtl.token_requests());
@@ -320,14 +329,14 @@ pub(crate) async fn openapi() -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::document(),
+        openapi::document(),
     )
         .into_response()
 }
 
 /// `Authorization: Bearer <token>`, scheme in any case, token compared in constant time against
 /// every `API_TOKEN`. The error says why, for the log (never the value).
-pub fn check_bearer(headers: &HeaderMap, settings: &Settings) -> Result<(), &'static str> {
+pub(crate) fn check_bearer(headers: &HeaderMap, settings: &Settings) -> Result<(), &'static str> {
     let value = headers.get(header::AUTHORIZATION).ok_or("no Authorization header")?;
     let text = value.to_str().map_err(|_| "Authorization header is not text")?;
     let (scheme, token) = text
@@ -337,7 +346,7 @@ pub fn check_bearer(headers: &HeaderMap, settings: &Settings) -> Result<(), &'st
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err("Authorization scheme is not Bearer");
     }
-    if settings.token_matches(token.trim().as_bytes()) {
+    if settings.api_tokens.matches(token.trim().as_bytes()) {
         Ok(())
     } else {
         Err("the token is not one of API_TOKEN")

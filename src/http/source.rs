@@ -59,7 +59,7 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
 /// Works out the client address of every request and keeps it in the request's extensions.
 pub(crate) async fn note_client(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let trusted = state.settings.trusted_proxies;
+    let trusted = state.server.trusted_proxies;
     let client = client_address(peer, req.headers(), trusted);
     if tracing::enabled!(tracing::Level::DEBUG) {
         let raw: Vec<&str> = req
@@ -83,7 +83,7 @@ pub(crate) async fn note_client(State(state): State<AppState>, mut req: Request,
 /// `ALLOWED_SOURCE_RANGES`: a request from any other address, or from an unknown one, is
 /// answered 403 at once (its token is not checked, its body never read).
 pub(crate) async fn allow_source(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(ranges) = &state.settings.allowed_sources else {
+    let Some(ranges) = &state.server.allowed_sources else {
         return next.run(req).await;
     };
     let client = req.extensions().get::<ClientAddr>().and_then(|c| c.0);

@@ -18,7 +18,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::event_time;
+use super::{Admission, event_time};
 use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
@@ -117,25 +117,15 @@ struct Tables {
     busy: HashMap<Imsi, Arc<tokio::sync::Mutex<()>>>,
 }
 
-pub struct Memory {
+pub(crate) struct Memory {
     ttl: Duration,
     ordering: bool,
     tables: Mutex<Tables>,
 }
 
-/// What to do with a delivery.
-pub enum Admission {
-    /// Processed successfully within `EVENT_DEDUP_TTL`.
-    Duplicate,
-    /// A newer event for this IMSI was already applied.
-    Stale { imsi: Imsi, applied: String },
-    /// Go ahead; report the outcome on the ticket.
-    Proceed(Ticket),
-}
-
 impl Memory {
     /// `ttl` zero disables duplicate detection; `ordering` false disables the stale check.
-    pub fn new(ttl: Duration, cap: usize, ordering: bool) -> Arc<Self> {
+    pub(crate) fn new(ttl: Duration, cap: usize, ordering: bool) -> Arc<Self> {
         Arc::new(Self {
             ttl,
             ordering,
@@ -155,7 +145,7 @@ impl Memory {
     }
 
     /// Remembered event ids and IMSIs (for tests and metrics).
-    pub fn sizes(&self) -> (usize, usize) {
+    pub(crate) fn sizes(&self) -> (usize, usize) {
         let t = self.lock();
         (t.done.len(), t.applied.len())
     }
@@ -168,7 +158,7 @@ impl Memory {
     /// by the [`Ticket`] built before the first await, and the ticket's `Drop` removes it again
     /// and tells waiting deliveries that this one ended without success. So a delivery cut off
     /// while it waits leaves no "running" entry behind and no per-IMSI lock held.
-    pub async fn admit(self: &Arc<Self>, event: &Event, calls: &[WtlCall]) -> Admission {
+    pub(crate) async fn admit(self: &Arc<Self>, event: &Event, calls: &[WtlCall]) -> Admission<Ticket> {
         let imsis = super::imsis_of(calls);
         let stamp = if self.ordering { event_time(event) } else { None };
         let mut ticket = Ticket {
@@ -253,7 +243,7 @@ impl Memory {
 
     /// Event ids marked running and IMSI locks held or awaited (for tests: both are zero when
     /// no delivery is in flight).
-    pub fn in_flight(&self) -> (usize, usize) {
+    pub(crate) fn in_flight(&self) -> (usize, usize) {
         let t = self.lock();
         (t.running.len(), t.busy.len())
     }
@@ -275,7 +265,7 @@ struct Run {
 
 /// The right to execute one delivery. Dropping it without an outcome counts as a failure
 /// (the request was cut off), so waiting deliveries go ahead themselves.
-pub struct Ticket {
+pub(crate) struct Ticket {
     memory: Arc<Memory>,
     event_id: String,
     run: Option<Run>,
@@ -286,16 +276,16 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.finish(RunState::Succeeded);
     }
 
-    pub fn failed(mut self) {
+    pub(crate) fn failed(mut self) {
         self.finish(RunState::Failed);
     }
 
     /// Ends an admission that does not proceed (duplicate, stale): releases what it holds.
-    fn close(mut self, admission: Admission) -> Admission {
+    fn close(mut self, admission: Admission<Ticket>) -> Admission<Ticket> {
         self.finish(RunState::Failed);
         admission
     }
@@ -372,6 +362,7 @@ mod tests {
         match m.admit(e, &call(A)).await {
             Admission::Duplicate => "duplicate",
             Admission::Stale { .. } => "stale",
+            Admission::Unavailable { .. } => "unavailable",
             Admission::Proceed(t) => {
                 if ok {
                     t.succeeded()
@@ -480,6 +471,7 @@ mod tests {
             match m.admit(&event(&id, None), &call(&imsi)).await {
                 Admission::Duplicate => "duplicate",
                 Admission::Stale { .. } => "stale",
+                Admission::Unavailable { .. } => "unavailable",
                 Admission::Proceed(t) => {
                     t.succeeded();
                     "ran"

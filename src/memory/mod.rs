@@ -12,6 +12,7 @@ pub(crate) mod local;
 pub(crate) mod shared;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -19,18 +20,54 @@ use time::format_description::well_known::Rfc3339;
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
 
-/// What to do with a delivery.
-pub enum Admission {
+/// What to do with a delivery; `T` is the right to go ahead ([`Ticket`] here, each back end's
+/// own inside it).
+pub enum Admission<T = Ticket> {
     /// Processed successfully within `EVENT_DEDUP_TTL`.
     Duplicate,
     /// A newer event for this IMSI was already applied.
     Stale { imsi: Imsi, applied: String },
     /// Go ahead; report the outcome on the ticket.
-    Proceed(Ticket),
+    Proceed(T),
     /// The shared store could not be asked (and `REDIS_FAIL_OPEN` is off): nothing may be
     /// applied without its guarantees.
     Unavailable { reason: String },
 }
+
+impl<T> Admission<T> {
+    fn map<U>(self, ticket: impl FnOnce(T) -> U) -> Admission<U> {
+        match self {
+            Self::Duplicate => Admission::Duplicate,
+            Self::Stale { imsi, applied } => Admission::Stale { imsi, applied },
+            Self::Proceed(t) => Admission::Proceed(ticket(t)),
+            Self::Unavailable { reason } => Admission::Unavailable { reason },
+        }
+    }
+}
+
+/// The redelivery settings: how long and how many event ids are remembered, the stale-event
+/// check, and the shared store. The `config` module fills them from the environment.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// `EVENT_DEDUP_TTL`: how long a processed event id is remembered (zero: not at all).
+    pub(crate) dedup_ttl: Duration,
+    /// `EVENT_DEDUP_MAX`: at most this many event ids (and IMSIs) in the in-process memory.
+    pub(crate) dedup_max: usize,
+    /// `STALE_EVENT_CHECK`: skip an event older than the last one applied to its IMSI.
+    pub(crate) stale_event_check: bool,
+    /// `STALE_EVENT_TTL`: how long the time of the last event applied to an IMSI is kept in
+    /// the shared memory (at least).
+    pub(crate) stale_event_ttl: Duration,
+    /// `REDIS_URL` and its companions: the memory shared by every instance.
+    pub(crate) redis: Option<shared::RedisSettings>,
+}
+
+/// `EVENT_DEDUP_TTL`'s default, in seconds.
+pub(crate) const DEFAULT_DEDUP_TTL: f64 = 600.0;
+/// `EVENT_DEDUP_MAX`'s default.
+pub(crate) const DEFAULT_DEDUP_MAX: u32 = 100_000;
+/// `STALE_EVENT_TTL`'s default: 35 days.
+pub(crate) const DEFAULT_STALE_EVENT_TTL: Duration = Duration::from_secs(35 * 86_400);
 
 /// The right to execute one delivery. Dropping it without an outcome counts as a failure (the
 /// request was cut off): what it holds is released, so waiting deliveries go ahead.
@@ -62,7 +99,9 @@ impl Ticket {
 }
 
 /// The redelivery memory the service uses.
-pub enum Store {
+pub struct Store(Backend);
+
+enum Backend {
     Local(Arc<local::Memory>),
     Shared {
         redis: Arc<shared::SharedMemory>,
@@ -72,19 +111,41 @@ pub enum Store {
 }
 
 impl Store {
+    /// The memory the settings ask for: in process, or shared through Redis. `lease` is how
+    /// long a running event holds its id and IMSIs in the shared memory (its whole time budget).
+    pub(crate) fn open(
+        settings: &Settings,
+        lease: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Result<Self, shared::StoreSetupError> {
+        Ok(Self(match &settings.redis {
+            None => Backend::Local(local::Memory::new(
+                settings.dedup_ttl,
+                settings.dedup_max,
+                settings.stale_event_check,
+            )),
+            Some(redis) => Backend::Shared {
+                redis: shared::SharedMemory::new(redis, settings, lease, metrics)?,
+                fail_open: redis.fail_open,
+            },
+        }))
+    }
+
+    /// A new `REDIS_URL` (its file changed): the shared memory's next operations go there.
+    pub(crate) fn rotate_url(&self, url: secrecy::SecretString) -> Result<(), String> {
+        match &self.0 {
+            Backend::Shared { redis, .. } => redis.rotate_url(url).map_err(|e| e.to_string()),
+            Backend::Local(_) => Ok(()),
+        }
+    }
+
     /// Decides whether this delivery runs. May wait: for a concurrent delivery of the same
     /// event, and for events executing on the same IMSIs. Safe to drop at any await.
     pub async fn admit(&self, event: &Event, calls: &[WtlCall]) -> Admission {
-        match self {
-            Self::Local(memory) => match memory.admit(event, calls).await {
-                local::Admission::Duplicate => Admission::Duplicate,
-                local::Admission::Stale { imsi, applied } => Admission::Stale { imsi, applied },
-                local::Admission::Proceed(t) => Admission::Proceed(Ticket(Holder::Local(t))),
-            },
-            Self::Shared { redis, fail_open } => match redis.admit(event, calls).await {
-                Ok(shared::Admission::Duplicate) => Admission::Duplicate,
-                Ok(shared::Admission::Stale { imsi, applied }) => Admission::Stale { imsi, applied },
-                Ok(shared::Admission::Proceed(t)) => Admission::Proceed(Ticket(Holder::Shared(t))),
+        match &self.0 {
+            Backend::Local(memory) => memory.admit(event, calls).await.map(|t| Ticket(Holder::Local(t))),
+            Backend::Shared { redis, fail_open } => match redis.admit(event, calls).await {
+                Ok(admission) => admission.map(|t| Ticket(Holder::Shared(t))),
                 Err(e) if *fail_open => {
                     tracing::warn!(
                         error = %e,
@@ -99,41 +160,41 @@ impl Store {
 
     /// What keeps the memory, for span attributes: `redis` or `in-process`.
     pub fn system(&self) -> &'static str {
-        match self {
-            Self::Local(_) => "in-process",
-            Self::Shared { .. } => "redis",
+        match &self.0 {
+            Backend::Local(_) => "in-process",
+            Backend::Shared { .. } => "redis",
         }
     }
 
     /// Can the memory be used right now? The in-process one always can; the shared one when
     /// Redis answers a `PING` within `REDIS_TIMEOUT`.
     pub async fn available(&self) -> bool {
-        match self {
-            Self::Local(_) => true,
-            Self::Shared { redis, .. } => redis.ping().await.is_ok(),
+        match &self.0 {
+            Backend::Local(_) => true,
+            Backend::Shared { redis, .. } => redis.ping().await.is_ok(),
         }
     }
 
     /// Event ids marked running and IMSI locks held or awaited in this process (for tests;
     /// both are zero when no delivery is in flight). The shared store keeps these in Redis.
     pub fn in_flight(&self) -> (usize, usize) {
-        match self {
-            Self::Local(memory) => memory.in_flight(),
-            Self::Shared { .. } => (0, 0),
+        match &self.0 {
+            Backend::Local(memory) => memory.in_flight(),
+            Backend::Shared { .. } => (0, 0),
         }
     }
 
     /// Remembered event ids and IMSIs of the in-process memory.
     pub fn sizes(&self) -> (usize, usize) {
-        match self {
-            Self::Local(memory) => memory.sizes(),
-            Self::Shared { .. } => (0, 0),
+        match &self.0 {
+            Backend::Local(memory) => memory.sizes(),
+            Backend::Shared { .. } => (0, 0),
         }
     }
 }
 
 /// The event's own time: `updated_at`, else `created_at`. Unreadable → none (the event applies).
-pub fn event_time(event: &Event) -> Option<OffsetDateTime> {
+pub(crate) fn event_time(event: &Event) -> Option<OffsetDateTime> {
     event
         .updated_at
         .as_deref()

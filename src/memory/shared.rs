@@ -27,7 +27,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
-use super::{event_time, imsis_of};
+use super::{Admission, event_time, imsis_of};
 use crate::metrics::Metrics;
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
@@ -35,25 +35,19 @@ use crate::plan::{Imsi, WtlCall};
 mod connect;
 mod scripts;
 
-pub(crate) use connect::{RedisSettings, StoreSetupError};
+pub(crate) use connect::{DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT, RedisSettings, StoreSetupError};
 use scripts::{ADMIT, COMMIT, RELEASE};
 
 /// Why the shared store could not answer.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("redelivery store unavailable: Redis did not answer within REDIS_TIMEOUT ({0:?})")]
     Timeout(Duration),
     #[error("redelivery store unavailable: {0}")]
     Redis(String),
 }
 
-pub(crate) enum Admission {
-    Duplicate,
-    Stale { imsi: Imsi, applied: String },
-    Proceed(Ticket),
-}
-
-pub struct SharedMemory {
+pub(crate) struct SharedMemory {
     /// Replaced when `REDIS_URL_FILE` changes; each operation takes the current one.
     redis: arc_swap::ArcSwap<ConnectionManager>,
     /// How the connection was last made, for a rotation of `REDIS_URL_FILE`.
@@ -78,11 +72,9 @@ const POLL_LONGEST: Duration = Duration::from_millis(200);
 impl SharedMemory {
     /// Prepares the connection (made at first use and remade after every failure, so the
     /// connector starts and recovers while Redis is down).
-    pub fn new(
+    pub(crate) fn new(
         settings: &RedisSettings,
-        dedup_ttl: Duration,
-        stale_ttl: Duration,
-        ordering: bool,
+        memory: &super::Settings,
         lease: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, StoreSetupError> {
@@ -92,9 +84,9 @@ impl SharedMemory {
             connection: std::sync::Mutex::new(settings.clone()),
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
-            dedup_ttl,
-            stale_ttl,
-            ordering,
+            dedup_ttl: memory.dedup_ttl,
+            stale_ttl: memory.stale_event_ttl,
+            ordering: memory.stale_event_check,
             lease,
             metrics,
             admit: redis::Script::new(ADMIT),
@@ -105,10 +97,10 @@ impl SharedMemory {
 
     /// A new `REDIS_URL` (its file changed): operations from now on use a connection to it.
     /// On an error (not a usable URL) nothing changes.
-    pub fn rotate_url(&self, url: secrecy::SecretString) -> Result<(), StoreSetupError> {
+    pub(crate) fn rotate_url(&self, url: secrecy::SecretString) -> Result<(), StoreSetupError> {
         let mut current = self.connection.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = current.clone();
-        next.shown = crate::config::hide_userinfo(secrecy::ExposeSecret::expose_secret(&url));
+        next.shown = crate::telemetry::hide_userinfo(secrecy::ExposeSecret::expose_secret(&url));
         next.url = url;
         self.redis.store(Arc::new(connect::connection(&next)?));
         *current = next;
@@ -136,14 +128,18 @@ impl SharedMemory {
     }
 
     /// `PING`, for readiness.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = ConnectionManager::clone(&self.redis.load());
         self.call(redis::cmd("PING").query_async::<String>(&mut conn))
             .await
             .map(|_| ())
     }
 
-    pub(crate) async fn admit(self: &Arc<Self>, event: &Event, calls: &[WtlCall]) -> Result<Admission, StoreError> {
+    pub(crate) async fn admit(
+        self: &Arc<Self>,
+        event: &Event,
+        calls: &[WtlCall],
+    ) -> Result<Admission<Ticket>, StoreError> {
         let stamp = if self.ordering { event_time(event) } else { None };
         let mut ticket = Ticket {
             memory: self.clone(),

@@ -11,8 +11,9 @@ use utoipa::ToSchema;
 pub(crate) mod schema;
 mod values;
 
+pub use schema::{SAMPLE_CREATED, SAMPLE_UPDATED};
 use values::loose_string;
-pub use values::{BillStatus, Blocked, Loose, Obj, OneOrMany};
+pub(crate) use values::{BillStatus, Blocked, Loose, Obj, OneOrMany};
 
 /// An NSPS event. Members not listed are accepted and ignored.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -100,14 +100,19 @@ impl ToSchema for Blocked {}
 /// The text forms `Blocked` reads (`Blocked::from_text`).
 const BLOCKED_TEXT: &str = r"^\s*([yY]([eE][sS])?|[nN][oO]?|[tT][rR][uU][eE]|[fF][aA][lL][sS][eE]|[01])\s*$";
 
+/// A SIM arriving in inventory: inserted barred, without a number.
+pub const SAMPLE_CREATED: &str = r#"{"event_id":"demo-1","data":{"event_type":"SIM/Created"},"pb_data":{"sim_info":{"imsi":"001010000020349"}},"updated_at":"2025-03-12T17:00:00Z"}"#;
+/// The SIM assigned to an open account: granted, with its MSISDN and profiles.
+pub const SAMPLE_UPDATED: &str = r#"{"event_id":"demo-2","data":{"event_type":"SIM/Updated"},"pb_data":{"account_info":{"bill_status":"open","blocked":false,"id":"79123456789@msisdn"},"sim_info":{"imsi":"001010000020349","msisdn":"79123456789"},"access_policy_info":{"attributes":[{"name":"cs_profile","value":"cs-pp-20250319"},{"name":"eps_profile","value":"eps-pp-20250319"}]}},"updated_at":"2025-03-12T17:05:00Z"}"#;
+
 /// An example event: a SIM card created (the demo's first event).
 pub(crate) fn sim_created() -> serde_json::Value {
-    serde_json::from_str(crate::demo::SAMPLE_CREATED).unwrap_or_default()
+    serde_json::from_str(SAMPLE_CREATED).unwrap_or_default()
 }
 
 /// An example event: the SIM card updated with an open account and both profiles.
 pub(crate) fn sim_updated() -> serde_json::Value {
-    serde_json::from_str(crate::demo::SAMPLE_UPDATED).unwrap_or_default()
+    serde_json::from_str(SAMPLE_UPDATED).unwrap_or_default()
 }
 
 /// Members NSPS sends that the connector accepts whatever they hold and does not read, per

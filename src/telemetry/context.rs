@@ -12,7 +12,7 @@ static X_B3_SAMPLED: http::HeaderName = http::HeaderName::from_static("x-b3-samp
 
 /// Where the trace came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     TraceParent,
     CloudTraceContext,
     B3,
@@ -23,7 +23,7 @@ pub enum Source {
 /// One request's trace: the trace id (32 lower-case hex digits), the caller's span (when it
 /// sent one), whether the caller sampled it, and this request's own span id (16 hex digits).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceContext {
+pub(crate) struct TraceContext {
     pub trace_id: String,
     pub parent_span_id: Option<String>,
     pub sampled: bool,
@@ -33,7 +33,7 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// The trace of a request, from its headers (see the module's order).
-    pub fn from_headers(headers: &HeaderMap) -> Self {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         let text = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let continued = text(&TRACEPARENT)
             .and_then(from_traceparent)
@@ -61,7 +61,7 @@ impl TraceContext {
     }
 
     /// The `traceparent` for a call made from the span `span_id` of this trace.
-    pub fn traceparent(&self, span_id: &str, sampled: bool) -> String {
+    pub(crate) fn traceparent(&self, span_id: &str, sampled: bool) -> String {
         format!("00-{}-{span_id}-{:02x}", self.trace_id, u8::from(sampled))
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 /// Where the project id comes from, read by `config`.
 #[derive(Clone, Debug, Default)]
-pub struct CloudSettings {
+pub(crate) struct CloudSettings {
     /// `GOOGLE_CLOUD_PROJECT`.
     pub project: Option<String>,
     /// `K_SERVICE`: set by Cloud Run.
@@ -20,20 +20,20 @@ pub struct CloudSettings {
 }
 
 /// The default address of the metadata server.
-pub const METADATA_HOST: &str = "metadata.google.internal";
+pub(crate) const METADATA_HOST: &str = "metadata.google.internal";
 
 /// The project id of one running service, once known (shared by its requests).
 #[derive(Clone, Debug, Default)]
-pub struct Project(Arc<OnceLock<String>>);
+pub(crate) struct Project(Arc<OnceLock<String>>);
 
 impl Project {
-    pub fn get(&self) -> Option<&str> {
+    pub(crate) fn get(&self) -> Option<&str> {
         self.0.get().map(String::as_str)
     }
 
     /// Makes the project id known: at once from `GOOGLE_CLOUD_PROJECT`, or in the background
     /// from the metadata server on Cloud Run. Call from inside the async runtime.
-    pub fn discover(settings: &CloudSettings) -> Self {
+    pub(crate) fn discover(settings: &CloudSettings) -> Self {
         let project = Self::default();
         if let Some(id) = settings.project.clone().filter(|p| !p.is_empty()) {
             let _ = project.0.set(id);

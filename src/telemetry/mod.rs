@@ -17,7 +17,9 @@
 mod context;
 mod gcp;
 mod line;
-pub mod otel;
+pub(crate) mod otel;
+mod redact;
+mod settings;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -27,14 +29,16 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use context::{Source, TraceContext};
-pub use gcp::{CloudSettings, METADATA_HOST, Project};
+pub(crate) use context::TraceContext;
+pub(crate) use gcp::{CloudSettings, METADATA_HOST, Project};
 pub(crate) use line::{JsonLine, NoText, SpanFields};
-pub use otel::{OtelSettings, Protocol, SamplerSetting};
+pub(crate) use otel::{OtelSettings, Protocol, SamplerSetting};
+pub(crate) use redact::hide_userinfo;
+pub(crate) use settings::Settings;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Json,
     Text,
 }
@@ -43,25 +47,25 @@ pub enum LogFormat {
 /// `x-request-id` (logged as `unique_id`), sent on every WTL call made for the request, and the
 /// request's trace context (continued on every WTL call as `traceparent`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceIds {
+pub(crate) struct TraceIds {
     pub request_id: String,
     pub unique_id: String,
     pub trace: TraceContext,
 }
 
 /// The header NSPS sends its trace id in (`request_id` in logs).
-pub static X_B3_TRACEID: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
+pub(crate) static X_B3_TRACEID: http::HeaderName = http::HeaderName::from_static("x-b3-traceid");
 /// The header NSPS sends its delivery id in (`unique_id` in logs).
-pub static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 /// W3C Trace Context, read from NSPS and sent to WTL.
-pub static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub(crate) static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 /// Google's own trace header (`TRACE_ID/SPAN_ID;o=1`).
-pub static X_CLOUD_TRACE_CONTEXT: http::HeaderName = http::HeaderName::from_static("x-cloud-trace-context");
+pub(crate) static X_CLOUD_TRACE_CONTEXT: http::HeaderName = http::HeaderName::from_static("x-cloud-trace-context");
 
 impl TraceIds {
     /// The ids on a request whose id headers the edge has already checked or generated, and the
     /// trace context the edge worked out for it.
-    pub fn new(headers: &http::HeaderMap, trace: TraceContext) -> Self {
+    pub(crate) fn new(headers: &http::HeaderMap, trace: TraceContext) -> Self {
         let text = |name: &http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         Self {
             request_id: text(&X_B3_TRACEID).unwrap_or_else(new_trace_id),
@@ -81,7 +85,7 @@ impl TraceIds {
 
     /// The `traceparent` for a call made from `span` (a client span when spans are exported,
     /// else the request's own span).
-    pub fn traceparent_for(&self, span: &tracing::Span) -> String {
+    pub(crate) fn traceparent_for(&self, span: &tracing::Span) -> String {
         match exported_context(span) {
             Some(cx) => format!(
                 "00-{}-{}-{:02x}",
@@ -97,7 +101,7 @@ impl TraceIds {
 /// A fresh UUID v4 for a trace id the caller did not send. Trace ids need to be unique, not
 /// secret, so the random bits come from a fast per-thread generator rather than the operating
 /// system (a system call per id, two per request).
-pub fn new_trace_id() -> String {
+pub(crate) fn new_trace_id() -> String {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
         .to_string()
@@ -105,7 +109,7 @@ pub fn new_trace_id() -> String {
 
 /// tower-http's request-id layer with [`new_trace_id`].
 #[derive(Clone, Copy, Default)]
-pub struct MakeTraceId;
+pub(crate) struct MakeTraceId;
 
 impl tower_http::request_id::MakeRequestId for MakeTraceId {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<tower_http::request_id::RequestId> {
@@ -117,7 +121,7 @@ impl tower_http::request_id::MakeRequestId for MakeTraceId {
 
 /// The span of one request: a server span for OpenTelemetry, the fields of every log line for
 /// the logs. Made at ERROR level so it exists whatever `LOG_LEVEL` lets through.
-pub fn request_span(
+pub(crate) fn request_span(
     request_id: &str,
     unique_id: &str,
     method: &str,
@@ -197,7 +201,7 @@ fn exported_context(span: &tracing::Span) -> Option<SpanContext> {
 
 /// A client span (one WTL attempt, one token fetch) when spans are exported; else no span at
 /// all, so nothing is spent on it.
-pub fn client_span(name: &'static str, url: &str, attempt: u32) -> tracing::Span {
+pub(crate) fn client_span(name: &'static str, url: &str, attempt: u32) -> tracing::Span {
     if !otel::active() {
         return tracing::Span::none();
     }
@@ -221,7 +225,7 @@ pub fn client_span(name: &'static str, url: &str, attempt: u32) -> tracing::Span
 }
 
 /// The span of one visit to the redelivery store, when spans are exported.
-pub fn store_span(operation: &'static str, system: &'static str) -> tracing::Span {
+pub(crate) fn store_span(operation: &'static str, system: &'static str) -> tracing::Span {
     if !otel::active() {
         return tracing::Span::none();
     }
@@ -236,7 +240,7 @@ pub fn store_span(operation: &'static str, system: &'static str) -> tracing::Spa
 }
 
 /// The answer to a client span's call (its status, or why it failed).
-pub fn note_call(span: &tracing::Span, status: Option<u16>, error: Option<&str>) {
+pub(crate) fn note_call(span: &tracing::Span, status: Option<u16>, error: Option<&str>) {
     if span.is_none() {
         return;
     }
@@ -250,19 +254,19 @@ pub fn note_call(span: &tracing::Span, status: Option<u16>, error: Option<&str>)
 }
 
 /// The event being served: its id and type go on every later line of the request.
-pub fn note_event(event_id: &str, event_type: &str) {
+pub(crate) fn note_event(event_id: &str, event_type: &str) {
     let span = tracing::Span::current();
     span.record("event_id", event_id);
     span.record("event_type", event_type);
 }
 
 /// How the event ended, for the access line.
-pub fn note_outcome(outcome: &'static str) {
+pub(crate) fn note_outcome(outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
 }
 
 /// The answer's status on the request's span (a 5xx marks the server span as an error).
-pub fn note_status(status: u16) {
+pub(crate) fn note_status(status: u16) {
     let span = tracing::Span::current();
     span.record("http.response.status_code", status);
     if status >= 500 {
@@ -272,7 +276,7 @@ pub fn note_status(status: u16) {
 
 /// The filter directives for a `LOG_LEVEL` (Python level names, any case). Chatty libraries are
 /// held one step quieter so that DEBUG shows the connector's own decisions.
-pub fn filter_for(log_level: &str) -> String {
+pub(crate) fn filter_for(log_level: &str) -> String {
     let level = match log_level.to_ascii_uppercase().as_str() {
         "DEBUG" => "debug",
         "WARNING" | "WARN" => "warn",
@@ -290,7 +294,7 @@ const LOG_QUEUE: usize = 8_192;
 
 /// What keeps the logs and traces going: dropping it flushes every line still queued and the
 /// spans not yet exported (bounded).
-pub struct Guard {
+pub(crate) struct Guard {
     _lines: WorkerGuard,
     spans: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
@@ -308,7 +312,7 @@ impl Drop for Guard {
 
 /// Installs the global subscriber. `rust_log`, when set, replaces the `LOG_LEVEL` filter. With
 /// `otel`, spans are exported too (call from inside the async runtime then).
-pub fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, otel: Option<&OtelSettings>) -> Guard {
+pub(crate) fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, otel: Option<&OtelSettings>) -> Guard {
     let directives = rust_log.map(str::to_string).unwrap_or_else(|| filter_for(log_level));
     // RUST_LOG is checked at start-up, so the fallback is for the tests.
     let filter = directives

@@ -18,7 +18,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider, SpanData, SpanExporter};
 
 /// The service name when `OTEL_SERVICE_NAME` is unset.
-pub const DEFAULT_SERVICE_NAME: &str = "nsps-wtl-connector";
+pub(crate) const DEFAULT_SERVICE_NAME: &str = "nsps-wtl-connector";
 /// Spans waiting for export, at most; beyond that they are dropped.
 const QUEUE: usize = 2_048;
 /// How long one export may take before it counts as failed (a hanging collector is reported
@@ -27,14 +27,14 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How spans are sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     HttpProtobuf,
     Grpc,
 }
 
 /// The `OTEL_*` settings, read and checked by `config`.
 #[derive(Clone)]
-pub struct OtelSettings {
+pub(crate) struct OtelSettings {
     /// Where spans go: the traces endpoint as given, or the general endpoint plus `/v1/traces`
     /// for http/protobuf.
     pub endpoint: String,
@@ -60,7 +60,7 @@ impl std::fmt::Debug for OtelSettings {
 
 /// `OTEL_TRACES_SAMPLER` (with `OTEL_TRACES_SAMPLER_ARG` for the ratios).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum SamplerSetting {
+pub(crate) enum SamplerSetting {
     AlwaysOn,
     AlwaysOff,
     TraceIdRatio(f64),
@@ -71,7 +71,7 @@ pub enum SamplerSetting {
 
 impl SamplerSetting {
     /// Reads `OTEL_TRACES_SAMPLER` and its argument; the default is `parentbased_always_on`.
-    pub fn parse(name: Option<&str>, arg: Option<&str>) -> Result<Self, String> {
+    pub(crate) fn parse(name: Option<&str>, arg: Option<&str>) -> Result<Self, String> {
         let ratio = || -> Result<f64, String> {
             match arg.map(str::trim) {
                 None => Ok(1.0),
@@ -112,7 +112,7 @@ impl SamplerSetting {
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 
 /// Whether spans are exported (the extra spans are only made then).
-pub fn active() -> bool {
+pub(crate) fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 

@@ -21,7 +21,7 @@ struct StateBody<'a> {
     msisdn: &'a [String],
 }
 
-pub fn prov_body(call: &WtlCall) -> Vec<u8> {
+pub(crate) fn prov_body(call: &WtlCall) -> Vec<u8> {
     let body = ProvBody {
         imsi: call.imsi.as_str(),
         state: call.state.as_ref().map(|s| StateBody {

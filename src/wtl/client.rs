@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use super::{AGENT, NetFailure, net, tls};
-use crate::config::{ProxySettings, WtlSettings};
+use super::{ProxySettings, Settings};
 
 /// Why the WTL client could not be built. Each names the setting to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBuildError {
+pub(crate) enum ClientBuildError {
     #[error("{var}: {path} {problem}")]
     File {
         var: &'static str,
@@ -40,7 +40,7 @@ impl ClientBuildError {
 /// Makes aws-lc-rs the process's TLS crypto provider, once. Chosen explicitly so that a
 /// dependency enabling a second provider can never leave rustls unable to pick one (which
 /// would panic when the first TLS configuration is built). Later calls change nothing.
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // `Err` only means a provider was installed already (by an embedding program).
@@ -50,21 +50,21 @@ pub fn install_crypto_provider() {
 
 /// The one HTTP client for every WTL call: TLS (system roots plus `WTL_CA_FILE`, the client
 /// identity), proxies, timeouts and pooling, all from the settings.
-pub fn http_client(settings: &WtlSettings) -> Result<reqwest::Client, ClientBuildError> {
+pub(crate) fn http_client(settings: &Settings) -> Result<reqwest::Client, ClientBuildError> {
     build_client(settings, false)
 }
 
 /// The same client, keeping the server's certificate on each answer (for `check`).
-pub fn http_client_with_tls_info(settings: &WtlSettings) -> Result<reqwest::Client, ClientBuildError> {
+pub(crate) fn http_client_with_tls_info(settings: &Settings) -> Result<reqwest::Client, ClientBuildError> {
     build_client(settings, true)
 }
 
 /// Which connection-level failure a client error is, and a description safe to show.
-pub fn classify_failure(e: &reqwest::Error) -> (NetFailure, String) {
+pub(crate) fn classify_failure(e: &reqwest::Error) -> (NetFailure, String) {
     net::classify(e)
 }
 
-fn build_client(settings: &WtlSettings, tls_info: bool) -> Result<reqwest::Client, ClientBuildError> {
+fn build_client(settings: &Settings, tls_info: bool) -> Result<reqwest::Client, ClientBuildError> {
     install_crypto_provider();
     let material = tls::load(&settings.tls)?;
     let mut builder = reqwest::Client::builder()

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 
 use super::WtlError;
 use super::oauth::TokenSource;
-use crate::config::{WtlAuthMode, WtlSettings};
+use super::settings::{AuthMode, Settings};
 use http::HeaderValue;
 
 pub(super) enum Credentials {
@@ -17,17 +17,17 @@ pub(super) enum Credentials {
 
 impl Credentials {
     pub(super) fn from_settings(
-        settings: &WtlSettings,
+        settings: &Settings,
         http: &reqwest::Client,
         token_requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         match settings.auth {
-            WtlAuthMode::None => Self::None,
-            WtlAuthMode::Bearer => match &settings.api_token {
+            AuthMode::None => Self::None,
+            AuthMode::Bearer => match &settings.api_token {
                 Some(token) => Self::Static(sensitive(&format!("Bearer {}", token.expose_secret()))),
                 None => Self::None,
             },
-            WtlAuthMode::Basic => {
+            AuthMode::Basic => {
                 use base64::Engine;
                 let user = settings.username.clone().unwrap_or_default();
                 let pass = settings
@@ -38,7 +38,7 @@ impl Credentials {
                 let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 Self::Static(sensitive(&format!("Basic {encoded}")))
             }
-            WtlAuthMode::OAuth2 => match &settings.oauth {
+            AuthMode::OAuth2 => match &settings.oauth {
                 Some(oauth) => Self::OAuth(Box::new(TokenSource::new(
                     http.clone(),
                     oauth.clone(),

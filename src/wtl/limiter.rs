@@ -10,19 +10,19 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     interval: Duration,
     next_slot: Mutex<Option<Instant>>,
 }
 
 /// The caller's turn would come after its deadline.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TooLate;
+pub(crate) struct TooLate;
 
 impl RateLimiter {
     /// `rate` calls per second. Start-up keeps `WTL_RATE_LIMIT` within sane bounds; a value
     /// outside them still gives a usable limiter (at most one call in 1000 s).
-    pub fn per_second(rate: f64) -> Self {
+    pub(crate) fn per_second(rate: f64) -> Self {
         let slowest = Duration::from_secs(1000);
         let interval = Duration::try_from_secs_f64(1.0 / rate).map_or(slowest, |d| d.min(slowest));
         Self {
@@ -42,7 +42,7 @@ impl RateLimiter {
     /// Cancellation: a caller dropped while it waits gives its slot back when no later caller
     /// has booked one after it (the usual case: the limiter is idle again). Otherwise the slot
     /// stays unused, which only spaces the later callers by one more interval; nothing blocks.
-    pub async fn acquire(&self, deadline: Instant) -> Result<Duration, TooLate> {
+    pub(crate) async fn acquire(&self, deadline: Instant) -> Result<Duration, TooLate> {
         let now = Instant::now();
         let slot = {
             let mut next = self.slots();

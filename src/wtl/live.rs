@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use super::Settings;
 use super::credentials::Credentials;
 use super::{ClientBuildError, WtlClient, http_client};
-use crate::config::WtlSettings;
 
 /// The HTTP client (TLS material, proxies, pool) and the credentials built on it.
 pub(super) struct Live {
@@ -15,7 +15,7 @@ pub(super) struct Live {
 }
 
 impl Live {
-    pub(super) fn build(settings: &WtlSettings, token_requests: &Arc<AtomicU64>) -> Result<Self, ClientBuildError> {
+    pub(super) fn build(settings: &Settings, token_requests: &Arc<AtomicU64>) -> Result<Self, ClientBuildError> {
         let http = http_client(settings)?;
         let credentials = Credentials::from_settings(settings, &http, token_requests.clone());
         Ok(Self { http, credentials })
@@ -23,7 +23,7 @@ impl Live {
 }
 
 /// A new value for something the WTL client is built from (`crate::rotation`).
-pub enum Rotated {
+pub(crate) enum Rotated {
     ApiToken(secrecy::SecretString),
     Password(secrecy::SecretString),
     ClientSecret(secrecy::SecretString),
@@ -43,7 +43,7 @@ impl WtlClient {
     /// Rebuilds the HTTP client and the credentials with a new secret or the TLS files as they
     /// are now on disk; calls made from now on use them, calls in flight finish on the old ones.
     /// A new credential also drops the cached OAuth token. On an error nothing changes.
-    pub fn rotate(&self, rotated: Rotated) -> Result<(), ClientBuildError> {
+    pub(crate) fn rotate(&self, rotated: Rotated) -> Result<(), ClientBuildError> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = current.clone();
         match rotated {

@@ -12,12 +12,14 @@
 mod body;
 mod client;
 mod credentials;
-pub mod limiter;
+pub(crate) mod limiter;
 mod live;
 pub(crate) mod net;
-pub mod oauth;
-pub mod outcome;
-pub mod tls;
+pub(crate) mod oauth;
+pub(crate) mod outcome;
+mod proxy;
+pub(crate) mod settings;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,17 +31,20 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tokio::time::Instant;
 
-use crate::config::WtlSettings;
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
 use crate::telemetry::{self, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
-pub use body::prov_body;
-pub use client::{ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider};
+pub(crate) use body::prov_body;
+pub(crate) use client::{
+    ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider,
+};
 use credentials::Credentials;
 use limiter::RateLimiter;
 use live::Live;
-pub use live::Rotated;
-pub use outcome::{Done, NetFailure, WtlError};
+pub(crate) use live::Rotated;
+pub(crate) use outcome::{Done, NetFailure, WtlError};
+pub(crate) use proxy::ProxySettings;
+pub(crate) use settings::{AuthMode, OAuthSettings, Settings};
 use tracing::Instrument as _;
 
 /// Longest WTL answer body read; anything beyond is not needed to classify it.
@@ -51,15 +56,15 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10);
 const AGENT: &str = concat!("nsps-wtl-connector/", env!("CARGO_PKG_VERSION"));
 
 /// The shared WTL client: one connection pool for the whole process.
-pub struct WtlClient {
+pub(crate) struct WtlClient {
     /// What a rotated secret or TLS file replaces; each attempt takes it once, so an attempt in
     /// flight finishes on the client and credentials it started with.
     live: ArcSwap<Live>,
     prov_url: reqwest::Url,
     limiter: Option<RateLimiter>,
-    settings: WtlSettings,
+    settings: Settings,
     /// The settings the live part was last built from (secret values and TLS files included).
-    current: std::sync::Mutex<WtlSettings>,
+    current: std::sync::Mutex<Settings>,
     metrics: Arc<Metrics>,
     /// Token requests made (grants and refreshes), across rotations.
     token_requests: Arc<AtomicU64>,
@@ -118,7 +123,17 @@ impl From<WtlError> for AttemptFailure {
 }
 
 impl WtlClient {
-    pub fn new(settings: &WtlSettings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
+    /// `WTL_DRY_RUN`: events are planned and answered, no call is made.
+    pub(crate) fn dry_run(&self) -> bool {
+        self.settings.dry_run
+    }
+
+    /// `WTL_TOTAL_TIMEOUT`: the time budget of one event's calls.
+    pub(crate) fn total_timeout(&self) -> Duration {
+        self.settings.total_timeout
+    }
+
+    pub(crate) fn new(settings: &Settings, metrics: Arc<Metrics>) -> Result<Self, ClientBuildError> {
         install_crypto_provider();
         let token_requests = Arc::new(AtomicU64::new(0));
         let live = Live::build(settings, &token_requests)?;
@@ -141,7 +156,7 @@ impl WtlClient {
 
     /// With `WTL_AUTH=oauth2`: obtains a token (from the cache or the token endpoint) and
     /// tells the lifetime the token endpoint gave, for `check`.
-    pub async fn token_lifetime(&self, deadline: Instant) -> Option<Result<Option<Duration>, WtlError>> {
+    pub(crate) async fn token_lifetime(&self, deadline: Instant) -> Option<Result<Option<Duration>, WtlError>> {
         let live = self.live.load_full();
         let Credentials::OAuth(tokens) = &live.credentials else {
             return None;
@@ -150,12 +165,12 @@ impl WtlClient {
     }
 
     /// Token requests made so far (grants and refreshes).
-    pub fn token_requests(&self) -> u64 {
+    pub(crate) fn token_requests(&self) -> u64 {
         self.token_requests.load(Ordering::Relaxed)
     }
 
     /// Executes one planned call, retrying transient failures within `deadline`.
-    pub async fn execute(&self, call: &WtlCall, ids: &TraceIds, deadline: Instant) -> Result<Done, WtlError> {
+    pub(crate) async fn execute(&self, call: &WtlCall, ids: &TraceIds, deadline: Instant) -> Result<Done, WtlError> {
         let body = Bytes::from(prov_body(call));
         let mut tries = Tries::default();
         loop {
@@ -407,7 +422,7 @@ pub(crate) async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<
 }
 
 /// `WTL_DRY_RUN`: logs a call that is planned and not made, with the exact body it would send.
-pub fn log_planned(call: &WtlCall) {
+pub(crate) fn log_planned(call: &WtlCall) {
     let body = String::from_utf8_lossy(&prov_body(call)).into_owned();
     tracing::info!(
         imsi = call.imsi.as_str(),
@@ -418,7 +433,7 @@ pub fn log_planned(call: &WtlCall) {
 }
 
 /// Exponential back-off with full jitter: a random wait in `[0, min(cap, base * 2^retry)]`.
-pub fn backoff(base: Duration, retry: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, retry: u32) -> Duration {
     let ceiling = base.saturating_mul(1u32 << retry.min(20)).min(BACKOFF_CAP.max(base));
     ceiling.mul_f64(fastrand::f64())
 }
@@ -476,14 +491,12 @@ mod tests {
     }
 
     fn client_for(url: &str) -> WtlClient {
-        let settings = crate::config::Settings::from_vars([
-            ("API_TOKEN", "t"),
-            ("WTL_API_URL", url),
-            ("WTL_MAX_RETRIES", "0"),
-            ("WTL_HTTP_REQUESTS_TIMEOUT", "5"),
-        ])
-        .expect("valid settings");
-        WtlClient::new(&settings.wtl, Arc::new(Metrics::default())).expect("client")
+        let settings = Settings {
+            max_retries: 0,
+            attempt_timeout: Duration::from_secs(5),
+            ..Settings::new(url.to_string())
+        };
+        WtlClient::new(&settings, Arc::new(Metrics::default())).expect("client")
     }
 
     fn delete_call() -> WtlCall {

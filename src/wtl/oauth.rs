@@ -29,12 +29,12 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::outcome::{WtlError, error_text};
-use crate::config::OAuthSettings;
+use super::settings::OAuthSettings;
 
 /// A token in use, and which renewal produced it (so a 401 only discards the token it was
 /// answered to, not a newer one another event already fetched).
 #[derive(Clone)]
-pub struct IssuedToken {
+pub(crate) struct IssuedToken {
     pub header: HeaderValue,
     pub generation: u64,
 }
@@ -54,7 +54,7 @@ struct State {
     refresh: Option<SecretString>,
 }
 
-pub struct TokenSource {
+pub(crate) struct TokenSource {
     http: reqwest::Client,
     settings: OAuthSettings,
     username: Option<String>,
@@ -84,7 +84,7 @@ struct TokenAnswer {
 }
 
 /// Longest lifetime believed, whatever the token endpoint or the JWT claims.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// Renew this long before expiry: a tenth of the lifetime, at most a minute.
 fn renew_margin(lifetime: Duration) -> Duration {
@@ -92,7 +92,7 @@ fn renew_margin(lifetime: Duration) -> Duration {
 }
 
 impl TokenSource {
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         settings: OAuthSettings,
         username: Option<String>,
@@ -113,7 +113,7 @@ impl TokenSource {
     }
 
     /// A valid `Authorization` value, fetching or renewing the token when needed.
-    pub async fn token(&self, deadline: Instant) -> Result<IssuedToken, WtlError> {
+    pub(crate) async fn token(&self, deadline: Instant) -> Result<IssuedToken, WtlError> {
         let mut state = tokio::time::timeout_at(deadline, self.state.lock())
             .await
             .map_err(|_| WtlError::TokenEndpointUnreachable {
@@ -131,12 +131,12 @@ impl TokenSource {
     }
 
     /// The lifetime of the token in the cache, as the token endpoint gave it (for `check`).
-    pub fn lifetime(&self) -> Option<Duration> {
+    pub(crate) fn lifetime(&self) -> Option<Duration> {
         self.state.try_lock().ok()?.access.as_ref()?.lifetime
     }
 
     /// WTL refused the token of `generation`: forget it so the next [`Self::token`] renews it.
-    pub async fn reject(&self, generation: u64) {
+    pub(crate) async fn reject(&self, generation: u64) {
         let mut state = self.state.lock().await;
         if state.access.as_ref().is_some_and(|t| t.generation == generation) {
             state.access = None;
@@ -302,7 +302,7 @@ fn form_encode(text: &str) -> String {
 
 /// The remaining lifetime from a JWT's `exp` claim (the signature is not checked: the token is
 /// only passed on, and WTL is the one that verifies it).
-pub fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -319,7 +319,7 @@ pub fn jwt_lifetime(token: &str, now: SystemTime) -> Option<Duration> {
 /// The lifetime an `expires_in` value gives: a number or a numeric string of seconds, at most
 /// [`MAX_LIFETIME`]. Anything else (negative, zero, not a number) is `ZERO`: renew at the next
 /// use.
-pub fn lifetime_from(expires_in: &serde_json::Value) -> Duration {
+pub(crate) fn lifetime_from(expires_in: &serde_json::Value) -> Duration {
     let seconds = match expires_in {
         serde_json::Value::Number(n) => n.as_f64(),
         serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),

@@ -11,7 +11,7 @@ use crate::plan::Action;
 
 /// A call that reached its goal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Done {
+pub(crate) enum Done {
     /// WTL applied the call.
     Applied,
     /// WTL already held the result: `insert` answered 409, or `delete` answered 404.
@@ -20,7 +20,7 @@ pub enum Done {
 
 /// Why a connection-level failure happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetFailure {
+pub(crate) enum NetFailure {
     Timeout,
     Connect,
     Dns,
@@ -32,7 +32,7 @@ pub enum NetFailure {
 }
 
 impl NetFailure {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Timeout => "timeout",
             Self::Connect => "connection refused or failed",
@@ -45,7 +45,7 @@ impl NetFailure {
 
 /// A call that failed, after any retries.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum WtlError {
+pub(crate) enum WtlError {
     /// WTL answered 400/409/422: it refused the data.
     #[error("WTL rejected the request (HTTP {status}): {text}")]
     Rejected { status: u16, text: String },
@@ -81,7 +81,7 @@ pub enum WtlError {
 
 impl WtlError {
     /// A short label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Rejected { .. } => "rejected",
             Self::NotFound { .. } => "not_found",
@@ -96,7 +96,7 @@ impl WtlError {
     }
 
     /// The status WTL answered, when it answered.
-    pub fn wtl_status(&self) -> Option<u16> {
+    pub(crate) fn wtl_status(&self) -> Option<u16> {
         match self {
             Self::Rejected { status, .. } | Self::AuthFailed { status } => Some(*status),
             Self::NotFound { .. } => Some(404),
@@ -107,7 +107,7 @@ impl WtlError {
     }
 
     /// Is this failure worth another attempt (connection errors, timeouts, 429, 502/503/504)?
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         match self {
             Self::Unreachable { kind, .. } => *kind != NetFailure::Tls,
             Self::RateLimited { .. } => true,
@@ -117,7 +117,7 @@ impl WtlError {
     }
 
     /// The wait WTL asked for with `Retry-After`, if any.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after } | Self::Service { retry_after, .. } => *retry_after,
             _ => None,
@@ -129,7 +129,12 @@ impl WtlError {
 const MAX_QUOTED: usize = 300;
 
 /// Classifies one answer from `POST /prov`.
-pub fn classify(action: Action, status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<Done, WtlError> {
+pub(crate) fn classify(
+    action: Action,
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> Result<Done, WtlError> {
     match status {
         200..=299 => success_body(body),
         409 if action == Action::Insert => Ok(Done::AlreadyApplied),
@@ -320,7 +325,7 @@ impl<'de> serde::Deserialize<'de> for Verdict {
 }
 
 /// WTL's own words for a failure: a JSON `error` / `message` / `detail` member, else the body text.
-pub fn error_text(body: &[u8], status: u16) -> String {
+pub(crate) fn error_text(body: &[u8], status: u16) -> String {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
         for key in ["error", "message", "detail", "description", "error_description"] {
             match value.get(key) {
@@ -367,7 +372,7 @@ fn clean(text: &str) -> String {
 }
 
 /// `Retry-After`: delta seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

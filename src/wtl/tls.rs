@@ -17,7 +17,7 @@ use super::ClientBuildError;
 
 /// Where the TLS material is: paths, or PEM text given inline.
 #[derive(Clone, Default)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     pub ca_file: Option<String>,
     pub client_cert_file: Option<String>,
     pub client_key_file: Option<String>,
@@ -65,13 +65,13 @@ pub(crate) fn load(files: &TlsFiles) -> Result<TlsMaterial, ClientBuildError> {
 }
 
 /// Is this setting's value the PEM text itself rather than a path?
-pub fn is_inline_pem(value: &str) -> bool {
+pub(crate) fn is_inline_pem(value: &str) -> bool {
     value.trim_start().starts_with("-----BEGIN")
 }
 
 /// How a setting's value is named in messages: its path, or a mention of inline PEM (never
 /// the PEM itself: it may be a private key).
-pub fn shown(value: &str) -> String {
+pub(crate) fn shown(value: &str) -> String {
     if is_inline_pem(value) {
         format!("(PEM given inline, {} bytes)", value.len())
     } else {

@@ -194,11 +194,11 @@ async fn start_up_error(vars: &[(&'static str, String)]) -> String {
         ("WTL_API_URL".into(), "https://localhost:9".into()),
     ];
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    let settings = match nsps_wtl_connector::config::Settings::from_vars(all) {
+    let settings = match nsps_wtl_connector::Settings::from_vars(all) {
         Ok(s) => s,
         Err(e) => return e.to_string(),
     };
-    match nsps_wtl_connector::app::Application::bind(settings, "127.0.0.1:0".parse().expect("addr")).await {
+    match nsps_wtl_connector::Application::bind(settings, "127.0.0.1:0".parse().expect("addr")).await {
         Ok(_) => panic!("start-up should have been refused for {vars:?}"),
         Err(e) => e.to_string(),
     }
@@ -336,7 +336,7 @@ async fn proxy_credentials_are_used_and_never_shown() {
         proxy.carried()[0].proxy_authorization.as_deref(),
         Some(expected.as_str())
     );
-    let shown = format!("{:?} {:?}", app.state.settings.redacted(), app.state.settings);
+    let shown = format!("{:?} {:?}", app.settings.redacted(), app.settings);
     assert!(!shown.contains("proxy-pw-321"), "{shown}");
     assert!(shown.contains("***@127.0.0.1"), "{shown}");
 
@@ -379,7 +379,7 @@ async fn http2_is_used_when_wtl_offers_it_and_http1_otherwise() {
 #[tokio::test]
 async fn the_default_listener_answers_on_ipv6_and_ipv4_loopback() {
     let settings = settings("http://127.0.0.1:9", &[("PORT", "0")]);
-    let app = nsps_wtl_connector::app::Application::bind_port(settings)
+    let app = nsps_wtl_connector::Application::bind_port(settings)
         .await
         .expect("binds");
     let port = app.local_addr().port();
@@ -409,7 +409,7 @@ async fn the_default_listener_answers_on_ipv6_and_ipv4_loopback() {
 #[tokio::test]
 async fn bind_address_limits_the_listener() {
     let settings = settings("http://127.0.0.1:9", &[("PORT", "0"), ("BIND_ADDRESS", "127.0.0.1")]);
-    let app = nsps_wtl_connector::app::Application::bind_port(settings)
+    let app = nsps_wtl_connector::Application::bind_port(settings)
         .await
         .expect("binds");
     assert_eq!(app.local_addr().ip().to_string(), "127.0.0.1");
@@ -431,7 +431,7 @@ async fn tls_material_can_be_given_inline_as_pem_and_is_never_shown() {
     let (status, body) = deliver(&app, "inline-pem").await;
     assert_eq!(status, 202, "{body}");
     assert!(wtl.seen()[0].client_cert);
-    let shown = format!("{:?} {:?}", app.state.settings.redacted(), app.state.settings);
+    let shown = format!("{:?} {:?}", app.settings.redacted(), app.settings);
     let key_body = &client.key_pem[40..80];
     assert!(!shown.contains(key_body), "{shown}");
     assert!(shown.contains("PEM given inline"), "{shown}");

@@ -103,7 +103,7 @@ async fn ipv6_clients_are_matched_against_ipv6_ranges() {
     let wtl = wtl_answering(200, r#"{"result":true}"#).await;
     for (ranges, expected) in [("127.0.0.1", 403), ("::1", 202), ("::/0", 202)] {
         let settings = crate::helpers::settings(&wtl.uri(), &[("ALLOWED_SOURCE_RANGES", ranges)]);
-        let app = nsps_wtl_connector::app::Application::bind(settings, "[::1]:0".parse().expect("addr"))
+        let app = nsps_wtl_connector::Application::bind(settings, "[::1]:0".parse().expect("addr"))
             .await
             .expect("binds on ::1");
         let url = format!("http://{}/process-event", app.local_addr());

@@ -3,10 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use nsps_wtl_connector::app::Application;
-use nsps_wtl_connector::config::Settings;
-use nsps_wtl_connector::http::AppState;
-use nsps_wtl_connector::simulator::{Simulator, SimulatorHandle};
+use nsps_wtl_connector::AppState;
+use nsps_wtl_connector::Application;
+use nsps_wtl_connector::Settings;
+use nsps_wtl_connector::{Simulator, SimulatorHandle};
 use tokio::sync::oneshot;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -17,6 +17,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// What the connector was built from.
+    pub settings: std::sync::Arc<Settings>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -99,6 +101,7 @@ pub async fn spawn_with(settings: Settings, routes: axum::Router<AppState>) -> T
         .with_routes(routes);
     let addr = app.local_addr();
     let state = app.state().clone();
+    let settings = app.settings().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run_until(async move {
         let _ = rx.await;
@@ -107,6 +110,7 @@ pub async fn spawn_with(settings: Settings, routes: axum::Router<AppState>) -> T
         addr,
         client: reqwest::Client::new(),
         state,
+        settings,
         stop: Some(tx),
         task: Some(task),
     }

@@ -237,7 +237,7 @@ async fn shutdown_turns_readiness_off_and_lets_the_in_flight_event_finish() {
 async fn a_connector_that_is_shutting_down_answers_ready_and_events_with_503() {
     let wtl = wtl_answering(200, "{}").await;
     let app = spawn_app(&wtl.uri(), &[]).await;
-    nsps_wtl_connector::http::set_not_ready(&app.state.ready);
+    nsps_wtl_connector::set_not_ready(&app.state.ready);
     let resp = app.client.get(app.url("/ready")).send().await.expect("answer");
     error_body(resp, 503, "SERVICE_ERROR").await;
     let resp = app.send_fixture("sim-created.json").await;

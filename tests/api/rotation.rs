@@ -13,14 +13,14 @@ use crate::stands::{Ca, Files, LOCAL_NAMES, TlsWtl};
 /// A change must take effect within this long (the promise is 10 s).
 const WITHIN: Duration = Duration::from_secs(10);
 
-fn settings(wtl_url: &str, vars: &[(&str, &str)]) -> nsps_wtl_connector::config::Settings {
+fn settings(wtl_url: &str, vars: &[(&str, &str)]) -> nsps_wtl_connector::Settings {
     let mut all: Vec<(String, String)> = vec![
         ("WTL_API_URL".into(), wtl_url.into()),
         ("WTL_RETRY_BASE_MS".into(), "20".into()),
         ("WTL_TOTAL_TIMEOUT".into(), "20".into()),
     ];
     all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    nsps_wtl_connector::config::Settings::from_vars(all).expect("valid settings")
+    nsps_wtl_connector::Settings::from_vars(all).expect("valid settings")
 }
 
 /// `sim-deleted.json` with an event id of its own, so no delivery is a duplicate of another.
@@ -175,7 +175,7 @@ async fn a_broken_file_keeps_the_last_good_value_until_it_is_good_again() {
     for broken in ["", "   \n", "two tokens with spaces"] {
         write(&token_file, broken);
         // Two content reads later the broken value has been seen and refused.
-        tokio::time::sleep(nsps_wtl_connector::rotation::POLL * 5).await;
+        tokio::time::sleep(nsps_wtl_connector::ROTATION_POLL * 5).await;
         assert_eq!(
             status_with_token(&app, "good-token").await,
             202,
@@ -183,7 +183,7 @@ async fn a_broken_file_keeps_the_last_good_value_until_it_is_good_again() {
         );
     }
     std::fs::remove_file(&token_file).expect("remove");
-    tokio::time::sleep(nsps_wtl_connector::rotation::POLL * 2).await;
+    tokio::time::sleep(nsps_wtl_connector::ROTATION_POLL * 2).await;
     assert_eq!(
         status_with_token(&app, "good-token").await,
         202,
@@ -336,7 +336,7 @@ async fn a_rotated_client_certificate_is_presented_on_new_calls() {
     // The certificate first, the key a moment later: between the two the pair does not match,
     // the connector keeps the old pair (and says so once), then takes the new one.
     replace_by_rename(&cert_path, &second.cert_pem);
-    tokio::time::sleep(nsps_wtl_connector::rotation::POLL * 2).await;
+    tokio::time::sleep(nsps_wtl_connector::ROTATION_POLL * 2).await;
     assert_eq!(
         status_with_token(&app, crate::helpers::TOKEN).await,
         202,

@@ -372,7 +372,7 @@ async fn a_password_protected_redis_works_and_its_password_is_never_shown() {
         message(b.send(&update("pw", "2025-03-12T17:00:00Z")).await).await.1,
         "Event already processed"
     );
-    let shown = format!("{:?} {:?}", a.state.settings.redacted(), a.state.settings);
+    let shown = format!("{:?} {:?}", a.settings.redacted(), a.settings);
     assert!(!shown.contains("redis-pw-5150"), "{shown}");
 
     // A wrong password: refused, and the answer names no password.

@@ -6,9 +6,14 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 
+/// `REDIS_KEY_PREFIX`'s default.
+pub(crate) const DEFAULT_KEY_PREFIX: &str = "nsps-wtl:";
+/// `REDIS_TIMEOUT`'s default, in seconds.
+pub(crate) const DEFAULT_TIMEOUT: f64 = 2.0;
+
 /// How to reach Redis and how long things are kept.
 #[derive(Clone)]
-pub struct RedisSettings {
+pub(crate) struct RedisSettings {
     /// The whole `REDIS_URL`, credentials included.
     pub url: SecretString,
     /// `REDIS_URL` with its password hidden, for logs.
@@ -36,7 +41,7 @@ impl std::fmt::Debug for RedisSettings {
 /// Why the shared store could not be set up at start-up.
 #[derive(Debug, thiserror::Error)]
 #[error("{var}: {problem}")]
-pub struct StoreSetupError {
+pub(crate) struct StoreSetupError {
     pub var: &'static str,
     pub problem: String,
 }

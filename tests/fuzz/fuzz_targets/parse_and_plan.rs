@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use nsps_wtl_connector::config::Settings;
-use nsps_wtl_connector::nsps::parse_event;
-use nsps_wtl_connector::plan::{Plan, PlanRules, plan};
+use nsps_wtl_connector::Settings;
+use nsps_wtl_connector::parse_event;
+use nsps_wtl_connector::{Plan, PlanRules, plan};
 
 fn rules() -> &'static PlanRules {
     static RULES: OnceLock<PlanRules> = OnceLock::new();

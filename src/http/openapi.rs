@@ -101,7 +101,7 @@ fn add_trace_headers(doc: &mut Document) {
 }
 
 /// The document as pretty JSON with a final newline, built once.
-pub fn document() -> &'static str {
+pub(crate) fn document() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
     DOCUMENT.get_or_init(|| Api::openapi().to_pretty_json().unwrap_or_default() + "\n")
 }
@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn committed_openapi_json_is_the_generated_one() {
-        let committed = include_str!("../openapi.json");
+        let committed = include_str!("../../openapi.json");
         assert!(
             committed == document(),
             "openapi.json is out of date: run `cargo run -- openapi > openapi.json`"
