@@ -682,6 +682,14 @@ async fn events_still_running_at_shutdown_timeout_are_answered_503_never_2xx() {
             .any(|l| l["message"].as_str().unwrap_or("").contains("answered 503")),
         "the drain says what happened"
     );
+    let cut_off_access_lines = lines
+        .iter()
+        .filter(|l| l["message"] == "request completed" && l["outcome"] == "cut_off" && l["status"] == 503)
+        .count();
+    assert_eq!(
+        cut_off_access_lines, 3,
+        "each cut-off answer's access line names its outcome"
+    );
 }
 
 #[test]

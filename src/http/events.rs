@@ -36,6 +36,7 @@ use tracing::Instrument as _;
 use super::AppState;
 use super::answers::{Accepted, ActionTaken, CallResult};
 use super::error::{ApiError, Body as ErrorBody};
+use super::outcome::{Outcome, ended};
 use crate::memory::Admission;
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
@@ -77,15 +78,11 @@ fn dry_run(event: &Event, calls: &[WtlCall]) -> Response {
     (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
 
-/// Metric label for how an event ended.
-type Outcome = &'static str;
-
 /// `POST` to an event path with the layers only events need, outermost first: the source
 /// allowlist, the Bearer check and the shutdown gate, load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the shutdown
 /// cut-off, the body limit.
 pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
     let shed_metrics = state.metrics.clone();
-    let timeout_metrics = state.metrics.clone();
     let limit = state.server.request_timeout;
     post(handle_event).layer(
         ServiceBuilder::new()
@@ -100,10 +97,9 @@ pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
             }))
             .layer(LoadShedLayer::new())
             .layer(GlobalConcurrencyLimitLayer::with_semaphore(state.event_slots.clone()))
-            .layer(HandleErrorLayer::new(move |_: BoxError| {
-                let metrics = timeout_metrics.clone();
-                async move { timed_out(&metrics, limit) }
-            }))
+            .layer(HandleErrorLayer::new(
+                move |_: BoxError| async move { timed_out(limit) },
+            ))
             .layer(TimeoutLayer::new(limit))
             .layer(middleware::from_fn_with_state(state.clone(), cut_off_at_shutdown))
             .layer(DefaultBodyLimit::max(state.server.max_body_bytes)),
@@ -129,14 +125,12 @@ fn shed(metrics: &Metrics) -> Response {
     ApiError::overloaded().into_response()
 }
 
-fn timed_out(metrics: &Metrics, limit: Duration) -> Response {
+fn timed_out(limit: Duration) -> Response {
     tracing::error!(
         timeout_s = limit.as_secs_f64(),
         "event not completed within REQUEST_TIMEOUT"
     );
-    telemetry::note_outcome("timeout");
-    metrics.event("unknown", "timeout", limit);
-    ApiError::request_timeout(limit).into_response()
+    ended(ApiError::request_timeout(limit).into_response(), Outcome::Timeout, None)
 }
 
 /// When `SHUTDOWN_TIMEOUT` runs out, an event still running is stopped and answered 503 (never
@@ -148,8 +142,7 @@ async fn cut_off_at_shutdown(State(state): State<AppState>, req: Request, next: 
         resp = next.run(req) => resp,
         _ = cut_off.wait_for(|cut| *cut) => {
             tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
-            telemetry::note_outcome("cut_off");
-            ApiError::shutting_down().into_response()
+            ended(ApiError::shutting_down().into_response(), Outcome::CutOff, None)
         }
     }
 }
@@ -163,12 +156,7 @@ impl FromRequest<AppState> for Delivery {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let started = Instant::now();
-        let refuse = |api: ApiError| {
-            telemetry::note_outcome("invalid");
-            state.metrics.event("unknown", "invalid", started.elapsed());
-            api.into_response()
-        };
+        let refuse = |api: ApiError| ended(api.into_response(), Outcome::Invalid, None);
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE)
             && !is_json(ct.to_str().unwrap_or("?"))
         {
@@ -243,27 +231,25 @@ pub(crate) async fn handle_event(
     let ids = TraceIds::new(&headers, trace);
     telemetry::note_event(&event.event_id, &event.data.event_type);
     let (response, outcome) = decide(&state, &event, &ids, started).await;
-    telemetry::note_outcome(outcome);
-    state.metrics.event(&event.data.event_type, outcome, started.elapsed());
-    response
+    ended(response, outcome, Some(&event.data.event_type))
 }
 
 async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instant) -> (Response, Outcome) {
     let calls = match plan::plan(event, &state.rules) {
         Err(problem) => {
             tracing::warn!(field = %problem.field, problem = %problem.message, "event refused: a field breaks a rule");
-            return (ApiError::invalid_event(problem).into_response(), "invalid");
+            return (ApiError::invalid_event(problem).into_response(), Outcome::Invalid);
         }
         Ok(Plan::Skip(reason)) => {
             let message = format!("Event ignored: {reason}");
             tracing::info!(reason = %reason, "event ignored");
-            return (accepted(&message, &event.event_id, None), "ignored");
+            return (accepted(&message, &event.event_id, None), Outcome::Ignored);
         }
         Ok(Plan::Calls(calls)) => calls,
     };
 
     if state.wtl.dry_run() {
-        return (dry_run(event, &calls), "dry_run");
+        return (dry_run(event, &calls), Outcome::DryRun);
     }
 
     // Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
@@ -273,21 +259,24 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         Admission::Duplicate => {
             state.metrics.dedup_hit();
             tracing::info!("event already processed; answering from memory");
-            return (accepted("Event already processed", &event.event_id, None), "duplicate");
+            return (
+                accepted("Event already processed", &event.event_id, None),
+                Outcome::Duplicate,
+            );
         }
         Admission::Stale { imsi, applied } => {
             state.metrics.stale_hit();
             let message =
                 format!("Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})");
             tracing::info!(%imsi, applied = %applied, "stale event ignored");
-            return (accepted(&message, &event.event_id, None), "stale");
+            return (accepted(&message, &event.event_id, None), Outcome::Stale);
         }
         Admission::Proceed(ticket) => ticket,
         Admission::Unavailable { reason } => {
             tracing::error!(error = %reason, "event refused: the redelivery store is unavailable");
             return (
                 ApiError::store_unavailable(&reason).into_response(),
-                "store_unavailable",
+                Outcome::StoreUnavailable,
             );
         }
     };
@@ -308,7 +297,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
                     error = %err,
                     "event failed"
                 );
-                return (api.into_response(), "failed");
+                return (api.into_response(), Outcome::Failed);
             }
         }
     }
@@ -318,7 +307,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
     tracing::debug!(calls = done.len(), "event processed");
     (
         accepted("Event processed successfully", &event.event_id, Some(&done)),
-        "processed",
+        Outcome::Processed,
     )
 }
 

@@ -24,6 +24,7 @@ pub(crate) mod answers;
 pub(crate) mod error;
 pub(crate) mod events;
 mod openapi;
+mod outcome;
 mod settings;
 pub(crate) mod source;
 mod tokens;
@@ -207,6 +208,11 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     let latency = started.elapsed();
     let status = resp.status().as_u16();
     telemetry::note_status(status);
+    if let Some(end) = resp.extensions().get::<outcome::Ended>() {
+        telemetry::note_outcome(end.outcome.as_str());
+        let event_type = end.event_type.as_deref().unwrap_or("unknown");
+        state.metrics.event(event_type, end.outcome.as_str(), latency);
+    }
     // Sizes as decimal strings: they are int64 in Cloud Logging's HttpRequest.
     let response_size = http_body::Body::size_hint(resp.body()).exact().map(|n| n.to_string());
     tracing::info!(

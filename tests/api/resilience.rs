@@ -579,3 +579,44 @@ async fn the_rate_limit_spreads_a_burst() {
     // 11 calls at 10 per second: the last cannot reach WTL sooner than 1 s after the first.
     assert!(t[10] - t[0] >= Duration::from_millis(990), "{:?}", t[10] - t[0]);
 }
+
+#[tokio::test]
+async fn every_event_answer_is_counted_once_by_outcome_including_those_cut_off_at_shutdown() {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok().set_delay(Duration::from_secs(10)))
+        .mount(&wtl)
+        .await;
+    let app = spawn_app(&wtl.uri(), &[("SHUTDOWN_TIMEOUT", "0.3")]).await;
+    assert_eq!(app.send("{not json").await.status().as_u16(), 422);
+    let client = app.client.clone();
+    let url = app.url("/process-event");
+    let running = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(fixture("sim-updated-open.json"))
+            .send()
+            .await
+            .expect("answered")
+            .status()
+            .as_u16()
+    });
+    while prov_count(&wtl).await == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let state = app.state.clone();
+    app.stop().await;
+    assert_eq!(running.await.expect("task"), 503, "cut off at SHUTDOWN_TIMEOUT");
+    let text = state.metrics.render();
+    let counted: Vec<&str> = text.lines().filter(|l| l.starts_with("nsps_events_total{")).collect();
+    assert_eq!(
+        counted,
+        [
+            "nsps_events_total{event_type=\"other\",outcome=\"cut_off\"} 1",
+            "nsps_events_total{event_type=\"other\",outcome=\"invalid\"} 1",
+        ],
+        "{text}"
+    );
+}
