@@ -8,7 +8,7 @@
 //!
 //! The modules are private; the items below are what the binary and the tests use.
 
-#![warn(unreachable_pub)]
+#![warn(unreachable_pub, clippy::too_many_lines)]
 
 mod app;
 mod cli;

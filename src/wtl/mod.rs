@@ -342,23 +342,17 @@ impl WtlClient {
             token_generation,
         };
         let traceparent = ids.traceparent_for(span);
-        let exchange = self.exchange(&live.http, auth, body.clone(), ids, &traceparent);
-        let answer = match tokio::time::timeout(limit, exchange).await {
-            Err(_) => {
-                return Err(fail(WtlError::Unreachable {
-                    kind: NetFailure::Timeout,
-                    detail: format!("no answer within {}s", limit.as_secs_f64()),
-                }));
-            }
-            Ok(Err(error)) => return Err(fail(error)),
-            Ok(Ok(answer)) => answer,
-        };
+        let answer = self
+            .exchange(&live.http, auth, body.clone(), ids, &traceparent, limit)
+            .await
+            .map_err(fail)?;
         outcome::classify(action, answer.status, answer.retry_after, &answer.body)
             .map(|done| (done, answer.status))
             .map_err(fail)
     }
 
-    /// Sends `POST /prov` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body).
+    /// Sends `POST /prov` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body), all
+    /// within `limit` (the request's own timeout, which covers reading the body too).
     async fn exchange(
         &self,
         http: &reqwest::Client,
@@ -366,9 +360,11 @@ impl WtlClient {
         body: Bytes,
         ids: &TraceIds,
         traceparent: &str,
+        limit: Duration,
     ) -> Result<Answer, WtlError> {
         let mut request = http
             .post(self.prov_url.clone())
+            .timeout(limit)
             .header(http::header::CONTENT_TYPE, JSON)
             .header(http::header::ACCEPT, JSON)
             .header(&X_B3_TRACEID, ids.request_id.as_str())
@@ -380,6 +376,11 @@ impl WtlClient {
         request = request.header(&crate::telemetry::TRACEPARENT, traceparent);
         let unreachable = |e: reqwest::Error| {
             let (kind, detail) = net::classify(&e);
+            let detail = if kind == NetFailure::Timeout && !e.is_connect() {
+                format!("no answer within {}s", limit.as_secs_f64())
+            } else {
+                detail
+            };
             WtlError::Unreachable { kind, detail }
         };
         let mut response = request.send().await.map_err(unreachable)?;
@@ -548,6 +549,49 @@ mod tests {
         let (kind, detail) = failure_of(&format!("https://127.0.0.1:{}", addr.port())).await;
         assert_eq!(kind, NetFailure::Tls, "{detail}");
         assert!(detail.starts_with("TLS handshake failed"), "{detail}");
+    }
+
+    /// Answers every connection with `head` (and whatever body it starts) and then stalls.
+    async fn stalling_wtl(head: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request).await;
+                let _ = socket.write_all(head).await;
+                held.push(socket);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_stops_halfway_is_cut_at_the_attempt_limit() {
+        for head in [
+            &b""[..],
+            &b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{\"res"[..],
+        ] {
+            let url = stalling_wtl(head).await;
+            let settings = Settings {
+                max_retries: 0,
+                attempt_timeout: Duration::from_millis(300),
+                ..Settings::new(url)
+            };
+            let client = WtlClient::new(&settings, Arc::new(Metrics::default())).expect("client");
+            let started = Instant::now();
+            let deadline = started + Duration::from_secs(10);
+            match client.execute(&delete_call(), &TraceIds::generated(), deadline).await {
+                Err(WtlError::Unreachable { kind, detail }) => {
+                    assert_eq!(kind, NetFailure::Timeout, "{detail}");
+                    assert_eq!(detail, "no answer within 0.3s");
+                }
+                other => panic!("expected a timeout, got {other:?}"),
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "cut at the attempt limit");
+        }
     }
 
     #[test]

@@ -230,7 +230,6 @@ impl TokenSource {
             (Some(id), None) => form.push(("client_id", id.clone())),
             _ => {}
         }
-        let req = req.form(&form);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(WtlError::TokenEndpointUnreachable {
@@ -239,24 +238,26 @@ impl TokenSource {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.attempt_timeout.min(remaining);
+        // The request's own timeout covers reading the answer's body too.
+        let req = req.form(&form).timeout(timeout);
         let started = Instant::now();
         let span = crate::telemetry::client_span("POST token", &self.settings.token_url, 1);
-        let result = tokio::time::timeout(timeout, async {
+        let result = async {
             let mut resp = req.send().await?;
             let status = resp.status();
             let body = super::read_capped(&mut resp).await?;
             Ok::<_, reqwest::Error>((status, body))
-        })
+        }
         .instrument(span.clone())
         .await;
-        match &result {
-            Ok(Ok((status, _))) => crate::telemetry::note_call(&span, Some(status.as_u16()), None),
-            Ok(Err(_)) => crate::telemetry::note_call(&span, None, Some("unreachable")),
-            Err(_) => crate::telemetry::note_call(&span, None, Some("timeout")),
-        }
         let latency_ms = started.elapsed().as_millis() as u64;
         let (status, body) = match result {
-            Err(_) => {
+            Ok((status, body)) => {
+                crate::telemetry::note_call(&span, Some(status.as_u16()), None);
+                (status, body)
+            }
+            Err(e) if e.is_timeout() && !e.is_connect() => {
+                crate::telemetry::note_call(&span, None, Some("timeout"));
                 tracing::warn!(latency_ms, "the WTL token endpoint did not answer in time");
                 return Err(WtlError::TokenEndpointUnreachable {
                     detail: format!(
@@ -266,14 +267,14 @@ impl TokenSource {
                     ),
                 });
             }
-            Ok(Err(e)) => {
+            Err(e) => {
+                crate::telemetry::note_call(&span, None, Some("unreachable"));
                 let (kind, detail) = super::net::classify(&e);
                 tracing::warn!(latency_ms, failure = kind.as_str(), error = %detail, "the WTL token endpoint could not be reached");
                 return Err(WtlError::TokenEndpointUnreachable {
                     detail: format!("{}: {detail}", self.settings.token_url),
                 });
             }
-            Ok(Ok(x)) => x,
         };
         tracing::debug!(status = status.as_u16(), latency_ms, "token endpoint answered");
         if !status.is_success() {

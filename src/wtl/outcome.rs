@@ -5,8 +5,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-
 use crate::plan::Action;
 
 /// A call that reached its goal.
@@ -176,12 +174,12 @@ fn success_body(body: &[u8]) -> Result<Done, WtlError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Done::Applied);
     }
-    let verdict: Verdict = serde_json::from_slice(body).map_err(|_| WtlError::Service {
+    let answer: serde_json::Value = serde_json::from_slice(body).map_err(|_| WtlError::Service {
         status: None,
         text: format!("WTL answered 2xx with a body that is not JSON: {}", quote(body)),
         retry_after: None,
     })?;
-    if verdict.failed {
+    if reports_failure(&answer) {
         return Err(WtlError::Service {
             status: None,
             text: format!("WTL reported a failure: {}", error_text(body, 200)),
@@ -191,137 +189,13 @@ fn success_body(body: &[u8]) -> Result<Done, WtlError> {
     Ok(Done::Applied)
 }
 
-/// What a 2xx body says, read without building it: it failed when its top-level `result` is
-/// `false`, or its `error` is anything but `null`, `false` or `""` (the last of a repeated member
-/// counts). Any other JSON, of any shape, is a success.
-struct Verdict {
-    failed: bool,
-}
-
-/// A member's value as far as the verdict cares.
-#[derive(PartialEq)]
-enum Flag {
-    False,
-    /// `null` or `""`.
-    Empty,
-    /// Anything else.
-    Raised,
-}
-
-impl<'de> serde::Deserialize<'de> for Flag {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Flag;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Flag, E> {
-                Ok(Flag::Empty)
-            }
-            fn visit_bool<E>(self, v: bool) -> Result<Flag, E> {
-                Ok(if v { Flag::Raised } else { Flag::False })
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Flag, E> {
-                Ok(if v.is_empty() { Flag::Empty } else { Flag::Raised })
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Flag, E> {
-                Ok(Flag::Raised)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Flag, E> {
-                Ok(Flag::Raised)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Flag, E> {
-                Ok(Flag::Raised)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Flag, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Flag::Raised)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Flag, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Flag::Raised)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A member name of the answer, matched without keeping it.
-enum Key {
-    Result,
-    Error,
-    Other,
-}
-
-impl<'de> serde::Deserialize<'de> for Key {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Key;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a member name")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "result" => Key::Result,
-                    "error" => Key::Error,
-                    _ => Key::Other,
-                })
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Verdict {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Verdict;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Verdict, A::Error> {
-                let (mut result, mut error) = (None, None);
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Result => result = Some(map.next_value::<Flag>()?),
-                        Key::Error => error = Some(map.next_value::<Flag>()?),
-                        Key::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(Verdict {
-                    failed: result == Some(Flag::False) || error == Some(Flag::Raised),
-                })
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Verdict, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Verdict { failed: false })
-            }
-            fn visit_unit<E>(self) -> Result<Verdict, E> {
-                Ok(Verdict { failed: false })
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Verdict, E> {
-                Ok(Verdict { failed: false })
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Verdict, E> {
-                Ok(Verdict { failed: false })
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Verdict, E> {
-                Ok(Verdict { failed: false })
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Verdict, E> {
-                Ok(Verdict { failed: false })
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Verdict, E> {
-                Ok(Verdict { failed: false })
-            }
-        }
-        d.deserialize_any(V)
-    }
+/// Does a 2xx body say it failed? Its top-level `result` is `false`, or its `error` is anything
+/// but `null`, `false` or `""` (of a repeated member, the last counts). Any other JSON, of any
+/// shape, is a success.
+fn reports_failure(answer: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let raised = |v: &Value| !matches!(v, Value::Null | Value::Bool(false)) && v.as_str() != Some("");
+    answer.get("result") == Some(&Value::Bool(false)) || answer.get("error").is_some_and(raised)
 }
 
 /// WTL's own words for a failure: a JSON `error` / `message` / `detail` member, else the body text.
@@ -448,8 +322,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The verdict read member by member matches the rule applied to the whole value,
-        /// including escaped member names and repeated members (the last one counts).
+        /// A 2xx body's verdict follows the rule for any shape, including escaped member names
+        /// and repeated members (the last one counts).
         #[test]
         fn the_verdict_matches_the_rule(value in answer_json(), repeat in proptest::prelude::any::<bool>()) {
             let mut text = value.to_string().replace("r\\\\u0065sult", "r\\u0065sult");
@@ -457,7 +331,7 @@ mod tests {
                 text = format!(r#"{{"result":false,"error":"early",{}"#, &text[1..]);
             }
             let expected = serde_json::from_str::<serde_json::Value>(&text).map(|v| failed_by_rule(&v)).ok();
-            let got = serde_json::from_str::<Verdict>(&text).map(|v| v.failed).ok();
+            let got = serde_json::from_str::<serde_json::Value>(&text).ok().map(|_| success_body(text.as_bytes()).is_err());
             proptest::prop_assert_eq!(got, expected, "{}", text);
         }
     }
