@@ -17,6 +17,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
+use tower_http::normalize_path::NormalizePath;
 
 use crate::config::Settings;
 use crate::http::{self, AppState};
@@ -172,77 +173,101 @@ impl Application {
         let rotation = Rotation::new(settings, state.wtl.clone(), state.memory.clone());
         let _watcher = (!rotation.is_empty()).then(|| AbortOnDrop(tokio::spawn(rotation.run())));
         let service = http::router_with(state.clone(), extra_routes);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.server.header_read_timeout)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32)
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)));
+        let builder = connection_builder(&state.server);
         let graceful = GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        // The peer's address reaches the access line as the request's remote IP.
-                        let per_connection = service.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-                            req
-                        });
-                        let hyper_service = hyper_util::service::TowerToHyperService::new(per_connection);
-                        let conn = builder.serve_connection(TokioIo::new(stream), hyper_service).into_owned();
-                        let conn = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = conn.await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                () = &mut shutdown => break,
-            }
-        }
+        accept_until(&listener, &service, &builder, &graceful, shutdown).await;
         http::set_not_ready(&state.ready);
         drop(listener);
-        let limit = state.server.shutdown_timeout;
-        let in_flight = state.server.max_in_flight - state.event_slots.available_permits();
-        tracing::info!(
-            in_flight_events = in_flight,
+        drain(&state, graceful, cut_off).await;
+    }
+}
+
+/// How each connection is served: HTTP/1.1 or HTTP/2 (by ALPN or preface), with the limits on
+/// request heads and, for HTTP/1.1, the time a client has to send its head.
+fn connection_builder(server: &http::Settings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
+/// Accepts connections and serves each in a task of its own, watched by `graceful`, until
+/// `shutdown` completes.
+async fn accept_until(
+    listener: &TcpListener,
+    service: &NormalizePath<axum::Router>,
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    // The peer's address reaches the access line as the request's remote IP.
+                    let per_connection = service.clone().map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                        req
+                    });
+                    let hyper_service = hyper_util::service::TowerToHyperService::new(per_connection);
+                    let conn = builder.serve_connection(TokioIo::new(stream), hyper_service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => return,
+        }
+    }
+}
+
+/// Lets in-flight requests finish within `SHUTDOWN_TIMEOUT`; then events still running are
+/// stopped and answered 503 (never 2xx: their WTL calls may be incomplete), and those answers
+/// get a moment to reach NSPS before the process ends.
+async fn drain(state: &AppState, graceful: GracefulShutdown, cut_off: tokio::sync::watch::Sender<bool>) {
+    let limit = state.server.shutdown_timeout;
+    let in_flight = state.server.max_in_flight - state.event_slots.available_permits();
+    tracing::info!(
+        in_flight_events = in_flight,
+        timeout_s = limit.as_secs_f64(),
+        "shutdown begun: no new connections; draining"
+    );
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(limit, &mut drained).await.is_ok() {
+        tracing::info!("drained: every in-flight request finished");
+        return;
+    }
+    let _ = cut_off.send(true);
+    match tokio::time::timeout(ANSWER_FLUSH, &mut drained).await {
+        Ok(()) => tracing::warn!(
             timeout_s = limit.as_secs_f64(),
-            "shutdown begun: no new connections; draining"
-        );
-        let drained = graceful.shutdown();
-        tokio::pin!(drained);
-        if tokio::time::timeout(limit, &mut drained).await.is_ok() {
-            tracing::info!("drained: every in-flight request finished");
-            return;
-        }
-        // Events still running are stopped and answered 503 (never 2xx: their WTL calls may be
-        // incomplete), and those answers get a moment to reach NSPS before the process ends.
-        let _ = cut_off.send(true);
-        match tokio::time::timeout(ANSWER_FLUSH, &mut drained).await {
-            Ok(()) => tracing::warn!(
-                timeout_s = limit.as_secs_f64(),
-                "drained at SHUTDOWN_TIMEOUT: the events still running were answered 503 (NSPS will redeliver them)"
-            ),
-            Err(_) => tracing::warn!(
-                timeout_s = limit.as_secs_f64(),
-                "SHUTDOWN_TIMEOUT reached: the requests still running were cut off (NSPS will redeliver them)"
-            ),
-        }
+            "drained at SHUTDOWN_TIMEOUT: the events still running were answered 503 (NSPS will redeliver them)"
+        ),
+        Err(_) => tracing::warn!(
+            timeout_s = limit.as_secs_f64(),
+            "SHUTDOWN_TIMEOUT reached: the requests still running were cut off (NSPS will redeliver them)"
+        ),
     }
 }
 

@@ -2,7 +2,7 @@
 
 /// mimalloc instead of the C library's allocator: an event allocates a few hundred small,
 /// short-lived blocks, and mimalloc serves them with far fewer instructions and less lock
-/// traffic between worker threads (measured with `bench/`; see the README's performance section).
+/// traffic between worker threads (measured with `bench/`; see docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -154,26 +154,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str(
-            "# HELP nsps_events_total Events answered, by event type and outcome.\n# TYPE nsps_events_total counter\n",
-        );
-        for ((t, o), n) in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(
-                out,
-                "nsps_events_total{{event_type=\"{}\",outcome=\"{o}\"}} {n}",
-                escape(t)
-            );
-        }
-        out.push_str(
-            "# HELP wtl_calls_total WTL call attempts, by action and result.\n# TYPE wtl_calls_total counter\n",
-        );
-        for ((a, r), n) in self.wtl_calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "wtl_calls_total{{action=\"{a}\",result=\"{r}\"}} {n}");
-        }
-        out.push_str("# HELP wtl_retries_total WTL call retries, by action.\n# TYPE wtl_retries_total counter\n");
-        for (a, n) in self.wtl_retries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "wtl_retries_total{{action=\"{a}\"}} {n}");
-        }
+        self.render_labelled(&mut out);
         self.wtl_latency
             .render(&mut out, "wtl_call_duration_seconds", "Time of one WTL call attempt.");
         self.event_latency
@@ -183,6 +164,36 @@ impl Metrics {
             "redelivery_store_operation_duration_seconds",
             "Time of one operation on the shared redelivery store (Redis).",
         );
+        self.render_counters(&mut out);
+        out
+    }
+
+    /// The counters with labels: events, WTL calls, retries.
+    fn render_labelled(&self, out: &mut String) {
+        out.push_str(
+            "# HELP nsps_events_total Events answered, by event type and outcome.\n# TYPE nsps_events_total counter\n",
+        );
+        for ((t, o), n) in self.events.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(
+                *out,
+                "nsps_events_total{{event_type=\"{}\",outcome=\"{o}\"}} {n}",
+                escape(t)
+            );
+        }
+        out.push_str(
+            "# HELP wtl_calls_total WTL call attempts, by action and result.\n# TYPE wtl_calls_total counter\n",
+        );
+        for ((a, r), n) in self.wtl_calls.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(*out, "wtl_calls_total{{action=\"{a}\",result=\"{r}\"}} {n}");
+        }
+        out.push_str("# HELP wtl_retries_total WTL call retries, by action.\n# TYPE wtl_retries_total counter\n");
+        for (a, n) in self.wtl_retries.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let _ = writeln!(*out, "wtl_retries_total{{action=\"{a}\"}} {n}");
+        }
+    }
+
+    /// The plain counters and the in-flight gauge.
+    fn render_counters(&self, out: &mut String) {
         let counters = [
             (
                 "wtl_token_requests_total",
@@ -211,14 +222,13 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(*out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
         let _ = writeln!(
-            out,
+            *out,
             "# HELP http_requests_in_flight Requests being served.\n# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
-        out
     }
 }
 

@@ -6,7 +6,9 @@
 //! at the first bad value, so the validation pass (`build.rs`) can name every problem at once.
 //!
 //! Adding a setting: a field here with its doc comment (its upper-case name is the variable),
-//! its rule in `build.rs`, its line in `Settings::redacted`, `.env.example` and the README.
+//! its field in the using module's settings type, its validation in that module's function here
+//! in `config`, its use; then `Settings::redacted`, `.env.example` and the README (see
+//! docs/development.md, "Adding a setting").
 
 use std::collections::BTreeMap;
 

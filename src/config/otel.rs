@@ -7,32 +7,9 @@ use super::problems::Problems;
 use crate::telemetry::{OtelSettings, Protocol, SamplerSetting, otel::DEFAULT_SERVICE_NAME};
 
 /// `None` when neither endpoint is set: no export at all.
-pub(super) fn settings(p: &mut Problems, raw: &RawEnv) -> Option<OtelSettings> {
-    let protocol = match raw.otel_exporter_otlp_protocol.as_deref().map(str::trim) {
-        None | Some("http/protobuf") => Protocol::HttpProtobuf,
-        Some("grpc") => Protocol::Grpc,
-        Some(other) => {
-            p.add(
-                "OTEL_EXPORTER_OTLP_PROTOCOL",
-                format!("expected http/protobuf or grpc, got {other:?}"),
-            );
-            Protocol::HttpProtobuf
-        }
-    };
-    let endpoint = match (
-        &raw.otel_exporter_otlp_traces_endpoint,
-        &raw.otel_exporter_otlp_endpoint,
-    ) {
-        (Some(traces), _) => endpoint(p, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces)?,
-        (None, Some(base)) => {
-            let base = endpoint(p, "OTEL_EXPORTER_OTLP_ENDPOINT", base)?;
-            match protocol {
-                Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
-                Protocol::Grpc => base,
-            }
-        }
-        (None, None) => return None,
-    };
+pub(super) fn settings(p: &mut Problems, raw: &mut RawEnv) -> Option<OtelSettings> {
+    let protocol = protocol(p, raw.otel_exporter_otlp_protocol.take());
+    let endpoint = traces_endpoint(p, raw, protocol)?;
     let sampler = SamplerSetting::parse(
         raw.otel_traces_sampler.as_deref(),
         raw.otel_traces_sampler_arg.as_deref(),
@@ -50,9 +27,54 @@ pub(super) fn settings(p: &mut Problems, raw: &RawEnv) -> Option<OtelSettings> {
     .map(|(k, v)| (k, SecretString::from(v)))
     .collect();
     let resource_attributes = pairs(p, "OTEL_RESOURCE_ATTRIBUTES", raw.otel_resource_attributes.as_deref());
-    let service_name = raw
-        .otel_service_name
-        .as_deref()
+    let service_name = service_name(raw.otel_service_name.take(), &resource_attributes);
+    Some(OtelSettings {
+        endpoint,
+        protocol,
+        headers,
+        service_name,
+        resource_attributes,
+        sampler,
+    })
+}
+
+fn protocol(p: &mut Problems, text: Option<String>) -> Protocol {
+    match text.as_deref().map(str::trim) {
+        None | Some("http/protobuf") => Protocol::HttpProtobuf,
+        Some("grpc") => Protocol::Grpc,
+        Some(other) => {
+            p.add(
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                format!("expected http/protobuf or grpc, got {other:?}"),
+            );
+            Protocol::HttpProtobuf
+        }
+    }
+}
+
+/// Where spans go: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, else
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (with `/v1/traces` for http/protobuf); `None` when neither is
+/// set or the one given is not usable (a problem then).
+fn traces_endpoint(p: &mut Problems, raw: &mut RawEnv, protocol: Protocol) -> Option<String> {
+    match (
+        raw.otel_exporter_otlp_traces_endpoint.take(),
+        raw.otel_exporter_otlp_endpoint.take(),
+    ) {
+        (Some(traces), _) => endpoint(p, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &traces),
+        (None, Some(base)) => {
+            let base = endpoint(p, "OTEL_EXPORTER_OTLP_ENDPOINT", &base)?;
+            Some(match protocol {
+                Protocol::HttpProtobuf => format!("{}/v1/traces", base.trim_end_matches('/')),
+                Protocol::Grpc => base,
+            })
+        }
+        (None, None) => None,
+    }
+}
+
+/// `OTEL_SERVICE_NAME`, else `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, else the default.
+fn service_name(name: Option<String>, resource_attributes: &[(String, String)]) -> String {
+    name.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .or_else(|| {
@@ -62,15 +84,7 @@ pub(super) fn settings(p: &mut Problems, raw: &RawEnv) -> Option<OtelSettings> {
                 .map(|(_, v)| v.as_str())
         })
         .unwrap_or(DEFAULT_SERVICE_NAME)
-        .to_string();
-    Some(OtelSettings {
-        endpoint,
-        protocol,
-        headers,
-        service_name,
-        resource_attributes,
-        sampler,
-    })
+        .to_string()
 }
 
 /// An http(s) URL; the text is never echoed (it may carry credentials).

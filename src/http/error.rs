@@ -249,28 +249,42 @@ impl ApiError {
 
 /// Status, type, message and `error` text for a WTL failure of `call`.
 fn classify_wtl_failure(err: &WtlError, call: &str) -> (StatusCode, ErrorType, String, String) {
+    let (status, kind) = status_of(err);
+    let (message, error) = words_for(err, call);
+    (status, kind, message, error)
+}
+
+/// The status NSPS stores for a WTL failure (it redelivers every non-2xx), and the error type.
+fn status_of(err: &WtlError) -> (StatusCode, ErrorType) {
     match err {
-        WtlError::Rejected { status, text } => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorType::ValidationError,
-            format!("WTL rejected the {call} (HTTP {status})"),
-            text.clone(),
-        ),
+        WtlError::Rejected { .. } => (StatusCode::UNPROCESSABLE_ENTITY, ErrorType::ValidationError),
+        WtlError::NotFound { .. } => (StatusCode::NOT_FOUND, ErrorType::ValidationError),
+        WtlError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorType::RateLimitError),
+        WtlError::Service {
+            retry_after: Some(_), ..
+        } => (StatusCode::SERVICE_UNAVAILABLE, ErrorType::ServiceError),
+        WtlError::AuthFailed { .. } | WtlError::Service { .. } | WtlError::TokenEndpointFailed { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorType::ServiceError)
+        }
+        WtlError::Unreachable { .. }
+        | WtlError::DeadlineExceeded { .. }
+        | WtlError::TokenEndpointUnreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorType::ConnectionError),
+    }
+}
+
+/// The answer's `message` (what happened to `call`) and `error` (WTL's words, or ours).
+fn words_for(err: &WtlError, call: &str) -> (String, String) {
+    match err {
+        WtlError::Rejected { status, text } => (format!("WTL rejected the {call} (HTTP {status})"), text.clone()),
         WtlError::NotFound { text } => (
-            StatusCode::NOT_FOUND,
-            ErrorType::ValidationError,
             format!("WTL does not know the subscriber for the {call} (HTTP 404)"),
             text.clone(),
         ),
         WtlError::RateLimited { .. } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            ErrorType::RateLimitError,
             format!("WTL is rate limiting the connector; the {call} was not done"),
             "Too Many Requests".to_string(),
         ),
         WtlError::AuthFailed { status } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ServiceError,
             format!("WTL authentication failed (HTTP {status}) for the {call}: check the connector's WTL credentials"),
             "WTL authentication failed".to_string(),
         ),
@@ -279,41 +293,25 @@ fn classify_wtl_failure(err: &WtlError, call: &str) -> (StatusCode, ErrorType, S
             text,
             ..
         } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ServiceError,
             format!("WTL is unavailable and asked to retry later; the {call} was not done"),
             text.clone(),
         ),
-        WtlError::Service { text, .. } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ServiceError,
-            format!("WTL failed the {call}"),
-            text.clone(),
-        ),
+        WtlError::Service { text, .. } => (format!("WTL failed the {call}"), text.clone()),
         WtlError::Unreachable {
             kind: crate::wtl::NetFailure::Tls,
             ..
         } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ConnectionError,
             format!("The TLS connection to WTL failed for the {call}"),
             err.to_string(),
         ),
-        WtlError::Unreachable { .. } | WtlError::DeadlineExceeded { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ConnectionError,
-            format!("WTL could not be reached for the {call}"),
-            err.to_string(),
-        ),
+        WtlError::Unreachable { .. } | WtlError::DeadlineExceeded { .. } => {
+            (format!("WTL could not be reached for the {call}"), err.to_string())
+        }
         WtlError::TokenEndpointUnreachable { .. } => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ConnectionError,
             format!("The WTL token endpoint could not be reached for the {call}"),
             err.to_string(),
         ),
         WtlError::TokenEndpointFailed { .. } => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorType::ServiceError,
             format!("The WTL token endpoint gave no usable token for the {call}"),
             err.to_string(),
         ),

@@ -37,7 +37,7 @@ use super::AppState;
 use super::answers::{Accepted, ActionTaken, CallResult};
 use super::error::{ApiError, Body as ErrorBody};
 use super::outcome::{Outcome, ended};
-use crate::memory::Admission;
+use crate::memory::{Admission, Ticket};
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
@@ -252,38 +252,25 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         return (dry_run(event, &calls), Outcome::DryRun);
     }
 
-    // Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
-    // concurrent deliveries of one event share one execution.
-    let store_span = telemetry::store_span("admit", state.memory.system());
-    let ticket = match state.memory.admit(event, &calls).instrument(store_span).await {
-        Admission::Duplicate => {
-            state.metrics.dedup_hit();
-            tracing::info!("event already processed; answering from memory");
-            return (
-                accepted("Event already processed", &event.event_id, None),
-                Outcome::Duplicate,
-            );
-        }
-        Admission::Stale { imsi, applied } => {
-            state.metrics.stale_hit();
-            let message =
-                format!("Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})");
-            tracing::info!(%imsi, applied = %applied, "stale event ignored");
-            return (accepted(&message, &event.event_id, None), Outcome::Stale);
-        }
-        Admission::Proceed(ticket) => ticket,
-        Admission::Unavailable { reason } => {
-            tracing::error!(error = %reason, "event refused: the redelivery store is unavailable");
-            return (
-                ApiError::store_unavailable(&reason).into_response(),
-                Outcome::StoreUnavailable,
-            );
-        }
+    let ticket = match admit(state, event, &calls).await {
+        Ok(ticket) => ticket,
+        Err(answer) => return answer,
     };
+    execute(state, event, &calls, ticket, ids, started).await
+}
 
+/// Makes the calls in order, stopping at the first failure; the ticket records the outcome.
+async fn execute(
+    state: &AppState,
+    event: &Event,
+    calls: &[WtlCall],
+    ticket: Ticket,
+    ids: &TraceIds,
+    started: Instant,
+) -> (Response, Outcome) {
     let deadline = started + state.wtl.total_timeout();
     let mut done: Vec<(WtlCall, CallResult)> = Vec::with_capacity(calls.len());
-    for call in &calls {
+    for call in calls {
         match state.wtl.execute(call, ids, deadline).await {
             Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
@@ -309,6 +296,38 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
         accepted("Event processed successfully", &event.event_id, Some(&done)),
         Outcome::Processed,
     )
+}
+
+/// Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
+/// concurrent deliveries of one event share one execution. `Err` is the answer when the event
+/// does not run.
+async fn admit(state: &AppState, event: &Event, calls: &[WtlCall]) -> Result<Ticket, (Response, Outcome)> {
+    let store_span = telemetry::store_span("admit", state.memory.system());
+    match state.memory.admit(event, calls).instrument(store_span).await {
+        Admission::Proceed(ticket) => Ok(ticket),
+        Admission::Duplicate => {
+            state.metrics.dedup_hit();
+            tracing::info!("event already processed; answering from memory");
+            Err((
+                accepted("Event already processed", &event.event_id, None),
+                Outcome::Duplicate,
+            ))
+        }
+        Admission::Stale { imsi, applied } => {
+            state.metrics.stale_hit();
+            let message =
+                format!("Event ignored: stale event: IMSI {imsi} already has a newer event applied ({applied})");
+            tracing::info!(%imsi, applied = %applied, "stale event ignored");
+            Err((accepted(&message, &event.event_id, None), Outcome::Stale))
+        }
+        Admission::Unavailable { reason } => {
+            tracing::error!(error = %reason, "event refused: the redelivery store is unavailable");
+            Err((
+                ApiError::store_unavailable(&reason).into_response(),
+                Outcome::StoreUnavailable,
+            ))
+        }
+    }
 }
 
 /// `application/json`, with parameters, or any `application/*+json`.

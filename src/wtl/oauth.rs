@@ -214,22 +214,8 @@ impl TokenSource {
         Ok(IssuedToken { header, generation })
     }
 
-    async fn request(&self, mut form: Vec<(&'static str, String)>, deadline: Instant) -> Result<TokenAnswer, WtlError> {
-        if let Some(scope) = &self.settings.scope {
-            form.push(("scope", scope.clone()));
-        }
-        let mut req = self
-            .http
-            .post(&self.settings.token_url)
-            .header(http::header::ACCEPT, "application/json");
-        // Client authentication with HTTP Basic (RFC 6749 §2.3.1); a public client sends only its id.
-        match (&self.settings.client_id, &self.settings.client_secret) {
-            (Some(id), Some(secret)) => {
-                req = req.basic_auth(form_encode(id), Some(form_encode(secret.expose_secret())))
-            }
-            (Some(id), None) => form.push(("client_id", id.clone())),
-            _ => {}
-        }
+    async fn request(&self, form: Vec<(&'static str, String)>, deadline: Instant) -> Result<TokenAnswer, WtlError> {
+        let req = self.token_request(form);
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Err(WtlError::TokenEndpointUnreachable {
@@ -239,7 +225,52 @@ impl TokenSource {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let timeout = self.attempt_timeout.min(remaining);
         // The request's own timeout covers reading the answer's body too.
-        let req = req.form(&form).timeout(timeout);
+        let (status, body, latency_ms) = self.send(req.timeout(timeout), timeout).await?;
+        tracing::debug!(status = status.as_u16(), latency_ms, "token endpoint answered");
+        if !status.is_success() {
+            return Err(WtlError::TokenEndpointFailed {
+                detail: format!(
+                    "{} answered HTTP {}: {}",
+                    self.settings.token_url,
+                    status.as_u16(),
+                    error_text(&body, status.as_u16())
+                ),
+            });
+        }
+        serde_json::from_slice(&body).map_err(|_| WtlError::TokenEndpointFailed {
+            detail: format!(
+                "{} answered with a body that is not a token response",
+                self.settings.token_url
+            ),
+        })
+    }
+
+    /// The token request for `form`: the scope, and the client's authentication (HTTP Basic,
+    /// RFC 6749 §2.3.1; a public client sends only its id).
+    fn token_request(&self, mut form: Vec<(&'static str, String)>) -> reqwest::RequestBuilder {
+        if let Some(scope) = &self.settings.scope {
+            form.push(("scope", scope.clone()));
+        }
+        let mut req = self
+            .http
+            .post(&self.settings.token_url)
+            .header(http::header::ACCEPT, "application/json");
+        match (&self.settings.client_id, &self.settings.client_secret) {
+            (Some(id), Some(secret)) => {
+                req = req.basic_auth(form_encode(id), Some(form_encode(secret.expose_secret())))
+            }
+            (Some(id), None) => form.push(("client_id", id.clone())),
+            _ => {}
+        }
+        req.form(&form)
+    }
+
+    /// Sends a token request in a client span; the answer's status and body, and the time taken.
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<(reqwest::StatusCode, Vec<u8>, u64), WtlError> {
         let started = Instant::now();
         let span = crate::telemetry::client_span("POST token", &self.settings.token_url, 1);
         let result = async {
@@ -276,23 +307,7 @@ impl TokenSource {
                 });
             }
         };
-        tracing::debug!(status = status.as_u16(), latency_ms, "token endpoint answered");
-        if !status.is_success() {
-            return Err(WtlError::TokenEndpointFailed {
-                detail: format!(
-                    "{} answered HTTP {}: {}",
-                    self.settings.token_url,
-                    status.as_u16(),
-                    error_text(&body, status.as_u16())
-                ),
-            });
-        }
-        serde_json::from_slice(&body).map_err(|_| WtlError::TokenEndpointFailed {
-            detail: format!(
-                "{} answered with a body that is not a token response",
-                self.settings.token_url
-            ),
-        })
+        Ok((status, body, latency_ms))
     }
 }
 
