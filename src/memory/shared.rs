@@ -111,6 +111,21 @@ impl SharedMemory {
         format!("{}{kind}:{id}", self.prefix)
     }
 
+    /// Where the time of the last event applied to `imsi` is kept: a field of the hash of its
+    /// hundred (`applied:<first 13 digits>xx`, the field its last two digits as a number), so a
+    /// hundred IMSIs share one key and Redis keeps the hash in its compact encoding (at most 100
+    /// fields, under the default `hash-max-listpack-entries` of 128).
+    fn applied<'a>(&self, imsi: &'a Imsi) -> (String, &'a str) {
+        let (head, tail) = imsi.as_str().split_at(imsi.as_str().len().saturating_sub(2));
+        (format!("{}applied:{head}xx", self.prefix), field_of(tail))
+    }
+
+    /// The key of an IMSI's time in the layout before [`SharedMemory::applied`] (one key per
+    /// IMSI): read until it expires, moved into the hash by the next success.
+    fn legacy_applied(&self, imsi: &Imsi) -> String {
+        self.key("applied", imsi.as_str())
+    }
+
     /// Runs one Redis operation within `REDIS_TIMEOUT`, counting it in the metrics.
     async fn call<T: redis::FromRedisValue>(
         &self,
@@ -183,8 +198,12 @@ impl SharedMemory {
         for imsi in locked {
             invocation.key(self.key("lock", imsi.as_str()));
         }
+        let hundreds: Vec<_> = locked.iter().map(|imsi| self.applied(imsi)).collect();
+        for (hundred, _) in &hundreds {
+            invocation.key(hundred);
+        }
         for imsi in locked {
-            invocation.key(self.key("applied", imsi.as_str()));
+            invocation.key(self.legacy_applied(imsi));
         }
         invocation
             .arg(&ticket.token)
@@ -192,6 +211,9 @@ impl SharedMemory {
             .arg(if dedup { "1" } else { "0" })
             .arg(locked.len())
             .arg(ticket.stamp.map(|s| micros(s).to_string()).unwrap_or_default());
+        for (_, field) in &hundreds {
+            invocation.arg(*field);
+        }
         // Noted before asking: if this future is dropped while the script is on its way, the
         // ticket still releases what it may have taken (a release that finds another token
         // does nothing).
@@ -283,8 +305,12 @@ impl Ticket {
         }
         let mut invocation = m.commit.key(m.key("done", &self.event_id));
         invocation.key(m.key("running", &self.event_id));
+        let hundreds: Vec<_> = self.imsis.iter().map(|imsi| m.applied(imsi)).collect();
+        for (hundred, _) in &hundreds {
+            invocation.key(hundred);
+        }
         for imsi in &self.imsis {
-            invocation.key(m.key("applied", imsi.as_str()));
+            invocation.key(m.legacy_applied(imsi));
         }
         for imsi in &self.imsis {
             invocation.key(m.key("lock", imsi.as_str()));
@@ -295,6 +321,9 @@ impl Ticket {
             .arg(self.stamp.map(|s| micros(s).to_string()).unwrap_or_default())
             .arg(millis(m.stale_ttl))
             .arg(self.imsis.len());
+        for (_, field) in &hundreds {
+            invocation.arg(*field);
+        }
         let mut conn = ConnectionManager::clone(&m.redis.load());
         let recorded = m.call::<i64>(invocation.invoke_async(&mut conn)).await;
         self.finished = true;
@@ -350,6 +379,15 @@ impl Drop for Ticket {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(release(memory, keys, token));
         }
+    }
+}
+
+/// An IMSI's last two digits as the number Redis stores in one byte of a compact hash (`07`
+/// is kept as `7`).
+fn field_of(tail: &str) -> &str {
+    match tail.trim_start_matches('0') {
+        "" => "0",
+        number => number,
     }
 }
 

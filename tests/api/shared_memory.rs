@@ -406,7 +406,73 @@ async fn every_key_has_a_time_to_live_and_no_lease_is_left_behind() {
         assert!(ttl > 0, "{key} has no time to live ({ttl})");
     }
     assert!(keys.contains(&"test-prefix:done:ttl-1".to_string()), "{keys:?}");
-    assert!(keys.contains(&format!("test-prefix:applied:{IMSI}")), "{keys:?}");
+    // The IMSI's time is a field of its hundred's hash: the first 13 digits, then `xx`.
+    let hundred = format!("test-prefix:applied:{}xx", &IMSI[..13]);
+    assert!(keys.contains(&hundred), "{keys:?}");
+    let kept: Option<String> = redis::cmd("HGET")
+        .arg(&hundred)
+        .arg(IMSI[13..].trim_start_matches('0'))
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(kept.as_deref(), Some("1741798800000000"), "the event's time in µs");
+}
+
+#[tokio::test]
+async fn a_time_kept_in_the_earlier_layout_still_guards_its_imsi_and_moves_into_the_hash() {
+    let redis = RedisServer::start(None);
+    let wtl = wtl_answering(200, r#"{"result":true}"#).await;
+    let mut conn = redis.connection().await;
+    // What an earlier version left: one key per IMSI, the time in µs (2025-03-12T18:00:00Z).
+    let legacy = format!("nsps-wtl:applied:{IMSI}");
+    let _: () = redis::cmd("SET")
+        .arg(&legacy)
+        .arg("1741802400000000")
+        .arg("PX")
+        .arg(3_000_000_000u64)
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let (a, _b) = two_instances(&wtl.uri(), &redis, &[]).await;
+    let (status, text) = message(a.send(&update("old-1", "2025-03-12T17:00:00Z")).await).await;
+    assert_eq!(status, 202);
+    assert!(
+        text.contains("stale event"),
+        "the earlier layout's time still counts: {text}"
+    );
+    assert_eq!(wtl_bodies(&wtl).await.len(), 0, "nothing sent for a stale event");
+
+    assert_eq!(
+        message(a.send(&update("new-1", "2025-03-12T19:00:00Z")).await).await.0,
+        202
+    );
+    let hundred = format!("nsps-wtl:applied:{}xx", &IMSI[..13]);
+    let field = IMSI[13..].trim_start_matches('0');
+    let kept: Option<String> = redis::cmd("HGET")
+        .arg(&hundred)
+        .arg(field)
+        .query_async(&mut conn)
+        .await
+        .expect("hget");
+    assert_eq!(kept.as_deref(), Some("1741806000000000"));
+    let left: i64 = redis::cmd("EXISTS")
+        .arg(&legacy)
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert_eq!(left, 0, "the earlier key is gone once its IMSI moved");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&hundred)
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    assert!(
+        ttl > 34 * 86_400_000,
+        "the hash lives STALE_EVENT_TTL from its last write: {ttl}"
+    );
+    let (status, text) = message(a.send(&update("between", "2025-03-12T18:30:00Z")).await).await;
+    assert_eq!(status, 202);
+    assert!(text.contains("stale event"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,9 +8,10 @@
 /// delivery waits and asks again with the same token, as a delivery waits for each lock in
 /// order in one process, and the same order for every delivery means none waits in a circle.
 /// With everything taken, refuses (and gives back) when an IMSI already has a newer event
-/// applied (`stale`, with the IMSI's position and its time).
-/// KEYS: done, running, lock x n (sorted), applied x n. ARGV: token, lease ms, dedup (1/0), n,
-/// event time in µs ('' = none).
+/// applied (`stale`, with the IMSI's position and its time). An IMSI's time is a field of its
+/// hundred's hash (see `SharedMemory::applied`), else the key of the layout before it.
+/// KEYS: done, running, lock x n (sorted), hundred x n, legacy x n. ARGV: token, lease ms,
+/// dedup (1/0), n, event time in µs ('' = none), field x n.
 pub(super) const ADMIT: &str = r"
 local token, n = ARGV[1], tonumber(ARGV[4])
 local first = ARGV[3] == '1' and 2 or 3
@@ -31,7 +32,7 @@ end
 if ARGV[5] ~= '' then
   local stamp = tonumber(ARGV[5])
   for i = 1, n do
-    local last = redis.call('GET', KEYS[2 + n + i])
+    local last = redis.call('HGET', KEYS[2 + n + i], ARGV[5 + i]) or redis.call('GET', KEYS[2 + 2 * n + i])
     if last and stamp < tonumber(last) then
       give_back()
       return {'stale', tostring(i), last}
@@ -41,22 +42,34 @@ end
 return {'admitted'}
 ";
 
-/// Records a success: the event as done, each IMSI's time (forward only), then releases the
-/// leases this token holds. KEYS: done, running, applied x n, lock x n.
-/// ARGV: token, dedup ms (0 = none), event time in µs ('' = none), stale ms, n.
+/// Records a success: the event as done, each IMSI's time (forward only) in its hundred's hash,
+/// whose time to live starts again, then releases the leases this token holds. A time still in
+/// the layout before (one key per IMSI) moves into the hash. Times stay the decimal text they
+/// came as (Lua's numbers would print them in exponent form).
+/// KEYS: done, running, hundred x n, legacy x n, lock x n.
+/// ARGV: token, dedup ms (0 = none), event time in µs ('' = none), stale ms, n, field x n.
 pub(super) const COMMIT: &str = r"
 local n = tonumber(ARGV[5])
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], '1', 'PX', ARGV[2]) end
 if ARGV[3] ~= '' then
   local stamp = tonumber(ARGV[3])
   for i = 1, n do
-    local last = tonumber(redis.call('GET', KEYS[2 + i]) or '-1')
-    if stamp > last then redis.call('SET', KEYS[2 + i], ARGV[3], 'PX', ARGV[4]) end
+    local hundred, legacy, field = KEYS[2 + i], KEYS[2 + n + i], ARGV[5 + i]
+    local kept = redis.call('HGET', hundred, field)
+    local old = redis.call('GET', legacy)
+    local newest = kept
+    if old and (not newest or tonumber(old) > tonumber(newest)) then newest = old end
+    if not newest or stamp > tonumber(newest) then newest = ARGV[3] end
+    if newest ~= kept then
+      redis.call('HSET', hundred, field, newest)
+      redis.call('PEXPIRE', hundred, ARGV[4])
+    end
+    if old then redis.call('DEL', legacy) end
   end
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 for i = 1, n do
-  if redis.call('GET', KEYS[2 + n + i]) == ARGV[1] then redis.call('DEL', KEYS[2 + n + i]) end
+  if redis.call('GET', KEYS[2 + 2 * n + i]) == ARGV[1] then redis.call('DEL', KEYS[2 + 2 * n + i]) end
 end
 return 1
 ";
