@@ -358,6 +358,50 @@ async fn sigterm_lets_in_flight_events_finish_and_idle_connections_do_not_hold_t
     assert_eq!(wtl.received_requests().await.expect("recorded").len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_line_written_in_batches_is_out_when_sigterm_ends_the_process() {
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    let uri = wtl.uri();
+    let app = start(&[("API_TOKEN", SECRET_TOKEN), ("WTL_API_URL", &uri)]);
+    let port = app.port;
+    let mut app = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let senders: Vec<_> = (0..8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..40 {
+                        let body = format!(
+                            r#"{{"event_id":"batch-{t}-{i}","data":{{"event_type":"SIM/Deleted"}},"pb_data":{{"sim_info":{{"imsi":"0010100000{t}{i:04}"}}}}}}"#
+                        );
+                        assert_eq!(post_event(port, &body, "t", "r").status, 202);
+                    }
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().expect("sender");
+        }
+        // At once, while the last batch may still be waiting in the buffer.
+        app.terminate();
+        app
+    })
+    .await
+    .expect("thread");
+    assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
+    let lines = app.json_lines();
+    let answered = lines
+        .iter()
+        .filter(|l| l["message"] == "request completed" && l["status"] == 202)
+        .count();
+    assert_eq!(answered, 8 * 40, "an access line for every event answered");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or("").starts_with("drained")),
+        "the last line too"
+    );
+}
+
 /// Runs one event through a process started with `vars` at `LOG_LEVEL=DEBUG` and returns its
 /// answer and every line it wrote.
 async fn one_event_at_debug(vars: Vec<(&'static str, String)>) -> (mini_http::Answer, String) {

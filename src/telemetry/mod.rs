@@ -1,6 +1,6 @@
 //! Logs and traces.
 //!
-//! Logs: one JSON object per line on stdout, through tracing-subscriber and tracing-appender.
+//! Logs: one JSON object per line on stdout, through tracing-subscriber.
 //! Every line has `timestamp` (RFC 3339, UTC; and `timestampSeconds`/`timestampNanos`, the form
 //! Cloud Logging takes as the entry's time), `level` (and `severity`, which Cloud Logging reads),
 //! `message`, `target`, the event's own fields and the fields of the spans it was written in.
@@ -8,12 +8,13 @@
 //! `request_id` and `unique_id`, then `event_id`, `event_type` and `outcome` once known, and, when
 //! the Cloud project is known, `logging.googleapis.com/trace`, `.../spanId` and `.../trace_sampled`;
 //! so every line written for a request has them at the top level. The layout is in [`line`];
-//! lines go to stdout through tracing-appender's writer thread, so a request never waits for a
-//! write.
+//! lines go to stdout in batches ([`batch`]): a request only appends its line to a buffer, and a
+//! writer thread writes the batch with one system call at most 50 ms after its first line.
 //!
 //! Traces: the request's trace context ([`context`]) is continued on every WTL call; with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` the spans are exported over OTLP ([`otel`]).
 
+mod batch;
 mod context;
 mod gcp;
 mod line;
@@ -22,7 +23,6 @@ mod redact;
 mod settings;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -289,13 +289,10 @@ pub(crate) fn filter_for(log_level: &str) -> String {
     )
 }
 
-/// Lines queued for the writer thread, at most this many; then writers wait (no line is lost).
-const LOG_QUEUE: usize = 8_192;
-
 /// What keeps the logs and traces going: dropping it flushes every line still queued and the
 /// spans not yet exported (bounded).
 pub(crate) struct Guard {
-    _lines: WorkerGuard,
+    _lines: batch::BatchGuard,
     spans: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
@@ -318,11 +315,7 @@ pub(crate) fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, o
     let filter = directives
         .parse::<Targets>()
         .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_QUEUE)
-        .thread_name("log-writer")
-        .finish(std::io::stdout());
+    let (writer, guard) = batch::batched(std::io::stdout());
     let layer = match format {
         LogFormat::Json => SpanFields
             .and_then(
