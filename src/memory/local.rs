@@ -8,7 +8,11 @@
 //!   older event is stale and skipped. Events for one IMSI are executed one at a time, so two
 //!   deliveries cannot overtake each other on their way to WTL.
 //!
-//! Both tables hold at most `EVENT_DEDUP_MAX` entries and drop the oldest first.
+//! Both tables hold at most `EVENT_DEDUP_MAX` entries and drop the oldest first. Their entries
+//! are small and fixed-size (no heap allocation of their own): an event id is kept as a 128-bit
+//! keyed hash of it (two SipHash values with keys drawn at start-up), an IMSI as the number it
+//! is, times as integers; about 60 to 90 bytes an entry with the tables' slack (measured by
+//! `bench/`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -16,9 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use super::{Admission, event_time};
+use super::{Admission, event_time, micros, shown_time};
 use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
@@ -26,6 +29,7 @@ use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
 
 /// A map that keeps at most `cap` entries, dropping the least recently written first.
+/// Keys and values are small `Copy` values, so neither table nor queue allocates per entry.
 struct Bounded<K, V> {
     map: HashMap<K, (V, u64)>,
     order: VecDeque<(K, u64)>,
@@ -33,7 +37,7 @@ struct Bounded<K, V> {
     seq: u64,
 }
 
-impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
     fn new(cap: usize) -> Self {
         Self {
             map: HashMap::new(),
@@ -43,17 +47,13 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         }
     }
 
-    fn get<Q>(&self, k: &Q) -> Option<&V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
+    fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k).map(|(v, _)| v)
     }
 
     fn insert(&mut self, k: K, v: V) {
         self.seq += 1;
-        self.map.insert(k.clone(), (v, self.seq));
+        self.map.insert(k, (v, self.seq));
         self.order.push_back((k, self.seq));
         while self.map.len() > self.cap {
             self.pop_oldest();
@@ -104,15 +104,39 @@ enum RunState {
     Failed,
 }
 
+/// An event id as the `done` table keeps it: a 128-bit keyed hash (a collision, which would
+/// answer an event as a duplicate, is as likely as guessing a 128-bit key).
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+struct EventKey([u64; 2]);
+
+/// The two keyed hashers behind [`EventKey`], with keys drawn at start-up.
+struct EventHasher([std::hash::RandomState; 2]);
+
+impl EventHasher {
+    fn new() -> Self {
+        Self([std::hash::RandomState::new(), std::hash::RandomState::new()])
+    }
+
+    fn key(&self, event_id: &str) -> EventKey {
+        use std::hash::BuildHasher as _;
+        EventKey([self.0[0].hash_one(event_id), self.0[1].hash_one(event_id)])
+    }
+}
+
+/// An IMSI as the `applied` table keeps it: its 15 digits as a number.
+fn imsi_key(imsi: &Imsi) -> u64 {
+    imsi.as_str().parse().unwrap_or(u64::MAX)
+}
+
 struct Tables {
-    /// `event_id` → when it was processed successfully.
-    done: Bounded<String, Instant>,
+    /// `event_id` → when it was processed successfully (ms since the memory was made).
+    done: Bounded<EventKey, u64>,
     /// `event_id` → the registration and outcome channel of the delivery processing it now.
     running: HashMap<String, (u64, watch::Receiver<RunState>)>,
     /// Last registration number given out.
     run_seq: u64,
-    /// IMSI → timestamp of the last event applied to it.
-    applied: Bounded<Imsi, OffsetDateTime>,
+    /// IMSI → time of the last event applied to it, in µs since 1970.
+    applied: Bounded<u64, i64>,
     /// IMSI → lock held while an event for it is executed.
     busy: HashMap<Imsi, Arc<tokio::sync::Mutex<()>>>,
 }
@@ -120,6 +144,9 @@ struct Tables {
 pub(crate) struct Memory {
     ttl: Duration,
     ordering: bool,
+    /// What `done`'s times count from.
+    started: Instant,
+    event_keys: EventHasher,
     tables: Mutex<Tables>,
 }
 
@@ -129,6 +156,8 @@ impl Memory {
         Arc::new(Self {
             ttl,
             ordering,
+            started: Instant::now(),
+            event_keys: EventHasher::new(),
             tables: Mutex::new(Tables {
                 done: Bounded::new(cap),
                 running: HashMap::new(),
@@ -137,6 +166,11 @@ impl Memory {
                 busy: HashMap::new(),
             }),
         })
+    }
+
+    /// Milliseconds since the memory was made.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Tables> {
@@ -213,11 +247,12 @@ impl Memory {
     /// another live delivery runs it. An entry whose sender is gone (its delivery ended
     /// without clearing it) counts as no one running it and is replaced.
     fn claim_or_watch(&self, event_id: &str) -> Claim {
+        let key = self.event_keys.key(event_id);
+        let now = self.now_ms();
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut t = self.lock();
-        let now = Instant::now();
-        let ttl = self.ttl;
-        t.done.drop_oldest_while(|at| now.duration_since(*at) >= ttl);
-        if t.done.get(event_id).is_some() {
+        t.done.drop_oldest_while(|at| now.saturating_sub(*at) >= ttl);
+        if t.done.get(&key).is_some() {
             return Claim::Duplicate;
         }
         if let Some((_, rx)) = t.running.get(event_id)
@@ -234,10 +269,11 @@ impl Memory {
 
     /// The first of `imsis` that already has a newer event applied than `stamp`.
     fn newer_applied(&self, imsis: &[Imsi], stamp: OffsetDateTime) -> Option<(Imsi, String)> {
+        let stamp = micros(stamp);
         let t = self.lock();
         imsis.iter().find_map(|imsi| {
-            let last = t.applied.get(imsi)?;
-            (stamp < *last).then(|| (imsi.clone(), last.format(&Rfc3339).unwrap_or_default()))
+            let last = *t.applied.get(&imsi_key(imsi))?;
+            (stamp < last).then(|| (imsi.clone(), shown_time(last)))
         })
     }
 
@@ -301,16 +337,18 @@ impl Ticket {
                 t.running.remove(&self.event_id);
             }
             if state == RunState::Succeeded {
-                t.done.insert(self.event_id.clone(), Instant::now());
+                let key = self.memory.event_keys.key(&self.event_id);
+                t.done.insert(key, self.memory.now_ms());
             }
         }
         if state == RunState::Succeeded
             && let Some(stamp) = self.stamp
         {
+            let stamp = micros(stamp);
             for imsi in &self.imsis {
-                let newer = t.applied.get(imsi).is_none_or(|last| stamp > *last);
-                if newer {
-                    t.applied.insert(imsi.clone(), stamp);
+                let key = imsi_key(imsi);
+                if t.applied.get(&key).is_none_or(|last| stamp > *last) {
+                    t.applied.insert(key, stamp);
                 }
             }
         }

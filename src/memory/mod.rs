@@ -193,6 +193,19 @@ impl Store {
     }
 }
 
+/// A time as µs since 1970, the unit both memories keep an IMSI's time in.
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// A time in µs since 1970 as RFC 3339, for the stale answer.
+fn shown_time(micros: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// The event's own time: `updated_at`, else `created_at`. Unreadable → none (the event applies).
 pub(crate) fn event_time(event: &Event) -> Option<OffsetDateTime> {
     event

@@ -24,10 +24,9 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 
-use super::{Admission, event_time, imsis_of};
+use super::{Admission, event_time, imsis_of, micros, shown_time};
 use crate::metrics::Metrics;
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
@@ -268,14 +267,6 @@ fn read_attempt(answer: &[String], locked: &[Imsi]) -> Option<Attempt> {
     }
 }
 
-/// A time in µs since 1970 as RFC 3339.
-fn shown_time(micros: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 /// The right to execute one delivery in the shared memory.
 pub(crate) struct Ticket {
     memory: Arc<SharedMemory>,
@@ -393,8 +384,4 @@ fn field_of(tail: &str) -> &str {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
