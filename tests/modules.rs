@@ -35,41 +35,66 @@ fn module_path(relative: &Path) -> Vec<String> {
     parts
 }
 
-/// The text without comments: `//` to the end of the line and `/* … */` blocks, outside string
-/// literals (plain and `r#"…"#`).
+/// The code alone: comments (`//` to the end of the line, `/* … */` blocks, nested too) and the
+/// text inside string literals (plain, `r"…"`, `r#"…"#`) are dropped, so neither a doc link nor a
+/// message that names a module counts as a use.
 fn without_comments(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let find = |from: usize, what: &[u8]| bytes[from..].windows(what.len()).position(|w| w == what);
-    let (mut i, mut in_string) = (0, false);
+    let mut i = 0;
     while i < bytes.len() {
-        let c = bytes[i];
-        if in_string {
-            if c == b'\\' {
-                out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
-                i += 2;
-                continue;
-            }
-            in_string = c != b'"';
-        } else if c == b'"' && (i == 0 || bytes[i - 1] != b'\'') {
-            in_string = true;
-        } else if bytes[i..].starts_with(b"r#\"") {
-            // A raw string ends at `"#` whatever quotes it holds.
-            let end = find(i + 3, b"\"#").map_or(bytes.len(), |n| i + 3 + n + 2);
-            out.extend_from_slice(&bytes[i..end]);
-            i = end;
-            continue;
-        } else if bytes[i..].starts_with(b"//") {
+        let rest = &bytes[i..];
+        let after_ident = i > 0 && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        if rest.starts_with(b"//") {
             i = find(i, b"\n").map_or(bytes.len(), |n| i + n);
-            continue;
-        } else if bytes[i..].starts_with(b"/*") {
-            i = find(i, b"*/").map_or(bytes.len(), |n| i + n + 2);
-            continue;
+        } else if rest.starts_with(b"/*") {
+            i = block_comment_end(bytes, i);
+        } else if !after_ident && (rest.starts_with(b"r#\"") || rest.starts_with(b"r\"")) {
+            let hashes = rest[1..].iter().take_while(|&&b| b == b'#').count();
+            let close: Vec<u8> = std::iter::once(b'"').chain(std::iter::repeat_n(b'#', hashes)).collect();
+            let start = i + 2 + hashes;
+            i = find(start, &close).map_or(bytes.len(), |n| start + n + close.len());
+            out.extend_from_slice(b"\"\"");
+        } else if rest[0] == b'"' && !is_char_literal(bytes, i) {
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                i += if bytes[i] == b'\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.extend_from_slice(b"\"\"");
+        } else {
+            out.push(rest[0]);
+            i += 1;
         }
-        out.push(c);
-        i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Is the `"` at `i` a character literal (`'"'` or `'\"'`)?
+fn is_char_literal(bytes: &[u8], i: usize) -> bool {
+    let closes = bytes.get(i + 1) == Some(&b'\'');
+    closes && (bytes[..i].ends_with(b"'") || bytes[..i].ends_with(b"'\\"))
+}
+
+/// Where the block comment opening at `start` ends (block comments nest in Rust).
+fn block_comment_end(bytes: &[u8], start: usize) -> usize {
+    let (mut depth, mut i) = (0usize, start);
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"/*") {
+            depth += 1;
+            i += 2;
+        } else if bytes[i..].starts_with(b"*/") {
+            depth -= 1;
+            i += 2;
+            if depth == 0 {
+                return i;
+            }
+        } else {
+            i += 1;
+        }
+    }
+    bytes.len()
 }
 
 fn ident_at(text: &str) -> &str {
@@ -140,7 +165,8 @@ fn uses(code: &str, path: &[String]) -> BTreeSet<String> {
             rest = r;
             climbs += 1;
         }
-        if climbs == path.len() {
+        // Climbing to the root, or past it from a module declared inline in the file.
+        if climbs >= path.len() {
             found.extend(first_segments(rest));
         }
     }
@@ -217,10 +243,12 @@ fn the_reader_finds_uses_in_all_their_forms() {
         "use crate::{wtl::Settings, memory::{self, Store}};\n\
          // crate::config is only mentioned here\n\
          let u = \"http://x\"; fn f() -> crate::plan::Plan { super::super::nsps::parse() }\n\
-         /* crate::metrics */ use super::tls;",
+         /* crate::metrics /* nested */ crate::config */ use super::tls;\n\
+         let s = \"crate::config\"; let r = r\"\\\"; /// crate::config\n\
+         mod tests { use super::super::super::rotation::POLL; }",
     );
     let found = uses(&code, &["http".to_string(), "events".to_string()]);
-    let expected: BTreeSet<String> = ["wtl", "memory", "plan", "nsps"].map(String::from).into();
+    let expected: BTreeSet<String> = ["wtl", "memory", "plan", "nsps", "rotation"].map(String::from).into();
     assert_eq!(found, expected);
 }
 

@@ -18,11 +18,13 @@ use crate::plan::{Action, DEFAULT_EVENT_ACTIONS, PlanRules, Profile, parse_event
 pub(crate) fn settings(mut raw: RawEnv, proxy_vars: &BTreeMap<String, String>) -> Result<Settings, ConfigError> {
     let mut p = Problems::default();
     let secret_files = super::secret_files::resolve(&mut p, &mut raw);
-    let wtl = super::wtl::settings(&mut p, &mut raw, proxy_vars);
+    let mut wtl = super::wtl::settings(&mut p, &mut raw, proxy_vars);
+    let api_tokens = super::server::api_tokens(&mut p, &mut raw);
     let rules = plan_rules(&mut p, &mut raw);
-    let server = super::server::server(&mut p, &mut raw, wtl.total_timeout);
+    let server = super::server::server(&mut p, &mut raw, api_tokens, wtl.total_timeout);
     let memory = super::memory::memory(&mut p, &mut raw);
     let telemetry = super::telemetry::telemetry(&mut p, &mut raw);
+    wtl.dry_run = p.flag("WTL_DRY_RUN", std::mem::take(&mut raw.wtl_dry_run), false);
     let warnings = p.finish()?;
     Ok(Settings {
         server,

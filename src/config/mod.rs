@@ -165,6 +165,35 @@ mod tests {
     }
 
     #[test]
+    fn problems_are_listed_in_the_order_the_settings_are_read() {
+        let err = Settings::from_vars([
+            ("WTL_API_URL", "http://127.0.0.1:9"),
+            ("WTL_IMSI_REGEXP", "("),
+            ("PORT", "x"),
+            ("SHUTDOWN_TIMEOUT", "x"),
+            ("REQUEST_TIMEOUT", "x"),
+            ("TRUSTED_PROXIES", "x"),
+            ("WTL_DRY_RUN", "x"),
+            ("MAX_BODY_BYTES", "x"),
+        ])
+        .expect_err("invalid");
+        let vars: Vec<&str> = err.problems.iter().map(|(var, _)| *var).collect();
+        assert_eq!(
+            vars,
+            [
+                "API_TOKEN",
+                "WTL_IMSI_REGEXP",
+                "PORT",
+                "MAX_BODY_BYTES",
+                "SHUTDOWN_TIMEOUT",
+                "REQUEST_TIMEOUT",
+                "TRUSTED_PROXIES",
+                "WTL_DRY_RUN"
+            ]
+        );
+    }
+
+    #[test]
     fn defaults_match_the_reference() {
         let s = with(&[]).expect("valid");
         assert_eq!(s.server.port, 8000);

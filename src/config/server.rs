@@ -10,49 +10,58 @@ use crate::http::{
     DEFAULT_SHUTDOWN_TIMEOUT, REQUEST_TIMEOUT_MARGIN, RESERVED_PATHS, Settings,
 };
 
-/// The server's settings; `total_timeout` (`WTL_TOTAL_TIMEOUT`) sets `REQUEST_TIMEOUT`'s default.
-pub(super) fn server(p: &mut Problems, raw: &mut RawEnv, total_timeout: Duration) -> Settings {
-    let request_timeout = request_timeout(p, raw, total_timeout);
+/// The server's settings, read in the order the problems are listed; `api_tokens` were read
+/// before (right after the WTL settings), `total_timeout` (`WTL_TOTAL_TIMEOUT`) sets
+/// `REQUEST_TIMEOUT`'s default.
+pub(super) fn server(p: &mut Problems, raw: &mut RawEnv, api_tokens: ApiTokens, total_timeout: Duration) -> Settings {
+    use std::mem::take;
+    let port = p.whole::<u16>("PORT", take(&mut raw.port), DEFAULT_PORT, 0, u16::MAX);
+    let bind_address = raw.bind_address.take().and_then(|a| p.ok(parse_bind_address(&a)));
+    let events_path = raw.events_path.take().and_then(|e| p.ok(parse_events_path(&e)));
     let max_body_bytes = p.whole::<u64>(
         "MAX_BODY_BYTES",
-        std::mem::take(&mut raw.max_body_bytes),
+        take(&mut raw.max_body_bytes),
         DEFAULT_MAX_BODY_BYTES,
         1024,
         1 << 30,
     );
+    let shutdown_timeout = p.seconds(
+        "SHUTDOWN_TIMEOUT",
+        take(&mut raw.shutdown_timeout),
+        DEFAULT_SHUTDOWN_TIMEOUT,
+        true,
+    );
+    let header_read_timeout = p.seconds(
+        "HEADER_READ_TIMEOUT",
+        take(&mut raw.header_read_timeout),
+        DEFAULT_HEADER_READ_TIMEOUT,
+        false,
+    );
+    let request_timeout = request_timeout(p, raw, total_timeout);
     let max_in_flight = p.whole::<u32>(
         "MAX_IN_FLIGHT",
-        std::mem::take(&mut raw.max_in_flight),
+        take(&mut raw.max_in_flight),
         DEFAULT_MAX_IN_FLIGHT,
         1,
         1_000_000,
     );
-    let trusted_proxies = p.whole::<u8>("TRUSTED_PROXIES", std::mem::take(&mut raw.trusted_proxies), 0, 0, 20);
+    let trusted_proxies = p.whole::<u8>("TRUSTED_PROXIES", take(&mut raw.trusted_proxies), 0, 0, 20);
+    let allowed_sources = p
+        .field("ALLOWED_SOURCE_RANGES", take(&mut raw.allowed_source_ranges))
+        .and_then(|items| p.ok(parse_source_ranges(&items)));
     Settings {
-        api_tokens: ApiTokens::new(tokens(p, std::mem::take(&mut raw.api_token))),
+        api_tokens,
         trusted_proxies: usize::from(trusted_proxies),
-        allowed_sources: p
-            .field("ALLOWED_SOURCE_RANGES", std::mem::take(&mut raw.allowed_source_ranges))
-            .and_then(|items| p.ok(parse_source_ranges(&items))),
-        port: p.whole::<u16>("PORT", std::mem::take(&mut raw.port), DEFAULT_PORT, 0, u16::MAX),
-        bind_address: raw.bind_address.take().and_then(|a| p.ok(parse_bind_address(&a))),
-        events_path: raw.events_path.take().and_then(|e| p.ok(parse_events_path(&e))),
+        allowed_sources,
+        port,
+        bind_address,
+        events_path,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
-        shutdown_timeout: p.seconds(
-            "SHUTDOWN_TIMEOUT",
-            std::mem::take(&mut raw.shutdown_timeout),
-            DEFAULT_SHUTDOWN_TIMEOUT,
-            true,
-        ),
-        header_read_timeout: p.seconds(
-            "HEADER_READ_TIMEOUT",
-            std::mem::take(&mut raw.header_read_timeout),
-            DEFAULT_HEADER_READ_TIMEOUT,
-            false,
-        ),
+        shutdown_timeout,
+        header_read_timeout,
         request_timeout,
         max_in_flight: usize::try_from(max_in_flight).unwrap_or(usize::MAX),
-        metrics_public: p.flag("METRICS_PUBLIC", std::mem::take(&mut raw.metrics_public), false),
+        metrics_public: p.flag("METRICS_PUBLIC", take(&mut raw.metrics_public), false),
     }
 }
 
@@ -72,6 +81,11 @@ fn request_timeout(p: &mut Problems, raw: &mut RawEnv, total_timeout: Duration) 
         ));
     }
     request_timeout
+}
+
+/// `API_TOKEN`: the tokens NSPS may send.
+pub(super) fn api_tokens(p: &mut Problems, raw: &mut RawEnv) -> ApiTokens {
+    ApiTokens::new(tokens(p, std::mem::take(&mut raw.api_token)))
 }
 
 fn tokens(p: &mut Problems, field: super::env::Field<Vec<String>>) -> Vec<secrecy::SecretString> {

@@ -35,7 +35,6 @@ pub(super) fn settings(p: &mut Problems, raw: &mut RawEnv, proxy_vars: &BTreeMap
     wtl.proxy = p
         .ok(proxy_settings(proxy_vars, raw.wtl_proxy.take()))
         .unwrap_or_default();
-    wtl.dry_run = p.flag("WTL_DRY_RUN", std::mem::take(&mut raw.wtl_dry_run), false);
     wtl
 }
 

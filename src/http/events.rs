@@ -130,7 +130,12 @@ fn timed_out(limit: Duration) -> Response {
         timeout_s = limit.as_secs_f64(),
         "event not completed within REQUEST_TIMEOUT"
     );
-    ended(ApiError::request_timeout(limit).into_response(), Outcome::Timeout, None)
+    ended(
+        ApiError::request_timeout(limit).into_response(),
+        Outcome::Timeout,
+        None,
+        Some(limit),
+    )
 }
 
 /// When `SHUTDOWN_TIMEOUT` runs out, an event still running is stopped and answered 503 (never
@@ -142,7 +147,7 @@ async fn cut_off_at_shutdown(State(state): State<AppState>, req: Request, next: 
         resp = next.run(req) => resp,
         _ = cut_off.wait_for(|cut| *cut) => {
             tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
-            ended(ApiError::shutting_down().into_response(), Outcome::CutOff, None)
+            ended(ApiError::shutting_down().into_response(), Outcome::CutOff, None, None)
         }
     }
 }
@@ -156,7 +161,8 @@ impl FromRequest<AppState> for Delivery {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let refuse = |api: ApiError| ended(api.into_response(), Outcome::Invalid, None);
+        let started = Instant::now();
+        let refuse = |api: ApiError| ended(api.into_response(), Outcome::Invalid, None, Some(started.elapsed()));
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE)
             && !is_json(ct.to_str().unwrap_or("?"))
         {
@@ -231,7 +237,7 @@ pub(crate) async fn handle_event(
     let ids = TraceIds::new(&headers, trace);
     telemetry::note_event(&event.event_id, &event.data.event_type);
     let (response, outcome) = decide(&state, &event, &ids, started).await;
-    ended(response, outcome, Some(&event.data.event_type))
+    ended(response, outcome, Some(&event.data.event_type), Some(started.elapsed()))
 }
 
 async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instant) -> (Response, Outcome) {

@@ -211,7 +211,9 @@ async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> 
     if let Some(end) = resp.extensions().get::<outcome::Ended>() {
         telemetry::note_outcome(end.outcome.as_str());
         let event_type = end.event_type.as_deref().unwrap_or("unknown");
-        state.metrics.event(event_type, end.outcome.as_str(), latency);
+        state
+            .metrics
+            .event(event_type, end.outcome.as_str(), end.took.unwrap_or(latency));
     }
     // Sizes as decimal strings: they are int64 in Cloud Logging's HttpRequest.
     let response_size = http_body::Body::size_hint(resp.body()).exact().map(|n| n.to_string());

@@ -1,6 +1,10 @@
 //! How an event ended, as the access line and `nsps_events_total` name it. The event route puts
-//! it on its answer; the layer that writes the access line records it, once, for every answer
-//! of the event route (those cut off at shutdown and timed out included).
+//! it on each answer about an event (once its sender is authenticated and the event admitted
+//! past `MAX_IN_FLIGHT`: refused bodies, processed, failed, skipped, timed out and cut off at
+//! shutdown alike); the layer that writes the access line records it, once. Answers that are
+//! not about an event (401, 403, the 503 of a full or stopping service) carry none.
+
+use std::time::Duration;
 
 use axum::response::Response;
 
@@ -23,7 +27,7 @@ pub(crate) enum Outcome {
     Invalid,
     /// The shared redelivery store could not be asked (503).
     StoreUnavailable,
-    /// Not done within `REQUEST_TIMEOUT` (504).
+    /// Not done within `REQUEST_TIMEOUT` (503).
     Timeout,
     /// Still running when `SHUTDOWN_TIMEOUT` ran out (503).
     CutOff,
@@ -53,13 +57,23 @@ pub(crate) struct Ended {
     pub(crate) outcome: Outcome,
     /// The event's type, when the event was read far enough to know it.
     pub(crate) event_type: Option<String>,
+    /// The time `nsps_event_duration_seconds` counts: from the handler's start (after the body
+    /// was read) for an event it answered, from the body's reading for a refused body,
+    /// `REQUEST_TIMEOUT` for a timeout; `None`: the access line's latency.
+    pub(crate) took: Option<Duration>,
 }
 
 /// `response`, marked with how the event ended.
-pub(crate) fn ended(mut response: Response, outcome: Outcome, event_type: Option<&str>) -> Response {
+pub(crate) fn ended(
+    mut response: Response,
+    outcome: Outcome,
+    event_type: Option<&str>,
+    took: Option<Duration>,
+) -> Response {
     response.extensions_mut().insert(Ended {
         outcome,
         event_type: event_type.map(str::to_string),
+        took,
     });
     response
 }

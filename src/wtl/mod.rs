@@ -374,9 +374,11 @@ impl WtlClient {
             request = request.header(http::header::AUTHORIZATION, auth);
         }
         request = request.header(&crate::telemetry::TRACEPARENT, traceparent);
+        let started = Instant::now();
+        // Our own limit ran out (not, say, the TCP keepalive giving up): say which.
         let unreachable = |e: reqwest::Error| {
             let (kind, detail) = net::classify(&e);
-            let detail = if kind == NetFailure::Timeout && !e.is_connect() {
+            let detail = if kind == NetFailure::Timeout && !e.is_connect() && started.elapsed() >= limit {
                 format!("no answer within {}s", limit.as_secs_f64())
             } else {
                 detail

@@ -174,12 +174,12 @@ fn success_body(body: &[u8]) -> Result<Done, WtlError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Done::Applied);
     }
-    let answer: serde_json::Value = serde_json::from_slice(body).map_err(|_| WtlError::Service {
+    let failed = verdict(body).map_err(|_| WtlError::Service {
         status: None,
         text: format!("WTL answered 2xx with a body that is not JSON: {}", quote(body)),
         retry_after: None,
     })?;
-    if reports_failure(&answer) {
+    if failed {
         return Err(WtlError::Service {
             status: None,
             text: format!("WTL reported a failure: {}", error_text(body, 200)),
@@ -191,11 +191,50 @@ fn success_body(body: &[u8]) -> Result<Done, WtlError> {
 
 /// Does a 2xx body say it failed? Its top-level `result` is `false`, or its `error` is anything
 /// but `null`, `false` or `""` (of a repeated member, the last counts). Any other JSON, of any
-/// shape, is a success.
-fn reports_failure(answer: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    let raised = |v: &Value| !matches!(v, Value::Null | Value::Bool(false)) && v.as_str() != Some("");
-    answer.get("result") == Some(&Value::Bool(false)) || answer.get("error").is_some_and(raised)
+/// shape, is a success; the other members are only skipped, never decoded, so what they hold
+/// (a number beyond `f64`, a lone surrogate) cannot turn a success into a failure. `Err` when
+/// the body is not JSON.
+fn verdict(body: &[u8]) -> Result<bool, serde_json::Error> {
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !object {
+        return serde_json::from_slice::<serde::de::IgnoredAny>(body).map(|_| false);
+    }
+    serde_json::from_slice::<Verdict>(body).map(|v| v.failed)
+}
+
+/// The two members of a JSON object that carry WTL's verdict (see [`verdict`]).
+struct Verdict {
+    failed: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Verdict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = Verdict;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Verdict, A::Error> {
+                use serde_json::Value;
+                let (mut result, mut error) = (None, None);
+                while let Some(name) = map.next_key::<String>()? {
+                    match name.as_str() {
+                        "result" => result = Some(map.next_value::<Value>()?),
+                        "error" => error = Some(map.next_value::<Value>()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let raised = |v: &Value| !matches!(v, Value::Null | Value::Bool(false)) && v.as_str() != Some("");
+                Ok(Verdict {
+                    failed: result == Some(Value::Bool(false)) || error.as_ref().is_some_and(raised),
+                })
+            }
+        }
+        d.deserialize_map(Members)
+    }
 }
 
 /// WTL's own words for a failure: a JSON `error` / `message` / `detail` member, else the body text.
@@ -334,6 +373,25 @@ mod tests {
             let got = serde_json::from_str::<serde_json::Value>(&text).ok().map(|_| success_body(text.as_bytes()).is_err());
             proptest::prop_assert_eq!(got, expected, "{}", text);
         }
+    }
+
+    #[test]
+    fn what_other_members_hold_never_turns_a_success_into_a_failure() {
+        for body in [
+            &br#"{"result":true,"data":"\ud800"}"#[..],
+            br#"{"result":true,"data":1e400}"#,
+            br#"{"result":true,"data":[-1e400]}"#,
+            b"{\"result\":true,\"data\":\"\xff\xfe\"}",
+            br#"[1e400]"#,
+            br#""just text""#,
+        ] {
+            assert!(
+                matches!(classify(Action::Update, 200, None, body), Ok(Done::Applied)),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(classify(Action::Update, 200, None, br#"{"result":tru"#).is_err());
     }
 
     #[test]
