@@ -93,7 +93,7 @@ impl Application {
         let (cut_off, cut_off_rx) = tokio::sync::watch::channel(false);
         let memory = Store::open(&settings.memory, settings.server.request_timeout, metrics.clone())
             .map_err(|e| StartError::Store(e.to_string()))?;
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             memory: Arc::new(memory),
             event_slots: Arc::new(Semaphore::new(settings.server.max_in_flight)),
             ready: Arc::new(AtomicBool::new(true)),
@@ -103,7 +103,7 @@ impl Application {
             metrics,
             server: Arc::new(settings.server.clone()),
             rules: Arc::new(settings.rules.clone()),
-        };
+        });
         let settings = Arc::new(settings);
         Ok(Self {
             listener,

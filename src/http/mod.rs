@@ -62,9 +62,27 @@ pub(crate) use tokens::ApiTokens;
 /// The service name in the health answer.
 pub(crate) const SERVICE_NAME: &str = "WTL HLR/HSS Connector";
 
-/// Everything a request handler can reach.
+/// Everything a request handler can reach. Every layer of the event route holds a copy, so a
+/// request clones it several times: one shared pointer keeps that to one counter each time.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     /// The server's settings.
     pub(crate) server: Arc<Settings>,
     /// What each event type does to the HLR/HSS.
