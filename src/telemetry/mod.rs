@@ -340,6 +340,11 @@ pub(crate) fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, o
         tracing_opentelemetry::layer()
             .with_tracer(otel::tracer(p))
             .with_tracked_inactivity(false)
+            // Source file, line, thread and target on every span cost attributes to build and
+            // export on each event, and tell an operator nothing the span's name does not.
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
             .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.is_span() && meta.target().starts_with(env!("CARGO_CRATE_NAME"))
             }))
