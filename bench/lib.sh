@@ -26,12 +26,13 @@ wait_http() {
   echo "error: $1 did not come up" >&2; return 1
 }
 
-# start_simulator BINARY: the connector's WTL simulator on a free port ($sim_port), with the
-# fixture's IMSI inserted so that every `update` of the benchmark succeeds.
+# start_simulator BINARY: the connector's WTL simulator on a free port ($sim_port, process
+# $sim_pid), with the fixture's IMSI inserted so that every `update` of the benchmark succeeds.
 start_simulator() {
   sim_port=$(free_port)
   (cd "$work" && SIMULATOR_PORT=$sim_port LOG_LEVEL=ERROR exec "$1" simulator) >"$work/sim.log" 2>&1 &
-  pids+=($!)
+  sim_pid=$!
+  pids+=("$sim_pid")
   wait_http "http://127.0.0.1:$sim_port/health"
   curl -fsS -o /dev/null -X POST "http://127.0.0.1:$sim_port/prov" -H 'content-type: application/json' \
     -d '{"imsi":"001010000020349","subscriber_status":"operatorDeterminedBarring","cs_profile":"default","eps_profile":"default","msisdn":[],"action":"insert"}'
@@ -48,3 +49,23 @@ wrk.body = f:read("*a")
 f:close()
 LUA
 }
+
+# thread_snapshot PID: the kernel's counters of every thread of PID, one line each:
+# "tid name write_syscalls voluntary_switches nonvoluntary_switches cpu_ticks", then one line
+# "process - write_syscalls - - -" with the process-wide write count (it keeps the counts of
+# threads that have ended). cpu_ticks is the thread's user + system time in clock ticks. Write system calls are /proc's `syscw` (write, writev, pwrite*; a
+# socket write through send/sendto/sendmsg is not in it: bench/run.sh's census counts those).
+# Thread names with spaces get `_`. A thread ending while it is read is skipped.
+thread_snapshot() {
+  local t name
+  for t in /proc/"$1"/task/*; do
+    {
+      read -r name <"$t/comm"
+      echo "${t##*/} ${name// /_} $(awk '/^syscw/ {print $2}' "$t/io") $(awk '/^voluntary_ctxt/ {v = $2} /^nonvoluntary_ctxt/ {n = $2} END {print v, n}' "$t/status") $(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+    } 2>/dev/null || true
+  done
+  echo "process - $(awk '/^syscw/ {print $2}' "/proc/$1/io") - - -"
+}
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }

@@ -13,7 +13,9 @@ root=$(pwd)
 
 smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
-if $smoke; then runs=1 duration=2 starts=3; else runs=${BENCH_RUNS:-5} duration=${BENCH_SECONDS:-10} starts=10; fi
+if $smoke; then runs=1 duration=2 starts=3 census_seconds=1; else
+  runs=${BENCH_RUNS:-5} duration=${BENCH_SECONDS:-10} starts=10 census_seconds=${BENCH_CENSUS_SECONDS:-3}
+fi
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -57,22 +59,34 @@ LUA
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_second=$(getconf CLK_TCK)
 
-# load NAME URL CONNECTIONS: appends "name conns rps p50_ms p99_ms non2xx cpu_us" per run, where
-# cpu_us is the CPU time the connector (or the forwarder) spent per request.
+# load NAME URL CONNECTIONS: appends to runs.txt, per run, "name conns rps p50_ms p99_ms non2xx
+# cpu_us writes switches voluntary nonvoluntary threads_ended", where cpu_us is the CPU time the
+# connector (or the forwarder) spent per request, writes its write system calls per request
+# (/proc's syscw) and switches its context switches per request (voluntary + nonvoluntary,
+# summed over its threads' /proc/<pid>/task/*/status); and to threads.txt one line per thread
+# name: "name conns thread_name threads writes voluntary nonvoluntary cpu_us", per request.
+run_no=0
 load() {
-  local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua" pid=$conn_pid before after
+  local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua" pid=$conn_pid before after snap
   [ "$c" -gt 1 ] && threads=2
   [ "$name" = baseline ] && script="$work/post-baseline.lua" pid=$fwd_pid
   [ "$name" = memory_local ] && script="$work/fresh.lua" pid=$local_pid
   [ "$name" = memory_redis ] && script="$work/fresh.lua" pid=$shared_pid
   [ "$name" = otel_sink ] && pid=$otel_pid
   [ "$name" = otel_down ] && pid=$down_pid
+  run_no=$((run_no + 1))
+  snap="$work/snap-$name-$c-$run_no"
   before=$(cpu_ticks "$pid")
+  thread_snapshot "$pid" >"$snap.before"
   out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
+  thread_snapshot "$pid" >"$snap.after"
   after=$(cpu_ticks "$pid")
-  python3 - "$name" "$c" "$out" "$((after - before))" "$ticks_per_second" >>"$work/runs.txt" <<'PY'
+  # Figures against an upstream that is gone would measure retries, not the connector.
+  kill -0 "$sim_pid" 2>/dev/null || { echo "error: the WTL simulator ended during the load ($name)" >&2; cat "$work/sim.log" >&2; exit 1; }
+  python3 - "$name" "$c" "$out" "$((after - before))" "$ticks_per_second" "$snap" "$work/threads.txt" >>"$work/runs.txt" <<'PY'
 import re, sys
-name, conns, text, ticks, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+name, conns, text, ticks, hz, snap, threads_file = sys.argv[1:8]
+ticks, hz = int(ticks), int(hz)
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s|m)", v)
     n, u = float(m.group(1)), m.group(2)
@@ -81,9 +95,35 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
 p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
-requests = int(re.search(r"(\d+) requests in", text).group(1))
-cpu_us = ticks / hz * 1e6 / max(requests, 1)
-print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0, f"{cpu_us:.2f}")
+requests = max(int(re.search(r"(\d+) requests in", text).group(1)), 1)
+cpu_us = ticks / hz * 1e6 / requests
+def read(path):
+    threads, process_writes = {}, 0
+    for line in open(path):
+        tid, thread, writes, vol, nonvol, cpu = line.split()
+        if tid == "process":
+            process_writes = int(writes)
+        else:
+            threads[tid] = (thread, int(writes), int(vol), int(nonvol), int(cpu))
+    return threads, process_writes
+before, writes_before = read(snap + ".before")
+after, writes_after = read(snap + ".after")
+by_name = {}
+for tid, (thread, w, v, n, t) in after.items():
+    _, w0, v0, n0, t0 = before.get(tid, (thread, 0, 0, 0, 0))  # a thread started during the run counts from 0
+    row = by_name.setdefault(thread, [0, 0, 0, 0, 0])
+    row[0] += 1; row[1] += w - w0; row[2] += v - v0; row[3] += n - n0; row[4] += t - t0
+# A thread that ended during the run takes its switches with it (its writes stay in the process's count).
+ended = len(set(before) - set(after))
+vol = sum(r[2] for r in by_name.values())
+nonvol = sum(r[3] for r in by_name.values())
+with open(threads_file, "a") as f:
+    for thread, (count, w, v, n, t) in sorted(by_name.items()):
+        f.write(f"{name} {conns} {thread} {count} {w / requests:.4f} {v / requests:.4f} {n / requests:.4f} "
+                f"{t / hz * 1e6 / requests:.2f}\n")
+print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0, f"{cpu_us:.2f}",
+      f"{(writes_after - writes_before) / requests:.4f}", f"{(vol + nonvol) / requests:.4f}",
+      f"{vol / requests:.4f}", f"{nonvol / requests:.4f}", ended)
 PY
 }
 
@@ -165,6 +205,45 @@ for c in 1 64; do
 done
 peak_rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$conn_pid/status")
 
+# Census, after the timed runs and not in their figures: where the connector's and the
+# forwarder's system calls and context switches go, with perf (Debian's linux-perf; skipped
+# when perf cannot read the kernel's tracepoints here). One more load of $census_seconds per
+# point, under `perf stat` (every write-family call by its kind, per thread) and
+# `perf record -a` of the scheduler's wake-ups and switches (who wakes which thread; switches
+# to sleep or preempted). perf's own cost shifts these counts a little: they explain the timed
+# figures above, they do not replace them.
+census_events="syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg"
+census_events+=",syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex"
+command -v perf >/dev/null 2>&1 || apt_need perf linux-perf >/dev/null 2>&1 || true
+census_ok=false
+if perf stat -e "$census_events,sched:sched_waking" -- true >/dev/null 2>&1; then census_ok=true; fi
+census() {
+  local name=$1 pid=$2 url=$3 script=$4 c=$5 threads=1 base="$work/census-$1-$5" stat t
+  [ "$c" -gt 1 ] && threads=2
+  for t in /proc/"$pid"/task/*; do echo "${t##*/} $(cat "$t/comm")"; done >"$base.threads"
+  perf stat --per-thread -x, -e "$census_events" -p "$pid" -o "$base.stat" &
+  stat=$!
+  sleep 0.3
+  perf record -q -a -e sched:sched_waking,sched:sched_switch -o "$base.data" -- \
+    wrk -t"$threads" -c"$c" -d"${census_seconds}s" -s "$script" "$url" >"$base.wrk" 2>/dev/null
+  kill -INT "$stat"
+  wait "$stat" || true
+  perf script -i "$base.data" -F pid,tid,comm,event,trace >"$base.script" 2>/dev/null
+  python3 bench/census.py "$name" "$c" "$base.wrk" "$base.stat" "$base.script" "$pid" "$base.threads" "$sim_pid" \
+    >>"$work/census.jsonl"
+  rm -f "$base.data" "$base.script"
+}
+: >"$work/census.jsonl"
+if $census_ok; then
+  echo "census: ${census_seconds}s per point under perf"
+  for c in 1 64; do
+    census connector "$conn_pid" "http://127.0.0.1:$conn_port/process-event" "$work/post.lua" "$c"
+    census baseline "$fwd_pid" "http://127.0.0.1:$fwd_port/process-event" "$work/post-baseline.lua" "$c"
+  done
+else
+  echo "census skipped: perf cannot count system calls and scheduler events here"
+fi
+
 # Cold start: process spawn to the first 200 on /health, polled every millisecond.
 cold=$(python3 - "$bin" "$starts" <<'PY'
 import os, socket, statistics, subprocess, sys, tempfile, time
@@ -197,10 +276,13 @@ PY
 size_bytes=$(stat -c %s "$bin")
 
 mkdir -p bench/results
-python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" <<'PY'
+python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" \
+  "$work/threads.txt" "$work/census.jsonl" <<'PY'
 import json, os, platform, statistics, sys
-runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration = sys.argv[1:9]
+runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration, threads_file, census_file = sys.argv[1:11]
 rows = [l.split() for l in open(runs_file) if l.strip()]
+thread_rows = [l.split() for l in open(threads_file) if l.strip()]
+census = [json.loads(l) for l in open(census_file) if l.strip()]
 def med(name, c, i):
     vals = [float(r[i]) for r in rows if r[0] == name and r[1] == c]
     return statistics.median(vals)
@@ -209,22 +291,45 @@ for name in ("connector", "baseline", "memory_local", "memory_redis", "otel_sink
     for c in ("1", "64"):
         res[f"{name}_{c}"] = {"rps": med(name, c, 2), "p50_ms": med(name, c, 3), "p99_ms": med(name, c, 4),
                               "cpu_us_per_request": med(name, c, 6),
+                              "writes_per_request": med(name, c, 7), "switches_per_request": med(name, c, 8),
+                              "voluntary_per_request": med(name, c, 9), "nonvoluntary_per_request": med(name, c, 10),
+                              "threads_ended": sum(int(r[11]) for r in rows if r[0] == name and r[1] == c),
                               "non2xx": sum(int(r[5]) for r in rows if r[0] == name and r[1] == c)}
+        # By thread name: medians over the runs of each thread's writes and switches per request.
+        by_thread = {}
+        for r in thread_rows:
+            if r[0] == name and r[1] == c:
+                by_thread.setdefault(r[2], []).append(r[3:])
+        res[f"{name}_{c}"]["threads"] = {
+            t: {"threads": int(statistics.median(int(v[0]) for v in vals)),
+                "writes": statistics.median(float(v[1]) for v in vals),
+                "voluntary": statistics.median(float(v[2]) for v in vals),
+                "nonvoluntary": statistics.median(float(v[3]) for v in vals),
+                "cpu_us": statistics.median(float(v[4]) for v in vals)}
+            for t, vals in sorted(by_thread.items())}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
 machine = f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB, Linux {platform.release()}"
 summary = {
     "machine": machine, "mode": "smoke" if smoke == "true" else "full", "runs": int(runs), "seconds": int(duration),
     "points": res, "idle_rss_mb": int(idle_kb) / 1024, "peak_rss_mb": int(peak_kb) / 1024,
-    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6,
+    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6, "census": census,
 }
 c64, b64 = res["connector_64"], res["baseline_64"]
 c1, b1 = res["connector_1"], res["baseline_1"]
 cpu_ratio = c64["cpu_us_per_request"] / max(b64["cpu_us_per_request"], 1e-9)
 p50_extra_us = (c1["p50_ms"] - b1["p50_ms"]) * 1000
+extra = {c: {"writes": res[f"connector_{c}"]["writes_per_request"] - res[f"baseline_{c}"]["writes_per_request"],
+             "switches": res[f"connector_{c}"]["switches_per_request"] - res[f"baseline_{c}"]["switches_per_request"]}
+         for c in ("1", "64")}
+summary["extra_per_request"] = extra
 checks = [
     ("CPU per event at 64 connections <= 3x baseline", cpu_ratio, "<= 3", cpu_ratio <= 3),
     ("p50 at 1 connection <= baseline + 100 us (extra us)", p50_extra_us, "<= 100", p50_extra_us <= 100),
+    ("extra write syscalls per event at 1 connection <= 0.25", extra["1"]["writes"], "<= 0.25", extra["1"]["writes"] <= 0.25),
+    ("extra write syscalls per event at 64 connections <= 0.25", extra["64"]["writes"], "<= 0.25", extra["64"]["writes"] <= 0.25),
+    ("extra context switches per event at 1 connection <= 0.3", extra["1"]["switches"], "<= 0.3", extra["1"]["switches"] <= 0.3),
+    ("extra context switches per event at 64 connections <= 0.3", extra["64"]["switches"], "<= 0.3", extra["64"]["switches"] <= 0.3),
     ("p99 at 64 connections <= 1.5x baseline", c64["p99_ms"] / b64["p99_ms"], "<= 1.5", c64["p99_ms"] <= 1.5 * b64["p99_ms"]),
     ("idle RSS <= 10 MB", summary["idle_rss_mb"], "<= 10", summary["idle_rss_mb"] <= 10),
     ("peak RSS <= 40 MB", summary["peak_rss_mb"], "<= 40", summary["peak_rss_mb"] <= 40),
@@ -244,14 +349,36 @@ for c in ("1", "64"):
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['rps'] / b['rps']:.2f} | "
                  f"{a['p50_ms']:.2f} / {a['p99_ms']:.2f} | {b['p50_ms']:.2f} / {b['p99_ms']:.2f} | "
                  f"{a['cpu_us_per_request']:.1f} / {b['cpu_us_per_request']:.1f} |")
-lines += ["", "Redelivery memory on (fresh event id and IMSI per event, SIM/Deleted): in process and shared through Redis",
-          "", "| load | in-process req/s | Redis req/s | in-process p50 (ms) | Redis p50 (ms) | CPU µs per request, in-process / Redis | Redis cost per event |",
+lines += ["", "Write system calls (/proc syscw: write, writev, pwrite) and context switches (voluntary + nonvoluntary, "
+          "summed over the threads' /proc/<pid>/task/*/status) per request; extra = connector - baseline",
+          "", "| load | writes connector / baseline | extra writes | switches connector / baseline | extra switches | voluntary / nonvoluntary, connector | voluntary / nonvoluntary, baseline |",
           "|---|---|---|---|---|---|---|"]
+for c in ("1", "64"):
+    a, b = res[f"connector_{c}"], res[f"baseline_{c}"]
+    lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['writes_per_request']:.2f} / {b['writes_per_request']:.2f} | "
+                 f"{extra[c]['writes']:+.2f} | {a['switches_per_request']:.2f} / {b['switches_per_request']:.2f} | "
+                 f"{extra[c]['switches']:+.2f} | {a['voluntary_per_request']:.2f} / {a['nonvoluntary_per_request']:.2f} | "
+                 f"{b['voluntary_per_request']:.2f} / {b['nonvoluntary_per_request']:.2f} |")
+lines += ["", "By thread name, per request (threads of that name): writes, voluntary / nonvoluntary switches, "
+          "CPU µs (/proc/<pid>/task/*/stat, clock ticks)",
+          "", "| load | process | thread | writes | voluntary | nonvoluntary | CPU µs |", "|---|---|---|---|---|---|---|"]
+for c in ("1", "64"):
+    for name, shown in (("connector", "connector"), ("baseline", "forwarder")):
+        for t, v in res[f"{name}_{c}"]["threads"].items():
+            lines.append(f"| {c} | {shown} | {t} (x{v['threads']}) | {v['writes']:.3f} | {v['voluntary']:.3f} | "
+                         f"{v['nonvoluntary']:.3f} | {v['cpu_us']:.1f} |")
+ended = sum(p["threads_ended"] for p in res.values())
+if ended:
+    lines += ["", f"note: {ended} thread(s) ended during a run; their context switches are not counted"]
+lines += ["", "Redelivery memory on (fresh event id and IMSI per event, SIM/Deleted): in process and shared through Redis",
+          "", "| load | in-process req/s | Redis req/s | in-process p50 (ms) | Redis p50 (ms) | CPU µs per request, in-process / Redis | Redis cost per event | writes / switches per request, in-process / Redis |",
+          "|---|---|---|---|---|---|---|---|"]
 for c in ("1", "64"):
     a, b = res[f"memory_local_{c}"], res[f"memory_redis_{c}"]
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {a['rps']:.0f} | {b['rps']:.0f} | {a['p50_ms']:.2f} | {b['p50_ms']:.2f} | "
                  f"{a['cpu_us_per_request']:.1f} / {b['cpu_us_per_request']:.1f} | "
-                 f"+{(b['p50_ms'] - a['p50_ms']) * 1000:.0f} µs p50, +{b['cpu_us_per_request'] - a['cpu_us_per_request']:.1f} µs CPU |")
+                 f"+{(b['p50_ms'] - a['p50_ms']) * 1000:.0f} µs p50, +{b['cpu_us_per_request'] - a['cpu_us_per_request']:.1f} µs CPU | "
+                 f"{a['writes_per_request']:.2f} / {a['switches_per_request']:.2f}, {b['writes_per_request']:.2f} / {b['switches_per_request']:.2f} |")
 lines += ["", "OpenTelemetry export (the main load): off / on, to a local OTLP sink / on, the collector down",
           "", "| load | p50 ms off / sink / down | CPU µs per request off / sink / down | CPU with export on |",
           "|---|---|---|---|"]
@@ -260,6 +387,21 @@ for c in ("1", "64"):
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {off['p50_ms']:.2f} / {on['p50_ms']:.2f} / {down['p50_ms']:.2f} | "
                  f"{off['cpu_us_per_request']:.1f} / {on['cpu_us_per_request']:.1f} / {down['cpu_us_per_request']:.1f} | "
                  f"{on['cpu_us_per_request'] / max(off['cpu_us_per_request'], 1e-9):.2f}x |")
+if census:
+    lines += ["", "Census (perf, one more untimed load per point): write-family calls by kind and thread, per request",
+              "", "| load | process | thread | write | writev | sendto | sendmsg | futex | epoll_wait |", "|---|---|---|---|---|---|---|---|---|"]
+    for k in census:
+        for t, v in k["syscalls"].items():
+            lines.append(f"| {k['connections']} | {'forwarder' if k['name'] == 'baseline' else k['name']} | {t} | "
+                         + " | ".join(f"{v.get(x, 0):.3f}" for x in ("write", "writev", "sendto", "sendmsg", "futex", "epoll_wait")) + " |")
+    lines += ["", "Census: who wakes the process's threads, and how they leave the CPU, per request",
+              "", "| load | process | waker -> thread | per request |", "|---|---|---|---|"]
+    for k in census:
+        who = "forwarder" if k["name"] == "baseline" else k["name"]
+        for w in k["wakeups"]:
+            lines.append(f"| {k['connections']} | {who} | {w['waker']} -> {w['thread']} | {w['per_request']:.3f} |")
+        for sw in k["switches"]:
+            lines.append(f"| {k['connections']} | {who} | {sw['thread']} {sw['how']} | {sw['per_request']:.3f} |")
 lines += ["", "| measure | value |", "|---|---|",
           f"| idle RSS after start-up | {summary['idle_rss_mb']:.1f} MB |",
           f"| peak RSS under load | {summary['peak_rss_mb']:.1f} MB |",

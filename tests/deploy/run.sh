@@ -700,7 +700,7 @@ exits "aws rejects an unknown target" 2
 # ================= shellcheck =================
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh _deploy-common/lib.sh tests/deploy/run.sh \
-    tests/deploy/check-dockerfile.sh tests/monitoring/run.sh tests/run.sh bench/run.sh bench/profile.sh bench/lib.sh; then
+    tests/deploy/check-dockerfile.sh tests/monitoring/run.sh tests/run.sh bench/run.sh bench/profile.sh bench/memory.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
 else
