@@ -12,6 +12,7 @@
 mod body;
 mod client;
 mod credentials;
+mod exchange;
 pub(crate) mod limiter;
 mod live;
 pub(crate) mod net;
@@ -23,22 +24,22 @@ pub(crate) mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use bytes::Bytes;
-use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
-use crate::telemetry::{self, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, TraceIds};
 pub(crate) use body::prov_body;
 pub(crate) use client::{
     ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider,
 };
 use credentials::Credentials;
+pub(crate) use exchange::read_capped;
 use limiter::RateLimiter;
 use live::Live;
 pub(crate) use live::Rotated;
@@ -47,8 +48,6 @@ pub(crate) use proxy::ProxySettings;
 pub(crate) use settings::{AuthMode, OAuthSettings, Settings};
 use tracing::Instrument as _;
 
-/// Longest WTL answer body read; anything beyond is not needed to classify it.
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// Upper bound of one exponential back-off step.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
 
@@ -342,86 +341,13 @@ impl WtlClient {
             token_generation,
         };
         let traceparent = ids.traceparent_for(span);
-        let answer = self
-            .exchange(&live.http, auth, body.clone(), ids, &traceparent, limit)
+        let answer = exchange::post(&live.http, &self.prov_url, auth, body.clone(), ids, &traceparent, limit)
             .await
             .map_err(fail)?;
         outcome::classify(action, answer.status, answer.retry_after, &answer.body)
             .map(|done| (done, answer.status))
             .map_err(fail)
     }
-
-    /// Sends `POST /prov` and reads the answer (at most [`MAX_ANSWER_BYTES`] of its body), all
-    /// within `limit` (the request's own timeout, which covers reading the body too).
-    async fn exchange(
-        &self,
-        http: &reqwest::Client,
-        auth: Option<HeaderValue>,
-        body: Bytes,
-        ids: &TraceIds,
-        traceparent: &str,
-        limit: Duration,
-    ) -> Result<Answer, WtlError> {
-        let mut request = http
-            .post(self.prov_url.clone())
-            .timeout(limit)
-            .header(http::header::CONTENT_TYPE, JSON)
-            .header(http::header::ACCEPT, JSON)
-            .header(&X_B3_TRACEID, ids.request_id.as_str())
-            .header(&X_REQUEST_ID, ids.unique_id.as_str())
-            .body(body);
-        if let Some(auth) = auth {
-            request = request.header(http::header::AUTHORIZATION, auth);
-        }
-        request = request.header(&crate::telemetry::TRACEPARENT, traceparent);
-        let started = Instant::now();
-        // Our own limit ran out (not, say, the TCP keepalive giving up): say which.
-        let unreachable = |e: reqwest::Error| {
-            let (kind, detail) = net::classify(&e);
-            let detail = if kind == NetFailure::Timeout && !e.is_connect() && started.elapsed() >= limit {
-                format!("no answer within {}s", limit.as_secs_f64())
-            } else {
-                detail
-            };
-            WtlError::Unreachable { kind, detail }
-        };
-        let mut response = request.send().await.map_err(unreachable)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| outcome::parse_retry_after(v, SystemTime::now()));
-        let body = read_capped(&mut response).await.map_err(unreachable)?;
-        Ok(Answer {
-            status,
-            retry_after,
-            body,
-        })
-    }
-}
-
-/// What WTL answered to one `POST /prov`.
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: Vec<u8>,
-}
-
-const JSON: &str = "application/json";
-
-/// An answer's body, at most [`MAX_ANSWER_BYTES`] of it: the rest is not needed to classify the
-/// answer (the connection is then not reused).
-pub(crate) async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    Ok(body)
 }
 
 /// `WTL_DRY_RUN`: logs a call that is planned and not made, with the exact body it would send.

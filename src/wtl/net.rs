@@ -26,6 +26,12 @@ pub(crate) fn classify(e: &reqwest::Error) -> (NetFailure, String) {
     (kind, detail)
 }
 
+/// Did a request fail because the limit it was given ran out (not, say, a connect timeout or
+/// the TCP keepalive giving up, which keep their own description)?
+pub(crate) fn limit_ran_out(e: &reqwest::Error, started: tokio::time::Instant, limit: std::time::Duration) -> bool {
+    e.is_timeout() && !e.is_connect() && started.elapsed() >= limit
+}
+
 /// What went wrong with TLS, if anything among the causes is a TLS failure: a rustls error
 /// (possibly inside nested I/O errors, whose own `source` skips what they wrap), or an alert
 /// the server sent, which the HTTP/2 layer passes on only as the text of an I/O error.

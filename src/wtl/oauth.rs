@@ -287,7 +287,7 @@ impl TokenSource {
                 crate::telemetry::note_call(&span, Some(status.as_u16()), None);
                 (status, body)
             }
-            Err(e) if e.is_timeout() && !e.is_connect() && started.elapsed() >= timeout => {
+            Err(e) if super::net::limit_ran_out(&e, started, timeout) => {
                 crate::telemetry::note_call(&span, None, Some("timeout"));
                 tracing::warn!(latency_ms, "the WTL token endpoint did not answer in time");
                 return Err(WtlError::TokenEndpointUnreachable {
