@@ -60,7 +60,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_second=$(getconf CLK_TCK)
 
 # load NAME URL CONNECTIONS: appends to runs.txt, per run, "name conns rps p50_ms p99_ms non2xx
-# cpu_us writes switches voluntary nonvoluntary threads_ended", where cpu_us is the CPU time the
+# cpu_us writes switches voluntary nonvoluntary threads_ended requests", where cpu_us is the CPU time the
 # connector (or the forwarder) spent per request, writes its write system calls per request
 # (/proc's syscw) and switches its context switches per request (voluntary + nonvoluntary,
 # summed over its threads' /proc/<pid>/task/*/status); and to threads.txt one line per thread
@@ -123,7 +123,7 @@ with open(threads_file, "a") as f:
                 f"{t / hz * 1e6 / requests:.2f}\n")
 print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0, f"{cpu_us:.2f}",
       f"{(writes_after - writes_before) / requests:.4f}", f"{(vol + nonvol) / requests:.4f}",
-      f"{vol / requests:.4f}", f"{nonvol / requests:.4f}", ended)
+      f"{vol / requests:.4f}", f"{nonvol / requests:.4f}", ended, requests)
 PY
 }
 
@@ -150,15 +150,39 @@ wait_http "http://127.0.0.1:$shared_port/ready"
 # OpenTelemetry export's cost, in the same run: the main connector's settings plus an OTLP
 # endpoint, once a local sink that takes every export (200), once a collector that is down.
 sink_port=$(free_port) otel_port=$(free_port) down_port=$(free_port) dead_port=$(free_port)
-python3 - "$sink_port" >"$work/sink.log" 2>&1 <<'PY' &
+# The sink counts the spans it is sent (into $work/spans.txt), walking the protobuf's nesting
+# (request field 1: resource spans, its field 2: scope spans, its field 2: a span), so that the
+# report shows spans per event: a processor that drops spans under load would look cheap.
+python3 - "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 <<'PY' &
 import http.server, sys
+def varint(b, i):
+    n = shift = 0
+    while True:
+        c = b[i]; i += 1; n |= (c & 0x7F) << shift; shift += 7
+        if c < 0x80: return n, i
+def fields(b):
+    i = 0
+    while i < len(b):
+        key, i = varint(b, i)
+        kind = key & 7
+        if kind == 0: _, i = varint(b, i)
+        elif kind == 1: i += 8
+        elif kind == 5: i += 4
+        elif kind == 2:
+            n, i = varint(b, i); yield key >> 3, b[i:i + n]; i += n
+        else: raise ValueError(f"wire type {kind}")
+def spans(body):
+    return sum(1 for f, rs in fields(body) if f == 1 for g, ss in fields(rs) if g == 2 for h, _ in fields(ss) if h == 2)
+received = 0
 class Sink(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
+        global received
+        received += spans(self.rfile.read(int(self.headers.get("content-length", 0))))
+        open(sys.argv[2], "w").write(str(received))
         self.send_response(200); self.send_header("content-type", "application/x-protobuf")
         self.send_header("content-length", "0"); self.end_headers()
     def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
 PY
 pids+=($!)
 for point in "otel:$otel_port:$sink_port" "down:$down_port:$dead_port"; do
@@ -204,6 +228,10 @@ for c in 1 64; do
   done
 done
 peak_rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$conn_pid/status")
+# The exporting connector flushes its last spans when stopped; then the sink's count is final.
+kill -TERM "$otel_pid"
+wait "$otel_pid" || true
+spans_exported=$(cat "$work/spans.txt" 2>/dev/null || echo 0)
 
 # Census, after the timed runs and not in their figures: where the connector's and the
 # forwarder's system calls and context switches go, with perf (Debian's linux-perf; skipped
@@ -277,9 +305,9 @@ size_bytes=$(stat -c %s "$bin")
 
 mkdir -p bench/results
 python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" \
-  "$work/threads.txt" "$work/census.jsonl" <<'PY'
+  "$work/threads.txt" "$work/census.jsonl" "$spans_exported" <<'PY'
 import json, os, platform, statistics, sys
-runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration, threads_file, census_file = sys.argv[1:11]
+runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration, threads_file, census_file, spans = sys.argv[1:12]
 rows = [l.split() for l in open(runs_file) if l.strip()]
 thread_rows = [l.split() for l in open(threads_file) if l.strip()]
 census = [json.loads(l) for l in open(census_file) if l.strip()]
@@ -315,6 +343,9 @@ summary = {
     "points": res, "idle_rss_mb": int(idle_kb) / 1024, "peak_rss_mb": int(peak_kb) / 1024,
     "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6, "census": census,
 }
+# An event makes 4 spans here: the request, the store's `admit` and `record success`, the WTL call.
+otel_events = sum(int(r[12]) for r in rows if r[0] == "otel_sink")
+summary["otel_spans_per_event"] = int(spans) / max(otel_events, 1)
 c64, b64 = res["connector_64"], res["baseline_64"]
 c1, b1 = res["connector_1"], res["baseline_1"]
 cpu_ratio = c64["cpu_us_per_request"] / max(b64["cpu_us_per_request"], 1e-9)
@@ -387,6 +418,8 @@ for c in ("1", "64"):
     lines.append(f"| {c} connection{'s' if c != '1' else ''} | {off['p50_ms']:.2f} / {on['p50_ms']:.2f} / {down['p50_ms']:.2f} | "
                  f"{off['cpu_us_per_request']:.1f} / {on['cpu_us_per_request']:.1f} / {down['cpu_us_per_request']:.1f} | "
                  f"{on['cpu_us_per_request'] / max(off['cpu_us_per_request'], 1e-9):.2f}x |")
+lines += ["", f"Spans the sink received per event sent to the exporting connector: {summary['otel_spans_per_event']:.2f} "
+          "(fewer than the spans an event makes means spans were dropped)"]
 if census:
     lines += ["", "Census (perf, one more untimed load per point): write-family calls by kind and thread, per request",
               "", "| load | process | thread | write | writev | sendto | sendmsg | futex | epoll_wait |", "|---|---|---|---|---|---|---|---|---|"]

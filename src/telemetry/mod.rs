@@ -299,7 +299,7 @@ pub(crate) struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(provider) = self.spans.take() {
-            // The batch task runs on the async runtime: shutting down from a thread of its own
+            // The last export runs on the async runtime: shutting down from a thread of its own
             // never blocks the runtime's own workers.
             let _ =
                 std::thread::spawn(move || provider.shutdown_with_timeout(std::time::Duration::from_secs(3))).join();

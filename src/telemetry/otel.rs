@@ -7,6 +7,7 @@
 //! exported by a batch processor whose queue is bounded: when the collector is down or slow,
 //! spans beyond the queue are dropped and a WARNING says so, and no answer ever waits for it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -14,8 +15,11 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+};
 
 /// The service name when `OTEL_SERVICE_NAME` is unset.
 pub(crate) const DEFAULT_SERVICE_NAME: &str = "nsps-wtl-connector";
@@ -116,20 +120,16 @@ pub(crate) fn active() -> bool {
     ACTIVE.load(Ordering::Relaxed)
 }
 
-/// The tracer provider; must be built inside the async runtime (its batch task runs there).
+/// The tracer provider; must be built inside the async runtime (exports run there).
+///
+/// Spans are queued by the SDK's batch processor, whose thread is told to export only when a
+/// batch is full or its interval has passed: ending a span wakes no thread and no task. The
+/// export itself runs on the async runtime ([`Reporting`]), which the HTTP and gRPC clients need.
 pub(super) fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, String> {
-    let exporter = Reporting::new(exporter(settings)?);
-    let batch = opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
-        exporter,
-        opentelemetry_sdk::runtime::Tokio,
-    )
-    .with_batch_config(
-        BatchConfigBuilder::default()
-            .with_max_queue_size(QUEUE)
-            .with_max_export_timeout(EXPORT_TIMEOUT)
-            .build(),
-    )
-    .build();
+    let exporter = Reporting::new(exporter(settings)?, tokio::runtime::Handle::current());
+    let batch = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(BatchConfigBuilder::default().with_max_queue_size(QUEUE).build())
+        .build();
     let mut resource = Resource::builder_empty().with_service_name(settings.service_name.clone());
     for (key, value) in &settings.resource_attributes {
         resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
@@ -179,31 +179,46 @@ fn exporter(settings: &OtelSettings) -> Result<opentelemetry_otlp::SpanExporter,
     built.map_err(|e| format!("the OTLP exporter could not be built: {e}"))
 }
 
-/// The exporter, saying at WARNING when exports start failing (once until one succeeds again)
-/// and at INFO when they recover. These lines are written outside any request span.
+/// The exporter, run on the async runtime and bounded in time, saying at WARNING when exports
+/// start failing (once until one succeeds again) and at INFO when they recover. These lines are
+/// written outside any request span.
 #[derive(Debug)]
 struct Reporting<E> {
-    inner: E,
+    inner: Arc<E>,
+    runtime: tokio::runtime::Handle,
     failing: AtomicBool,
 }
 
 impl<E> Reporting<E> {
-    fn new(inner: E) -> Self {
+    fn new(inner: E, runtime: tokio::runtime::Handle) -> Self {
         Self {
-            inner,
+            inner: Arc::new(inner),
+            runtime,
             failing: AtomicBool::new(false),
         }
     }
 }
 
-impl<E: SpanExporter> SpanExporter for Reporting<E> {
+impl<E: SpanExporter + 'static> Reporting<E> {
+    /// One export on the async runtime, waited for from the batch processor's thread. A collector
+    /// that accepts and never answers fails like one that is down.
+    async fn export_on_runtime(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let inner = Arc::clone(&self.inner);
+        let export = self.runtime.spawn(async move {
+            tokio::time::timeout(EXPORT_TIMEOUT, inner.export(batch))
+                .await
+                .unwrap_or(Err(OTelSdkError::Timeout(EXPORT_TIMEOUT)))
+        });
+        export
+            .await
+            .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(format!("the export was stopped: {e}"))))
+    }
+}
+
+impl<E: SpanExporter + 'static> SpanExporter for Reporting<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len();
-        // Bounded here too: a collector that accepts and never answers fails like one that is down.
-        let result = match tokio::time::timeout(EXPORT_TIMEOUT, self.inner.export(batch)).await {
-            Ok(result) => result,
-            Err(_) => Err(opentelemetry_sdk::error::OTelSdkError::Timeout(EXPORT_TIMEOUT)),
-        };
+        let result = self.export_on_runtime(batch).await;
         match &result {
             Err(e) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
                 target: "nsps_wtl_connector::otel_export",
@@ -224,7 +239,10 @@ impl<E: SpanExporter> SpanExporter for Reporting<E> {
     }
 
     fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+        // Called while the provider is built, before any export holds a copy.
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.set_resource(resource);
+        }
     }
 }
 
