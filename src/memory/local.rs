@@ -481,7 +481,9 @@ mod tests {
             }
         }
         // From (about) a sixteenth of the cap, one step to the whole cap (plus the entry over it).
-        let [.., before, last] = capacities[..] else { panic!("{capacities:?}") };
+        let [.., before, last] = capacities[..] else {
+            panic!("{capacities:?}")
+        };
         assert!(before < 2_000 && last > 16_000, "{capacities:?}");
         assert_eq!(large.order.capacity(), 20_001);
     }
