@@ -3,6 +3,7 @@
 #
 #   bash bench/profile.sh            15 s of load at 4 connections (about 10 000 events under valgrind)
 #   PROFILE_SECONDS=30 bash bench/profile.sh
+#   bash bench/profile.sh --otel     the same with spans exported to a local OTLP sink
 #
 # callgrind counts instructions, not time, so the figure repeats from run to run whatever else the
 # machine is doing: it shows whether a change made the per-event work smaller. The release
@@ -12,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 seconds=${PROFILE_SECONDS:-15}
+otel=false
+[ "${1:-}" = "--otel" ] && otel=true
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -26,12 +29,19 @@ bin=$target/release/nsps-wtl-connector
 
 start_simulator "$bin"
 conn_port=$(free_port)
+export_settings=()
+if $otel; then
+  sink_port=$(free_port)
+  python3 bench/otlp_sink.py "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 &
+  pids+=($!)
+  export_settings=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port")
+fi
 
 mkdir -p bench/results
 out=$root/bench/results/callgrind.out
 (cd "$work" && PORT=$conn_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
   EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
-  exec valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/connector.log" 2>"$work/valgrind.log" &
+  exec env "${export_settings[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/connector.log" 2>"$work/valgrind.log" &
 vg=$!
 pids+=("$vg")
 wait_http "http://127.0.0.1:$conn_port/health" 3000

@@ -1169,6 +1169,10 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         .expect("a redelivery store span");
     assert_eq!(store.parent_span_id, server.span_id);
     assert_eq!(store.attribute("db.system.name"), Some("in-process"));
+    assert!(
+        !spans.iter().any(|s| s.name.starts_with("record ")),
+        "the in-process memory records an outcome without a span"
+    );
 
     let sent = wtl.received_requests().await.unwrap_or_default();
     let traceparent = sent[0]

@@ -280,8 +280,7 @@ async fn execute(
         match state.wtl.execute(call, ids, deadline).await {
             Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
-                let span = telemetry::store_span("record failure", state.memory.system());
-                ticket.failed().instrument(span).await;
+                ticket.failed().instrument(record_span(state, "record failure")).await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);
                 tracing::warn!(
                     imsi = %call.imsi,
@@ -294,14 +293,26 @@ async fn execute(
             }
         }
     }
-    let span = telemetry::store_span("record success", state.memory.system());
-    ticket.succeeded().instrument(span).await;
+    ticket
+        .succeeded()
+        .instrument(record_span(state, "record success"))
+        .await;
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (
         accepted("Event processed successfully", &event.event_id, Some(&done)),
         Outcome::Processed,
     )
+}
+
+/// The span of recording an outcome: a Redis round trip has one; the in-process memory records
+/// in a map update that never waits, which a span would only make costlier to export.
+fn record_span(state: &AppState, operation: &'static str) -> tracing::Span {
+    if state.memory.is_shared() {
+        telemetry::store_span(operation, state.memory.system())
+    } else {
+        tracing::Span::none()
+    }
 }
 
 /// Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and

@@ -166,6 +166,11 @@ impl Store {
         }
     }
 
+    /// Whether the memory is shared through Redis (its operations are round trips).
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.0, Backend::Shared { .. })
+    }
+
     /// Can the memory be used right now? The in-process one always can; the shared one when
     /// Redis answers a `PING` within `REDIS_TIMEOUT`.
     pub async fn available(&self) -> bool {

@@ -200,24 +200,20 @@ fn exported_context(span: &tracing::Span) -> Option<SpanContext> {
 }
 
 /// A client span (one WTL attempt, one token fetch) when spans are exported; else no span at
-/// all, so nothing is spent on it.
-pub(crate) fn client_span(name: &'static str, url: &str, attempt: u32) -> tracing::Span {
+/// all, so nothing is spent on it. The URL comes parsed: the WTL URL is parsed once, not per call.
+pub(crate) fn client_span(name: &'static str, url: &url::Url, attempt: u32) -> tracing::Span {
     if !otel::active() {
         return tracing::Span::none();
     }
-    let address = url::Url::parse(url).ok();
     tracing::error_span!(
         "client",
         "otel.name" = name,
         "otel.kind" = "client",
         "otel.status_code" = tracing::field::Empty,
         "http.request.method" = "POST",
-        "url.full" = url,
-        "server.address" = address.as_ref().and_then(|u| u.host_str()).unwrap_or_default(),
-        "server.port" = address
-            .as_ref()
-            .and_then(url::Url::port_or_known_default)
-            .unwrap_or_default(),
+        "url.full" = url.as_str(),
+        "server.address" = url.host_str().unwrap_or_default(),
+        "server.port" = url.port_or_known_default().unwrap_or_default(),
         "http.request.resend_count" = attempt.saturating_sub(1),
         "http.response.status_code" = tracing::field::Empty,
         "error.type" = tracing::field::Empty,

@@ -177,7 +177,7 @@ impl WtlClient {
             self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
             let live = self.live.load_full();
-            let span = telemetry::client_span("POST /prov", self.prov_url.as_str(), tries.attempt);
+            let span = telemetry::client_span("POST /prov", &self.prov_url, tries.attempt);
             let attempt = self.attempt(&live, call.action, &body, ids, deadline, &span);
             let failure = match attempt.instrument(span.clone()).await {
                 Ok((done, status)) => {

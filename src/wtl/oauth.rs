@@ -272,7 +272,11 @@ impl TokenSource {
         timeout: Duration,
     ) -> Result<(reqwest::StatusCode, Vec<u8>, u64), WtlError> {
         let started = Instant::now();
-        let span = crate::telemetry::client_span("POST token", &self.settings.token_url, 1);
+        // Checked at start-up; a token fetch is rare enough to parse it here.
+        let span = url::Url::parse(&self.settings.token_url).map_or_else(
+            |_| tracing::Span::none(),
+            |url| crate::telemetry::client_span("POST token", &url, 1),
+        );
         let result = async {
             let mut resp = req.send().await?;
             let status = resp.status();
