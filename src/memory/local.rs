@@ -75,14 +75,22 @@ impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
 
     /// Once the table holds a sixteenth of its cap and is full, it is given room for the whole cap
     /// at once (the queue a quarter more, for the stale entries of rewrites). Growing by doubling
-    /// all the way would leave each smaller table behind with the allocator, which keeps it: about
-    /// a third more memory at the cap. A small memory (a quiet service) stays small.
+    /// all the way would leave each smaller table behind with the allocator, which keeps it. A
+    /// small memory (a quiet service) stays small.
+    ///
+    /// At the cap, every write drops the oldest entry, and the hash table counts the marks those
+    /// removals leave against its room: left alone it would double (twice the memory for the same
+    /// entries) once the marks fill it. Its entries are moved out and back in instead (which
+    /// clears the marks), once every few thousand writes.
     fn grow_to_cap_once_large(&mut self) {
         if self.map.len() < self.cap / 16 {
             return;
         }
         if self.map.len() == self.map.capacity() {
-            self.map.reserve(self.cap + 1 - self.map.len());
+            let entries: Vec<_> = self.map.drain().collect();
+            // Drained, the table keeps its allocation with every mark cleared.
+            self.map.reserve(self.cap + 1);
+            self.map.extend(entries);
         }
         let queue = self.cap + self.cap / 4 + 1;
         if self.order.len() == self.order.capacity() && self.order.len() < queue {
@@ -486,6 +494,22 @@ mod tests {
         };
         assert!(before < 2_000 && last > 16_000, "{capacities:?}");
         assert_eq!(large.order.capacity(), 20_001);
+    }
+
+    #[test]
+    fn a_full_table_keeps_its_size_however_long_the_oldest_is_dropped() {
+        let mut table: Bounded<u64, u64> = Bounded::new(10_000);
+        for k in 0..10_000 {
+            table.insert(k, k);
+        }
+        let size = table.map.capacity();
+        for k in 10_000..200_000 {
+            table.insert(k, k);
+            assert!(table.map.capacity() <= size, "grew to {} at {k}", table.map.capacity());
+        }
+        assert_eq!(table.len(), 10_000);
+        assert_eq!(table.get(&189_999), None);
+        assert_eq!(table.get(&190_000), Some(&190_000));
     }
 
     #[test]
