@@ -14,120 +14,20 @@
 //! is, times as integers; about 60 to 90 bytes an entry with the tables' slack (measured by
 //! `bench/`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::bounded::Bounded;
 use super::{Admission, event_time, micros, shown_time};
 use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
-
-/// A map that keeps at most `cap` entries, dropping the least recently written first.
-/// Keys and values are small `Copy` values, so neither table nor queue allocates per entry.
-struct Bounded<K, V> {
-    map: HashMap<K, (V, u64)>,
-    order: VecDeque<(K, u64)>,
-    cap: usize,
-    seq: u64,
-}
-
-impl<K: Hash + Eq + Copy, V> Bounded<K, V> {
-    fn new(cap: usize) -> Self {
-        Self {
-            map: HashMap::new(),
-            order: VecDeque::new(),
-            cap,
-            seq: 0,
-        }
-    }
-
-    fn get(&self, k: &K) -> Option<&V> {
-        self.map.get(k).map(|(v, _)| v)
-    }
-
-    fn insert(&mut self, k: K, v: V) {
-        self.seq += 1;
-        self.grow_to_cap_once_large();
-        self.map.insert(k, (v, self.seq));
-        self.drop_stale_queue_entries();
-        self.order.push_back((k, self.seq));
-        while self.map.len() > self.cap {
-            self.pop_oldest();
-        }
-    }
-
-    /// Rewrites of one key leave stale entries in the order queue: they are dropped before they
-    /// pile up, and rather than grow a full queue once an eighth of the table's size is stale.
-    fn drop_stale_queue_entries(&mut self) {
-        let stale = self.order.len().saturating_sub(self.map.len());
-        let full = self.order.len() == self.order.capacity();
-        if self.order.len() > 2 * self.map.len() + 64 || (full && stale > self.map.len() / 8 + 16) {
-            let map = &self.map;
-            self.order.retain(|(k, s)| map.get(k).is_some_and(|(_, cur)| cur == s));
-        }
-    }
-
-    /// Once the table holds a sixteenth of its cap and is full, it is given room for the whole cap
-    /// at once (the queue a quarter more, for the stale entries of rewrites). Growing by doubling
-    /// all the way would leave each smaller table behind with the allocator, which keeps it. A
-    /// small memory (a quiet service) stays small.
-    ///
-    /// At the cap, every write drops the oldest entry, and the hash table counts the marks those
-    /// removals leave against its room: left alone it would double (twice the memory for the same
-    /// entries) once the marks fill it. Its entries are moved out and back in instead (which
-    /// clears the marks), once every few thousand writes.
-    fn grow_to_cap_once_large(&mut self) {
-        if self.map.len() < self.cap / 16 {
-            return;
-        }
-        if self.map.len() == self.map.capacity() {
-            let entries: Vec<_> = self.map.drain().collect();
-            // Drained, the table keeps its allocation with every mark cleared.
-            self.map.reserve(self.cap + 1);
-            self.map.extend(entries);
-        }
-        let queue = self.cap + self.cap / 4 + 1;
-        if self.order.len() == self.order.capacity() && self.order.len() < queue {
-            self.order.reserve_exact(queue - self.order.len());
-        }
-    }
-
-    fn pop_oldest(&mut self) -> Option<(K, V)> {
-        while let Some((k, s)) = self.order.pop_front() {
-            if self.map.get(&k).is_some_and(|(_, cur)| *cur == s) {
-                return self.map.remove(&k).map(|(v, _)| (k, v));
-            }
-        }
-        None
-    }
-
-    /// Drops entries from the oldest end while `expired` says so.
-    fn drop_oldest_while(&mut self, mut expired: impl FnMut(&V) -> bool) {
-        while let Some((k, s)) = self.order.front() {
-            match self.map.get(k) {
-                Some((v, cur)) if cur == s => {
-                    if !expired(v) {
-                        break;
-                    }
-                    self.pop_oldest();
-                }
-                _ => {
-                    self.order.pop_front();
-                }
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.len()
-    }
-}
 
 /// How a delivery being processed ended, for those waiting on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -471,65 +371,6 @@ mod tests {
         let e = event("e1", None);
         assert_eq!(run(&m, &e, true).await, "ran");
         assert_eq!(run(&m, &e, true).await, "ran");
-    }
-
-    #[test]
-    fn a_small_table_stays_small_and_a_large_one_skips_the_doublings() {
-        let mut small: Bounded<u64, u64> = Bounded::new(1_000_000);
-        for k in 0..100 {
-            small.insert(k, k);
-        }
-        assert!(small.map.capacity() < 1_000, "{}", small.map.capacity());
-        let mut large: Bounded<u64, u64> = Bounded::new(16_000);
-        let mut capacities = vec![];
-        for k in 0..16_000 {
-            large.insert(k, k);
-            if capacities.last() != Some(&large.map.capacity()) {
-                capacities.push(large.map.capacity());
-            }
-        }
-        // From (about) a sixteenth of the cap, one step to the whole cap (plus the entry over it).
-        let [.., before, last] = capacities[..] else {
-            panic!("{capacities:?}")
-        };
-        assert!(before < 2_000 && last > 16_000, "{capacities:?}");
-        assert_eq!(large.order.capacity(), 20_001);
-    }
-
-    #[test]
-    fn a_full_table_keeps_its_size_however_long_the_oldest_is_dropped() {
-        let mut table: Bounded<u64, u64> = Bounded::new(10_000);
-        for k in 0..10_000 {
-            table.insert(k, k);
-        }
-        let size = table.map.capacity();
-        for k in 10_000..200_000 {
-            table.insert(k, k);
-            assert!(table.map.capacity() <= size, "grew to {} at {k}", table.map.capacity());
-        }
-        assert_eq!(table.len(), 10_000);
-        assert_eq!(table.get(&189_999), None);
-        assert_eq!(table.get(&190_000), Some(&190_000));
-    }
-
-    #[test]
-    fn rewrites_do_not_grow_the_order_queue_and_the_oldest_still_goes_first() {
-        let mut table: Bounded<u64, u64> = Bounded::new(1_000);
-        for k in 0..1_000 {
-            table.insert(k, k);
-        }
-        let queue = table.order.capacity();
-        for round in 0..20 {
-            for k in 500..1_000 {
-                table.insert(k, round);
-            }
-        }
-        assert_eq!(table.order.capacity(), queue, "stale entries are dropped instead");
-        assert_eq!(table.len(), 1_000);
-        table.insert(1_000, 0);
-        assert_eq!(table.get(&0), None, "the oldest write is dropped at the cap");
-        assert_eq!(table.get(&1), Some(&1));
-        assert_eq!(table.get(&999), Some(&19));
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! shared through Redis ([`shared`], `REDIS_URL`), so several instances behave as one. The event
 //! handler does not know which it has.
 
+mod bounded;
 pub(crate) mod local;
 pub(crate) mod shared;
 
