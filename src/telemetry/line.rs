@@ -7,6 +7,7 @@
 //! OpenTelemetry, not log fields; the Cloud Logging fields (`logging.googleapis.com/...`) are the
 //! exception.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::Value;
@@ -111,15 +112,6 @@ impl serde::Serialize for Timestamp {
     }
 }
 
-/// The `httpRequest` members of a line, as one object (Cloud Logging's `HttpRequest`).
-struct Members<'a>(Vec<(&'a str, &'a Value)>);
-
-impl serde::Serialize for Members<'_> {
-    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
-        serializer.collect_map(self.0.iter().copied())
-    }
-}
-
 impl serde::Serialize for Line<'_> {
     fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
         use serde::ser::SerializeMap;
@@ -135,14 +127,15 @@ impl serde::Serialize for Line<'_> {
         map.serialize_entry("message", self.own.get("message").unwrap_or(&Value::Null))?;
         map.serialize_entry("target", self.meta.target())?;
         let mut written: Vec<&str> = vec!["message"];
-        let mut http_request = Members(Vec::new());
+        // Cloud Logging's `HttpRequest`, its members borrowed from the fields, in name order.
+        let mut http_request: BTreeMap<&str, &Value> = BTreeMap::new();
         for (name, value) in &self.fields {
             if written.contains(name) || name.starts_with("log.") {
                 continue;
             }
             written.push(name);
             if let Some(member) = name.strip_prefix("httpRequest.") {
-                http_request.0.push((member, value));
+                http_request.insert(member, value);
             } else if let (Some(nested), Value::String(text)) = (name.strip_suffix("_json"), value) {
                 match serde_json::from_str::<Value>(text) {
                     Ok(parsed) => map.serialize_entry(nested, &parsed)?,
@@ -152,8 +145,7 @@ impl serde::Serialize for Line<'_> {
                 map.serialize_entry(name, value)?;
             }
         }
-        if !http_request.0.is_empty() {
-            http_request.0.sort_unstable_by_key(|(member, _)| *member);
+        if !http_request.is_empty() {
             map.serialize_entry("httpRequest", &http_request)?;
         }
         map.end()
