@@ -1,10 +1,10 @@
 //! `POST /process-event`: the event route's own layers, the parsed-event extractor, and the
-//! handler (plan, redelivery memory, WTL calls, answer).
+//! handler (load shedding, time limits, plan, redelivery memory, WTL calls, answer).
 //!
 //! Every await between receiving an event and answering it may be the last one (NSPS hangs up,
 //! `REQUEST_TIMEOUT` or the shutdown cut-off fires). What each leaves behind when dropped:
-//! - reading the body: nothing shared (the `MAX_IN_FLIGHT` permit is released by its drop);
-//! - the shed and timeout layers: a permit and a timer, released by their drops;
+//! - reading the body: nothing shared (the `MAX_IN_FLIGHT` slot and the `REQUEST_TIMEOUT`
+//!   timer are released by their drops);
 //! - `Memory::admit`, waiting for a twin delivery or for the IMSI's lock: the `Ticket` exists
 //!   before the first wait, and its drop unregisters the event and releases or forgets the
 //!   locks, telling waiting twins to go ahead;
@@ -17,20 +17,15 @@
 
 use std::time::Duration;
 
-use axum::BoxError;
 use axum::body::Bytes;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower::load_shed::LoadShedLayer;
-use tower::timeout::TimeoutLayer;
 use tracing::Instrument as _;
 
 use super::AppState;
@@ -78,37 +73,24 @@ fn dry_run(event: &Event, calls: &[WtlCall]) -> Response {
     (StatusCode::ACCEPTED, axum::Json(answer)).into_response()
 }
 
-/// `POST` to an event path with the layers only events need, outermost first: the source
-/// allowlist, the Bearer check and the shutdown gate, load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the shutdown
-/// cut-off, the body limit.
+/// `POST` to an event path: the source allowlist, the Bearer check and the shutdown gate
+/// ([`gate`]), then the body limit; the handler itself sheds load beyond `MAX_IN_FLIGHT`, and
+/// bounds the event by `REQUEST_TIMEOUT` and the shutdown cut-off.
 pub(crate) fn route(state: &AppState) -> MethodRouter<AppState> {
-    let shed_metrics = state.metrics.clone();
-    let limit = state.server.request_timeout;
     post(handle_event).layer(
         ServiceBuilder::new()
-            .layer(middleware::from_fn_with_state(
-                state.clone(),
-                super::source::allow_source,
-            ))
-            .layer(middleware::from_fn_with_state(state.clone(), authorize))
-            .layer(HandleErrorLayer::new(move |_: BoxError| {
-                let metrics = shed_metrics.clone();
-                async move { shed(&metrics) }
-            }))
-            .layer(LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::with_semaphore(state.event_slots.clone()))
-            .layer(HandleErrorLayer::new(
-                move |_: BoxError| async move { timed_out(limit) },
-            ))
-            .layer(TimeoutLayer::new(limit))
-            .layer(middleware::from_fn_with_state(state.clone(), cut_off_at_shutdown))
+            .layer(middleware::from_fn_with_state(state.clone(), gate))
             .layer(DefaultBodyLimit::max(state.server.max_body_bytes)),
     )
 }
 
-/// Auth comes first: an unauthenticated sender learns nothing and its body is never read. Once
-/// shutdown has begun, new events are refused (NSPS redelivers them to a running instance).
-pub(crate) async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Who may send comes first: a source outside `ALLOWED_SOURCE_RANGES`, then an unauthenticated
+/// sender, learns nothing and its body is never read. Once shutdown has begun, new events are
+/// refused (NSPS redelivers them to a running instance).
+pub(crate) async fn gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(refused) = super::source::refusal(&state, &req) {
+        return refused;
+    }
     if let Err(reason) = super::check_bearer(req.headers(), &state.server) {
         tracing::warn!(reason, "event refused: authentication failed");
         return ApiError::unauthorized().into_response();
@@ -136,20 +118,6 @@ fn timed_out(limit: Duration) -> Response {
         None,
         Some(limit),
     )
-}
-
-/// When `SHUTDOWN_TIMEOUT` runs out, an event still running is stopped and answered 503 (never
-/// 2xx: its WTL calls may be incomplete). Dropping the work is safe: see the module comment.
-async fn cut_off_at_shutdown(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let mut cut_off = state.cut_off.clone();
-    tokio::select! {
-        biased;
-        resp = next.run(req) => resp,
-        _ = cut_off.wait_for(|cut| *cut) => {
-            tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
-            ended(ApiError::shutting_down().into_response(), Outcome::CutOff, None, None)
-        }
-    }
 }
 
 /// An event delivery, read and parsed: the handler's input. The rejection is the error answer
@@ -226,17 +194,42 @@ fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
             redelivery store (Redis) unavailable (CONNECTION_ERROR); the connector busy or shutting down (SERVICE_ERROR).",
          headers(("retry-after" = String, description = "Seconds to wait before redelivering."))),
     ))]
-pub(crate) async fn handle_event(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    trace: Option<axum::Extension<TraceContext>>,
-    Delivery(event): Delivery,
-) -> Response {
+pub(crate) async fn handle_event(State(state): State<AppState>, req: Request) -> Response {
+    // Held until the answer is made: `MAX_IN_FLIGHT` events at most are read and run at once.
+    let Ok(_slot) = state.event_slots.clone().try_acquire_owned() else {
+        return shed(&state.metrics);
+    };
+    let limit = state.server.request_timeout;
+    let mut cut_off = state.cut_off.clone();
+    tokio::select! {
+        biased;
+        done = tokio::time::timeout(limit, read_and_decide(&state, req)) => {
+            done.unwrap_or_else(|_| timed_out(limit))
+        }
+        _ = cut_off.wait_for(|cut| *cut) => {
+            tracing::warn!("event cut off at SHUTDOWN_TIMEOUT; NSPS will redeliver it");
+            ended(ApiError::shutting_down().into_response(), Outcome::CutOff, None, None)
+        }
+    }
+}
+
+/// Reads and parses the event, decides and makes its calls. When `REQUEST_TIMEOUT` or
+/// `SHUTDOWN_TIMEOUT` runs out first, [`handle_event`] drops this and answers 503 (never
+/// 2xx: the WTL calls may be incomplete); dropping it is safe, see the module comment.
+async fn read_and_decide(state: &AppState, req: Request) -> Response {
+    let trace = req
+        .extensions()
+        .get::<TraceContext>()
+        .cloned()
+        .unwrap_or_else(|| TraceContext::from_headers(req.headers()));
+    let ids = TraceIds::new(req.headers(), trace);
+    let event = match Delivery::from_request(req, state).await {
+        Ok(Delivery(event)) => event,
+        Err(refused) => return refused,
+    };
     let started = Instant::now();
-    let trace = trace.map_or_else(|| TraceContext::from_headers(&headers), |t| t.0);
-    let ids = TraceIds::new(&headers, trace);
     telemetry::note_event(&event.event_id, &event.data.event_type);
-    let (response, outcome) = decide(&state, &event, &ids, started).await;
+    let (response, outcome) = decide(state, &event, &ids, started).await;
     ended(response, outcome, Some(&event.data.event_type), Some(started.elapsed()))
 }
 

@@ -6,16 +6,16 @@
 //! 2. unusable trace ids dropped, then `x-b3-traceid` and `x-request-id` set (a UUID v4 when
 //!    missing) and echoed on the answer (`SetRequestId`, `PropagateRequestId`);
 //! 3. the request's span (`TraceLayer`): every line logged for it carries its ids;
-//! 4. the client address ([`source::note_client`]: the socket's peer, or the entry of
+//! 4. the access line ([`access_log`]), with Cloud Logging's `httpRequest` object; it first works
+//!    out the client address ([`source::note_client`]: the socket's peer, or the entry of
 //!    `X-Forwarded-For` that `TRUSTED_PROXIES` points at);
-//! 5. the access line ([`access_log`]), with Cloud Logging's `httpRequest` object;
-//! 6. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
+//! 5. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
 //!
 //! The event routes and `/metrics` refuse sources outside `ALLOWED_SOURCE_RANGES`
-//! ([`source::allow_source`]) first; the event routes then add, in this order: the constant-time
-//! Bearer check and the shutdown gate
-//! ([`events::authorize`]), load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, the
-//! shutdown cut-off, and the body limit; the handler then receives a parsed event.
+//! ([`source::refusal`]) first; the event routes then add, in this order: the constant-time
+//! Bearer check and the shutdown gate (both in [`events::gate`], with the source check),
+//! load shedding beyond `MAX_IN_FLIGHT`, `REQUEST_TIMEOUT`, and the body limit; the handler
+//! reads and parses the event and stops it at the shutdown cut-off.
 //!
 //! It knows nothing about WTL beyond the outcome types the client returns, which
 //! [`error::ApiError`] turns into statuses in one place.
@@ -156,7 +156,6 @@ pub(crate) fn router_with(state: AppState, extra: Router<AppState>) -> Normalize
                         .on_response(())
                         .on_failure(()),
                 )
-                .layer(middleware::from_fn_with_state(state.clone(), source::note_client))
                 .layer(middleware::from_fn_with_state(state.clone(), access_log))
                 .layer(CatchPanicLayer::custom(|_| ApiError::internal().into_response())),
         )
@@ -204,8 +203,9 @@ fn usable_id(value: &[u8]) -> bool {
 /// One access line per request, inside the request's span (so it carries the ids, and the
 /// event's id, type and outcome once known): method, path, status, latency, and Cloud
 /// Logging's `httpRequest` object.
-async fn access_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn access_log(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let _in_flight = state.metrics.in_flight();
+    source::note_client(&state, &mut req);
     let started = Instant::now();
     let method = req.method().clone();
     let path = prefix(req.uri().path(), 200).to_string();

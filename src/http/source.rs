@@ -9,7 +9,7 @@
 //!
 //! [`note_client`] works the address out once per request (every route, so the access line's
 //! `httpRequest.remoteIp` has it) and logs the raw header at DEBUG so an operator can confirm
-//! `TRUSTED_PROXIES`; [`allow_source`] refuses, on the event routes and `/metrics`, any address
+//! `TRUSTED_PROXIES`; [`refusal`] refuses, on the event routes and `/metrics`, any address
 //! outside `ALLOWED_SOURCE_RANGES` (an unknown one included), before the token is checked and
 //! before the body is read.
 
@@ -56,8 +56,9 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
         .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
-/// Works out the client address of every request and keeps it in the request's extensions.
-pub(crate) async fn note_client(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// Works out the client address of a request and keeps it in the request's extensions (called
+/// by the access-line middleware, so every route has it).
+pub(crate) fn note_client(state: &AppState, req: &mut Request) {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let trusted = state.server.trusted_proxies;
     let client = client_address(peer, req.headers(), trusted);
@@ -77,24 +78,29 @@ pub(crate) async fn note_client(State(state): State<AppState>, mut req: Request,
         );
     }
     req.extensions_mut().insert(ClientAddr(client));
-    next.run(req).await
+}
+
+/// `ALLOWED_SOURCE_RANGES` as a middleware (`/metrics`): see [`refusal`].
+pub(crate) async fn allow_source(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match refusal(&state, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
 }
 
 /// `ALLOWED_SOURCE_RANGES`: a request from any other address, or from an unknown one, is
-/// answered 403 at once (its token is not checked, its body never read).
-pub(crate) async fn allow_source(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(ranges) = &state.server.allowed_sources else {
-        return next.run(req).await;
-    };
+/// answered 403 at once (its token is not checked, its body never read). `None`: allowed.
+pub(crate) fn refusal(state: &AppState, req: &Request) -> Option<Response> {
+    let ranges = state.server.allowed_sources.as_ref()?;
     let client = req.extensions().get::<ClientAddr>().and_then(|c| c.0);
     if client.is_some_and(|ip| ranges.iter().any(|range| range.contains(&ip))) {
-        return next.run(req).await;
+        return None;
     }
     tracing::warn!(
         client_address = client.map_or_else(|| "unknown".to_string(), |c| c.to_string()),
         "request refused: source address not allowed (ALLOWED_SOURCE_RANGES)"
     );
-    ApiError::source_not_allowed().into_response()
+    Some(ApiError::source_not_allowed().into_response())
 }
 
 #[cfg(test)]

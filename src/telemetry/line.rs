@@ -67,7 +67,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let mut own = FieldValues::default();
+        let mut own = FieldValues::of_event();
         event.record(&mut own);
         let spans: Vec<_> = ctx.event_scope().map(|scope| scope.collect()).unwrap_or_default();
         let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
@@ -153,7 +153,6 @@ impl serde::Serialize for Line<'_> {
 }
 
 /// Fields as JSON values; a name recorded again keeps its latest value.
-#[derive(Default)]
 struct FieldValues(Vec<(&'static str, Value)>, bool);
 
 /// A span field that is an OpenTelemetry attribute (its name holds a dot), not a log field; the
@@ -163,6 +162,11 @@ fn is_attribute(name: &str) -> bool {
 }
 
 impl FieldValues {
+    /// A line's own fields, with room for those of the access line (15).
+    fn of_event() -> Self {
+        Self(Vec::with_capacity(16), false)
+    }
+
     /// A span's fields: its OpenTelemetry attributes are left out.
     fn of_span() -> Self {
         Self(Vec::new(), true)
