@@ -32,7 +32,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, id: &tracing::span::Id, ctx: Context<'_, S>) {
-        let mut fields = FieldValues::of_span();
+        let mut fields = FieldValues(Vec::new());
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(Stored(fields));
@@ -58,7 +58,9 @@ impl<'writer> FormatFields<'writer> for NoText {
     }
 }
 
-/// The JSON line layout: written with serde_json's serializer, member by member.
+/// The JSON line layout: written with serde_json's serializer, member by member. The line's own
+/// fields go straight from tracing's visitor into the line; the spans' fields come from
+/// [`SpanFields`].
 pub(crate) struct JsonLine;
 
 impl<S, N> FormatEvent<S, N> for JsonLine
@@ -67,23 +69,15 @@ where
     N: for<'a> FormatFields<'a> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let mut own = FieldValues::of_event();
-        event.record(&mut own);
         let spans: Vec<_> = ctx.event_scope().map(|scope| scope.collect()).unwrap_or_default();
         let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
         let span_fields = extensions
             .iter()
             .filter_map(|ext| ext.get::<Stored>())
             .flat_map(|stored| stored.0.0.iter());
-        let line = Line {
-            meta: event.metadata(),
-            own: &own,
-            // The line's own fields first, then the nearest span's: the first of a name wins.
-            fields: own.0.iter().chain(span_fields).collect(),
-        };
         // Room for a long line up front: serde_json writes a line in many small pieces.
         let mut text = Vec::with_capacity(LINE_CAPACITY);
-        serde_json::to_writer(&mut text, &line).map_err(|_| fmt::Error)?;
+        write_line(&mut text, event, span_fields).map_err(|_| fmt::Error)?;
         let text = std::str::from_utf8(&text).map_err(|_| fmt::Error)?;
         writer.write_str(text)?;
         writer.write_char('\n')
@@ -93,11 +87,70 @@ where
 /// Bytes reserved for a line: the access line of an event is about 900.
 const LINE_CAPACITY: usize = 2048;
 
-/// One log line, serialised by serde.
-struct Line<'a> {
-    meta: &'static tracing::Metadata<'static>,
-    own: &'a FieldValues,
-    fields: Vec<&'a (&'static str, Value)>,
+/// One line: time, level, message, target, then the line's own fields, then the spans' (the
+/// nearest span first; the first of a name wins), and Cloud Logging's `httpRequest` object.
+fn write_line<'a>(
+    out: &mut Vec<u8>,
+    event: &Event<'_>,
+    span_fields: impl Iterator<Item = &'a (&'static str, Value)>,
+) -> Result<(), serde_json::Error> {
+    use serde::Serializer as _;
+    use serde::ser::SerializeMap;
+    let meta = event.metadata();
+    let mut serializer = serde_json::Serializer::new(out);
+    let mut map = serializer.serialize_map(None)?;
+    let level = level_name(meta.level());
+    let now = OffsetDateTime::now_utc();
+    map.serialize_entry("timestamp", &Timestamp(now))?;
+    // The same instant as Cloud Logging takes it for the entry's time.
+    map.serialize_entry("timestampSeconds", &now.unix_timestamp())?;
+    map.serialize_entry("timestampNanos", &now.nanosecond())?;
+    map.serialize_entry("level", level)?;
+    map.serialize_entry("severity", level)?;
+    let mut own = OwnFields {
+        map: &mut map,
+        target: meta.target(),
+        message_written: false,
+        written: Vec::with_capacity(24),
+        http_request: Vec::new(),
+        failed: None,
+    };
+    own.written.push("message");
+    event.record(&mut own);
+    if !own.message_written {
+        own.message(None);
+    }
+    let OwnFields {
+        mut written,
+        mut http_request,
+        failed,
+        ..
+    } = own;
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    for (name, value) in span_fields {
+        if written.contains(name) || name.starts_with("log.") {
+            continue;
+        }
+        written.push(name);
+        if let Some(member) = name.strip_prefix("httpRequest.") {
+            http_request.push((member, value.clone()));
+        } else if let (Some(nested), Value::String(text)) = (name.strip_suffix("_json"), value)
+            && let Ok(parsed) = serde_json::from_str::<Value>(text)
+        {
+            map.serialize_entry(nested, &parsed)?;
+        } else {
+            map.serialize_entry(name, value)?;
+        }
+    }
+    if !http_request.is_empty() {
+        // Cloud Logging's `HttpRequest`, its members in name order.
+        http_request.sort_by(|a, b| a.0.cmp(b.0));
+        let members: BTreeMap<&str, &Value> = http_request.iter().map(|(k, v)| (*k, v)).collect();
+        map.serialize_entry("httpRequest", &members)?;
+    }
+    map.end()
 }
 
 /// The RFC 3339 time of a line (UTC, nanoseconds), written without an intermediate string.
@@ -112,48 +165,114 @@ impl serde::Serialize for Timestamp {
     }
 }
 
-impl serde::Serialize for Line<'_> {
+/// A value written as text (`%` and `?` fields, the message, errors), encoded as a JSON string
+/// while it is formatted.
+struct Shown<'a>(&'a dyn fmt::Display);
+
+impl serde::Serialize for Shown<'_> {
     fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        let level = level_name(self.meta.level());
-        let now = OffsetDateTime::now_utc();
-        map.serialize_entry("timestamp", &Timestamp(now))?;
-        // The same instant as Cloud Logging takes it for the entry's time.
-        map.serialize_entry("timestampSeconds", &now.unix_timestamp())?;
-        map.serialize_entry("timestampNanos", &now.nanosecond())?;
-        map.serialize_entry("level", level)?;
-        map.serialize_entry("severity", level)?;
-        map.serialize_entry("message", self.own.get("message").unwrap_or(&Value::Null))?;
-        map.serialize_entry("target", self.meta.target())?;
-        let mut written: Vec<&str> = vec!["message"];
-        // Cloud Logging's `HttpRequest`, its members borrowed from the fields, in name order.
-        let mut http_request: BTreeMap<&str, &Value> = BTreeMap::new();
-        for (name, value) in &self.fields {
-            if written.contains(name) || name.starts_with("log.") {
-                continue;
-            }
-            written.push(name);
-            if let Some(member) = name.strip_prefix("httpRequest.") {
-                http_request.insert(member, value);
-            } else if let (Some(nested), Value::String(text)) = (name.strip_suffix("_json"), value) {
-                match serde_json::from_str::<Value>(text) {
-                    Ok(parsed) => map.serialize_entry(nested, &parsed)?,
-                    Err(_) => map.serialize_entry(name, value)?,
-                }
-            } else {
-                map.serialize_entry(name, value)?;
-            }
-        }
-        if !http_request.is_empty() {
-            map.serialize_entry("httpRequest", &http_request)?;
-        }
-        map.end()
+        serializer.collect_str(self.0)
     }
 }
 
-/// Fields as JSON values; a name recorded again keeps its latest value.
-struct FieldValues(Vec<(&'static str, Value)>, bool);
+/// Writes a line's own fields into the line as tracing visits them: the message (tracing's
+/// macros make it the first field) and the target, then the others; the `httpRequest.`
+/// members are kept for the object written last.
+struct OwnFields<'m, M> {
+    map: &'m mut M,
+    target: &'static str,
+    message_written: bool,
+    written: Vec<&'static str>,
+    http_request: Vec<(&'static str, Value)>,
+    failed: Option<serde_json::Error>,
+}
+
+impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> OwnFields<'_, M> {
+    /// The message (`null` for a line without one), then the target.
+    fn message(&mut self, message: Option<&dyn fmt::Display>) {
+        self.message_written = true;
+        let written = self
+            .map
+            .serialize_entry("message", &message.map(Shown))
+            .and_then(|()| self.map.serialize_entry("target", self.target));
+        if let Err(error) = written {
+            self.failed.get_or_insert(error);
+        }
+    }
+
+    fn put<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
+        let name = field.name();
+        if self.failed.is_some() || name == "message" || name.starts_with("log.") {
+            return;
+        }
+        self.written.push(name);
+        let written = match name.strip_prefix("httpRequest.") {
+            Some(member) => serde_json::to_value(value).map(|v| self.http_request.push((member, v))),
+            None => self.map.serialize_entry(name, value),
+        };
+        if let Err(error) = written {
+            self.failed = Some(error);
+        }
+    }
+
+    /// A `*_json` field holding JSON text is nested as a value; any other text stays text.
+    fn put_text(&mut self, field: &Field, text: &str) {
+        if let Some(nested) = field.name().strip_suffix("_json")
+            && self.failed.is_none()
+            && let Ok(parsed) = serde_json::from_str::<Value>(text)
+        {
+            self.written.push(field.name());
+            if let Err(error) = self.map.serialize_entry(nested, &parsed) {
+                self.failed = Some(error);
+            }
+            return;
+        }
+        self.put(field, text);
+    }
+}
+
+impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> Visit for OwnFields<'_, M> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            if !self.message_written {
+                self.message(Some(&value));
+            }
+        } else {
+            self.put_text(field, value);
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            if !self.message_written {
+                self.message(Some(&format_args!("{value:?}")));
+            }
+        } else if field.name().ends_with("_json") {
+            self.put_text(field, &format!("{value:?}"));
+        } else {
+            self.put(field, &Shown(&format_args!("{value:?}")));
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, &value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, &value);
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, &value);
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // Not-a-number and infinities have no JSON form: `null`.
+        self.put(field, &value);
+    }
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.put(field, &Shown(value));
+    }
+}
+
+/// A span's fields as JSON values, its OpenTelemetry attributes left out; a name recorded again
+/// keeps its latest value.
+struct FieldValues(Vec<(&'static str, Value)>);
 
 /// A span field that is an OpenTelemetry attribute (its name holds a dot), not a log field; the
 /// Cloud Logging fields are log fields.
@@ -162,28 +281,14 @@ fn is_attribute(name: &str) -> bool {
 }
 
 impl FieldValues {
-    /// A line's own fields, with room for those of the access line (15).
-    fn of_event() -> Self {
-        Self(Vec::with_capacity(16), false)
-    }
-
-    /// A span's fields: its OpenTelemetry attributes are left out.
-    fn of_span() -> Self {
-        Self(Vec::new(), true)
-    }
-
     fn set(&mut self, field: &Field, value: Value) {
-        if self.1 && is_attribute(field.name()) {
+        if is_attribute(field.name()) {
             return;
         }
         match self.0.iter_mut().find(|(k, _)| *k == field.name()) {
             Some(slot) => slot.1 = value,
             None => self.0.push((field.name(), value)),
         }
-    }
-
-    fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 }
 
