@@ -36,7 +36,7 @@ use crate::memory::{Admission, Ticket};
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
-use crate::telemetry::{self, TraceContext, TraceIds};
+use crate::telemetry::{self, TraceIds};
 
 fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, CallResult)]>) -> Response {
     let answer = Accepted {
@@ -216,13 +216,11 @@ pub(crate) async fn handle_event(State(state): State<AppState>, req: Request) ->
 /// Reads and parses the event, decides and makes its calls. When `REQUEST_TIMEOUT` or
 /// `SHUTDOWN_TIMEOUT` runs out first, [`handle_event`] drops this and answers 503 (never
 /// 2xx: the WTL calls may be incomplete); dropping it is safe, see the module comment.
-async fn read_and_decide(state: &AppState, req: Request) -> Response {
-    let trace = req
-        .extensions()
-        .get::<TraceContext>()
-        .cloned()
-        .unwrap_or_else(|| TraceContext::from_headers(req.headers()));
-    let ids = TraceIds::new(req.headers(), trace);
+async fn read_and_decide(state: &AppState, mut req: Request) -> Response {
+    let ids = match req.extensions_mut().remove::<TraceIds>() {
+        Some(ids) => ids,
+        None => super::trace_ids_of(&req),
+    };
     let event = match Delivery::from_request(req, state).await {
         Ok(Delivery(event)) => event,
         Err(refused) => return refused,

@@ -136,12 +136,14 @@ pub(crate) fn router_with(state: AppState, extra: Router<AppState>) -> Normalize
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |req: &Request| {
-                            let trace = req
-                                .extensions()
-                                .get::<TraceContext>()
-                                .cloned()
-                                .unwrap_or_else(|| TraceContext::from_headers(req.headers()));
-                            let ids = TraceIds::new(req.headers(), trace);
+                            let computed;
+                            let ids = match req.extensions().get::<TraceIds>() {
+                                Some(ids) => ids,
+                                None => {
+                                    computed = trace_ids_of(req);
+                                    &computed
+                                }
+                            };
                             telemetry::request_span(
                                 &ids.request_id,
                                 &ids.unique_id,
@@ -174,12 +176,17 @@ fn drop_unusable_ids(mut req: Request) -> Request {
     req
 }
 
-/// The request's trace context, worked out once from its headers (the span, the logs and
-/// every WTL call of the request use this one).
+/// The request's trace ids and context, worked out once from its headers and kept in its
+/// extensions: the span, the logs and every WTL call of the request use these.
 fn with_trace_context(mut req: Request) -> Request {
-    let trace = TraceContext::from_headers(req.headers());
-    req.extensions_mut().insert(trace);
+    let ids = trace_ids_of(&req);
+    req.extensions_mut().insert(ids);
     req
+}
+
+/// The trace ids and context of a request (the ids already checked or generated at the edge).
+pub(crate) fn trace_ids_of(req: &Request) -> TraceIds {
+    TraceIds::new(req.headers(), TraceContext::from_headers(req.headers()))
 }
 
 /// The route a request path names, for span names (a bounded set: an unknown path is `/*`).
