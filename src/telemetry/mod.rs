@@ -336,6 +336,9 @@ pub(crate) fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, o
         tracing_opentelemetry::layer()
             .with_tracer(otel::tracer(p))
             .with_tracked_inactivity(false)
+            // Parents are taken from the tracing spans; nothing in the connector reads
+            // OpenTelemetry's own current context, so entering a span need not set it.
+            .with_context_activation(false)
             // Source file, line, thread and target on every span cost attributes to build and
             // export on each event, and tell an operator nothing the span's name does not.
             .with_location(false)
