@@ -219,7 +219,7 @@ pub(crate) async fn handle_event(State(state): State<AppState>, req: Request) ->
 async fn read_and_decide(state: &AppState, mut req: Request) -> Response {
     let ids = match req.extensions_mut().remove::<TraceIds>() {
         Some(ids) => ids,
-        None => super::trace_ids_of(&req),
+        None => TraceIds::from_headers(req.headers()),
     };
     let event = match Delivery::from_request(req, state).await {
         Ok(Delivery(event)) => event,

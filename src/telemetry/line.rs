@@ -107,49 +107,23 @@ fn write_line<'a>(
     map.serialize_entry("timestampNanos", &now.nanosecond())?;
     map.serialize_entry("level", level)?;
     map.serialize_entry("severity", level)?;
-    let mut own = OwnFields {
+    let mut fields = LineFields {
         map: &mut map,
         target: meta.target(),
         message_written: false,
         written: Vec::with_capacity(24),
-        http_request: Vec::new(),
+        http_request: BTreeMap::new(),
         failed: None,
     };
-    own.written.push("message");
-    event.record(&mut own);
-    if !own.message_written {
-        own.message(None);
-    }
-    let OwnFields {
-        mut written,
-        mut http_request,
-        failed,
-        ..
-    } = own;
-    if let Some(error) = failed {
-        return Err(error);
+    fields.written.push("message");
+    event.record(&mut fields);
+    if !fields.message_written {
+        fields.message(None);
     }
     for (name, value) in span_fields {
-        if written.contains(name) || name.starts_with("log.") {
-            continue;
-        }
-        written.push(name);
-        if let Some(member) = name.strip_prefix("httpRequest.") {
-            http_request.push((member, value.clone()));
-        } else if let (Some(nested), Value::String(text)) = (name.strip_suffix("_json"), value)
-            && let Ok(parsed) = serde_json::from_str::<Value>(text)
-        {
-            map.serialize_entry(nested, &parsed)?;
-        } else {
-            map.serialize_entry(name, value)?;
-        }
+        fields.put_span_field(name, value);
     }
-    if !http_request.is_empty() {
-        // Cloud Logging's `HttpRequest`, its members in name order.
-        http_request.sort_by(|a, b| a.0.cmp(b.0));
-        let members: BTreeMap<&str, &Value> = http_request.iter().map(|(k, v)| (*k, v)).collect();
-        map.serialize_entry("httpRequest", &members)?;
-    }
+    fields.finish()?;
     map.end()
 }
 
@@ -175,19 +149,19 @@ impl serde::Serialize for Shown<'_> {
     }
 }
 
-/// Writes a line's own fields into the line as tracing visits them: the message (tracing's
-/// macros make it the first field) and the target, then the others; the `httpRequest.`
-/// members are kept for the object written last.
-struct OwnFields<'m, M> {
+/// Writes fields into the line: first the line's own as tracing visits them (the message,
+/// which tracing's macros make the first field, and the target, then the others), then the
+/// spans'. The `httpRequest.` members are kept for the object written last.
+struct LineFields<'m, M> {
     map: &'m mut M,
     target: &'static str,
     message_written: bool,
     written: Vec<&'static str>,
-    http_request: Vec<(&'static str, Value)>,
+    http_request: BTreeMap<&'static str, Value>,
     failed: Option<serde_json::Error>,
 }
 
-impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> OwnFields<'_, M> {
+impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> LineFields<'_, M> {
     /// The message (`null` for a line without one), then the target.
     fn message(&mut self, message: Option<&dyn fmt::Display>) {
         self.message_written = true;
@@ -200,14 +174,15 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> OwnFields<'_, M> {
         }
     }
 
-    fn put<T: serde::Serialize + ?Sized>(&mut self, field: &Field, value: &T) {
-        let name = field.name();
+    fn put<T: serde::Serialize + ?Sized>(&mut self, name: &'static str, value: &T) {
         if self.failed.is_some() || name == "message" || name.starts_with("log.") {
             return;
         }
         self.written.push(name);
         let written = match name.strip_prefix("httpRequest.") {
-            Some(member) => serde_json::to_value(value).map(|v| self.http_request.push((member, v))),
+            Some(member) => serde_json::to_value(value).map(|v| {
+                self.http_request.insert(member, v);
+            }),
             None => self.map.serialize_entry(name, value),
         };
         if let Err(error) = written {
@@ -216,29 +191,51 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> OwnFields<'_, M> {
     }
 
     /// A `*_json` field holding JSON text is nested as a value; any other text stays text.
-    fn put_text(&mut self, field: &Field, text: &str) {
-        if let Some(nested) = field.name().strip_suffix("_json")
+    fn put_text(&mut self, name: &'static str, text: &str) {
+        if let Some(nested) = name.strip_suffix("_json")
             && self.failed.is_none()
             && let Ok(parsed) = serde_json::from_str::<Value>(text)
         {
-            self.written.push(field.name());
+            self.written.push(name);
             if let Err(error) = self.map.serialize_entry(nested, &parsed) {
                 self.failed = Some(error);
             }
             return;
         }
-        self.put(field, text);
+        self.put(name, text);
+    }
+
+    /// A span's field, unless the line or a nearer span already has one of that name.
+    fn put_span_field(&mut self, name: &'static str, value: &Value) {
+        if self.written.contains(&name) {
+            return;
+        }
+        match value {
+            Value::String(text) => self.put_text(name, text),
+            other => self.put(name, other),
+        }
+    }
+
+    /// Cloud Logging's `HttpRequest` object (its members in name order), or the first error.
+    fn finish(self) -> Result<(), serde_json::Error> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        if self.http_request.is_empty() {
+            return Ok(());
+        }
+        self.map.serialize_entry("httpRequest", &self.http_request)
     }
 }
 
-impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> Visit for OwnFields<'_, M> {
+impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> Visit for LineFields<'_, M> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             if !self.message_written {
                 self.message(Some(&value));
             }
         } else {
-            self.put_text(field, value);
+            self.put_text(field.name(), value);
         }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -247,26 +244,26 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> Visit for OwnFields
                 self.message(Some(&format_args!("{value:?}")));
             }
         } else if field.name().ends_with("_json") {
-            self.put_text(field, &format!("{value:?}"));
+            self.put_text(field.name(), &format!("{value:?}"));
         } else {
-            self.put(field, &Shown(&format_args!("{value:?}")));
+            self.put(field.name(), &Shown(&format_args!("{value:?}")));
         }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, &value);
+        self.put(field.name(), &value);
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, &value);
+        self.put(field.name(), &value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, &value);
+        self.put(field.name(), &value);
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
         // Not-a-number and infinities have no JSON form: `null`.
-        self.put(field, &value);
+        self.put(field.name(), &value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, &Shown(value));
+        self.put(field.name(), &Shown(value));
     }
 }
 

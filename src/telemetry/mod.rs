@@ -74,6 +74,11 @@ impl TraceIds {
         }
     }
 
+    /// The ids and trace context of a request, all from its headers.
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Self {
+        Self::new(headers, TraceContext::from_headers(headers))
+    }
+
     #[cfg(test)]
     pub(crate) fn generated() -> Self {
         Self {
