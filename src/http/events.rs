@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, post};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
-use tracing::Instrument as _;
 
 use super::AppState;
 use super::answers::{Accepted, ActionTaken, CallResult};
@@ -36,7 +35,7 @@ use crate::memory::{Admission, Ticket};
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
-use crate::telemetry::{self, TraceIds};
+use crate::telemetry::{self, StepSpan, TraceIds};
 
 fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, CallResult)]>) -> Response {
     let answer = Accepted {
@@ -271,7 +270,7 @@ async fn execute(
         match state.wtl.execute(call, ids, deadline).await {
             Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
-                ticket.failed().instrument(record_span(state, "record failure")).await;
+                record(state, "record failure", ticket.failed()).await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);
                 tracing::warn!(
                     imsi = %call.imsi,
@@ -284,10 +283,7 @@ async fn execute(
             }
         }
     }
-    ticket
-        .succeeded()
-        .instrument(record_span(state, "record success"))
-        .await;
+    record(state, "record success", ticket.succeeded()).await;
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (
@@ -296,22 +292,25 @@ async fn execute(
     )
 }
 
-/// The span of recording an outcome: a Redis round trip has one; the in-process memory records
-/// in a map update that never waits, which a span would only make costlier to export.
-fn record_span(state: &AppState, operation: &'static str) -> tracing::Span {
-    if state.memory.is_shared() {
-        telemetry::store_span(operation, state.memory.system())
+/// Records how the event ended. A Redis round trip gets a span; the in-process memory records in
+/// a map update that never waits, which a span would only make costlier to export.
+async fn record(state: &AppState, operation: &'static str, recording: impl Future<Output = ()>) {
+    let _span = if state.memory.is_shared() {
+        StepSpan::store(operation, state.memory.system())
     } else {
-        tracing::Span::none()
-    }
+        StepSpan::none()
+    };
+    recording.await;
 }
 
 /// Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
 /// concurrent deliveries of one event share one execution. `Err` is the answer when the event
 /// does not run.
 async fn admit(state: &AppState, event: &Event, calls: &[WtlCall]) -> Result<Ticket, (Response, Outcome)> {
-    let store_span = telemetry::store_span("admit", state.memory.system());
-    match state.memory.admit(event, calls).instrument(store_span).await {
+    let visit = StepSpan::store("admit", state.memory.system());
+    let admission = state.memory.admit(event, calls).await;
+    drop(visit);
+    match admission {
         Admission::Proceed(ticket) => Ok(ticket),
         Admission::Duplicate => {
             state.metrics.dedup_hit();

@@ -21,6 +21,7 @@ mod line;
 pub(crate) mod otel;
 mod redact;
 mod settings;
+mod step;
 
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -35,6 +36,7 @@ pub(crate) use line::{JsonLine, NoText, SpanFields};
 pub(crate) use otel::{OtelSettings, Protocol, SamplerSetting};
 pub(crate) use redact::hide_userinfo;
 pub(crate) use settings::Settings;
+pub(crate) use step::StepSpan;
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,10 +90,10 @@ impl TraceIds {
         }
     }
 
-    /// The `traceparent` for a call made from `span` (a client span when spans are exported,
+    /// The `traceparent` for a call made in `step` (its client span when spans are exported,
     /// else the request's own span).
-    pub(crate) fn traceparent_for(&self, span: &tracing::Span) -> String {
-        match exported_context(span) {
+    pub(crate) fn traceparent_for(&self, step: &StepSpan) -> String {
+        match step.span_context() {
             Some(cx) => format!(
                 "00-{}-{}-{:02x}",
                 cx.trace_id(),
@@ -202,56 +204,6 @@ fn exported_context(span: &tracing::Span) -> Option<SpanContext> {
     }
     let cx = span.context().span().span_context().clone();
     cx.is_valid().then_some(cx)
-}
-
-/// A client span (one WTL attempt, one token fetch) when spans are exported; else no span at
-/// all, so nothing is spent on it. The URL comes parsed: the WTL URL is parsed once, not per call.
-pub(crate) fn client_span(name: &'static str, url: &url::Url, attempt: u32) -> tracing::Span {
-    if !otel::active() {
-        return tracing::Span::none();
-    }
-    tracing::error_span!(
-        "client",
-        "otel.name" = name,
-        "otel.kind" = "client",
-        "otel.status_code" = tracing::field::Empty,
-        "http.request.method" = "POST",
-        "url.full" = url.as_str(),
-        "server.address" = url.host_str().unwrap_or_default(),
-        "server.port" = url.port_or_known_default().unwrap_or_default(),
-        "http.request.resend_count" = attempt.saturating_sub(1),
-        "http.response.status_code" = tracing::field::Empty,
-        "error.type" = tracing::field::Empty,
-    )
-}
-
-/// The span of one visit to the redelivery store, when spans are exported.
-pub(crate) fn store_span(operation: &'static str, system: &'static str) -> tracing::Span {
-    if !otel::active() {
-        return tracing::Span::none();
-    }
-    tracing::error_span!(
-        "redelivery_store",
-        "otel.name" = operation,
-        "otel.kind" = if system == "redis" { "client" } else { "internal" },
-        "db.system.name" = system,
-        "db.operation.name" = operation,
-        "otel.status_code" = tracing::field::Empty,
-    )
-}
-
-/// The answer to a client span's call (its status, or why it failed).
-pub(crate) fn note_call(span: &tracing::Span, status: Option<u16>, error: Option<&str>) {
-    if span.is_none() {
-        return;
-    }
-    if let Some(status) = status {
-        span.record("http.response.status_code", status);
-    }
-    if let Some(error) = error {
-        span.record("error.type", error);
-        span.record("otel.status_code", "ERROR");
-    }
 }
 
 /// The event being served: its id and type go on every later line of the request.
@@ -417,7 +369,7 @@ mod tests {
             http::HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
         let ids = TraceIds::new(&headers, TraceContext::from_headers(&headers));
-        let sent = ids.traceparent_for(&tracing::Span::none());
+        let sent = ids.traceparent_for(&StepSpan::none());
         assert_eq!(
             sent,
             format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", ids.trace.span_id)

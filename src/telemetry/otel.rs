@@ -7,8 +7,8 @@
 //! exported by a batch processor whose queue is bounded: when the collector is down or slow,
 //! spans beyond the queue are dropped and a WARNING says so, and no answer ever waits for it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -18,7 +18,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 
 /// The service name when `OTEL_SERVICE_NAME` is unset.
@@ -113,11 +113,18 @@ impl SamplerSetting {
     }
 }
 
-static ACTIVE: AtomicBool = AtomicBool::new(false);
+/// The tracer spans are exported through, once there is one (the first stays: a second
+/// initialisation in one process keeps the first, as the log layers do).
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// Whether spans are exported (the extra spans are only made then).
+/// Whether spans are exported (the steps' spans are only made then).
 pub(crate) fn active() -> bool {
-    ACTIVE.load(Ordering::Relaxed)
+    TRACER.get().is_some()
+}
+
+/// The tracer the steps' own spans are made by ([`super::step`]), when spans are exported.
+pub(super) fn tracer_in_use() -> Option<&'static SdkTracer> {
+    TRACER.get()
 }
 
 /// The tracer provider; must be built inside the async runtime (exports run there).
@@ -139,13 +146,14 @@ pub(super) fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, Str
         .with_sampler(settings.sampler.sampler())
         .with_resource(resource.build())
         .build();
-    ACTIVE.store(true, Ordering::Relaxed);
     Ok(provider)
 }
 
-/// The tracer the `tracing` layer hands spans to.
-pub(super) fn tracer(provider: &SdkTracerProvider) -> opentelemetry_sdk::trace::Tracer {
-    provider.tracer("nsps-wtl-connector")
+/// The tracer the `tracing` layer hands the request spans to, also kept for the steps' spans.
+pub(super) fn tracer(provider: &SdkTracerProvider) -> SdkTracer {
+    let tracer = provider.tracer("nsps-wtl-connector");
+    let _ = TRACER.set(tracer.clone());
+    tracer
 }
 
 fn exporter(settings: &OtelSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {

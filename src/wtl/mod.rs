@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
-use crate::telemetry::{self, TraceIds};
+use crate::telemetry::{StepSpan, TraceIds};
 pub(crate) use body::prov_body;
 pub(crate) use client::{
     ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider,
@@ -46,7 +46,6 @@ pub(crate) use live::Rotated;
 pub(crate) use outcome::{Done, NetFailure, WtlError};
 pub(crate) use proxy::ProxySettings;
 pub(crate) use settings::{AuthMode, OAuthSettings, Settings};
-use tracing::Instrument as _;
 
 /// Upper bound of one exponential back-off step.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
@@ -177,16 +176,15 @@ impl WtlClient {
             self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
             let live = self.live.load_full();
-            let span = telemetry::client_span("POST /prov", &self.prov_url, tries.attempt);
-            let attempt = self.attempt(&live, call.action, &body, ids, deadline, &span);
-            let failure = match attempt.instrument(span.clone()).await {
+            let mut span = StepSpan::client("POST /prov", &self.prov_url, tries.attempt);
+            let failure = match self.attempt(&live, call.action, &body, ids, deadline, &span).await {
                 Ok((done, status)) => {
-                    telemetry::note_call(&span, Some(status), None);
+                    span.answered(Some(status), None);
                     self.log_success(call, tries.attempt, status, started.elapsed(), done);
                     return Ok(done);
                 }
                 Err(f) => {
-                    telemetry::note_call(&span, f.error.wtl_status(), Some(f.error.kind()));
+                    span.answered(f.error.wtl_status(), Some(f.error.kind()));
                     f
                 }
             };
@@ -325,7 +323,7 @@ impl WtlClient {
         body: &Bytes,
         ids: &TraceIds,
         deadline: Instant,
-        span: &tracing::Span,
+        span: &StepSpan,
     ) -> Result<(Done, u16), AttemptFailure> {
         let (auth, token_generation) = live.credentials.header(deadline).await?;
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -26,10 +26,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use super::outcome::{WtlError, error_text};
 use super::settings::OAuthSettings;
+use crate::telemetry::StepSpan;
 
 /// A token in use, and which renewal produced it (so a 401 only discards the token it was
 /// answered to, not a newer one another event already fetched).
@@ -273,26 +273,23 @@ impl TokenSource {
     ) -> Result<(reqwest::StatusCode, Vec<u8>, u64), WtlError> {
         let started = Instant::now();
         // Checked at start-up; a token fetch is rare enough to parse it here.
-        let span = url::Url::parse(&self.settings.token_url).map_or_else(
-            |_| tracing::Span::none(),
-            |url| crate::telemetry::client_span("POST token", &url, 1),
-        );
+        let mut span = url::Url::parse(&self.settings.token_url)
+            .map_or_else(|_| StepSpan::none(), |url| StepSpan::client("POST token", &url, 1));
         let result = async {
             let mut resp = req.send().await?;
             let status = resp.status();
             let body = super::read_capped(&mut resp).await?;
             Ok::<_, reqwest::Error>((status, body))
         }
-        .instrument(span.clone())
         .await;
         let latency_ms = started.elapsed().as_millis() as u64;
         let (status, body) = match result {
             Ok((status, body)) => {
-                crate::telemetry::note_call(&span, Some(status.as_u16()), None);
+                span.answered(Some(status.as_u16()), None);
                 (status, body)
             }
             Err(e) if super::net::limit_ran_out(&e, started, timeout) => {
-                crate::telemetry::note_call(&span, None, Some("timeout"));
+                span.answered(None, Some("timeout"));
                 tracing::warn!(latency_ms, "the WTL token endpoint did not answer in time");
                 return Err(WtlError::TokenEndpointUnreachable {
                     detail: format!(
@@ -303,7 +300,7 @@ impl TokenSource {
                 });
             }
             Err(e) => {
-                crate::telemetry::note_call(&span, None, Some("unreachable"));
+                span.answered(None, Some("unreachable"));
                 let (kind, detail) = super::net::classify(&e);
                 tracing::warn!(latency_ms, failure = kind.as_str(), error = %detail, "the WTL token endpoint could not be reached");
                 return Err(WtlError::TokenEndpointUnreachable {
