@@ -1020,12 +1020,32 @@ mod otlp {
         pub parent_span_id: String,
         pub attributes: Vec<(String, String)>,
         pub resource: Vec<(String, String)>,
+        /// From its start to its end.
+        pub took: std::time::Duration,
     }
 
     impl Span {
         pub fn attribute(&self, key: &str) -> Option<&str> {
             self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
         }
+    }
+
+    /// An OTLP/HTTP receiver that takes every trace export.
+    pub async fn receiver() -> wiremock::MockServer {
+        let receiver = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/traces"))
+            .respond_with(wiremock::ResponseTemplate::new(200).insert_header("content-type", "application/x-protobuf"))
+            .mount(&receiver)
+            .await;
+        receiver
+    }
+
+    /// Every span the receiver was sent.
+    pub async fn received(receiver: &wiremock::MockServer) -> Vec<Span> {
+        let exports = receiver.received_requests().await.unwrap_or_default();
+        let bodies: Vec<Vec<u8>> = exports.iter().map(|r| r.body.clone()).collect();
+        spans(&bodies)
     }
 
     fn text(attributes: &[KeyValue]) -> Vec<(String, String)> {
@@ -1062,6 +1082,9 @@ mod otlp {
                             parent_span_id: hex(&span.parent_span_id),
                             attributes: text(&span.attributes),
                             resource: resource.clone(),
+                            took: std::time::Duration::from_nanos(
+                                span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
+                            ),
                         });
                     }
                 }
@@ -1074,12 +1097,7 @@ mod otlp {
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
     let wtl = wtl_answering_after(Duration::ZERO).await;
-    let collector = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(wiremock::matchers::path("/v1/traces"))
-        .respond_with(ResponseTemplate::new(200).insert_header("content-type", "application/x-protobuf"))
-        .mount(&collector)
-        .await;
+    let collector = otlp::receiver().await;
     let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
     let app = start(&[
         ("API_TOKEN", SECRET_TOKEN),
@@ -1088,6 +1106,7 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=otel-secret-key"),
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+        ("GOOGLE_CLOUD_PROJECT", "otel-project"),
     ]);
     let port = app.port;
     let (mut app, status) = tokio::task::spawn_blocking(move || {
@@ -1117,8 +1136,7 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
             .all(|r| r.headers.get("x-collector-key").is_some_and(|v| v == "otel-secret-key")),
         "OTEL_EXPORTER_OTLP_HEADERS are sent"
     );
-    let bodies: Vec<Vec<u8>> = exports.iter().map(|r| r.body.clone()).collect();
-    let spans = otlp::spans(&bodies);
+    let spans = otlp::received(&collector).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let server = spans
         .iter()
@@ -1202,6 +1220,76 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         access.get("otel.kind").is_none() && access.get("http.route").is_none(),
         "no span attribute in the logs"
     );
+    assert_eq!(
+        access["logging.googleapis.com/trace"],
+        format!("projects/otel-project/traces/{trace}")
+    );
+    assert_eq!(
+        access["logging.googleapis.com/spanId"], server.span_id,
+        "the logs name the exported server span"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_spans_of_a_request_whose_caller_hung_up_end_there_and_are_exported() {
+    let wtl = wtl_answering_after(Duration::from_secs(30)).await;
+    let collector = otlp::receiver().await;
+    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &wtl_uri),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
+    ]);
+    let port = app.port;
+    let mut app = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        app.wait_ready();
+        let body = fixture("sim-deleted.json");
+        let mut caller = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let request = format!(
+            "POST /process-event HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        caller.write_all(request.as_bytes()).expect("write");
+        // The WTL call is under way (it answers after 30 s) when the caller goes.
+        std::thread::sleep(Duration::from_millis(500));
+        drop(caller);
+        std::thread::sleep(Duration::from_millis(300));
+        app.terminate();
+        app
+    })
+    .await
+    .expect("thread");
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(20)),
+        0,
+        "spans are flushed at shutdown"
+    );
+    let spans = otlp::received(&collector).await;
+    let server = spans
+        .iter()
+        .find(|s| s.name == "POST /process-event")
+        .expect("the request's server span");
+    let call = spans
+        .iter()
+        .find(|s| s.name == "POST /prov")
+        .expect("the WTL attempt's span");
+    assert_eq!(call.parent_span_id, server.span_id);
+    for span in [server, call] {
+        assert_eq!(
+            span.attribute("http.response.status_code"),
+            None,
+            "{} ended without an answer",
+            span.name
+        );
+        assert!(
+            span.took < Duration::from_secs(5),
+            "{} ended when the caller hung up, not when WTL or shutdown would have ended it ({:?})",
+            span.name,
+            span.took
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,10 +5,11 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::context::FutureExt as _;
 use tokio::time::Instant;
 
 use super::{AppState, outcome, source};
-use crate::telemetry::{self, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, ServerSpan, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 
 /// A trace id header that is not a sane value (printable ASCII, at most 128 characters) is
 /// dropped, so a fresh id replaces it: it would otherwise reach logs and WTL's headers.
@@ -23,16 +24,21 @@ pub(super) fn drop_unusable_ids(mut req: Request) -> Request {
 
 /// The request's trace ids and context, worked out once from its headers (after the id
 /// layers) and kept in its extensions: the span, the logs and every WTL call of the request use
-/// these.
-pub(super) fn with_trace_ids(mut req: Request) -> Request {
-    let ids = TraceIds::from_headers(req.headers());
+/// these. When spans are exported, the request's server span starts here (its ids become the
+/// request's) and is kept beside them.
+pub(super) fn with_trace_ids(mut req: Request, events_path: Option<&str>) -> Request {
+    let mut ids = TraceIds::from_headers(req.headers());
+    let route = route_of(req.uri().path(), events_path);
+    if let Some(server) = ServerSpan::start(req.method().as_str(), route, &mut ids.trace) {
+        req.extensions_mut().insert(server);
+    }
     req.extensions_mut().insert(ids);
     req
 }
 
-/// The request's span, from the ids [`with_trace_ids`] kept (or, for a request that did not pass
-/// it, its headers).
-pub(super) fn request_span(req: &Request, events_path: Option<&str>, project: Option<&str>) -> tracing::Span {
+/// The request's span for its log lines, from the ids [`with_trace_ids`] kept (or, for a request
+/// that did not pass it, its headers).
+pub(super) fn request_span(req: &Request, project: Option<&str>) -> tracing::Span {
     let from_headers;
     let ids = match req.extensions().get::<TraceIds>() {
         Some(ids) => ids,
@@ -41,14 +47,7 @@ pub(super) fn request_span(req: &Request, events_path: Option<&str>, project: Op
             &from_headers
         }
     };
-    telemetry::request_span(
-        &ids.request_id,
-        &ids.unique_id,
-        req.method().as_str(),
-        route_of(req.uri().path(), events_path),
-        &ids.trace,
-        project,
-    )
+    telemetry::request_span(&ids.request_id, &ids.unique_id, &ids.trace, project)
 }
 
 /// The route a request path names, for span names (a bounded set: an unknown path is `/*`).
@@ -91,11 +90,18 @@ pub(super) async fn log(State(state): State<AppState>, mut req: Request, next: N
     let url = full_url(&req, state.server.trusted_proxies > 0);
     let protocol = protocol_name(req.version());
     let request_size = body_size(req.headers());
-    let resp = next.run(req).await;
+    let server = req.extensions().get::<ServerSpan>().cloned();
+    let resp = match &server {
+        Some(server) => next.run(req).with_context(server.context().clone()).await,
+        None => next.run(req).await,
+    };
     let latency = started.elapsed();
     let status = resp.status().as_u16();
-    telemetry::note_status(status);
-    if let Some(end) = resp.extensions().get::<outcome::Ended>() {
+    let ended = resp.extensions().get::<outcome::Ended>();
+    if let Some(server) = &server {
+        server.end(status, ended.map(|end| end.outcome.as_str()));
+    }
+    if let Some(end) = ended {
         telemetry::note_outcome(end.outcome.as_str());
         let event_type = end.event_type.as_deref().unwrap_or("unknown");
         state

@@ -133,12 +133,10 @@ pub(crate) fn router_with(state: AppState, extra: Router<AppState>) -> Normalize
                 .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeTraceId))
                 .layer(PropagateRequestIdLayer::new(X_B3_TRACEID.clone()))
                 .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-                .map_request(access::with_trace_ids)
+                .map_request(move |req| access::with_trace_ids(req, events_path.as_deref()))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(move |req: &Request| {
-                            access::request_span(req, events_path.as_deref(), project.get())
-                        })
+                        .make_span_with(move |req: &Request| access::request_span(req, project.get()))
                         // The access line below replaces the layer's own lines.
                         .on_request(())
                         .on_response(())

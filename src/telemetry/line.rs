@@ -2,10 +2,6 @@
 //! serde_json) and [`SpanFields`] (a layer keeping each span's fields as JSON values, so a field
 //! recorded later does not reformat the others). Values are encoded by serde_json, so no input can
 //! forge a line.
-//!
-//! Span fields whose names hold a dot (`http.request.method`, `otel.kind`, ...) are attributes for
-//! OpenTelemetry, not log fields; the Cloud Logging fields (`logging.googleapis.com/...`) are the
-//! exception.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -271,17 +267,8 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> Visit for LineField
 /// keeps its latest value.
 struct FieldValues(Vec<(&'static str, Value)>);
 
-/// A span field that is an OpenTelemetry attribute (its name holds a dot), not a log field; the
-/// Cloud Logging fields are log fields.
-fn is_attribute(name: &str) -> bool {
-    name.contains('.') && !name.starts_with("logging.googleapis.com/")
-}
-
 impl FieldValues {
     fn set(&mut self, field: &Field, value: Value) {
-        if is_attribute(field.name()) {
-            return;
-        }
         match self.0.iter_mut().find(|(k, _)| *k == field.name()) {
             Some(slot) => slot.1 = value,
             None => self.0.push((field.name(), value)),
@@ -365,7 +352,7 @@ mod tests {
     fn lines_carry_the_request_span_fields_at_the_top_level() {
         let lines = capture(|| {
             let trace = TraceContext::from_headers(&http::HeaderMap::new());
-            let span = request_span("r-\"1", "u-1", "POST", "/process-event", &trace, None);
+            let span = request_span("r-\"1", "u-1", &trace, None);
             let _g = span.enter();
             tracing::info!("before");
             note_event("e-9", "SIM/Updated");
@@ -388,12 +375,6 @@ mod tests {
         for l in &lines {
             assert!(l["timestamp"].as_str().expect("ts").ends_with('Z'));
             assert_eq!(l["severity"], "INFO");
-        }
-        for attribute in ["otel.name", "otel.kind", "http.request.method", "http.route"] {
-            assert!(
-                lines[0].get(attribute).is_none(),
-                "{attribute} is a span attribute, not a log field"
-            );
         }
         assert!(
             lines[0].get("logging.googleapis.com/trace").is_none(),
@@ -419,7 +400,7 @@ mod tests {
         );
         let trace = TraceContext::from_headers(&headers);
         let lines = capture(|| {
-            let span = request_span("r", "u", "POST", "/process-event", &trace, Some("my-project"));
+            let span = request_span("r", "u", &trace, Some("my-project"));
             let _g = span.enter();
             tracing::info!("one");
             tracing::warn!("two");

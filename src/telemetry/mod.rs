@@ -21,10 +21,8 @@ mod line;
 pub(crate) mod otel;
 mod redact;
 mod settings;
-mod step;
+mod spans;
 
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -36,7 +34,7 @@ pub(crate) use line::{JsonLine, NoText, SpanFields};
 pub(crate) use otel::{OtelSettings, Protocol, SamplerSetting};
 pub(crate) use redact::hide_userinfo;
 pub(crate) use settings::Settings;
-pub(crate) use step::StepSpan;
+pub(crate) use spans::{ServerSpan, StepSpan};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,13 +124,12 @@ impl tower_http::request_id::MakeRequestId for MakeTraceId {
     }
 }
 
-/// The span of one request: a server span for OpenTelemetry, the fields of every log line for
-/// the logs. Made at ERROR level so it exists whatever `LOG_LEVEL` lets through.
+/// The span of one request, whose fields are on every log line written for it (the exported
+/// server span is [`ServerSpan`]). Made at ERROR level so it exists whatever `LOG_LEVEL` lets
+/// through.
 pub(crate) fn request_span(
     request_id: &str,
     unique_id: &str,
-    method: &str,
-    route: &str,
     trace: &TraceContext,
     project: Option<&str>,
 ) -> tracing::Span {
@@ -146,85 +143,32 @@ pub(crate) fn request_span(
         "logging.googleapis.com/trace" = tracing::field::Empty,
         "logging.googleapis.com/spanId" = tracing::field::Empty,
         "logging.googleapis.com/trace_sampled" = tracing::field::Empty,
-        "otel.name" = format!("{method} {route}"),
-        "otel.kind" = "server",
-        "otel.status_code" = tracing::field::Empty,
-        "http.request.method" = method,
-        "http.route" = route,
-        "http.response.status_code" = tracing::field::Empty,
     );
-    let (trace_id, span_id, sampled) = continue_trace(&span, trace);
     if let Some(project) = project {
         span.record(
             "logging.googleapis.com/trace",
-            format!("projects/{project}/traces/{trace_id}"),
+            format!("projects/{project}/traces/{}", trace.trace_id),
         );
-        span.record("logging.googleapis.com/spanId", span_id.as_str());
-        span.record("logging.googleapis.com/trace_sampled", sampled);
+        span.record("logging.googleapis.com/spanId", trace.span_id.as_str());
+        span.record("logging.googleapis.com/trace_sampled", trace.sampled);
     }
     span
 }
 
-/// With spans exported: makes the incoming context the span's parent and returns the ids the
-/// SDK gave the span. Without: the ids of the trace context.
-fn continue_trace(span: &tracing::Span, trace: &TraceContext) -> (String, String, bool) {
-    if otel::active() {
-        if let Some(parent) = remote_parent(trace) {
-            let _ = span.set_parent(parent);
-        }
-        if let Some(cx) = exported_context(span) {
-            return (cx.trace_id().to_string(), cx.span_id().to_string(), cx.is_sampled());
-        }
-    }
-    (trace.trace_id.clone(), trace.span_id.clone(), trace.sampled)
-}
-
-/// The caller's span as a remote parent, when the request named one.
-fn remote_parent(trace: &TraceContext) -> Option<opentelemetry::Context> {
-    let parent = trace.parent_span_id.as_deref()?;
-    let flags = if trace.sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
-    let remote = SpanContext::new(
-        TraceId::from_hex(&trace.trace_id).ok()?,
-        SpanId::from_hex(parent).ok()?,
-        flags,
-        true,
-        TraceState::default(),
-    );
-    Some(opentelemetry::Context::new().with_remote_span_context(remote))
-}
-
-/// The OpenTelemetry span context of `span`, when spans are exported and it has one.
-fn exported_context(span: &tracing::Span) -> Option<SpanContext> {
-    if !otel::active() || span.is_none() {
-        return None;
-    }
-    let cx = span.context().span().span_context().clone();
-    cx.is_valid().then_some(cx)
-}
-
-/// The event being served: its id and type go on every later line of the request.
+/// The event being served: its id and type go on every later line of the request, and on the
+/// request's server span when spans are exported.
 pub(crate) fn note_event(event_id: &str, event_type: &str) {
     let span = tracing::Span::current();
     span.record("event_id", event_id);
     span.record("event_type", event_type);
+    if otel::active() {
+        spans::note_event(event_id, event_type);
+    }
 }
 
 /// How the event ended, for the access line.
 pub(crate) fn note_outcome(outcome: &'static str) {
     tracing::Span::current().record("outcome", outcome);
-}
-
-/// The answer's status on the request's span (a 5xx marks the server span as an error).
-pub(crate) fn note_status(status: u16) {
-    let span = tracing::Span::current();
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
-    }
 }
 
 /// The filter directives for a `LOG_LEVEL` (Python level names, any case). Chatty libraries are
@@ -288,29 +232,12 @@ pub(crate) fn init(log_level: &str, rust_log: Option<&str>, format: LogFormat, o
         Some(Err(problem)) => (None, Some(problem)),
         None => (None, None),
     };
-    // Only the connector's own spans become OpenTelemetry spans (its log lines do not).
-    let spans = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(otel::tracer(p))
-            .with_tracked_inactivity(false)
-            // Parents are taken from the tracing spans; nothing in the connector reads
-            // OpenTelemetry's own current context, so entering a span need not set it.
-            .with_context_activation(false)
-            // Source file, line, thread and target on every span cost attributes to build and
-            // export on each event, and tell an operator nothing the span's name does not.
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_span() && meta.target().starts_with(env!("CARGO_CRATE_NAME"))
-            }))
-    });
+    // The spans are made by `spans` through this tracer; the log lines never become spans.
+    if let Some(provider) = &provider {
+        otel::tracer(provider);
+    }
     // A second initialisation (tests starting several apps in one process) keeps the first.
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .with(spans)
-        .try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
     install_panic_hook();
     if let Some(problem) = problem {
         tracing::warn!(error = %problem, "OpenTelemetry export is off");

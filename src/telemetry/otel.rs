@@ -1,11 +1,11 @@
 //! OpenTelemetry: the connector's spans exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; nothing at all otherwise.
 //!
-//! The spans are the `tracing` spans of the connector itself, handed to the OpenTelemetry SDK by
-//! `tracing-opentelemetry`: a server span per request (its parent the incoming trace context), a
-//! span for the redelivery store, a client span per WTL attempt and per token fetch. They are
-//! exported by a batch processor whose queue is bounded: when the collector is down or slow,
-//! spans beyond the queue are dropped and a WARNING says so, and no answer ever waits for it.
+//! The spans are made through the SDK by [`super::spans`]: a server span per request (its parent
+//! the incoming trace context), a span for the redelivery store, a client span per WTL attempt
+//! and per token fetch. They are exported by a batch processor whose queue is bounded: when the
+//! collector is down or slow, spans beyond the queue are dropped and a WARNING says so, and no
+//! answer ever waits for it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -117,12 +117,12 @@ impl SamplerSetting {
 /// initialisation in one process keeps the first, as the log layers do).
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// Whether spans are exported (the steps' spans are only made then).
+/// Whether spans are exported (spans are only made then).
 pub(crate) fn active() -> bool {
     TRACER.get().is_some()
 }
 
-/// The tracer the steps' own spans are made by ([`super::step`]), when spans are exported.
+/// The tracer spans are made by ([`super::spans`]), when spans are exported.
 pub(super) fn tracer_in_use() -> Option<&'static SdkTracer> {
     TRACER.get()
 }
@@ -149,11 +149,9 @@ pub(super) fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, Str
     Ok(provider)
 }
 
-/// The tracer the `tracing` layer hands the request spans to, also kept for the steps' spans.
-pub(super) fn tracer(provider: &SdkTracerProvider) -> SdkTracer {
-    let tracer = provider.tracer("nsps-wtl-connector");
-    let _ = TRACER.set(tracer.clone());
-    tracer
+/// Makes the provider's tracer the one spans are made by ([`super::spans`]).
+pub(super) fn tracer(provider: &SdkTracerProvider) {
+    let _ = TRACER.set(provider.tracer("nsps-wtl-connector"));
 }
 
 fn exporter(settings: &OtelSettings) -> Result<opentelemetry_otlp::SpanExporter, String> {

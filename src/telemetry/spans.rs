@@ -1,0 +1,169 @@
+//! The spans the connector exports, made straight through the OpenTelemetry SDK when spans are
+//! exported and not at all when they are not: a server span per request ([`ServerSpan`]) and,
+//! as its children, a span per step of it ([`StepSpan`]: each WTL attempt, each token fetch,
+//! each visit to the redelivery store).
+//!
+//! The request's log fields live on a `tracing` span of their own (see [`super::line`]); the
+//! exported spans carry what the specification lists for traces, and nothing of the logs. The
+//! server span is the request's current OpenTelemetry context while its handler runs (the
+//! access-line middleware attaches it to every poll), which is where a step finds its parent.
+//! Every span ends when its last handle is dropped, so a request or step whose future is
+//! dropped half-way still ends its span there.
+
+use opentelemetry::trace::{Span as _, SpanContext, SpanKind, SpanRef, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::{Context, KeyValue};
+
+use super::TraceContext;
+
+/// A request's server span, in the context its steps are children of.
+#[derive(Clone, Debug)]
+pub(crate) struct ServerSpan(Context);
+
+impl ServerSpan {
+    /// Starts the server span of a request, as the child of the caller's span when the request
+    /// named one, and gives `trace` its ids (the SDK's, sampling decision included), which the
+    /// logs and WTL calls then use. `None` when spans are not exported.
+    pub(crate) fn start(method: &str, route: &str, trace: &mut TraceContext) -> Option<Self> {
+        let tracer = super::otel::tracer_in_use()?;
+        let parent = remote_parent(trace).unwrap_or_default();
+        let span = tracer
+            .span_builder(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("http.route", route.to_string()),
+            ])
+            .start_with_context(tracer, &parent);
+        let ids = span.span_context();
+        trace.trace_id = ids.trace_id().to_string();
+        trace.span_id = ids.span_id().to_string();
+        trace.sampled = ids.is_sampled();
+        Some(Self(parent.with_span(span)))
+    }
+
+    /// The context to run the request's handler in.
+    pub(crate) fn context(&self) -> &Context {
+        &self.0
+    }
+
+    /// The answer's status (a 5xx marks the span as an error) and, for an event, its outcome;
+    /// then the span ends.
+    pub(crate) fn end(&self, status: u16, outcome: Option<&'static str>) {
+        let span = self.0.span();
+        span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        if let Some(outcome) = outcome {
+            span.set_attribute(KeyValue::new("outcome", outcome));
+        }
+        if status >= 500 {
+            span.set_status(Status::error(""));
+        }
+        span.end();
+    }
+}
+
+/// The event being served, on the current request's server span (when there is one).
+pub(super) fn note_event(event_id: &str, event_type: &str) {
+    Context::map_current(|cx| {
+        let span: SpanRef<'_> = cx.span();
+        span.set_attribute(KeyValue::new("event_id", event_id.to_string()));
+        span.set_attribute(KeyValue::new("event_type", event_type.to_string()));
+    });
+}
+
+/// The caller's span as a remote parent, when the request named one.
+fn remote_parent(trace: &TraceContext) -> Option<Context> {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    let parent = trace.parent_span_id.as_deref()?;
+    let flags = if trace.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    let remote = SpanContext::new(
+        TraceId::from_hex(&trace.trace_id).ok()?,
+        SpanId::from_hex(parent).ok()?,
+        flags,
+        true,
+        TraceState::default(),
+    );
+    Some(Context::new().with_remote_span_context(remote))
+}
+
+/// One step's span; empty when spans are not exported.
+pub(crate) struct StepSpan(Option<opentelemetry_sdk::trace::Span>);
+
+impl StepSpan {
+    /// No span (for a step that is not worth one).
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// A client span for one HTTP call (a WTL attempt, a token fetch). The URL comes parsed: the
+    /// WTL URL is parsed once, not per call.
+    pub(crate) fn client(name: &'static str, url: &url::Url, attempt: u32) -> Self {
+        Self::start(name, SpanKind::Client, || {
+            vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("url.full", url.as_str().to_string()),
+                KeyValue::new("server.address", url.host_str().unwrap_or_default().to_string()),
+                KeyValue::new(
+                    "server.port",
+                    i64::from(url.port_or_known_default().unwrap_or_default()),
+                ),
+                KeyValue::new("http.request.resend_count", i64::from(attempt.saturating_sub(1))),
+            ]
+        })
+    }
+
+    /// The span of one visit to the redelivery store: a client span for Redis, an internal one
+    /// for the in-process memory.
+    pub(crate) fn store(operation: &'static str, system: &'static str) -> Self {
+        let kind = if system == "redis" {
+            SpanKind::Client
+        } else {
+            SpanKind::Internal
+        };
+        Self::start(operation, kind, || {
+            vec![
+                KeyValue::new("db.system.name", system),
+                KeyValue::new("db.operation.name", operation),
+            ]
+        })
+    }
+
+    /// A span started now as the child of the current request's server span.
+    fn start(name: &'static str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
+        let Some(tracer) = super::otel::tracer_in_use() else {
+            return Self::none();
+        };
+        let builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes());
+        Self(Some(Context::map_current(|parent| {
+            builder.start_with_context(tracer, parent)
+        })))
+    }
+
+    /// How a client span's call ended: its status, or why it failed (which marks the span as an
+    /// error). Ends the span.
+    pub(crate) fn answered(&mut self, status: Option<u16>, error: Option<&str>) {
+        let Some(span) = &mut self.0 else {
+            return;
+        };
+        if let Some(status) = status {
+            span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
+        }
+        if let Some(error) = error {
+            span.set_attribute(KeyValue::new("error.type", error.to_string()));
+            span.set_status(Status::error(error.to_string()));
+        }
+        span.end();
+    }
+
+    /// The span's ids, for the `traceparent` of the call it covers (its parent's sampling
+    /// decision included); none when spans are not exported.
+    pub(crate) fn span_context(&self) -> Option<&SpanContext> {
+        self.0
+            .as_ref()
+            .map(opentelemetry::trace::Span::span_context)
+            .filter(|cx| cx.is_valid())
+    }
+}
