@@ -1094,6 +1094,26 @@ mod otlp {
     }
 }
 
+/// Sends one event (with `headers`, each line ending in CRLF), then stops the connector and
+/// waits for it to exit 0 (its spans flushed); returns it and the event's status.
+async fn one_event_then_stop(app: Running, headers: &'static str) -> (Running, u16) {
+    let port = app.port;
+    let (mut app, status) = tokio::task::spawn_blocking(move || {
+        app.wait_ready();
+        let answer = mini_http::post_with(port, &fixture("sim-deleted.json"), SECRET_TOKEN, headers);
+        app.terminate();
+        (app, answer.status)
+    })
+    .await
+    .expect("thread");
+    assert_eq!(
+        app.wait_exit(Duration::from_secs(20)),
+        0,
+        "spans are flushed at shutdown"
+    );
+    (app, status)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
     let wtl = wtl_answering_after(Duration::ZERO).await;
@@ -1108,26 +1128,12 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
         ("GOOGLE_CLOUD_PROJECT", "otel-project"),
     ]);
-    let port = app.port;
-    let (mut app, status) = tokio::task::spawn_blocking(move || {
-        app.wait_ready();
-        let answer = mini_http::post_with(
-            port,
-            &fixture("sim-deleted.json"),
-            SECRET_TOKEN,
-            "x-b3-traceid: otel-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
-        );
-        app.terminate();
-        (app, answer.status)
-    })
-    .await
-    .expect("thread");
+    let (app, status) = one_event_then_stop(
+        app,
+        "x-b3-traceid: otel-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
+    )
+    .await;
     assert_eq!(status, 202);
-    assert_eq!(
-        app.wait_exit(Duration::from_secs(20)),
-        0,
-        "spans are flushed at shutdown"
-    );
     let exports = collector.received_requests().await.unwrap_or_default();
     assert!(!exports.is_empty(), "the receiver got an export");
     assert!(
@@ -1154,6 +1160,12 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         "the caller's span is the parent"
     );
     assert_eq!(server.attribute("http.request.method"), Some("POST"));
+    assert_eq!(server.attribute("http.route"), Some("/process-event"));
+    assert_eq!(
+        server.attribute("request_id"),
+        Some("otel-1"),
+        "leads from the logs to the trace"
+    );
     assert_eq!(server.attribute("http.response.status_code"), Some("202"));
     assert_eq!(server.attribute("event_type"), Some("SIM/Deleted"));
     assert_eq!(server.attribute("outcome"), Some("processed"));
@@ -1228,6 +1240,65 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         access["logging.googleapis.com/spanId"], server.span_id,
         "the logs name the exported server span"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_fetch_is_a_span_of_the_attempt_it_is_made_for_without_the_credentials() {
+    const CLIENT_SECRET: &str = "client-secret-in-url-357";
+    let wtl = wtl_answering_after(Duration::ZERO).await;
+    let idp = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::path("/token"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                serde_json::json!({"access_token": "tok-1", "expires_in": 3600, "token_type": "Bearer"}),
+            ),
+        )
+        .mount(&idp)
+        .await;
+    let collector = otlp::receiver().await;
+    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
+    let token_url = format!("http://cid:{CLIENT_SECRET}@{}/token", idp.address());
+    let app = start(&[
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", &wtl_uri),
+        ("WTL_AUTH", "oauth2"),
+        ("WTL_OAUTH_TOKEN_URL", &token_url),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
+    ]);
+    let (_app, status) = one_event_then_stop(app, "").await;
+    assert_eq!(status, 202);
+    let spans = otlp::received(&collector).await;
+    let named = |name: &str| {
+        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "no {name} span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    let (server, attempt, token) = (named("POST /process-event"), named("POST /prov"), named("POST token"));
+    assert_eq!(attempt.parent_span_id, server.span_id);
+    assert_eq!(
+        token.parent_span_id, attempt.span_id,
+        "the token was fetched for the attempt"
+    );
+    assert_eq!(token.kind, 3, "SPAN_KIND_CLIENT");
+    assert_eq!(token.attribute("http.response.status_code"), Some("200"));
+    assert_eq!(
+        token.attribute("url.full"),
+        Some(format!("http://{}/token", idp.address()).as_str()),
+        "the URL without its credentials"
+    );
+    for span in &spans {
+        for (key, value) in &span.attributes {
+            assert!(
+                !value.contains(CLIENT_SECRET),
+                "the client secret in {}.{key}",
+                span.name
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,7 +29,7 @@ pub(super) fn drop_unusable_ids(mut req: Request) -> Request {
 pub(super) fn with_trace_ids(mut req: Request, events_path: Option<&str>) -> Request {
     let mut ids = TraceIds::from_headers(req.headers());
     let route = route_of(req.uri().path(), events_path);
-    if let Some(server) = ServerSpan::start(req.method().as_str(), route, &mut ids.trace) {
+    if let Some(server) = ServerSpan::start(req.method().as_str(), route, &ids.request_id, &mut ids.trace) {
         req.extensions_mut().insert(server);
     }
     req.extensions_mut().insert(ids);

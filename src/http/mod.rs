@@ -5,12 +5,15 @@
 //! 1. trailing slashes trimmed (`NormalizePath`);
 //! 2. unusable trace ids dropped, then `x-b3-traceid` and `x-request-id` set (a UUID v4 when
 //!    missing) and echoed on the answer (`SetRequestId`, `PropagateRequestId`);
-//! 3. the request's span (`TraceLayer`, [`access::request_span`]): every line logged for it
-//!    carries its ids;
-//! 4. the access line ([`access::log`]), with Cloud Logging's `httpRequest` object; it first works
+//! 3. the request's trace ids and context worked out once ([`access::with_trace_ids`]), where its
+//!    exported server span starts when spans are exported;
+//! 4. the request's span of the logs (`TraceLayer`, [`access::request_span`]): every line logged
+//!    for it carries its ids;
+//! 5. the access line ([`access::log`]), with Cloud Logging's `httpRequest` object; it first works
 //!    out the client address ([`source::note_client`]: the socket's peer, or the entry of
-//!    `X-Forwarded-For` that `TRUSTED_PROXIES` points at);
-//! 5. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
+//!    `X-Forwarded-For` that `TRUSTED_PROXIES` points at), runs the rest in the server span's
+//!    context and ends that span with the answer;
+//! 6. a panic answered 500 `INTERNAL_ERROR` (`CatchPanic`).
 //!
 //! The event routes and `/metrics` refuse sources outside `ALLOWED_SOURCE_RANGES`
 //! ([`source::refusal`]) first; the event routes then add, in this order: the constant-time

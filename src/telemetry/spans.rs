@@ -4,12 +4,14 @@
 //! each visit to the redelivery store).
 //!
 //! The request's log fields live on a `tracing` span of their own (see [`super::line`]); the
-//! exported spans carry what the specification lists for traces, and nothing of the logs. The
+//! exported spans carry what the specification lists for traces, plus NSPS's `request_id` on the
+//! server span, the one log field that leads from a log line to its trace. The
 //! server span is the request's current OpenTelemetry context while its handler runs (the
 //! access-line middleware attaches it to every poll), which is where a step finds its parent.
 //! Every span ends when its last handle is dropped, so a request or step whose future is
 //! dropped half-way still ends its span there.
 
+use opentelemetry::context::FutureExt as _;
 use opentelemetry::trace::{Span as _, SpanContext, SpanKind, SpanRef, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue};
 
@@ -22,8 +24,10 @@ pub(crate) struct ServerSpan(Context);
 impl ServerSpan {
     /// Starts the server span of a request, as the child of the caller's span when the request
     /// named one, and gives `trace` its ids (the SDK's, sampling decision included), which the
-    /// logs and WTL calls then use. `None` when spans are not exported.
-    pub(crate) fn start(method: &str, route: &str, trace: &mut TraceContext) -> Option<Self> {
+    /// logs and WTL calls then use. `request_id` (NSPS's trace id, on every log line) goes on the
+    /// span too, so a log line leads to its trace where the logs carry no trace id. `None` when
+    /// spans are not exported (or the SDK gives no valid ids: the request keeps its own).
+    pub(crate) fn start(method: &str, route: &str, request_id: &str, trace: &mut TraceContext) -> Option<Self> {
         let tracer = super::otel::tracer_in_use()?;
         let parent = remote_parent(trace).unwrap_or_default();
         let span = tracer
@@ -32,9 +36,13 @@ impl ServerSpan {
             .with_attributes([
                 KeyValue::new("http.request.method", method.to_string()),
                 KeyValue::new("http.route", route.to_string()),
+                KeyValue::new("request_id", request_id.to_string()),
             ])
             .start_with_context(tracer, &parent);
         let ids = span.span_context();
+        if !ids.is_valid() {
+            return None;
+        }
         trace.trace_id = ids.trace_id().to_string();
         trace.span_id = ids.span_id().to_string();
         trace.sampled = ids.is_sampled();
@@ -89,8 +97,9 @@ fn remote_parent(trace: &TraceContext) -> Option<Context> {
     Some(Context::new().with_remote_span_context(remote))
 }
 
-/// One step's span; empty when spans are not exported.
-pub(crate) struct StepSpan(Option<opentelemetry_sdk::trace::Span>);
+/// One step's span, in the context its own steps are children of (a token fetch made for a WTL
+/// attempt is the attempt's child); empty when spans are not exported.
+pub(crate) struct StepSpan(Option<Context>);
 
 impl StepSpan {
     /// No span (for a step that is not worth one).
@@ -131,23 +140,37 @@ impl StepSpan {
         })
     }
 
-    /// A span started now as the child of the current request's server span.
+    /// A span started now as the child of the current span (the request's server span, or the
+    /// step this one is part of); none outside a request's span, where it would start a trace
+    /// of its own that nothing else belongs to.
     fn start(name: &'static str, kind: SpanKind, attributes: impl FnOnce() -> Vec<KeyValue>) -> Self {
         let Some(tracer) = super::otel::tracer_in_use() else {
             return Self::none();
         };
-        let builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes());
-        Self(Some(Context::map_current(|parent| {
-            builder.start_with_context(tracer, parent)
-        })))
+        Self(Context::map_current(|parent| {
+            parent.has_active_span().then(|| {
+                let builder = tracer.span_builder(name).with_kind(kind).with_attributes(attributes());
+                parent.with_span(builder.start_with_context(tracer, parent))
+            })
+        }))
+    }
+
+    /// Runs `step` with this span as its current span, so the spans it starts are children of
+    /// this one.
+    pub(crate) async fn around<F: Future>(&self, step: F) -> F::Output {
+        match &self.0 {
+            Some(cx) => step.with_context(cx.clone()).await,
+            None => step.await,
+        }
     }
 
     /// How a client span's call ended: its status, or why it failed (which marks the span as an
     /// error). Ends the span.
-    pub(crate) fn answered(&mut self, status: Option<u16>, error: Option<&str>) {
-        let Some(span) = &mut self.0 else {
+    pub(crate) fn answered(&self, status: Option<u16>, error: Option<&str>) {
+        let Some(cx) = &self.0 else {
             return;
         };
+        let span = cx.span();
         if let Some(status) = status {
             span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
         }
@@ -160,10 +183,9 @@ impl StepSpan {
 
     /// The span's ids, for the `traceparent` of the call it covers (its parent's sampling
     /// decision included); none when spans are not exported.
-    pub(crate) fn span_context(&self) -> Option<&SpanContext> {
-        self.0
-            .as_ref()
-            .map(opentelemetry::trace::Span::span_context)
-            .filter(|cx| cx.is_valid())
+    pub(crate) fn span_context(&self) -> Option<SpanContext> {
+        let cx = self.0.as_ref()?;
+        let ids = cx.span().span_context().clone();
+        ids.is_valid().then_some(ids)
     }
 }

@@ -176,8 +176,9 @@ impl WtlClient {
             self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
             let live = self.live.load_full();
-            let mut span = StepSpan::client("POST /prov", &self.prov_url, tries.attempt);
-            let failure = match self.attempt(&live, call.action, &body, ids, deadline, &span).await {
+            let span = StepSpan::client("POST /prov", &self.prov_url, tries.attempt);
+            let attempt = self.attempt(&live, call.action, &body, ids, deadline, &span);
+            let failure = match span.around(attempt).await {
                 Ok((done, status)) => {
                     span.answered(Some(status), None);
                     self.log_success(call, tries.attempt, status, started.elapsed(), done);

@@ -273,7 +273,7 @@ impl TokenSource {
     ) -> Result<(reqwest::StatusCode, Vec<u8>, u64), WtlError> {
         let started = Instant::now();
         // Checked at start-up; a token fetch is rare enough to parse it here.
-        let mut span = url::Url::parse(&self.settings.token_url)
+        let span = url::Url::parse(&self.settings.token_url)
             .map_or_else(|_| StepSpan::none(), |url| StepSpan::client("POST token", &url, 1));
         let result = async {
             let mut resp = req.send().await?;
