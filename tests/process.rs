@@ -1094,6 +1094,32 @@ mod otlp {
     }
 }
 
+/// A WTL stand-in answering after `wtl_delay`, an OTLP receiver, and the connector calling the
+/// one and exporting spans to the other, with `extra` settings.
+async fn exporting_connector(wtl_delay: Duration, extra: &[(&str, &str)]) -> (MockServer, MockServer, Running) {
+    let wtl = wtl_answering_after(wtl_delay).await;
+    let collector = otlp::receiver().await;
+    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
+    let mut vars = vec![
+        ("API_TOKEN", SECRET_TOKEN),
+        ("WTL_API_URL", wtl_uri.as_str()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector_uri.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    let app = start(&vars);
+    (wtl, collector, app)
+}
+
+/// The `traceparent` header of the first call WTL received.
+async fn first_traceparent(wtl: &MockServer) -> String {
+    let sent = wtl.received_requests().await.unwrap_or_default();
+    sent.first()
+        .and_then(|call| call.headers.get("traceparent"))
+        .and_then(|v| v.to_str().ok())
+        .expect("a call with a traceparent")
+        .to_string()
+}
+
 /// Sends one event (with `headers`, each line ending in CRLF), then stops the connector and
 /// waits for it to exit 0 (its spans flushed); returns it and the event's status.
 async fn one_event_then_stop(app: Running, headers: &'static str) -> (Running, u16) {
@@ -1116,18 +1142,17 @@ async fn one_event_then_stop(app: Running, headers: &'static str) -> (Running, u
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
-    let wtl = wtl_answering_after(Duration::ZERO).await;
-    let collector = otlp::receiver().await;
-    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
-    let app = start(&[
-        ("API_TOKEN", SECRET_TOKEN),
-        ("WTL_API_URL", &wtl_uri),
-        ("WTL_API_TOKEN", WTL_SECRET),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=otel-secret-key"),
-        ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
-        ("GOOGLE_CLOUD_PROJECT", "otel-project"),
-    ]);
+    let (wtl, collector, app) = exporting_connector(
+        Duration::ZERO,
+        &[
+            ("WTL_API_TOKEN", WTL_SECRET),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=otel-secret-key"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("GOOGLE_CLOUD_PROJECT", "otel-project"),
+        ],
+    )
+    .await;
+    let wtl_uri = wtl.uri();
     let (app, status) = one_event_then_stop(
         app,
         "x-b3-traceid: otel-1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n",
@@ -1204,12 +1229,7 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         "the in-process memory records an outcome without a span"
     );
 
-    let sent = wtl.received_requests().await.unwrap_or_default();
-    let traceparent = sent[0]
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .expect("traceparent");
+    let traceparent = first_traceparent(&wtl).await;
     assert_eq!(
         traceparent,
         format!("00-{trace}-{}-01", call.span_id),
@@ -1245,7 +1265,6 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_fetch_is_a_span_of_the_attempt_it_is_made_for_without_the_credentials() {
     const CLIENT_SECRET: &str = "client-secret-in-url-357";
-    let wtl = wtl_answering_after(Duration::ZERO).await;
     let idp = MockServer::start().await;
     Mock::given(method("POST"))
         .and(wiremock::matchers::path("/token"))
@@ -1256,16 +1275,12 @@ async fn a_token_fetch_is_a_span_of_the_attempt_it_is_made_for_without_the_crede
         )
         .mount(&idp)
         .await;
-    let collector = otlp::receiver().await;
-    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
     let token_url = format!("http://cid:{CLIENT_SECRET}@{}/token", idp.address());
-    let app = start(&[
-        ("API_TOKEN", SECRET_TOKEN),
-        ("WTL_API_URL", &wtl_uri),
-        ("WTL_AUTH", "oauth2"),
-        ("WTL_OAUTH_TOKEN_URL", &token_url),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
-    ]);
+    let (_wtl, collector, app) = exporting_connector(
+        Duration::ZERO,
+        &[("WTL_AUTH", "oauth2"), ("WTL_OAUTH_TOKEN_URL", &token_url)],
+    )
+    .await;
     let (_app, status) = one_event_then_stop(app, "").await;
     assert_eq!(status, 202);
     let spans = otlp::received(&collector).await;
@@ -1302,15 +1317,45 @@ async fn a_token_fetch_is_a_span_of_the_attempt_it_is_made_for_without_the_crede
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_and_wtl_is_told_so() {
+    let (wtl, collector, app) = exporting_connector(Duration::ZERO, &[("GOOGLE_CLOUD_PROJECT", "otel-project")]).await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let (app, status) = one_event_then_stop(
+        app,
+        "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00\r\n",
+    )
+    .await;
+    assert_eq!(status, 202);
+    let spans = otlp::received(&collector).await;
+    assert!(
+        spans.iter().any(|s| s.name == "GET /health"),
+        "the readiness checks' own traces are exported"
+    );
+    assert!(
+        !spans.iter().any(|s| s.trace_id == trace),
+        "the default sampler follows the caller's decision: {:?}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let traceparent = first_traceparent(&wtl).await;
+    assert!(
+        traceparent.starts_with(&format!("00-{trace}-")) && traceparent.ends_with("-00"),
+        "WTL continues the trace, unsampled: {traceparent}"
+    );
+    let lines = app.json_lines();
+    let access = lines
+        .iter()
+        .find(|l| l["message"] == "request completed" && l["method"] == "POST")
+        .expect("the event's access line");
+    assert_eq!(
+        access["logging.googleapis.com/trace"],
+        format!("projects/otel-project/traces/{trace}")
+    );
+    assert_eq!(access["logging.googleapis.com/trace_sampled"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_spans_of_a_request_whose_caller_hung_up_end_there_and_are_exported() {
-    let wtl = wtl_answering_after(Duration::from_secs(30)).await;
-    let collector = otlp::receiver().await;
-    let (wtl_uri, collector_uri) = (wtl.uri(), collector.uri());
-    let app = start(&[
-        ("API_TOKEN", SECRET_TOKEN),
-        ("WTL_API_URL", &wtl_uri),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_uri),
-    ]);
+    let (_wtl, collector, app) = exporting_connector(Duration::from_secs(30), &[]).await;
     let port = app.port;
     let mut app = tokio::task::spawn_blocking(move || {
         use std::io::Write;
