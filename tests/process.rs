@@ -119,6 +119,14 @@ impl Running {
         }
     }
 
+    /// The access line of the event (the one POST) the connector served.
+    fn event_access_line(&self) -> serde_json::Value {
+        self.json_lines()
+            .into_iter()
+            .find(|l| l["message"] == "request completed" && l["method"] == "POST")
+            .expect("the event's access line")
+    }
+
     fn json_lines(&self) -> Vec<serde_json::Value> {
         // Let the reader thread drain the pipe after exit.
         std::thread::sleep(Duration::from_millis(100));
@@ -1243,11 +1251,8 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
             }
         }
     }
-    let lines = app.json_lines();
-    let access = lines
-        .iter()
-        .find(|l| l["request_id"] == "otel-1" && l["message"] == "request completed")
-        .expect("access line");
+    let access = app.event_access_line();
+    assert_eq!(access["request_id"], "otel-1");
     assert!(
         access.get("otel.kind").is_none() && access.get("http.route").is_none(),
         "no span attribute in the logs"
@@ -1341,11 +1346,7 @@ async fn a_caller_that_did_not_sample_its_trace_gets_no_spans_and_wtl_is_told_so
         traceparent.starts_with(&format!("00-{trace}-")) && traceparent.ends_with("-00"),
         "WTL continues the trace, unsampled: {traceparent}"
     );
-    let lines = app.json_lines();
-    let access = lines
-        .iter()
-        .find(|l| l["message"] == "request completed" && l["method"] == "POST")
-        .expect("the event's access line");
+    let access = app.event_access_line();
     assert_eq!(
         access["logging.googleapis.com/trace"],
         format!("projects/otel-project/traces/{trace}")
@@ -1508,11 +1509,8 @@ async fn on_cloud_run_the_project_comes_from_the_metadata_server_without_delayin
     assert_eq!(app.wait_exit(Duration::from_secs(20)), 0);
     let asked = metadata.received_requests().await.unwrap_or_default();
     assert_eq!(asked.len(), 1, "asked once");
-    let lines = app.json_lines();
-    let access = lines
-        .iter()
-        .find(|l| l["request_id"] == "md-1" && l["message"] == "request completed")
-        .expect("access line");
+    let access = app.event_access_line();
+    assert_eq!(access["request_id"], "md-1");
     assert_eq!(
         access["logging.googleapis.com/trace"],
         "projects/nsps-from-metadata/traces/4bf92f3577b34da6a3ce929d0e0e4736"

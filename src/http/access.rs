@@ -5,7 +5,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::context::FutureExt as _;
 use tokio::time::Instant;
 
 use super::{AppState, outcome, source};
@@ -91,10 +90,7 @@ pub(super) async fn log(State(state): State<AppState>, mut req: Request, next: N
     let protocol = protocol_name(req.version());
     let request_size = body_size(req.headers());
     let server = req.extensions().get::<ServerSpan>().cloned();
-    let resp = match &server {
-        Some(server) => next.run(req).with_context(server.context().clone()).await,
-        None => next.run(req).await,
-    };
+    let resp = ServerSpan::around(server.as_ref(), next.run(req)).await;
     let latency = started.elapsed();
     let status = resp.status().as_u16();
     let ended = resp.extensions().get::<outcome::Ended>();

@@ -270,7 +270,7 @@ async fn execute(
         match state.wtl.execute(call, ids, deadline).await {
             Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
-                record(state, "record failure", ticket.failed()).await;
+                record_span(state, "record failure").around(ticket.failed()).await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);
                 tracing::warn!(
                     imsi = %call.imsi,
@@ -283,7 +283,7 @@ async fn execute(
             }
         }
     }
-    record(state, "record success", ticket.succeeded()).await;
+    record_span(state, "record success").around(ticket.succeeded()).await;
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (
@@ -292,24 +292,23 @@ async fn execute(
     )
 }
 
-/// Records how the event ended. A Redis round trip gets a span; the in-process memory records in
-/// a map update that never waits, which a span would only make costlier to export.
-async fn record(state: &AppState, operation: &'static str, recording: impl Future<Output = ()>) {
-    let _span = if state.memory.is_shared() {
+/// The span of recording how the event ended: a Redis round trip has one; the in-process memory
+/// records in a map update that never waits, which a span would only make costlier to export.
+fn record_span(state: &AppState, operation: &'static str) -> StepSpan {
+    if state.memory.is_shared() {
         StepSpan::store(operation, state.memory.system())
     } else {
         StepSpan::none()
-    };
-    recording.await;
+    }
 }
 
 /// Redelivery protection: a duplicate is answered from memory, a stale event is skipped, and
 /// concurrent deliveries of one event share one execution. `Err` is the answer when the event
 /// does not run.
 async fn admit(state: &AppState, event: &Event, calls: &[WtlCall]) -> Result<Ticket, (Response, Outcome)> {
-    let visit = StepSpan::store("admit", state.memory.system());
-    let admission = state.memory.admit(event, calls).await;
-    drop(visit);
+    let admission = StepSpan::store("admit", state.memory.system())
+        .around(state.memory.admit(event, calls))
+        .await;
     match admission {
         Admission::Proceed(ticket) => Ok(ticket),
         Admission::Duplicate => {

@@ -161,9 +161,7 @@ pub(crate) fn note_event(event_id: &str, event_type: &str) {
     let span = tracing::Span::current();
     span.record("event_id", event_id);
     span.record("event_type", event_type);
-    if otel::active() {
-        spans::note_event(event_id, event_type);
-    }
+    spans::note_event(event_id, event_type);
 }
 
 /// How the event ended, for the access line.

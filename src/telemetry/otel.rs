@@ -117,12 +117,8 @@ impl SamplerSetting {
 /// initialisation in one process keeps the first, as the log layers do).
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
-/// Whether spans are exported (spans are only made then).
-pub(crate) fn active() -> bool {
-    TRACER.get().is_some()
-}
-
-/// The tracer spans are made by ([`super::spans`]), when spans are exported.
+/// The tracer spans are made by ([`super::spans`]), when spans are exported (spans are only
+/// made then).
 pub(super) fn tracer_in_use() -> Option<&'static SdkTracer> {
     TRACER.get()
 }

@@ -49,9 +49,10 @@ impl ServerSpan {
         Some(Self(parent.with_span(span)))
     }
 
-    /// The context to run the request's handler in.
-    pub(crate) fn context(&self) -> &Context {
-        &self.0
+    /// Runs the request's handler with the server span (when there is one) as its current
+    /// context, where its steps find their parent.
+    pub(crate) async fn around<F: Future>(server: Option<&Self>, handler: F) -> F::Output {
+        in_context(server.map(|s| &s.0), handler).await
     }
 
     /// The answer's status (a 5xx marks the span as an error) and, for an event, its outcome;
@@ -69,13 +70,24 @@ impl ServerSpan {
     }
 }
 
-/// The event being served, on the current request's server span (when there is one).
+/// The event being served, on the current request's server span (when spans are exported).
 pub(super) fn note_event(event_id: &str, event_type: &str) {
+    if super::otel::tracer_in_use().is_none() {
+        return;
+    }
     Context::map_current(|cx| {
         let span: SpanRef<'_> = cx.span();
         span.set_attribute(KeyValue::new("event_id", event_id.to_string()));
         span.set_attribute(KeyValue::new("event_type", event_type.to_string()));
     });
+}
+
+/// Runs `future` with `cx` as its current context on every poll; without one, as it is.
+async fn in_context<F: Future>(cx: Option<&Context>, future: F) -> F::Output {
+    match cx {
+        Some(cx) => future.with_context(cx.clone()).await,
+        None => future.await,
+    }
 }
 
 /// The caller's span as a remote parent, when the request named one.
@@ -158,10 +170,7 @@ impl StepSpan {
     /// Runs `step` with this span as its current span, so the spans it starts are children of
     /// this one.
     pub(crate) async fn around<F: Future>(&self, step: F) -> F::Output {
-        match &self.0 {
-            Some(cx) => step.with_context(cx.clone()).await,
-            None => step.await,
-        }
+        in_context(self.0.as_ref(), step).await
     }
 
     /// How a client span's call ended: its status, or why it failed (which marks the span as an
