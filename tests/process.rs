@@ -24,6 +24,9 @@ struct Running {
     child: Child,
     port: u16,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stdout into `lines`; joined once the process has exited, so that the
+    /// output read after `wait_exit` is all of it.
+    reader: Option<std::thread::JoinHandle<()>>,
     dir: std::path::PathBuf,
 }
 
@@ -66,7 +69,7 @@ fn start_with_args(args: &[&str], vars: &[(&str, &str)]) -> Running {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let stdout = child.stdout.take().expect("stdout");
     let sink = lines.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             sink.lock().expect("lock").push(line);
         }
@@ -75,6 +78,7 @@ fn start_with_args(args: &[&str], vars: &[(&str, &str)]) -> Running {
         child,
         port,
         lines,
+        reader: Some(reader),
         dir,
     }
 }
@@ -109,6 +113,10 @@ impl Running {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
+                // The pipe is closed now: the reader ends once it has read the last line.
+                if let Some(reader) = self.reader.take() {
+                    reader.join().expect("the output reader");
+                }
                 return status.code().unwrap_or(-1);
             }
             if Instant::now() > deadline {
@@ -128,18 +136,20 @@ impl Running {
     }
 
     fn json_lines(&self) -> Vec<serde_json::Value> {
-        // Let the reader thread drain the pipe after exit.
-        std::thread::sleep(Duration::from_millis(100));
-        self.lines
-            .lock()
-            .expect("lock")
+        self.output()
             .iter()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
             .collect()
     }
 
     fn raw_output(&self) -> String {
-        self.lines.lock().expect("lock").join("\n")
+        self.output().join("\n")
+    }
+
+    /// Every line the process wrote to stdout; read after `wait_exit`, which saw the last one.
+    fn output(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        assert!(self.reader.is_none(), "the output is read once the process has exited");
+        self.lines.lock().expect("lock")
     }
 }
 
@@ -171,14 +181,21 @@ mod mini_http {
 
         /// POSTs an event with `extra` header lines (each ending in CRLF).
         pub fn post_with(port: u16, body: &str, token: &str, extra: &str) -> Answer {
+            send(
+                port,
+                &format!(
+                    "POST /process-event HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/json\r\nUser-Agent: nsps-test\r\n{extra}\
+                     Content-Length: {}\r\n\r\n{body}",
+                    body.len()
+                ),
+            )
+        }
+
+        /// Sends `request` as it is (on a connection it closes) and reads the answer.
+        pub fn send(port: u16, request: &str) -> Answer {
             let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            let req = format!(
-                "POST /process-event HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\
-                 Content-Type: application/json\r\nUser-Agent: nsps-test\r\n{extra}\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            s.write_all(req.as_bytes()).expect("write");
+            s.write_all(request.as_bytes()).expect("write");
             let mut out = String::new();
             s.read_to_string(&mut out).expect("read");
             let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
@@ -851,7 +868,6 @@ fn log_level_and_format_are_honoured() {
     assert_eq!(answer.status, 503, "{}", answer.body);
     text.terminate();
     assert_eq!(text.wait_exit(Duration::from_secs(20)), 0);
-    std::thread::sleep(Duration::from_millis(100));
     let raw = text.raw_output();
     assert!(raw.contains("INFO") && raw.contains("connector listening"), "{raw}");
     let access = raw
@@ -1030,6 +1046,8 @@ mod otlp {
         pub resource: Vec<(String, String)>,
         /// From its start to its end.
         pub took: std::time::Duration,
+        /// The status code: 0 unset, 1 ok, 2 error.
+        pub status: i32,
     }
 
     impl Span {
@@ -1093,6 +1111,7 @@ mod otlp {
                             took: std::time::Duration::from_nanos(
                                 span.end_time_unix_nano.saturating_sub(span.start_time_unix_nano),
                             ),
+                            status: span.status.as_ref().map_or(0, |s| s.code),
                         });
                     }
                 }
@@ -1131,12 +1150,21 @@ async fn first_traceparent(wtl: &MockServer) -> String {
 /// Sends one event (with `headers`, each line ending in CRLF), then stops the connector and
 /// waits for it to exit 0 (its spans flushed); returns it and the event's status.
 async fn one_event_then_stop(app: Running, headers: &'static str) -> (Running, u16) {
+    then_stop(app, move |port| {
+        mini_http::post_with(port, &fixture("sim-deleted.json"), SECRET_TOKEN, headers).status
+    })
+    .await
+}
+
+/// Once the connector is ready, runs `exchange` with its port; then stops it and waits for it
+/// to exit 0 (its spans flushed); returns it and what `exchange` returned.
+async fn then_stop<T: Send + 'static>(app: Running, exchange: impl FnOnce(u16) -> T + Send + 'static) -> (Running, T) {
     let port = app.port;
-    let (mut app, status) = tokio::task::spawn_blocking(move || {
+    let (mut app, out) = tokio::task::spawn_blocking(move || {
         app.wait_ready();
-        let answer = mini_http::post_with(port, &fixture("sim-deleted.json"), SECRET_TOKEN, headers);
+        let out = exchange(port);
         app.terminate();
-        (app, answer.status)
+        (app, out)
     })
     .await
     .expect("thread");
@@ -1145,7 +1173,17 @@ async fn one_event_then_stop(app: Running, headers: &'static str) -> (Running, u
         0,
         "spans are flushed at shutdown"
     );
-    (app, status)
+    (app, out)
+}
+
+/// The span named `name`.
+fn span_named<'a>(spans: &'a [otlp::Span], name: &str) -> &'a otlp::Span {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no {name} span in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1177,15 +1215,7 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
     );
     let spans = otlp::received(&collector).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let server = spans
-        .iter()
-        .find(|s| s.name == "POST /process-event")
-        .unwrap_or_else(|| {
-            panic!(
-                "no server span in {:?}",
-                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-            )
-        });
+    let server = span_named(&spans, "POST /process-event");
     assert_eq!(server.kind, 2, "SPAN_KIND_SERVER");
     assert_eq!(server.trace_id, trace);
     assert_eq!(
@@ -1194,6 +1224,13 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
     );
     assert_eq!(server.attribute("http.request.method"), Some("POST"));
     assert_eq!(server.attribute("http.route"), Some("/process-event"));
+    assert_eq!(server.attribute("url.path"), Some("/process-event"));
+    assert_eq!(server.attribute("url.scheme"), Some("http"));
+    assert_eq!(
+        (server.status, server.attribute("error.type")),
+        (0, None),
+        "a 202 is no error"
+    );
     assert_eq!(
         server.attribute("request_id"),
         Some("otel-1"),
@@ -1289,14 +1326,7 @@ async fn a_token_fetch_is_a_span_of_the_attempt_it_is_made_for_without_the_crede
     let (_app, status) = one_event_then_stop(app, "").await;
     assert_eq!(status, 202);
     let spans = otlp::received(&collector).await;
-    let named = |name: &str| {
-        spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
-            panic!(
-                "no {name} span in {:?}",
-                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-            )
-        })
-    };
+    let named = |name| span_named(&spans, name);
     let (server, attempt, token) = (named("POST /process-event"), named("POST /prov"), named("POST token"));
     assert_eq!(attempt.parent_span_id, server.span_id);
     assert_eq!(
@@ -1407,6 +1437,117 @@ async fn the_spans_of_a_request_whose_caller_hung_up_end_there_and_are_exported(
             span.took
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_names_its_trace_keeps_it_with_export_on_even_without_naming_its_span() {
+    let trace = "105445aa7843bc8bf206b12000100000";
+    // (headers, the server span's parent): Google's header with and without the caller's span
+    // (a decimal id), and B3's trace id alone, as NSPS may send it.
+    let cases: [(&'static str, &str); 3] = [
+        ("x-cloud-trace-context: 105445aa7843bc8bf206b12000100000;o=1\r\n", ""),
+        (
+            "x-cloud-trace-context: 105445aa7843bc8bf206b12000100000/12345;o=1\r\n",
+            "0000000000003039",
+        ),
+        ("x-b3-traceid: 105445aa7843bc8bf206b12000100000\r\n", ""),
+    ];
+    for (headers, parent) in cases {
+        let (wtl, collector, app) =
+            exporting_connector(Duration::ZERO, &[("GOOGLE_CLOUD_PROJECT", "otel-project")]).await;
+        let (app, status) = one_event_then_stop(app, headers).await;
+        assert_eq!(status, 202, "{headers}");
+        let spans = otlp::received(&collector).await;
+        let server = span_named(&spans, "POST /process-event");
+        assert_eq!(
+            (server.trace_id.as_str(), server.parent_span_id.as_str()),
+            (trace, parent),
+            "{headers}: the caller's trace"
+        );
+        let attempt = span_named(&spans, "POST /prov");
+        assert_eq!(attempt.trace_id, trace, "{headers}");
+        assert_eq!(
+            first_traceparent(&wtl).await,
+            format!("00-{trace}-{}-01", attempt.span_id),
+            "{headers}: WTL continues the caller's trace"
+        );
+        let access = app.event_access_line();
+        assert_eq!(
+            access["logging.googleapis.com/trace"],
+            format!("projects/otel-project/traces/{trace}"),
+            "{headers}"
+        );
+        assert_eq!(access["logging.googleapis.com/spanId"], server.span_id, "{headers}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_spans_name_odd_methods_http_and_take_the_scheme_from_a_trusted_proxy() {
+    let (_wtl, collector, app) = exporting_connector(Duration::ZERO, &[("TRUSTED_PROXIES", "1")]).await;
+    let (_app, statuses) = then_stop(app, |port| {
+        let odd = mini_http::send(
+            port,
+            "PURGE /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n\r\n",
+        );
+        let unknown = mini_http::send(
+            port,
+            "GET /no/such/path HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        (odd.status, unknown.status)
+    })
+    .await;
+    assert_eq!(statuses, (405, 404));
+    let spans = otlp::received(&collector).await;
+    let odd = span_named(&spans, "HTTP /health");
+    assert_eq!(odd.attribute("http.request.method"), Some("_OTHER"));
+    assert_eq!(odd.attribute("http.request.method_original"), Some("PURGE"));
+    assert_eq!(odd.attribute("url.scheme"), Some("https"), "the trusted proxy's scheme");
+    assert_eq!(odd.attribute("http.response.status_code"), Some("405"));
+    assert_eq!(
+        (odd.status, odd.attribute("error.type")),
+        (0, None),
+        "a 4xx is the caller's error, not the server span's"
+    );
+    let unknown = span_named(&spans, "GET /*");
+    assert_eq!(unknown.attribute("url.path"), Some("/no/such/path"));
+    assert_eq!(unknown.attribute("url.scheme"), Some("http"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_store_visits_are_client_spans_and_an_unreachable_store_marks_them_and_the_request_failed() {
+    let redis = stands::RedisServer::start(None);
+    let url = redis.url();
+    let (_wtl, collector, app) = exporting_connector(Duration::ZERO, &[("REDIS_URL", &url)]).await;
+    let (_app, status) = one_event_then_stop(app, "").await;
+    assert_eq!(status, 202);
+    let spans = otlp::received(&collector).await;
+    let server = span_named(&spans, "POST /process-event");
+    for name in ["admit", "record success"] {
+        let store = span_named(&spans, name);
+        assert_eq!(store.parent_span_id, server.span_id, "{name}");
+        assert_eq!(store.kind, 3, "{name}: SPAN_KIND_CLIENT");
+        assert_eq!(store.attribute("db.system.name"), Some("redis"), "{name}");
+        assert_eq!(store.status, 0, "{name}: no error");
+    }
+
+    drop(redis);
+    let (wtl, collector, app) = exporting_connector(Duration::ZERO, &[("REDIS_URL", &url)]).await;
+    let (_app, status) = one_event_then_stop(app, "").await;
+    assert_eq!(status, 503);
+    let spans = otlp::received(&collector).await;
+    let server = span_named(&spans, "POST /process-event");
+    assert_eq!(server.status, 2, "STATUS_CODE_ERROR");
+    assert_eq!(server.attribute("error.type"), Some("503"));
+    let admit = span_named(&spans, "admit");
+    assert_eq!(
+        (admit.status, admit.attribute("error.type")),
+        (2, Some("store_unavailable"))
+    );
+    assert!(
+        wtl.received_requests().await.unwrap_or_default().is_empty(),
+        "no WTL call without the store"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

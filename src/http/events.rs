@@ -283,7 +283,10 @@ async fn execute(
             }
         }
     }
-    record_span(state, "record success").around(ticket.succeeded()).await;
+    let recording = record_span(state, "record success");
+    if !recording.around(ticket.succeeded()).await {
+        recording.failed("store_error");
+    }
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (
@@ -306,9 +309,11 @@ fn record_span(state: &AppState, operation: &'static str) -> StepSpan {
 /// concurrent deliveries of one event share one execution. `Err` is the answer when the event
 /// does not run.
 async fn admit(state: &AppState, event: &Event, calls: &[WtlCall]) -> Result<Ticket, (Response, Outcome)> {
-    let admission = StepSpan::store("admit", state.memory.system())
-        .around(state.memory.admit(event, calls))
-        .await;
+    let span = StepSpan::store("admit", state.memory.system());
+    let admission = span.around(state.memory.admit(event, calls)).await;
+    if matches!(admission, Admission::Unavailable { .. }) {
+        span.failed("store_unavailable");
+    }
     match admission {
         Admission::Proceed(ticket) => Ok(ticket),
         Admission::Duplicate => {

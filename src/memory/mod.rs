@@ -82,11 +82,15 @@ enum Holder {
 }
 
 impl Ticket {
-    pub async fn succeeded(self) {
+    /// Records the success; false when the shared store could not (the event stands: WTL has it).
+    pub async fn succeeded(self) -> bool {
         match self.0 {
-            Holder::Local(t) => t.succeeded(),
+            Holder::Local(t) => {
+                t.succeeded();
+                true
+            }
             Holder::Shared(t) => t.succeeded().await,
-            Holder::Unguarded => {}
+            Holder::Unguarded => true,
         }
     }
 

@@ -286,13 +286,14 @@ impl Ticket {
     /// that fails now does not undo the event: WTL has it, so it is answered 2xx all the same;
     /// a later redelivery may repeat its (idempotent) calls.
     /// Marked finished only once the outcome script has answered: cut off before that, the
-    /// ticket's drop releases the leases (token-checked, so nothing if the script ran).
-    pub(crate) async fn succeeded(mut self) {
+    /// ticket's drop releases the leases (token-checked, so nothing if the script ran). False
+    /// when the store could not record it.
+    pub(crate) async fn succeeded(mut self) -> bool {
         let m = self.memory.clone();
         if m.dedup_ttl.is_zero() && !m.ordering {
             // Nothing to record and nothing held (see `admit`).
             self.finished = true;
-            return;
+            return true;
         }
         let mut invocation = m.commit.key(m.key("done", &self.event_id));
         invocation.key(m.key("running", &self.event_id));
@@ -318,9 +319,10 @@ impl Ticket {
         let mut conn = ConnectionManager::clone(&m.redis.load());
         let recorded = m.call::<i64>(invocation.invoke_async(&mut conn)).await;
         self.finished = true;
-        if let Err(e) = recorded {
+        if let Err(e) = &recorded {
             tracing::warn!(error = %e, "the event was applied but the redelivery store could not record it; a redelivery would repeat its calls");
         }
+        recorded.is_ok()
     }
 
     pub(crate) async fn failed(mut self) {

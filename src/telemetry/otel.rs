@@ -140,6 +140,7 @@ pub(super) fn provider(settings: &OtelSettings) -> Result<SdkTracerProvider, Str
     let provider = SdkTracerProvider::builder()
         .with_span_processor(batch)
         .with_sampler(settings.sampler.sampler())
+        .with_id_generator(super::spans::CallerTraceIds::default())
         .with_resource(resource.build())
         .build();
     Ok(provider)

@@ -11,11 +11,51 @@
 //! Every span ends when its last handle is dropped, so a request or step whose future is
 //! dropped half-way still ends its span there.
 
+use std::cell::Cell;
+
 use opentelemetry::context::FutureExt as _;
-use opentelemetry::trace::{Span as _, SpanContext, SpanKind, SpanRef, Status, TraceContextExt as _, Tracer as _};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, SpanKind, SpanRef, Status, TraceContextExt as _, TraceId, Tracer as _,
+};
 use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 use super::TraceContext;
+use super::context::Source;
+
+/// The SDK's random ids, except for the trace id of a server span whose caller named its trace
+/// but no span of it (`X-Cloud-Trace-Context: TRACE;o=1`, `x-b3-traceid` alone): that span has
+/// no parent to take the trace id from, and the SDK would start a trace of its own, which the
+/// logs and WTL's `traceparent` would then carry instead of the caller's. Such a span is a root
+/// in the caller's trace, sampled by the sampler's rule for roots.
+#[derive(Debug, Default)]
+pub(super) struct CallerTraceIds(RandomIdGenerator);
+
+thread_local! {
+    /// The trace id the span being started on this thread takes, set only around that start.
+    static NAMED_TRACE: Cell<Option<TraceId>> = const { Cell::new(None) };
+}
+
+impl CallerTraceIds {
+    /// Runs `start` (which starts one span, synchronously) so that a span it starts without a
+    /// parent takes `trace_id` when given.
+    fn starting<T>(trace_id: Option<TraceId>, start: impl FnOnce() -> T) -> T {
+        NAMED_TRACE.set(trace_id);
+        let started = start();
+        NAMED_TRACE.set(None);
+        started
+    }
+}
+
+impl IdGenerator for CallerTraceIds {
+    fn new_trace_id(&self) -> TraceId {
+        NAMED_TRACE.take().unwrap_or_else(|| self.0.new_trace_id())
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        self.0.new_span_id()
+    }
+}
 
 /// A request's server span, in the context its steps are children of.
 #[derive(Clone, Debug)]
@@ -23,22 +63,28 @@ pub(crate) struct ServerSpan(Context);
 
 impl ServerSpan {
     /// Starts the server span of a request, as the child of the caller's span when the request
-    /// named one, and gives `trace` its ids (the SDK's, sampling decision included), which the
-    /// logs and WTL calls then use. `request_id` (NSPS's trace id, on every log line) goes on the
-    /// span too, so a log line leads to its trace where the logs carry no trace id. `None` when
-    /// spans are not exported (or the SDK gives no valid ids: the request keeps its own).
-    pub(crate) fn start(method: &str, route: &str, request_id: &str, trace: &mut TraceContext) -> Option<Self> {
+    /// named one (in the caller's trace when it named only that), and gives `trace` its ids (the
+    /// SDK's, sampling decision included), which the logs and WTL calls then use. `request_id`
+    /// (NSPS's trace id, on every log line) goes on the span too, so a log line leads to its
+    /// trace where the logs carry no trace id. `None` when spans are not exported (or the SDK
+    /// gives no valid ids: the request keeps its own); `request` is not even worked out then.
+    pub(crate) fn start<'a>(
+        request: impl FnOnce() -> RequestLine<'a>,
+        request_id: &str,
+        trace: &mut TraceContext,
+    ) -> Option<Self> {
         let tracer = super::otel::tracer_in_use()?;
-        let parent = remote_parent(trace).unwrap_or_default();
-        let span = tracer
-            .span_builder(format!("{method} {route}"))
+        let request = request();
+        let parent = remote_parent(trace);
+        let named_trace = (parent.is_none() && trace.source != Source::New)
+            .then(|| TraceId::from_hex(&trace.trace_id).ok())
+            .flatten();
+        let parent = parent.unwrap_or_default();
+        let builder = tracer
+            .span_builder(request.span_name())
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method.to_string()),
-                KeyValue::new("http.route", route.to_string()),
-                KeyValue::new("request_id", request_id.to_string()),
-            ])
-            .start_with_context(tracer, &parent);
+            .with_attributes(request.attributes(request_id));
+        let span = CallerTraceIds::starting(named_trace, || builder.start_with_context(tracer, &parent));
         let ids = span.span_context();
         if !ids.is_valid() {
             return None;
@@ -64,10 +110,56 @@ impl ServerSpan {
             span.set_attribute(KeyValue::new("outcome", outcome));
         }
         if status >= 500 {
+            span.set_attribute(KeyValue::new("error.type", status.to_string()));
             span.set_status(Status::error(""));
         }
         span.end();
     }
+}
+
+/// What a server span is named and described by: the request's method, route, path and scheme.
+pub(crate) struct RequestLine<'a> {
+    pub method: &'a str,
+    /// One of a bounded set (the routes, `/*` for any other path): the span's name has it.
+    pub route: &'a str,
+    pub path: &'a str,
+    pub scheme: &'static str,
+}
+
+impl RequestLine<'_> {
+    /// `METHOD ROUTE`; `HTTP ROUTE` for a method HTTP does not define, so that names stay a
+    /// bounded set whatever a caller sends.
+    fn span_name(&self) -> String {
+        format!("{} {}", known_method(self.method).unwrap_or("HTTP"), self.route)
+    }
+
+    /// The HTTP semantic conventions' server span attributes, and `request_id`.
+    fn attributes(&self, request_id: &str) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(6);
+        match known_method(self.method) {
+            Some(method) => attributes.push(KeyValue::new("http.request.method", method)),
+            None => {
+                attributes.push(KeyValue::new("http.request.method", "_OTHER"));
+                attributes.push(KeyValue::new("http.request.method_original", self.method.to_string()));
+            }
+        }
+        attributes.extend([
+            KeyValue::new("http.route", self.route.to_string()),
+            KeyValue::new("url.path", self.path.to_string()),
+            KeyValue::new("url.scheme", self.scheme),
+            KeyValue::new("request_id", request_id.to_string()),
+        ]);
+        attributes
+    }
+}
+
+/// The method's name when HTTP defines it (the semantic conventions' known methods).
+fn known_method(method: &str) -> Option<&'static str> {
+    [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ]
+    .into_iter()
+    .find(|known| *known == method)
 }
 
 /// The event being served, on the current request's server span (when spans are exported).
@@ -92,7 +184,7 @@ async fn in_context<F: Future>(cx: Option<&Context>, future: F) -> F::Output {
 
 /// The caller's span as a remote parent, when the request named one.
 fn remote_parent(trace: &TraceContext) -> Option<Context> {
-    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceState};
     let parent = trace.parent_span_id.as_deref()?;
     let flags = if trace.sampled {
         TraceFlags::SAMPLED
@@ -188,6 +280,11 @@ impl StepSpan {
             span.set_status(Status::error(error.to_string()));
         }
         span.end();
+    }
+
+    /// The step failed for `error` (which marks the span as an error). Ends the span.
+    pub(crate) fn failed(&self, error: &str) {
+        self.answered(None, Some(error));
     }
 
     /// The span's ids, for the `traceparent` of the call it covers (its parent's sampling
