@@ -327,23 +327,44 @@ ensure_log_group() { # ensure_log_group [GROUP] (default: the ECS service's)
   fi
 }
 
+# Runs STATUS_COMMAND... every POLL_SECONDS, up to WAIT_TIMEOUT seconds, until it says the
+# operation is over: it prints the operation's status and returns 0 (finished well), 1 (failed,
+# having said why) or 2 (still running).
+wait_until_over() { # wait_until_over WHAT STATUS_COMMAND...
+  local what=$1 waited=0 status state; shift
+  $dry_run && { echo "(dry run: not waiting for the $what)"; return 0; }
+  while :; do
+    state=0
+    status=$("$@") || state=$?
+    [ "$state" -eq 2 ] || return "$state"
+    if [ "$waited" -ge "$WAIT_TIMEOUT" ]; then
+      echo "error: the $what is not finished after ${WAIT_TIMEOUT}s ($status); see it in the console, or raise WAIT_TIMEOUT" >&2
+      return 1
+    fi
+    sleep "$POLL_SECONDS"; waited=$((waited + POLL_SECONDS))
+  done
+}
+
 # Waits for the service's current deployment; a rollback or a failure exits non-zero.
 ecs_wait() {
-  local deployment status waited=0
+  local deployment
   $dry_run && { echo "(dry run: not waiting for the deployment)"; return 0; }
   deployment=$(ecs_describe | json_get "d['service']['currentDeployment']")
   [ -n "$deployment" ] || { echo "error: the service reports no deployment" >&2; return 1; }
-  while :; do
-    status=$(aws ecs describe-service-deployments "${reg[@]}" --service-deployment-arns "$deployment" \
-      --query 'serviceDeployments[0].[status,statusReason]' --output text)
-    case "$status" in
-      SUCCESSFUL*) echo "deployment finished: $deployment"; return 0 ;;
-      ROLLBACK_*|STOPPED*|STOP_REQUESTED*)
-        echo "error: the deployment did not complete: $status (the previous revision keeps serving)" >&2; return 1 ;;
-    esac
-    if [ "$waited" -ge "$WAIT_TIMEOUT" ]; then echo "error: deployment not finished after ${WAIT_TIMEOUT}s ($status)" >&2; return 1; fi
-    sleep "$POLL_SECONDS"; waited=$((waited + POLL_SECONDS))
-  done
+  wait_until_over deployment ecs_deployment_state "$deployment"
+}
+
+ecs_deployment_state() { # ecs_deployment_state DEPLOYMENT_ARN (see wait_until_over)
+  local status
+  status=$(aws ecs describe-service-deployments "${reg[@]}" --service-deployment-arns "$1" \
+    --query 'serviceDeployments[0].[status,statusReason]' --output text)
+  echo "$status"
+  case "$status" in
+    SUCCESSFUL*) echo "deployment finished: $1" >&2; return 0 ;;
+    ROLLBACK_*|STOPPED*|STOP_REQUESTED*)
+      echo "error: the deployment did not complete: $status (the previous revision keeps serving)" >&2; return 1 ;;
+  esac
+  return 2
 }
 
 # `nsps-wtl-connector check` as a one-off Fargate task with the service's own task definition
@@ -440,19 +461,20 @@ PY
 
 # Waits for an App Runner operation; anything but SUCCEEDED (a rollback included) exits non-zero.
 apprunner_wait() { # apprunner_wait SERVICE_ARN OPERATION_ID
-  local status waited=0
-  $dry_run && { echo "(dry run: not waiting for the operation)"; return 0; }
-  while :; do
-    status=$(aws apprunner list-operations "${reg[@]}" --service-arn "$1" \
-      --query "OperationSummaryList[?Id=='$2'].Status | [0]" --output text)
-    case "$status" in
-      SUCCEEDED) echo "operation $2 succeeded"; return 0 ;;
-      FAILED|ROLLBACK_SUCCEEDED|ROLLBACK_FAILED|ROLLBACK_IN_PROGRESS)
-        echo "error: App Runner operation $2 ended $status: the new configuration is not serving" >&2; return 1 ;;
-    esac
-    if [ "$waited" -ge "$WAIT_TIMEOUT" ]; then echo "error: operation $2 not finished after ${WAIT_TIMEOUT}s ($status)" >&2; return 1; fi
-    sleep "$POLL_SECONDS"; waited=$((waited + POLL_SECONDS))
-  done
+  wait_until_over "App Runner operation $2" apprunner_operation_state "$1" "$2"
+}
+
+apprunner_operation_state() { # apprunner_operation_state SERVICE_ARN OPERATION_ID (see wait_until_over)
+  local status
+  status=$(aws apprunner list-operations "${reg[@]}" --service-arn "$1" \
+    --query "OperationSummaryList[?Id=='$2'].Status | [0]" --output text)
+  echo "$status"
+  case "$status" in
+    SUCCEEDED) echo "operation $2 succeeded" >&2; return 0 ;;
+    FAILED|ROLLBACK_SUCCEEDED|ROLLBACK_FAILED|ROLLBACK_IN_PROGRESS)
+      echo "error: App Runner operation $2 ended $status: the new configuration is not serving" >&2; return 1 ;;
+  esac
+  return 2
 }
 
 # The instance count, as an auto-scaling configuration (App Runner's default allows 25). Its name

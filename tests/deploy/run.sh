@@ -22,6 +22,10 @@ bad() { failed=$((failed + 1)); echo "FAIL $*"; }
 expect() { # expect DESCRIPTION PATTERN (grep -E on the call log)
   if grep -qE -- "$2" "$log"; then ok "$1"; else bad "$1 (no call matches: $2)"; fi
 }
+times() { # times DESCRIPTION PATTERN N: exactly N calls match
+  local n; n=$(grep -cE -- "$2" "$log" || true)
+  if [ "$n" -eq "$3" ]; then ok "$1"; else bad "$1 ($n calls match $2, expected $3)"; fi
+}
 refuse() { # refuse DESCRIPTION PATTERN
   if grep -qE -- "$2" "$log"; then bad "$1 (unexpected: $(grep -m1 -E -- "$2" "$log"))"; else ok "$1"; fi
 }
@@ -497,6 +501,13 @@ exits "aws: a rolled-back ECS deployment exits non-zero" nonzero
 said "aws says it rolled back" 'ROLLBACK_SUCCESSFUL'
 refuse "aws: no smoke test after a rollback" '^curl '
 
+GIVEN='{"ecs_stalls": true}'; EXTRA_ENV=(WAIT_TIMEOUT=2 POLL_SECONDS=1)
+scenario "aws: an ECS deployment that never ends" _aws-deploy/deploy.sh --yes; GIVEN='{}'; EXTRA_ENV=()
+exits "aws: a deployment still running at WAIT_TIMEOUT exits non-zero" nonzero
+said "aws says the deployment is not finished, and its status" 'deployment is not finished after 2s \(IN_PROGRESS'
+times "aws polls the deployment until WAIT_TIMEOUT (once a POLL_SECONDS)" '^aws ecs describe-service-deployments ' 3
+refuse "aws: no smoke test of a deployment still running" '^curl '
+
 GIVEN='{"iam_lag": 2}'
 scenario "aws: IAM still propagating (ECS)" _aws-deploy/deploy.sh --yes; GIVEN='{}'
 exits "aws survives IAM's propagation delay" 0
@@ -557,6 +568,12 @@ scenario "aws: App Runner rolls the update back" _aws-deploy/deploy.sh --yes; GI
 exits "aws: an App Runner update that rolled back exits non-zero" nonzero
 said "aws names the rollback" 'ROLLBACK_SUCCEEDED'
 refuse "aws: no smoke test after a rollback" '^curl '
+
+GIVEN="$apprunner_given, \"apprunner_stalls\": true}"; EXTRA_ENV=(WAIT_TIMEOUT=0)
+scenario "aws: an App Runner update that never ends" _aws-deploy/deploy.sh --yes; GIVEN='{}'; EXTRA_ENV=()
+exits "aws: an App Runner operation still running at WAIT_TIMEOUT exits non-zero" nonzero
+said "aws names the operation that is not finished" 'App Runner operation op-1 is not finished after 0s \(IN_PROGRESS\)'
+refuse "aws: no smoke test of an update still running" '^curl '
 
 EXTRA_ENV=(SERVICE_NAME=nsps-wtl-connector-operator-emea-prod-01 MAX_INSTANCES=4)
 scenario "aws: App Runner, a 40-character service name" _aws-deploy/deploy.sh --target apprunner --secrets --yes; EXTRA_ENV=()
