@@ -717,7 +717,8 @@ exits "aws rejects an unknown target" 2
 # ================= shellcheck =================
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh _deploy-common/lib.sh tests/deploy/run.sh \
-    tests/deploy/check-dockerfile.sh tests/monitoring/run.sh tests/run.sh bench/run.sh bench/profile.sh bench/memory.sh bench/lib.sh; then
+    tests/deploy/check-dockerfile.sh tests/deploy/standin/*.sh tests/monitoring/run.sh tests/run.sh \
+    bench/run.sh bench/profile.sh bench/memory.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
 else
@@ -727,6 +728,15 @@ fi
 # ================= the real CLIs against a local stand-in =================
 if [ -f tests/deploy/standin/real-cli.sh ]; then
   if bash tests/deploy/standin/real-cli.sh; then ok "the real gcloud and aws accept every call and body"; else bad "real CLIs"; fi
+fi
+# The stand-in itself, where both CLIs are on PATH (real-cli.sh installs awscli when missing):
+# the real CLIs' own calls, answered as the clouds answer them.
+if command -v gcloud >/dev/null 2>&1 && command -v aws >/dev/null 2>&1; then
+  if bash tests/deploy/standin/selftest.sh >"$sandbox/selftest.out" 2>&1; then
+    ok "the stand-in answers the real CLIs as the clouds do ($(tail -1 "$sandbox/selftest.out"))"
+  else bad "the stand-in's self-test:"; grep -E '^FAIL' "$sandbox/selftest.out" | sed 's/^/     | /'; fi
+else
+  echo "skip the stand-in's self-test: gcloud or aws is not on PATH"
 fi
 
 echo

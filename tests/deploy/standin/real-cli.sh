@@ -29,9 +29,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 only=${1:-all}
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+# shellcheck source=harness.sh
+. "$here/harness.sh"
 
 work=$(mktemp -d)
 started=$SECONDS
@@ -651,25 +650,8 @@ if [ "$only" = all ] || [ "$only" = aws ]; then
 fi
 case "$only" in all|gcp|aws) ;; *) bad "no such half: $only (gcp, aws)" ;; esac
 
-# Side by side: each CLI call is mostly the CLI's own start-up.
-pids=()
-for name in "${scenarios[@]}"; do
-  scenario "$name" "${name//-/_}" &
-  pids+=($!)
-done
-wait "${pids[@]}" 2>/dev/null
-for name in "${scenarios[@]}"; do
-  if [ -f "$work/$name.counts" ]; then
-    read -r p f took <"$work/$name.counts"
-    echo "# $name: $p passed, $f failed in ${took}s"
-    cat "$work/$name.log"
-    passed=$((passed + p)) failed=$((failed + f))
-  else
-    echo "# $name"
-    cat "$work/$name.log"
-    bad "the $name scenario stopped before its end"
-  fi
-done
+run_scenario() { scenario "$1" "${1//-/_}"; }
+side_by_side scenario run_scenario "${scenarios[@]}"
 
 echo "real CLIs: $((SECONDS - started))s in all"
 if [ "$failed" -eq 0 ] && [ -z "${REALCLI_KEEP:-}" ]; then rm -rf "$work"

@@ -18,9 +18,8 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 only=${1:-all}
 
-passed=0 failed=0
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+# shellcheck source=harness.sh
+. "$here/harness.sh"
 
 work=$(mktemp -d)
 out="$work/out" err="$work/err"
@@ -668,25 +667,8 @@ for name in "${wanted[@]}"; do
     *) bad "no such section: $name (gcp, cloudrun, aws, awsrun)" ;;
   esac
 done
-# The sections run side by side: each CLI call is mostly its own start-up time.
-pids=()
-for name in "${sections[@]}"; do
-  section "$name" "${name}_checks" &
-  pids+=($!)
-done
-wait "${pids[@]}" 2>/dev/null
-for name in "${sections[@]}"; do
-  if [ -f "$work/$name.counts" ]; then
-    read -r p f took <"$work/$name.counts"
-    echo "# $name: $p passed, $f failed in ${took}s"
-    cat "$work/$name.log"
-    passed=$((passed + p)) failed=$((failed + f))
-  else
-    echo "# $name"
-    cat "$work/$name.log"
-    bad "the $name checks stopped before their end"
-  fi
-done
+run_section() { section "$1" "$1_checks"; }
+side_by_side section run_section "${sections[@]}"
 
 if [ "$failed" -eq 0 ]; then rm -rf "$work"; else echo "(the stand-ins' records and state are kept in $work)"; fi
 echo "$passed passed, $failed failed"
