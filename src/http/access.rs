@@ -25,16 +25,11 @@ pub(super) fn drop_unusable_ids(mut req: Request) -> Request {
 /// layers) and kept in its extensions: the span, the logs and every WTL call of the request use
 /// these. When spans are exported, the request's server span starts here (its ids become the
 /// request's) and is kept beside them.
-pub(super) fn with_trace_ids(mut req: Request, events_path: Option<&str>, behind_proxy: bool) -> Request {
+pub(super) fn with_trace_ids(mut req: Request, events_path: Option<&str>) -> Request {
     let mut ids = TraceIds::from_headers(req.headers());
-    let line = || {
-        let path = req.uri().path();
-        RequestLine {
-            method: req.method().as_str(),
-            route: route_of(path, events_path),
-            path: super::prefix(path, 200),
-            scheme: scheme_of(&req, behind_proxy),
-        }
+    let line = || RequestLine {
+        method: req.method().as_str(),
+        route: route_of(req.uri().path(), events_path),
     };
     if let Some(server) = ServerSpan::start(line, &ids.request_id, &mut ids.trace) {
         req.extensions_mut().insert(server);

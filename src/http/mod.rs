@@ -125,7 +125,6 @@ pub(crate) fn router_with(state: AppState, extra: Router<AppState>) -> Normalize
     }
     let project = state.project.clone();
     let events_path = state.server.events_path.clone();
-    let behind_proxy = state.server.trusted_proxies > 0;
     let app = app
         .fallback(not_found)
         // Registered after every route so it covers them all; axum adds the `Allow` header.
@@ -137,7 +136,7 @@ pub(crate) fn router_with(state: AppState, extra: Router<AppState>) -> Normalize
                 .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), MakeTraceId))
                 .layer(PropagateRequestIdLayer::new(X_B3_TRACEID.clone()))
                 .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-                .map_request(move |req| access::with_trace_ids(req, events_path.as_deref(), behind_proxy))
+                .map_request(move |req| access::with_trace_ids(req, events_path.as_deref()))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(move |req: &Request| access::request_span(req, project.get()))
