@@ -332,7 +332,6 @@ ensure_log_group() { # ensure_log_group [GROUP] (default: the ECS service's)
 # having said why) or 2 (still running).
 wait_until_over() { # wait_until_over WHAT STATUS_COMMAND...
   local what=$1 waited=0 status state; shift
-  $dry_run && { echo "(dry run: not waiting for the $what)"; return 0; }
   while :; do
     state=0
     status=$("$@") || state=$?
@@ -461,6 +460,7 @@ PY
 
 # Waits for an App Runner operation; anything but SUCCEEDED (a rollback included) exits non-zero.
 apprunner_wait() { # apprunner_wait SERVICE_ARN OPERATION_ID
+  $dry_run && { echo "(dry run: not waiting for the operation)"; return 0; }
   wait_until_over "App Runner operation $2" apprunner_operation_state "$1" "$2"
 }
 

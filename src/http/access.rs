@@ -8,7 +8,7 @@ use axum::response::Response;
 use tokio::time::Instant;
 
 use super::{AppState, outcome, source};
-use crate::telemetry::{self, RequestLine, ServerSpan, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
+use crate::telemetry::{self, ServerSpan, TraceIds, X_B3_TRACEID, X_REQUEST_ID};
 
 /// A trace id header that is not a sane value (printable ASCII, at most 128 characters) is
 /// dropped, so a fresh id replaces it: it would otherwise reach logs and WTL's headers.
@@ -27,11 +27,8 @@ pub(super) fn drop_unusable_ids(mut req: Request) -> Request {
 /// request's) and is kept beside them.
 pub(super) fn with_trace_ids(mut req: Request, events_path: Option<&str>) -> Request {
     let mut ids = TraceIds::from_headers(req.headers());
-    let line = || RequestLine {
-        method: req.method().as_str(),
-        route: route_of(req.uri().path(), events_path),
-    };
-    if let Some(server) = ServerSpan::start(line, &ids.request_id, &mut ids.trace) {
+    let route = route_of(req.uri().path(), events_path);
+    if let Some(server) = ServerSpan::start(req.method().as_str(), route, &ids.request_id, &mut ids.trace) {
         req.extensions_mut().insert(server);
     }
     req.extensions_mut().insert(ids);
@@ -131,25 +128,21 @@ pub(super) async fn log(State(state): State<AppState>, mut req: Request, next: N
 /// The URL the caller asked for: scheme (behind a trusted proxy, `X-Forwarded-Proto`), host
 /// (`Host`, or the HTTP/2 authority), path and query; cut at 2000 characters.
 fn full_url(req: &Request, behind_proxy: bool) -> String {
-    let scheme = scheme_of(req, behind_proxy);
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let scheme = behind_proxy
+        .then(|| text("x-forwarded-proto"))
+        .flatten()
+        .filter(|p| matches!(*p, "http" | "https"))
+        .unwrap_or("http");
     let host = req
         .uri()
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| text("host"))
         .unwrap_or("localhost");
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     super::prefix(&format!("{scheme}://{host}{path}"), 2000).to_string()
-}
-
-/// The scheme the caller used: `X-Forwarded-Proto` behind a trusted proxy, else `http` (the
-/// connector serves plain HTTP).
-fn scheme_of(req: &Request, behind_proxy: bool) -> &'static str {
-    let forwarded = || req.headers().get("x-forwarded-proto").map(|v| v.as_bytes());
-    match behind_proxy.then(forwarded).flatten() {
-        Some(b"https") => "https",
-        _ => "http",
-    }
 }
 
 /// `Content-Length` of the request, as a decimal string.

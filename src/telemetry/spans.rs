@@ -67,23 +67,21 @@ impl ServerSpan {
     /// SDK's, sampling decision included), which the logs and WTL calls then use. `request_id`
     /// (NSPS's trace id, on every log line) goes on the span too, so a log line leads to its
     /// trace where the logs carry no trace id. `None` when spans are not exported (or the SDK
-    /// gives no valid ids: the request keeps its own); `request` is not even worked out then.
-    pub(crate) fn start<'a>(
-        request: impl FnOnce() -> RequestLine<'a>,
-        request_id: &str,
-        trace: &mut TraceContext,
-    ) -> Option<Self> {
+    /// gives no valid ids: the request keeps its own). `route` is one of a bounded set (the
+    /// routes, `/*` for any other path), as the span's name has it.
+    pub(crate) fn start(method: &str, route: &str, request_id: &str, trace: &mut TraceContext) -> Option<Self> {
         let tracer = super::otel::tracer_in_use()?;
-        let request = request();
         let parent = remote_parent(trace);
-        let named_trace = (parent.is_none() && trace.source != Source::New)
-            .then(|| TraceId::from_hex(&trace.trace_id).ok())
-            .flatten();
+        let named_trace = if parent.is_none() && trace.source != Source::New {
+            TraceId::from_hex(&trace.trace_id).ok()
+        } else {
+            None
+        };
         let parent = parent.unwrap_or_default();
         let builder = tracer
-            .span_builder(request.span_name())
+            .span_builder(format!("{} {route}", known_method(method).unwrap_or("HTTP")))
             .with_kind(SpanKind::Server)
-            .with_attributes(request.attributes(request_id));
+            .with_attributes(server_attributes(method, route, request_id));
         let span = CallerTraceIds::starting(named_trace, || builder.start_with_context(tracer, &parent));
         let ids = span.span_context();
         if !ids.is_valid() {
@@ -117,37 +115,23 @@ impl ServerSpan {
     }
 }
 
-/// What a server span is named and described by: the request's method and route.
-pub(crate) struct RequestLine<'a> {
-    pub method: &'a str,
-    /// One of a bounded set (the routes, `/*` for any other path): the span's name has it.
-    pub route: &'a str,
-}
-
-impl RequestLine<'_> {
-    /// `METHOD ROUTE`; `HTTP ROUTE` for a method HTTP does not define, so that names stay a
-    /// bounded set whatever a caller sends.
-    fn span_name(&self) -> String {
-        format!("{} {}", known_method(self.method).unwrap_or("HTTP"), self.route)
-    }
-
-    /// The HTTP semantic conventions' method and route, and `request_id`. (`url.path` and
-    /// `url.scheme` are left out: the path is the route but for the `/*` of unknown paths, the
-    /// scheme is the platform's, and each attribute costs every exported event about 1 % of
-    /// its CPU.)
-    fn attributes(&self, request_id: &str) -> Vec<KeyValue> {
-        let mut attributes = Vec::with_capacity(4);
-        match known_method(self.method) {
-            Some(method) => attributes.push(KeyValue::new("http.request.method", method)),
-            None => {
-                attributes.push(KeyValue::new("http.request.method", "_OTHER"));
-                attributes.push(KeyValue::new("http.request.method_original", self.method.to_string()));
-            }
+/// The HTTP semantic conventions' method and route, and `request_id`; a method HTTP does not
+/// define is `_OTHER` (and the span is named `HTTP <route>`), so that names stay a bounded set
+/// whatever a caller sends. (`url.path` and `url.scheme` are left out: the path is the route but
+/// for the `/*` of unknown paths, the scheme is the platform's, and each attribute costs every
+/// exported event about 1 % of its CPU.)
+fn server_attributes(method: &str, route: &str, request_id: &str) -> Vec<KeyValue> {
+    let mut attributes = Vec::with_capacity(4);
+    match known_method(method) {
+        Some(method) => attributes.push(KeyValue::new("http.request.method", method)),
+        None => {
+            attributes.push(KeyValue::new("http.request.method", "_OTHER"));
+            attributes.push(KeyValue::new("http.request.method_original", method.to_string()));
         }
-        attributes.push(KeyValue::new("http.route", self.route.to_string()));
-        attributes.push(KeyValue::new("request_id", request_id.to_string()));
-        attributes
     }
+    attributes.push(KeyValue::new("http.route", route.to_string()));
+    attributes.push(KeyValue::new("request_id", request_id.to_string()));
+    attributes
 }
 
 /// The method's name when HTTP defines it (the semantic conventions' known methods).
