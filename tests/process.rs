@@ -811,7 +811,10 @@ fn healthcheck_subcommand_reports_health() {
 
 #[test]
 fn demo_serves_events_into_the_embedded_simulator() {
-    let mut app = start_with_args(&["demo"], &[("API_TOKEN", SECRET_TOKEN)]);
+    // The simulator on a port of its own: left to the kernel (port 0), it may be handed the
+    // very port picked for PORT, which the connector then cannot bind.
+    let sim_port = free_port().to_string();
+    let mut app = start_with_args(&["demo"], &[("API_TOKEN", SECRET_TOKEN), ("SIMULATOR_PORT", &sim_port)]);
     app.wait_ready();
     let created = post_event(app.port, nsps_wtl_connector::SAMPLE_CREATED, "t-1", "r-1");
     assert_eq!(created.status, 202, "{}", created.body);
