@@ -38,13 +38,6 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Starts the binary in an empty directory (no `.env`) with only `vars` set.
 fn start(vars: &[(&str, &str)]) -> Running {
     start_with_args(&[], vars)
@@ -53,7 +46,7 @@ fn start(vars: &[(&str, &str)]) -> Running {
 fn start_with_args(args: &[&str], vars: &[(&str, &str)]) -> Running {
     let dir = std::env::temp_dir().join(format!("nsps-wtl-test-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let port = free_port();
+    let port = stands::free_port();
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_clear()
@@ -84,6 +77,8 @@ fn start_with_args(args: &[&str], vars: &[(&str, &str)]) -> Running {
 }
 
 impl Running {
+    /// Waits for `/health` to answer 200; a child that exits first fails the test at once with
+    /// what it wrote.
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -94,6 +89,10 @@ impl Running {
                 if out.starts_with("HTTP/1.1 200") {
                     return;
                 }
+            }
+            if self.reader.as_ref().is_none_or(|r| r.is_finished()) {
+                let lines = self.lines.lock().expect("lock");
+                panic!("the connector closed its output before it became healthy: {lines:#?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -451,7 +450,7 @@ async fn one_event_at_debug(vars: Vec<(&'static str, String)>) -> (mini_http::An
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_inside_urls_never_reach_an_answer_or_a_log_line() {
     const URL_SECRET: &str = "url-secret-pw-789";
-    let closed = format!("127.0.0.1:{}", free_port());
+    let closed = format!("127.0.0.1:{}", stands::free_port());
     let token_endpoint = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(400).set_body_string(r#"{"error":"invalid_client"}"#))
@@ -811,9 +810,8 @@ fn healthcheck_subcommand_reports_health() {
 
 #[test]
 fn demo_serves_events_into_the_embedded_simulator() {
-    // The simulator on a port of its own: left to the kernel (port 0), it may be handed the
-    // very port picked for PORT, which the connector then cannot bind.
-    let sim_port = free_port().to_string();
+    // SIMULATOR_PORT is honoured (and keeps the simulator off the port picked for the connector).
+    let sim_port = stands::free_port().to_string();
     let mut app = start_with_args(&["demo"], &[("API_TOKEN", SECRET_TOKEN), ("SIMULATOR_PORT", &sim_port)]);
     app.wait_ready();
     let created = post_event(app.port, nsps_wtl_connector::SAMPLE_CREATED, "t-1", "r-1");
@@ -829,7 +827,11 @@ fn demo_serves_events_into_the_embedded_simulator() {
         .find(|l| l["message"] == "WTL simulator listening")
         .and_then(|l| l["address"].as_str())
         .expect("the simulator's address is logged");
-    assert!(sim.starts_with("127.0.0.1:"));
+    assert_eq!(
+        sim,
+        format!("127.0.0.1:{sim_port}"),
+        "the simulator listens on SIMULATOR_PORT"
+    );
     let mut stderr = String::new();
     let _ = app.child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
     assert!(
@@ -1549,7 +1551,7 @@ async fn shared_store_visits_are_client_spans_and_an_unreachable_store_marks_the
 async fn a_collector_that_is_down_or_hangs_costs_events_nothing() {
     let wtl = wtl_answering_after(Duration::ZERO).await;
     // One address that refuses, one that accepts and never answers.
-    let refusing = format!("http://127.0.0.1:{}", free_port());
+    let refusing = format!("http://127.0.0.1:{}", stands::free_port());
     let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let hanging_url = format!("http://{}", hanging.local_addr().expect("addr"));
     for collector in [refusing, hanging_url] {

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -16,6 +16,25 @@ use rcgen::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// A port for a child to listen on (or to find closed). It is taken below the kernel's ephemeral
+/// range (32768-60999 by default): a port the kernel picked for a throw-away listener can be handed
+/// out again, to another listener on port 0 or to an outgoing connection, before the child binds
+/// it. Ports here are only ever bound by number; each test process walks its own stretch of them
+/// and skips any that is taken.
+pub fn free_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
+}
 
 /// A directory for one test's PEM files, removed when dropped.
 pub struct Files(PathBuf);
@@ -376,10 +395,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(password: Option<&str>) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
+        let port = free_port();
         let dir = std::env::temp_dir().join(format!("nsps-wtl-redis-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let mut server = Self {
@@ -443,9 +459,14 @@ impl RedisServer {
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
-        self.child = Some(cmd.spawn().expect("redis-server runs (apt-get install redis-server)"));
+        let child = self
+            .child
+            .insert(cmd.spawn().expect("redis-server runs (apt-get install redis-server)"));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("redis-server exited ({status}) instead of listening on {}", self.port);
+            }
             assert!(std::time::Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
