@@ -1550,8 +1550,9 @@ async fn shared_store_visits_are_client_spans_and_an_unreachable_store_marks_the
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collector_that_is_down_or_hangs_costs_events_nothing() {
     let wtl = wtl_answering_after(Duration::ZERO).await;
-    // One address that refuses, one that accepts and never answers.
-    let refusing = format!("http://127.0.0.1:{}", stands::free_port());
+    // One address that refuses (with credentials in the URL, which no line may show), one that
+    // accepts and never answers.
+    let refusing = format!("http://otel-user:otel-url-password@127.0.0.1:{}", stands::free_port());
     let hanging = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let hanging_url = format!("http://{}", hanging.local_addr().expect("addr"));
     for collector in [refusing, hanging_url] {
@@ -1599,6 +1600,11 @@ async fn a_collector_that_is_down_or_hangs_costs_events_nothing() {
             assert!(*took < Duration::from_secs(2), "{collector}: an event waited {took:?}");
         }
         assert!(warning, "{collector}: a WARNING says the spans are dropped");
+        let output = app.raw_output();
+        assert!(
+            !output.contains("otel-url-password") && !output.contains("otel-user"),
+            "the endpoint's credentials are never shown: {output}"
+        );
     }
     drop(hanging);
 }

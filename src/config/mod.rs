@@ -318,15 +318,20 @@ mod tests {
             ("WTL_OAUTH_CLIENT_ID", "cid"),
             ("WTL_OAUTH_CLIENT_SECRET", "client-secret-2"),
             ("WTL_API_TOKEN", "wtl-secret-3"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://otel-user:otel-secret-4@otlp.example",
+            ),
         ])
         .expect("valid");
         let debug = format!("{s:?}");
         let redacted = format!("{:?}", s.redacted());
-        for secret in ["nsps-secret-1", "client-secret-2", "wtl-secret-3"] {
+        for secret in ["nsps-secret-1", "client-secret-2", "wtl-secret-3", "otel-secret-4"] {
             assert!(!redacted.contains(secret), "{secret} leaked into the redacted view");
             assert!(!debug.contains(secret), "{secret} leaked into Debug");
         }
         assert!(redacted.contains("cid"));
+        assert!(redacted.contains("https://***@otlp.example/v1/traces"), "{redacted}");
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Settings {
         );
         m.insert("GCE_METADATA_HOST", self.telemetry.cloud.metadata_host.clone());
         let otel = self.telemetry.otel.as_ref();
-        let endpoint = otel.map_or_else(|| "unset (no span export)".into(), |o| o.endpoint.clone());
+        let endpoint = otel.map_or_else(|| "unset (no span export)".into(), |o| o.shown_endpoint());
         m.insert(
             "OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             endpoint,

@@ -31,13 +31,15 @@ pub(crate) struct ActionTaken<'a> {
 
 /// How a WTL call ended: `applied` (WTL applied it), `already_applied` (WTL already held the
 /// result: `insert` answered 409, `delete` answered 404), `planned` (`WTL_DRY_RUN`: the call
-/// was not made).
+/// was not made), `stale` (not made: its IMSI already has a newer event applied, as when the new
+/// SIM of a redelivered `SIM/Replaced` had a later event of its own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum CallResult {
     Applied,
     AlreadyApplied,
     Planned,
+    Stale,
 }
 
 impl From<Done> for CallResult {

@@ -31,7 +31,7 @@ use super::AppState;
 use super::answers::{Accepted, ActionTaken, CallResult};
 use super::error::{ApiError, Body as ErrorBody};
 use super::outcome::{Outcome, ended};
-use crate::memory::{Admission, Ticket};
+use crate::memory::{Admission, Newer, Ticket};
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
@@ -256,6 +256,7 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
 }
 
 /// Makes the calls in order, stopping at the first failure; the ticket records the outcome.
+/// A call to an IMSI that already has a newer event applied is not made (`stale` in the answer).
 async fn execute(
     state: &AppState,
     event: &Event,
@@ -265,8 +266,14 @@ async fn execute(
     started: Instant,
 ) -> (Response, Outcome) {
     let deadline = started + state.wtl.total_timeout();
+    let newer = ticket.newer().to_vec();
     let mut done: Vec<(WtlCall, CallResult)> = Vec::with_capacity(calls.len());
     for call in calls {
+        if let Some(n) = newer.iter().find(|n| n.imsi == call.imsi) {
+            tracing::info!(imsi = %n.imsi, applied = %n.applied, action = call.action.as_str(), "stale call skipped");
+            done.push((call.clone(), CallResult::Stale));
+            continue;
+        }
         match state.wtl.execute(call, ids, deadline).await {
             Ok(result) => done.push((call.clone(), result.into())),
             Err(err) => {
@@ -290,9 +297,24 @@ async fn execute(
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (
-        accepted("Event processed successfully", &event.event_id, Some(&done)),
+        accepted(&processed(&newer), &event.event_id, Some(&done)),
         Outcome::Processed,
     )
+}
+
+/// The message of a processed event, naming the IMSIs whose calls were skipped as stale.
+fn processed(newer: &[Newer]) -> String {
+    use std::fmt::Write as _;
+    let mut message = String::from("Event processed successfully");
+    for (i, n) in newer.iter().enumerate() {
+        let lead = if i == 0 { "; stale calls skipped:" } else { ";" };
+        let _ = write!(
+            message,
+            "{lead} IMSI {} already has a newer event applied ({})",
+            n.imsi, n.applied
+        );
+    }
+    message
 }
 
 /// The span of recording how the event ended: a Redis round trip has one; the in-process memory

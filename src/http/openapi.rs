@@ -229,7 +229,7 @@ mod tests {
         );
         assert_eq!(
             schemas["CallResult"]["enum"],
-            serde_json::json!(["applied", "already_applied", "planned"])
+            serde_json::json!(["applied", "already_applied", "planned", "stale"])
         );
         assert_eq!(
             schemas["Action"]["enum"],

@@ -22,7 +22,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use super::bounded::Bounded;
-use super::{Admission, event_time, micros, shown_time};
+use super::{Admission, Newer, event_time, micros, shown_time};
 use tokio::sync::{OwnedMutexGuard, watch};
 use tokio::time::Instant;
 
@@ -135,6 +135,7 @@ impl Memory {
             imsis,
             stamp,
             guards: Vec::new(),
+            newer: Vec::new(),
             finished: false,
         };
 
@@ -167,11 +168,14 @@ impl Memory {
                 ticket.guards.push(lock.lock_owned().await);
             }
         }
-        if let Some(stamp) = stamp
-            && let Some((imsi, applied)) = self.newer_applied(&ticket.imsis, stamp)
-        {
-            // Not a failure of the event: it is answered 202 and will not be redelivered.
-            return ticket.close(Admission::Stale { imsi, applied });
+        if let Some(stamp) = stamp {
+            ticket.newer = self.newer_applied(&ticket.imsis, stamp);
+            if ticket.newer.len() == ticket.imsis.len()
+                && let Some(Newer { imsi, applied }) = ticket.newer.first().cloned()
+            {
+                // Not a failure of the event: it is answered 202 and will not be redelivered.
+                return ticket.close(Admission::Stale { imsi, applied });
+            }
         }
         Admission::Proceed(ticket)
     }
@@ -200,14 +204,20 @@ impl Memory {
         Claim::Claimed(Run { id, tx })
     }
 
-    /// The first of `imsis` that already has a newer event applied than `stamp`.
-    fn newer_applied(&self, imsis: &[Imsi], stamp: OffsetDateTime) -> Option<(Imsi, String)> {
+    /// Those of `imsis` that already have a newer event applied than `stamp`.
+    fn newer_applied(&self, imsis: &[Imsi], stamp: OffsetDateTime) -> Vec<Newer> {
         let stamp = micros(stamp);
         let t = self.lock();
-        imsis.iter().find_map(|imsi| {
-            let last = *t.applied.get(&imsi_key(imsi))?;
-            (stamp < last).then(|| (imsi.clone(), shown_time(last)))
-        })
+        imsis
+            .iter()
+            .filter_map(|imsi| {
+                let last = *t.applied.get(&imsi_key(imsi))?;
+                (stamp < last).then(|| Newer {
+                    imsi: imsi.clone(),
+                    applied: shown_time(last),
+                })
+            })
+            .collect()
     }
 
     /// Event ids marked running and IMSI locks held or awaited (for tests: both are zero when
@@ -241,10 +251,16 @@ pub(crate) struct Ticket {
     imsis: Vec<Imsi>,
     stamp: Option<OffsetDateTime>,
     guards: Vec<OwnedMutexGuard<()>>,
+    /// The IMSIs with a newer event applied, whose calls are skipped.
+    newer: Vec<Newer>,
     finished: bool,
 }
 
 impl Ticket {
+    pub(crate) fn newer(&self) -> &[Newer] {
+        &self.newer
+    }
+
     pub(crate) fn succeeded(mut self) {
         self.finish(RunState::Succeeded);
     }

@@ -26,9 +26,10 @@ use crate::plan::{Imsi, WtlCall};
 pub enum Admission<T = Ticket> {
     /// Processed successfully within `EVENT_DEDUP_TTL`.
     Duplicate,
-    /// A newer event for this IMSI was already applied.
+    /// Every IMSI of the event already has a newer event applied (named: the first of them).
     Stale { imsi: Imsi, applied: String },
-    /// Go ahead; report the outcome on the ticket.
+    /// Go ahead; report the outcome on the ticket. The calls to any IMSI the ticket names as
+    /// [`Ticket::newer`] are stale and are not made.
     Proceed(T),
     /// The shared store could not be asked (and `REDIS_FAIL_OPEN` is off): nothing may be
     /// applied without its guarantees.
@@ -70,6 +71,14 @@ pub(crate) const DEFAULT_DEDUP_MAX: u32 = 100_000;
 /// `STALE_EVENT_TTL`'s default: 35 days.
 pub(crate) const DEFAULT_STALE_EVENT_TTL: Duration = Duration::from_secs(35 * 86_400);
 
+/// An IMSI that already has a newer event applied than the one admitted, and that event's time
+/// (RFC 3339).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Newer {
+    pub imsi: Imsi,
+    pub applied: String,
+}
+
 /// The right to execute one delivery. Dropping it without an outcome counts as a failure (the
 /// request was cut off): what it holds is released, so waiting deliveries go ahead.
 pub struct Ticket(Holder);
@@ -82,6 +91,17 @@ enum Holder {
 }
 
 impl Ticket {
+    /// The event's IMSIs that already have a newer event applied (never all of them: such an
+    /// event is not admitted). A `SIM/Replaced` whose new SIM had a later event still releases
+    /// the old one, and the other way round: only the calls to these IMSIs are skipped.
+    pub fn newer(&self) -> &[Newer] {
+        match &self.0 {
+            Holder::Local(t) => t.newer(),
+            Holder::Shared(t) => t.newer(),
+            Holder::Unguarded => &[],
+        }
+    }
+
     /// Records the success; false when the shared store could not (the event stands: WTL has it).
     pub async fn succeeded(self) -> bool {
         match self.0 {

@@ -26,7 +26,7 @@ use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::{Admission, event_time, imsis_of, micros, shown_time};
+use super::{Admission, Newer, event_time, imsis_of, micros, shown_time};
 use crate::metrics::Metrics;
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
@@ -163,6 +163,7 @@ impl SharedMemory {
             stamp,
             run_noted: false,
             locks_noted: 0,
+            newer: Vec::new(),
             finished: false,
         };
         let dedup = !self.dedup_ttl.is_zero();
@@ -172,7 +173,10 @@ impl SharedMemory {
         let mut pause = POLL_FIRST;
         loop {
             match self.try_admit(&mut ticket, dedup).await? {
-                Attempt::Admitted => return Ok(Admission::Proceed(ticket)),
+                Attempt::Admitted { newer } => {
+                    ticket.newer = newer;
+                    return Ok(Admission::Proceed(ticket));
+                }
                 Attempt::Duplicate => {
                     ticket.finished = true;
                     return Ok(Admission::Duplicate);
@@ -225,7 +229,7 @@ impl SharedMemory {
         // What is held now: everything when admitted, the first keys taken when busy (the
         // event's lease first), nothing after any other answer.
         let held = match attempt {
-            Attempt::Admitted => return Ok(attempt),
+            Attempt::Admitted { .. } => return Ok(attempt),
             Attempt::Busy { held } => held,
             Attempt::Duplicate | Attempt::Stale { .. } => 0,
         };
@@ -237,7 +241,10 @@ impl SharedMemory {
 
 /// What one [`ADMIT`] answered.
 enum Attempt {
-    Admitted,
+    /// Everything taken; the calls to these IMSIs are stale.
+    Admitted {
+        newer: Vec<Newer>,
+    },
     Duplicate,
     /// Another delivery holds the event or an IMSI; this one holds the first `held` keys.
     Busy {
@@ -251,20 +258,31 @@ enum Attempt {
 
 fn read_attempt(answer: &[String], locked: &[Imsi]) -> Option<Attempt> {
     match answer {
-        [word] if word == "admitted" => Some(Attempt::Admitted),
+        [word, newer @ ..] if word == "admitted" && newer.len() % 2 == 0 => Some(Attempt::Admitted {
+            newer: newer
+                .chunks_exact(2)
+                .map(|pair| newer_at(locked, &pair[0], &pair[1]))
+                .collect::<Option<_>>()?,
+        }),
         [word] if word == "duplicate" => Some(Attempt::Duplicate),
         [word, held] if word == "busy" => Some(Attempt::Busy {
             held: held.parse().ok()?,
         }),
         [word, position, last] if word == "stale" => {
-            let imsi = locked.get(position.parse::<usize>().ok()?.checked_sub(1)?)?;
-            Some(Attempt::Stale {
-                imsi: imsi.clone(),
-                applied: shown_time(last.parse().ok()?),
-            })
+            let Newer { imsi, applied } = newer_at(locked, position, last)?;
+            Some(Attempt::Stale { imsi, applied })
         }
         _ => None,
     }
+}
+
+/// The IMSI at the script's (1-based) `position` and the time `last` it has applied.
+fn newer_at(locked: &[Imsi], position: &str, last: &str) -> Option<Newer> {
+    let imsi = locked.get(position.parse::<usize>().ok()?.checked_sub(1)?)?;
+    Some(Newer {
+        imsi: imsi.clone(),
+        applied: shown_time(last.parse().ok()?),
+    })
 }
 
 /// The right to execute one delivery in the shared memory.
@@ -278,10 +296,16 @@ pub(crate) struct Ticket {
     run_noted: bool,
     /// The locks of the first this-many IMSIs may be held.
     locks_noted: usize,
+    /// The IMSIs with a newer event applied, whose calls are skipped.
+    newer: Vec<Newer>,
     finished: bool,
 }
 
 impl Ticket {
+    pub(crate) fn newer(&self) -> &[Newer] {
+        &self.newer
+    }
+
     /// Records the success (the event done, the IMSIs' time) and releases the leases. A store
     /// that fails now does not undo the event: WTL has it, so it is answered 2xx all the same;
     /// a later redelivery may repeat its (idempotent) calls.
@@ -318,7 +342,10 @@ impl Ticket {
         }
         let mut conn = ConnectionManager::clone(&m.redis.load());
         let recorded = m.call::<i64>(invocation.invoke_async(&mut conn)).await;
-        self.finished = true;
+        // A commit that failed (or timed out before it ran) leaves the ticket unfinished: its
+        // drop releases the leases now rather than letting them hold the event and its IMSIs
+        // for a whole lease (token-checked: nothing if the commit ran after all).
+        self.finished = recorded.is_ok();
         if let Err(e) = &recorded {
             tracing::warn!(error = %e, "the event was applied but the redelivery store could not record it; a redelivery would repeat its calls");
         }

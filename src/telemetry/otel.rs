@@ -53,12 +53,19 @@ pub(crate) struct OtelSettings {
 impl std::fmt::Debug for OtelSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtelSettings")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.shown_endpoint())
             .field("protocol", &self.protocol)
             .field("headers", &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .field("service_name", &self.service_name)
             .field("sampler", &self.sampler)
             .finish_non_exhaustive()
+    }
+}
+
+impl OtelSettings {
+    /// The endpoint as it may be shown: credentials in it (`user:password@`) hidden.
+    pub(crate) fn shown_endpoint(&self) -> String {
+        super::redact::hide_userinfo(&self.endpoint)
     }
 }
 

@@ -162,6 +162,122 @@ async fn an_older_event_for_the_same_imsi_is_ignored_as_stale() {
     assert_eq!(wtl_bodies(&wtl).await.len(), 4);
 }
 
+/// The two SIMs of `sim-replaced.json`: the old one it releases, the new one it provisions.
+const REPLACED_OLD: &str = "001010000020349";
+const REPLACED_NEW: &str = "001010000020351";
+
+/// WTL failing the first call it gets (503: answered 500 without retries), then applying everything.
+pub(crate) async fn wtl_failing_once() -> MockServer {
+    let wtl = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&wtl)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .mount(&wtl)
+        .await;
+    wtl
+}
+
+/// A `SIM/Replaced` (16:47) fails at its first call; before NSPS redelivers it, a `SIM/Updated`
+/// at 17:00 is applied to one of its SIMs (`later_on_new`: the new one, else the old one),
+/// through `second`. The redelivery, through `first`, skips only the calls to that SIM: the old
+/// SIM is still released (or the new one still provisioned), and its time recorded.
+pub(crate) async fn a_replacement_after_a_later_event_on_one_sim(
+    first: &TestApp,
+    second: &TestApp,
+    wtl: &MockServer,
+    later_on_new: bool,
+) {
+    let replaced = fixture("sim-replaced.json");
+    assert_eq!(
+        first.send(&replaced).await.status().as_u16(),
+        500,
+        "the first delivery fails"
+    );
+    let (newer, other) = if later_on_new {
+        (REPLACED_NEW, REPLACED_OLD)
+    } else {
+        (REPLACED_OLD, REPLACED_NEW)
+    };
+    let mut later: serde_json::Value =
+        serde_json::from_str(&event("later", "SIM/Updated", open_sim(newer))).expect("json");
+    later["updated_at"] = json!("2025-03-12T17:00:00Z");
+    assert_eq!(second.send(&later.to_string()).await.status().as_u16(), 202);
+
+    let resp = first.send(&replaced).await;
+    assert_eq!(resp.status().as_u16(), 202, "the redelivery is processed");
+    let body = json(resp).await;
+    let message = body["message"].as_str().unwrap_or("");
+    assert!(
+        message.starts_with("Event processed successfully; stale calls skipped: IMSI ")
+            && message.contains(newer)
+            && message.contains("2025-03-12T17:00:00Z"),
+        "{message}"
+    );
+    let results: Vec<(&str, &str)> = body["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| (a["imsi"].as_str().unwrap_or(""), a["result"].as_str().unwrap_or("")))
+        .collect();
+    let expected = if later_on_new {
+        vec![(REPLACED_OLD, "applied"), (REPLACED_NEW, "stale")]
+    } else {
+        vec![(REPLACED_OLD, "stale"), (REPLACED_NEW, "applied")]
+    };
+    assert_eq!(results, expected);
+
+    // WTL got: the failed first call (to the old SIM), the later event, and the redelivery's
+    // one call, to the other SIM.
+    let bodies = wtl_bodies(wtl).await;
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert_eq!(bodies[0]["imsi"], REPLACED_OLD);
+    assert_eq!(bodies[1]["imsi"], newer);
+    assert_eq!(bodies[2]["imsi"], other, "the redelivery called only the other SIM");
+    if later_on_new {
+        assert_eq!(
+            bodies[2]["subscriber_status"], "operatorDeterminedBarring",
+            "the old SIM is released"
+        );
+        assert_eq!(bodies[2]["msisdn"], json!([]));
+    } else {
+        assert_eq!(
+            bodies[2]["subscriber_status"], "serviceGranted",
+            "the new SIM is provisioned"
+        );
+    }
+
+    // The call made recorded its SIM's time: an event older than the replacement is stale there.
+    let mut older: serde_json::Value =
+        serde_json::from_str(&event("older", "SIM/Updated", open_sim(other))).expect("json");
+    older["updated_at"] = json!("2025-03-12T16:00:00Z");
+    let resp = second.send(&older.to_string()).await;
+    assert_eq!(resp.status().as_u16(), 202);
+    let message = json(resp).await["message"].as_str().unwrap_or("").to_string();
+    assert!(
+        message.starts_with(&format!("Event ignored: stale event: IMSI {other}")),
+        "{message}"
+    );
+    assert_eq!(wtl_bodies(wtl).await.len(), 3, "the stale event made no call");
+}
+
+#[tokio::test]
+async fn a_replacement_redelivered_after_a_later_event_on_its_new_sim_still_releases_the_old_one() {
+    let wtl = wtl_failing_once().await;
+    let app = spawn_app(&wtl.uri(), &[("WTL_MAX_RETRIES", "0")]).await;
+    a_replacement_after_a_later_event_on_one_sim(&app, &app, &wtl, true).await;
+}
+
+#[tokio::test]
+async fn a_replacement_redelivered_after_a_later_event_on_its_old_sim_still_provisions_the_new_one() {
+    let wtl = wtl_failing_once().await;
+    let app = spawn_app(&wtl.uri(), &[("WTL_MAX_RETRIES", "0")]).await;
+    a_replacement_after_a_later_event_on_one_sim(&app, &app, &wtl, false).await;
+}
+
 #[tokio::test]
 async fn beyond_max_in_flight_events_are_refused_at_once_with_503() {
     let wtl = slow_wtl(Duration::from_millis(1500)).await;

@@ -7,9 +7,11 @@
 /// delivery it stops and keeps what it took (`busy`, with how many keys it holds): the
 /// delivery waits and asks again with the same token, as a delivery waits for each lock in
 /// order in one process, and the same order for every delivery means none waits in a circle.
-/// With everything taken, refuses (and gives back) when an IMSI already has a newer event
-/// applied (`stale`, with the IMSI's position and its time). An IMSI's time is a field of its
-/// hundred's hash (see `SharedMemory::applied`), else the key of the layout before it.
+/// With everything taken, names each IMSI that already has a newer event applied (its position
+/// and its time, after `admitted`): the event's calls to it are skipped. When every IMSI has one,
+/// refuses (and gives back) the delivery (`stale`, with the first IMSI's position and time).
+/// An IMSI's time is a field of its hundred's hash (see `SharedMemory::applied`), else the key
+/// of the layout before it.
 /// KEYS: done, running, lock x n (sorted), hundred x n, legacy x n. ARGV: token, lease ms,
 /// dedup (1/0), n, event time in µs ('' = none), field x n.
 pub(super) const ADMIT: &str = r"
@@ -29,17 +31,22 @@ for i = first, 2 + n do
   if holder and holder ~= token then return {'busy', tostring(i - first)} end
   redis.call('SET', KEYS[i], token, 'PX', ARGV[2])
 end
+local answer = {'admitted'}
 if ARGV[5] ~= '' then
   local stamp = tonumber(ARGV[5])
   for i = 1, n do
     local last = redis.call('HGET', KEYS[2 + n + i], ARGV[5 + i]) or redis.call('GET', KEYS[2 + 2 * n + i])
     if last and stamp < tonumber(last) then
-      give_back()
-      return {'stale', tostring(i), last}
+      table.insert(answer, tostring(i))
+      table.insert(answer, last)
     end
   end
+  if n > 0 and #answer == 1 + 2 * n then
+    give_back()
+    return {'stale', answer[2], answer[3]}
+  end
 end
-return {'admitted'}
+return answer
 ";
 
 /// Records a success: the event as done, each IMSI's time (forward only) in its hundred's hash,
