@@ -188,16 +188,22 @@ store_secrets() {
 
 # ---- IAM --------------------------------------------------------------------------------------
 
-# ensure_role NAME SERVICE_PRINCIPAL [MANAGED_POLICY_ARN...]: the role, created when absent.
+# ensure_role NAME SERVICE_PRINCIPAL [MANAGED_POLICY_ARN...]: the role, created when absent, with
+# each policy attached (one a run before failed to attach is attached now).
 ensure_role() {
-  local name=$1 principal=$2 policy; shift 2
-  if ! query aws iam get-role --role-name "$name" >/dev/null 2>&1; then
+  local name=$1 principal=$2 policy attached=(); shift 2
+  if query aws iam get-role --role-name "$name" >/dev/null 2>&1; then
+    read -ra attached <<<"$(query aws iam list-attached-role-policies --role-name "$name" \
+      --query 'AttachedPolicies[].PolicyArn' --output text)"
+  else
     printf '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"%s"},"Action":"sts:AssumeRole"}]}' \
       "$principal" >"$workdir/trust-$name.json"
     run aws iam create-role --role-name "$name" --assume-role-policy-document "file://$workdir/trust-$name.json" \
       --description "NSPS WTL connector $SERVICE_NAME" >/dev/null
-    for policy in "$@"; do run aws iam attach-role-policy --role-name "$name" --policy-arn "$policy"; done
   fi
+  for policy in "$@"; do
+    in_list "$policy" "${attached[@]}" || run aws iam attach-role-policy --role-name "$name" --policy-arn "$policy"
+  done
   echo "arn:aws:iam::$ACCOUNT_ID:role/$name" >"$workdir/role-$name"
 }
 role_arn() { cat "$workdir/role-$1"; }
@@ -546,11 +552,16 @@ deploy_apprunner() {
   [ -n "$scaling" ] || { echo "error: the App Runner auto-scaling configuration could not be created" >&2; exit 1; }
   [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
   if $static_egress; then
-    local connector subnets=()
-    IFS=, read -ra subnets <<<"$PRIVATE_SUBNETS"
-    connector=$(run_out "<new>" aws apprunner create-vpc-connector "${reg[@]}" --vpc-connector-name "${SERVICE_NAME:0:33}-egress" \
-      --subnets "${subnets[@]}" --security-groups "$EGRESS_SG" \
-      --query VpcConnector.VpcConnectorArn --output text)
+    local connector subnets=() cname="${SERVICE_NAME:0:33}-egress"
+    # One connector per name (App Runner keeps one revision of a name): a second run reuses it.
+    connector=$(query aws apprunner list-vpc-connectors "${reg[@]}" \
+      --query "VpcConnectors[?VpcConnectorName=='$cname' && Status=='ACTIVE'].VpcConnectorArn | [0]" --output text)
+    if [ -z "$connector" ] || [ "$connector" = None ]; then
+      IFS=, read -ra subnets <<<"$PRIVATE_SUBNETS"
+      connector=$(run_out "<new>" aws apprunner create-vpc-connector "${reg[@]}" --vpc-connector-name "$cname" \
+        --subnets "${subnets[@]}" --security-groups "$EGRESS_SG" \
+        --query VpcConnector.VpcConnectorArn --output text)
+    fi
     network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$connector}")
   fi
   flags=(--source-configuration "file://$workdir/source.json"
@@ -644,7 +655,9 @@ setup_monitoring() {
 service_url() {
   if [ "$target" = ecs ]; then ecs_describe | ecs_url; else
     local arn; arn=$(apprunner_arn)
-    [ -n "$arn" ] && echo "https://$(query aws apprunner describe-service "${reg[@]}" --service-arn "$arn" --query Service.ServiceUrl --output text)"
+    if [ -n "$arn" ]; then
+      echo "https://$(query aws apprunner describe-service "${reg[@]}" --service-arn "$arn" --query Service.ServiceUrl --output text)"
+    fi
   fi
 }
 

@@ -109,26 +109,35 @@ query() {
   "$@"
 }
 
-# Runs a command, retrying while IAM has not yet propagated a change the script just made (a new
-# role or service account that cannot yet be assumed or found, a permission not yet effective).
-# IAM_RETRY_DELAYS: the waits in seconds between attempts (bounded; default about 3 minutes).
-# Other failures are not retried. The command's output goes to stdout; its errors to stderr.
-with_iam_retry() {
-  local delays=() attempt=0 err="$workdir/iam-retry.err"
-  read -ra delays <<<"${IAM_RETRY_DELAYS:-5 10 20 30 45 60}"
+# with_retry WHAT PATTERN DELAYS COMMAND...: runs COMMAND, retrying while its error matches
+# PATTERN (grep -E, case-insensitive): something the script just made is not usable yet. DELAYS:
+# the waits in seconds between attempts. Other failures are not retried. The command's output goes
+# to stdout; its errors to stderr.
+with_retry() {
+  local what=$1 pattern=$2 delays=() attempt=0 err="$workdir/retry.err"
+  read -ra delays <<<"$3"
+  shift 3
   echo "+$(printf ' %q' "$@")" >&2
   $dry_run && return 0
   while :; do
     if "$@" 2>"$err"; then return 0; fi
-    if ! grep -qiE 'propagat|does not exist|cannot be assumed|not authorized to perform|AccessDenied|Permission denied|PERMISSION_DENIED|InvalidParameterException.*role|not found.*service account|service account.*not found' "$err" \
-      || [ "$attempt" -ge "${#delays[@]}" ]; then
+    if ! grep -qiE "$pattern" "$err" || [ "$attempt" -ge "${#delays[@]}" ]; then
       cat "$err" >&2
       return 1
     fi
-    echo "  (waiting ${delays[$attempt]}s for IAM to propagate: $(head -c 200 "$err" | tr '\n' ' '))" >&2
+    echo "  (waiting ${delays[$attempt]}s for $what: $(head -c 200 "$err" | tr '\n' ' '))" >&2
     sleep "${delays[$attempt]}"
     attempt=$((attempt + 1))
   done
+}
+
+# Runs a command, retrying while IAM has not yet propagated a change the script just made (a new
+# role or service account that cannot yet be assumed or found, a permission not yet effective).
+# IAM_RETRY_DELAYS: the waits in seconds between attempts (bounded; default about 3 minutes).
+with_iam_retry() {
+  with_retry "IAM to propagate" \
+    'propagat|does not exist|cannot be assumed|not authorized to perform|AccessDenied|Permission denied|PERMISSION_DENIED|InvalidParameterException.*role|not found.*service account|service account.*not found' \
+    "${IAM_RETRY_DELAYS:-5 10 20 30 45 60}" "$@"
 }
 
 confirm() {

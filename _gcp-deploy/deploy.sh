@@ -15,10 +15,10 @@ usage: bash _gcp-deploy/deploy.sh [options]
                    deploy it. A new service is created and smoke-tested. An existing service gets
                    the new revision with no traffic under the tag `candidate`; the checks run
                    against that revision's own URL, and traffic moves to it only when they pass
-  --env-only       the same rollout with the running image and the settings of the env file
+  --env-only       the same rollout with the serving revision's image and the env file's settings
   --test-only      only run the smoke test against the service
   --rollback       send all traffic back to the revision that served before the current one
-                   (or to ROLLBACK_REVISION), then smoke-test
+                   (tagged `previous` when traffic moved; or ROLLBACK_REVISION), then smoke-test
   --destroy        delete the service and its check job (asks first unless --yes)
   --monitoring     after a successful deploy, create or update the monitoring: log-based
                    metrics from the connector's lines, a Cloud Monitoring dashboard and alert
@@ -412,7 +412,7 @@ roll_out() {
   else
     if $precheck; then run_check_job "$2" || rollout_failed "the check" "$serving" "$candidate_url"; fi
     smoke_test "$candidate_url" || rollout_failed "the smoke test" "$serving" "$candidate_url"
-    run gcloud run services update-traffic "$SERVICE_NAME" "${project[@]}" "${region[@]}" --to-revisions "$candidate=100"
+    move_traffic "$candidate" "$serving"
     echo "traffic moved from ${serving:-nothing} to $candidate (roll back with --rollback)"
   fi
   url=$(json_get "d['status']['url']" <<<"$after")
@@ -435,7 +435,22 @@ build_image() {
   fi
 }
 
-# previous_revision SERVING < revisions.json: the newest ready revision created before SERVING.
+# move_traffic TO FROM: all traffic to revision TO; FROM, which served until now, gets the tag
+# `previous`, which --rollback goes back to (so a candidate that failed its checks, never served,
+# is never a rollback target).
+move_traffic() {
+  local tags=()
+  [ -n "$2" ] && tags=(--update-tags "previous=$2")
+  run gcloud run services update-traffic "$SERVICE_NAME" "${project[@]}" "${region[@]}" --to-revisions "$1=100" "${tags[@]}"
+}
+
+# tagged_revision TAG < service.json: the revision the tag names.
+tagged_revision() {
+  json_get "[t.get('revisionName', '') for t in d.get('status', {}).get('traffic', []) if t.get('tag') == '$1'][0]"
+}
+
+# previous_revision SERVING < revisions.json: the newest ready revision created before SERVING (for
+# a service whose traffic last moved before the `previous` tag was kept).
 previous_revision() {
   python3 -c '
 import json, sys
@@ -450,19 +465,22 @@ print(older[-1]["metadata"]["name"] if older else "")
 ' "$1" 2>/dev/null || true
 }
 
+# Back to the revision that served before the serving one (its tag `previous`, else the newest
+# ready revision older than the serving one, or ROLLBACK_REVISION); the revision left gets the tag
+# `previous` in turn, so a second --rollback undoes the first.
 rollback() {
   local svc revisions serving target
   svc=$(describe_service)
   [ -n "$svc" ] || { echo "error: no service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION" >&2; exit 1; }
   serving=$(serving_revision <<<"$svc")
-  target=${ROLLBACK_REVISION:-}
+  target=${ROLLBACK_REVISION:-$(tagged_revision previous <<<"$svc")}
   if [ -z "$target" ]; then
     revisions=$(query gcloud run revisions list --service "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json)
-    # The newest ready revision created before the serving one.
     target=$(previous_revision "$serving" <<<"$revisions")
   fi
   [ -n "$target" ] || { echo "error: no earlier ready revision than $serving to roll back to (set ROLLBACK_REVISION)" >&2; exit 1; }
-  run gcloud run services update-traffic "$SERVICE_NAME" "${project[@]}" "${region[@]}" --to-revisions "$target=100"
+  [ "$target" != "$serving" ] || { echo "error: $target is the serving revision already (set ROLLBACK_REVISION)" >&2; exit 1; }
+  move_traffic "$target" "$serving"
   echo "traffic moved from $serving back to $target"
   smoke_test "$(json_get "d['status']['url']" <<<"$svc")"
 }
@@ -476,6 +494,11 @@ apis_needed() {
 }
 
 # ---- monitoring ---------------------------------------------------------------------------------
+
+with_metric_retry() {
+  with_retry "the new log-based metrics to reach alerting" 'Cannot find metric|metric.* not found|could take up to' \
+    "${METRIC_RETRY_DELAYS:-15 30 60 90 120 120 180}" "$@"
+}
 
 # The log-based metrics, the dashboard and the alert policies of monitoring/log-metrics.json. Each
 # is found first (a metric by name, the dashboard and the policies by display name, the e-mail
@@ -522,11 +545,13 @@ setup_monitoring() {
         fi
         ;;
       policy)
+        # A log-based metric made a moment ago can take minutes to be known to alerting ("Cannot
+        # find metric(s) that match type"): the policy waits for it (METRIC_RETRY_DELAYS).
         found=$(monitoring_py find "displayName=$name" --print name <<<"$policies" || true)
         if [ -n "$found" ]; then
-          run gcloud alpha monitoring policies update "$found" "${project[@]}" --policy-from-file "$file" >/dev/null
+          with_metric_retry gcloud alpha monitoring policies update "$found" "${project[@]}" --policy-from-file "$file" >/dev/null
         else
-          run gcloud alpha monitoring policies create "${project[@]}" --policy-from-file "$file" >/dev/null
+          with_metric_retry gcloud alpha monitoring policies create "${project[@]}" --policy-from-file "$file" >/dev/null
         fi
         ;;
     esac
@@ -547,7 +572,11 @@ print_summary() {
 case "$mode" in
   destroy)
     confirm "Delete Cloud Run service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION?"
-    run gcloud run services delete "$SERVICE_NAME" "${project[@]}" "${region[@]}" --quiet
+    # Each part only when it is there: a second --destroy (or one after a half-done deploy)
+    # removes what is left.
+    if [ -n "$(describe_service)" ]; then
+      run gcloud run services delete "$SERVICE_NAME" "${project[@]}" "${region[@]}" --quiet
+    fi
     if query gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}" >/dev/null 2>&1; then
       run gcloud run jobs delete "$check_job" "${project[@]}" "${region[@]}" --quiet
     fi
@@ -572,7 +601,12 @@ esac
 existing=$(describe_service)
 if [ "$mode" = env ]; then
   [ -n "$existing" ] || { echo "error: no service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
-  image=$(json_get "d['spec']['template']['spec']['containers'][0]['image']" <<<"$existing")
+  # The serving revision's image: the service's template names the newest revision made, which
+  # may be a candidate that failed its checks or one rolled back from.
+  serving=$(serving_revision <<<"$existing")
+  image=$(query gcloud run revisions describe "$serving" "${project[@]}" "${region[@]}" --format json |
+    json_get "d['spec']['containers'][0]['image']")
+  [ -n "$image" ] || { echo "error: cannot read the image of the serving revision ${serving:-(none)}" >&2; exit 1; }
 fi
 if $tracing; then
   # The connector sends its spans to the collector beside it.

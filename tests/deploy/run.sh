@@ -71,7 +71,7 @@ scenario() {
   echo "--- $name"
   set +e
   (cd "$root" && env -i PATH="$fakes:$python_dir:/usr/bin:/bin" HOME="$sandbox" FAKE_LOG="$FAKE_LOG" FAKE_STATE="$FAKE_STATE" \
-    PYTHONPATH="$fakes" IAM_RETRY_DELAYS="0 0 0" POLL_SECONDS=0 \
+    PYTHONPATH="$fakes" IAM_RETRY_DELAYS="0 0 0" METRIC_RETRY_DELAYS="0 0 0" POLL_SECONDS=0 \
     GCP_PROJECT_ID=proj-1 GCP_REGION=europe-west1 AWS_REGION=eu-central-1 \
     API_TOKEN="$secret_token" WTL_API_URL=https://hlr.example.com/wtl WTL_IMSI_REGEXP="$regex" \
     WTL_API_TOKEN="$wtl_secret" "${EXTRA_ENV[@]}" bash "$script" "$@") >"$sandbox/out" 2>&1 </dev/null
@@ -177,6 +177,7 @@ exits "gcp update exits 0" 0
 expect "gcp deploys the new revision with no traffic, tagged candidate" '^gcloud run deploy nsps-wtl-connector --project proj-1 --region europe-west1 --no-traffic --tag candidate '
 expect "gcp smoke-tests the candidate's own URL" '^curl .*https://candidate---nsps-wtl-connector-abc.a.run.app/health'
 expect "gcp moves traffic only then" '^gcloud run services update-traffic nsps-wtl-connector --project proj-1 --region europe-west1 --to-revisions nsps-wtl-connector-00002-x2=100'
+expect "gcp tags the revision that served until then previous" 'update-traffic .*--to-revisions nsps-wtl-connector-00002-x2=100 --update-tags previous=nsps-wtl-connector-00001-x1$'
 [ "$(serving)" = nsps-wtl-connector-00002-x2 ] && ok "gcp: the new revision serves" || bad "gcp: serving $(serving)"
 check_py "gcp: the smoke test ran before the traffic moved" "$log" <<'PY'
 import sys
@@ -205,6 +206,38 @@ exits "gcp rollback exits 0" 0
 expect "gcp rollback sends traffic to the revision before the serving one" '^gcloud run services update-traffic nsps-wtl-connector .*--to-revisions nsps-wtl-connector-00002-x2=100'
 expect "gcp rollback smoke-tests" '^curl .*/health'
 refuse "gcp rollback builds and deploys nothing" 'builds submit|run deploy'
+
+# Revision 2 was a candidate that failed its checks (never served); 1 served before 3.
+GIVEN=$(py "$(gcp_existing 3)" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+svc = st["services"]["nsps-wtl-connector"]
+svc["traffic"] += [{"revisionName": "nsps-wtl-connector-00001-x1", "percent": 0, "tag": "previous"},
+                   {"revisionName": "nsps-wtl-connector-00002-x2", "percent": 0, "tag": "candidate"}]
+print(json.dumps(st))
+PY
+)
+scenario "gcp: rollback past a candidate that never served" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'
+exits "gcp rollback (tag previous) exits 0" 0
+expect "gcp rollback goes to the revision tagged previous, not to the newer failed candidate" 'update-traffic .*--to-revisions nsps-wtl-connector-00001-x1=100 --update-tags previous=nsps-wtl-connector-00003-x3$'
+[ "$(serving)" = nsps-wtl-connector-00001-x1 ] && ok "gcp: the previous revision serves again" || bad "gcp: serving $(serving)"
+check_py "gcp: the revision rolled back from is tagged previous (a second --rollback undoes the first)" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+traffic = json.load(open(sys.argv[1]))["services"]["nsps-wtl-connector"]["traffic"]
+assert {t["tag"]: t["revisionName"] for t in traffic if t.get("tag")}["previous"] == "nsps-wtl-connector-00003-x3", traffic
+PY
+
+GIVEN=$(py "$(gcp_existing 2)" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+st["services"]["nsps-wtl-connector"]["traffic"].append({"revisionName": "nsps-wtl-connector-00002-x2", "percent": 0, "tag": "previous"})
+print(json.dumps(st))
+PY
+)
+scenario "gcp: rollback when previous is the serving revision" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'
+exits "gcp rollback to the serving revision exits non-zero" nonzero
+refuse "gcp rollback to the serving revision changes nothing" 'update-traffic'
+said "gcp says the target serves already" 'is the serving revision already'
 
 GIVEN=$(gcp_existing 2)
 EXTRA_ENV=(ROLLBACK_REVISION=nsps-wtl-connector-00001-x1)
@@ -306,6 +339,19 @@ expect "gcp env-only redeploys the running image, with no traffic first" '^gclou
 grep -qxF "WTL_DRY_RUN: 'true'" "$FAKE_STATE/env.yaml" && ok "gcp env-only passes WTL_DRY_RUN (the dry-run week)" || bad "gcp env-only WTL_DRY_RUN"
 expect "gcp env-only clears secrets the env file no longer names" 'run deploy .*--clear-secrets'
 
+# After a rollback the service's template still names the newer image; the serving revision's counts.
+GIVEN=$(py "$(gcp_existing 2)" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+st["services"]["nsps-wtl-connector"]["traffic"] = [{"revisionName": "nsps-wtl-connector-00001-x1", "percent": 100}]
+print(json.dumps(st))
+PY
+)
+scenario "gcp: env-only after a rollback" _gcp-deploy/deploy.sh --env-only; GIVEN='{}'
+exits "gcp env-only after a rollback exits 0" 0
+expect "gcp env-only redeploys the serving revision's image, not the newest one's" '^gcloud run deploy nsps-wtl-connector .*--image europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:old1( |$)'
+refuse "gcp env-only after a rollback does not bring back the rolled-back image" 'run deploy .*:old2( |$)'
+
 scenario "gcp: dry run on a fresh project" _gcp-deploy/deploy.sh --secrets --dry-run --yes
 exits "gcp dry run exits 0" 0
 check_py "gcp dry run asks the cloud only read-only questions" "$log" <<'PY'
@@ -364,6 +410,16 @@ assert sorted(p["displayName"] for p in mon["policies"]) == sorted("nsps-wtl-con
 PY
 gcp_monitored=$(state)
 
+GIVEN='{"metric_lag": 2}'
+scenario "gcp: --monitoring while alerting does not know the new metrics yet" _gcp-deploy/deploy.sh --monitoring --yes; GIVEN='{}'
+exits "gcp --monitoring waits for the new metrics instead of failing a deployed service" 0
+said "gcp says what it waits for" 'waiting 0s for the new log-based metrics to reach alerting'
+check_py "gcp: every alert policy made once the metrics are known" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+st = json.load(open(sys.argv[1]))
+assert len(st["monitoring"]["policies"]) == 4, [p["displayName"] for p in st["monitoring"]["policies"]]
+PY
+
 GIVEN=$gcp_monitored
 EXTRA_ENV=(ALERT_EMAIL=oncall@example.com NO_EVENTS_ALERT_MINUTES=30)
 scenario "gcp: --monitoring-only on a monitored project" _gcp-deploy/deploy.sh --monitoring-only; GIVEN='{}'; EXTRA_ENV=()
@@ -415,6 +471,12 @@ scenario "gcp: destroy" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
 expect "gcp destroy deletes the service" '^gcloud run services delete nsps-wtl-connector --project proj-1 --region europe-west1 --quiet'
 expect "gcp destroy deletes the check job" '^gcloud run jobs delete nsps-wtl-connector-check '
 refuse "gcp destroy deploys nothing" 'run deploy|builds submit'
+
+GIVEN='{"jobs": ["nsps-wtl-connector-check"]}'
+scenario "gcp: destroy with the service already gone" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "gcp destroy of what is left exits 0" 0
+refuse "gcp destroy deletes no service that is not there" 'run services delete'
+expect "gcp destroy still deletes the check job" '^gcloud run jobs delete nsps-wtl-connector-check '
 scenario "gcp: destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy
 exits "gcp destroy refuses without confirmation" nonzero
 refuse "gcp unconfirmed destroy deletes nothing" 'delete'
@@ -519,6 +581,7 @@ exits "aws ECS env-only exits 0" 0
 expect "aws ECS env-only updates the service" '^aws ecs update-express-gateway-service --region eu-central-1 --service-arn arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector'
 refuse "aws ECS env-only builds nothing" '^docker (build|push)'
 refuse "aws ECS update creates no roles" 'iam create-role'
+expect "aws attaches a role's policy that an earlier run did not" '^aws iam attach-role-policy --role-name nsps-wtl-connector-execution --policy-arn arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy'
 check_py "aws ECS env-only keeps the running image" "$FAKE_STATE/container.json" <<'PY'
 import json, sys
 assert json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["image"].endswith(":old")
@@ -535,6 +598,10 @@ PY
 scenario "aws: ECS test-only" _aws-deploy/deploy.sh --test-only
 expect "aws test-only smoke-tests the ECS service" '^curl .*https://nsps-wtl-connector.ecs.eu-central-1.on.aws/health'
 refuse "aws test-only changes nothing" 'create|update|docker'
+
+scenario "aws: App Runner test-only with no service" _aws-deploy/deploy.sh --target apprunner --test-only
+exits "aws test-only without a service exits non-zero" nonzero
+said "aws test-only says there is no service" 'error: no apprunner service nsps-wtl-connector in eu-central-1'
 scenario "aws: ECS destroy" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
 expect "aws destroy deletes the ECS service" '^aws ecs delete-express-gateway-service --region eu-central-1 --service-arn arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector'
 
@@ -603,6 +670,18 @@ expect "aws creates the NAT gateway with it" '^aws ec2 create-nat-gateway --regi
 expect "aws routes the private subnets through the NAT gateway" '^aws ec2 create-route .*--destination-cidr-block 0.0.0.0/0 --nat-gateway-id nat-0001'
 expect "aws runs the service in those subnets" 'create-express-gateway-service .*--network-configuration subnets=subnet-0002,subnet-0004,subnet-0001,subnet-0003,securityGroups=sg-0001'
 said "aws prints the egress address" 'egress address \(allow it in the HLR.s firewall\): 3.120.0.7'
+
+scenario "aws: one egress address (App Runner)" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes
+exits "aws App Runner --static-egress-ip exits 0" 0
+expect "aws creates the App Runner VPC connector in the private subnets" '^aws apprunner create-vpc-connector --region eu-central-1 --vpc-connector-name nsps-wtl-connector-egress --subnets subnet-0002 subnet-0004 --security-groups sg-0001 '
+expect "aws sends the service's egress through it" 'create-service .*--network-configuration EgressConfiguration=\{EgressType=VPC,VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/nsps-wtl-connector-egress/1/abc\}'
+GIVEN=$(state)
+scenario "aws: one egress address (App Runner), second run" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes; GIVEN='{}'
+exits "aws App Runner --static-egress-ip runs again" 0
+refuse "aws: the second run creates no second VPC connector (one per name)" 'create-vpc-connector'
+expect "aws: the second run reuses the connector" 'update-service .*VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/nsps-wtl-connector-egress/1/abc\}'
+refuse "aws: the second run builds no second egress network" 'create-vpc |allocate-address|create-nat-gateway'
+refuse "aws: the second run attaches no role policy again" 'attach-role-policy'
 
 scenario "aws: dry run on a fresh account" _aws-deploy/deploy.sh --secrets --dry-run --yes
 exits "aws dry run exits 0" 0

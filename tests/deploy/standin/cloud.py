@@ -2095,7 +2095,11 @@ def apprunner_create_connector(req, p, region):
         raise ApiError(400, "ValidationException", validation(
             "vpcConnectorName", name, "Member must satisfy regular expression pattern: [A-Za-z0-9][A-Za-z0-9\\-_]{3,39}"
             if len(name) <= 40 else "Member must have length less than or equal to 40"))
-    revisions = STATE["apprunner_connectors"].setdefault(name, [])  # the same name: a new revision
+    revisions = STATE["apprunner_connectors"].setdefault(name, [])
+    if any(c["Status"] == "ACTIVE" for c in revisions):
+        # "At this time, App Runner supports only one revision per name."
+        raise ApiError(400, "InvalidRequestException",
+                       "A VPC connector with the name %s already exists and is active." % name)
     rev = len(revisions) + 1
     connector = {"VpcConnectorName": name, "VpcConnectorRevision": rev, "Status": "ACTIVE",
                  "VpcConnectorArn": "arn:aws:apprunner:%s:%s:vpcconnector/%s/%d/%s" % (region, ACCOUNT, name, rev, uuid.uuid4().hex),

@@ -423,9 +423,9 @@ gcp_rollout() {
     ctr(last("run.jobs.replace"))["image"] == ctr(bodies("run.services.replace")[0])["image"] and
     [c["op"] for c in calls if c["op"] in ("run.jobs.run", "run.services.replace") and 200 <= c["status"] < 300][-2:]
     == ["run.jobs.run", "run.services.replace"]'
-  check "second deploy: update-traffic (the last replaceService) sends 100% to the new revision, none to the first; the tag stays" '
+  check "second deploy: update-traffic (the last replaceService) sends 100% to the new revision, none to the first, which is tagged previous; the candidate tag stays" '
     len(ok_calls("run.services.replace")) == 2
-    and entries(last("run.services.replace")) == {(new, 100, None), (new, 0, "candidate")} and serving() == new' \
+    and entries(last("run.services.replace")) == {(new, 100, None), (new, 0, "candidate"), (old, 0, "previous")} and serving() == new' old="$first" \
     new="$(python3 "$work/check.py" value "$STANDIN_RECORD" "$run_since" "$STANDIN_STATE_DIR/state.json" 'rev(bodies("run.services.replace")[0])' 2>/dev/null)"
   check "second deploy: the smoke test ran against the candidate's tag URL" '
     re.search(r"^curl .*https://candidate---nsps-wtl-connector-[0-9a-f]+-ew\.a\.run\.app/health$", fakelog, re.M)
@@ -440,8 +440,8 @@ gcp_rollout() {
   check "failing check: the candidate revision was deployed without traffic, then the job ran" '
     [c["op"] for c in calls if c["op"] in ("run.jobs.run", "run.services.replace") and 200 <= c["status"] < 300]
     == ["run.services.replace", "run.jobs.run"]
-    and entries(last("run.services.replace")) == {(cur, 100, None), (rev(last("run.services.replace")), 0, "candidate")}' \
-    cur="$second"
+    and entries(last("run.services.replace")) == {(cur, 100, None), (rev(last("run.services.replace")), 0, "candidate"), (prev, 0, "previous")}' \
+    cur="$second" prev="$first"
   check "failing check: no traffic change recorded (no update-traffic; the serving revision keeps 100%)" '
     len(ok_calls("run.services.replace")) == 1 and serving() == cur' cur="$second"
   said "failing check: says the traffic stays" "traffic stays on $second"
@@ -479,9 +479,9 @@ gcp_rollback() {
   if [ -n "$second" ] && [ "$second" != "$first" ]; then ok "two deploys: $first, then $second serves"
   else bad "two deploys: serving $first, then $second"; fi
   deploy "gcp --rollback" 0 _gcp-deploy/deploy.sh --rollback
-  check "rollback: one replaceService (update-traffic), 100% of the traffic to the previous revision" '
+  check "rollback: one replaceService (update-traffic), 100% of the traffic to the revision tagged previous, which tags the one left" '
     len(ok_calls("run.services.replace")) == 1 and {r: p for r, p in traffic(last("run.services.replace")).items() if p} == {old: 100}
-    and serving() == old' old="$first"
+    and (cur, 0, "previous") in entries(last("run.services.replace")) and serving() == old' old="$first" cur="$second"
   check "rollback: nothing built or deployed, no new revision" '
     not ok_calls("cloudbuild.builds.create") and not ok_calls("run.services.create") and len(state["run_revisions"]) == 2'
   said "rollback: says where the traffic went" "traffic moved from $second back to $first"
