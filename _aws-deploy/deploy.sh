@@ -255,6 +255,9 @@ setup_static_egress() {
     PRIVATE_SUBNETS=$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=tag:Tier,Values=private" --query 'Subnets[].SubnetId' --output text | tr '\t' ',')
     EGRESS_SG=$(query aws ec2 describe-security-groups "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=group-name,Values=$tag" --query 'SecurityGroups[0].GroupId' --output text)
     egress_ip=$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[0].PublicIp' --output text)
+    nat=$(query aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=available" \
+      --query 'NatGateways[0].NatGatewayId' --output text)
+    egress_complete "$vpc" "$tag" "$nat"
     return 0
   fi
   if $dry_run; then
@@ -294,6 +297,26 @@ setup_static_egress() {
     --description "NSPS WTL connector $SERVICE_NAME" --query GroupId --output text)
   run aws ec2 authorize-security-group-ingress "${reg[@]}" --group-id "$EGRESS_SG" --protocol tcp --port 8000 --cidr "$cidr" >/dev/null
   egress_ip=$(aws ec2 describe-addresses "${reg[@]}" --allocation-ids "$eip" --query 'Addresses[0].PublicIp' --output text)
+}
+
+# egress_complete VPC TAG NAT: an egress VPC found by its tag is used only when a run built all of
+# it; one that stopped part way (an Elastic IP quota, a NAT gateway that never became available)
+# is named with what it lacks, rather than deployed into without its one address.
+egress_complete() {
+  local missing=() none='^(|None)$'
+  [[ "$PUBLIC_SUBNETS" == *,* ]] || missing+=("two public subnets")
+  [[ "$PRIVATE_SUBNETS" == *,* ]] || missing+=("two private subnets")
+  [[ ! "$EGRESS_SG" =~ $none ]] || missing+=("the security group $2")
+  [[ ! "$egress_ip" =~ $none ]] || missing+=("the Elastic IP tagged $2")
+  [[ ! "$3" =~ $none ]] || missing+=("an available NAT gateway")
+  [ ${#missing[@]} -eq 0 ] && return 0
+  $dry_run && { echo "? the egress VPC $1 lacks: ${missing[*]}" >&2; return 0; }
+  local lacks
+  lacks=$(printf '%s, ' "${missing[@]}")
+  printf 'error: the egress VPC %s (tagged %s) is incomplete, a run that built it stopped part way; it lacks: %s.\n' \
+    "$1" "$2" "${lacks%, }" >&2
+  echo "       Delete it (with its NAT gateway and Elastic IP) or complete it, then run again." >&2
+  exit 1
 }
 
 # ---- ECS Express Mode -------------------------------------------------------------------------

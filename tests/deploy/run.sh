@@ -682,6 +682,18 @@ refuse "aws: the second run creates no second VPC connector (one per name)" 'cre
 expect "aws: the second run reuses the connector" 'update-service .*VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/nsps-wtl-connector-egress/1/abc\}'
 refuse "aws: the second run builds no second egress network" 'create-vpc |allocate-address|create-nat-gateway'
 refuse "aws: the second run attaches no role policy again" 'attach-role-policy'
+GIVEN=$(py "$(state)" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+st["ec2"].pop("nat", None)
+st["ec2"].pop("eip", None)
+print(json.dumps(st))
+PY
+)
+scenario "aws: an egress VPC a run left half-built" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes; GIVEN='{}'
+exits "aws refuses a half-built egress VPC" nonzero
+said "aws names what the egress VPC lacks" 'egress VPC vpc-0001 \(tagged nsps-wtl-connector-egress\) is incomplete.*lacks: the Elastic IP tagged nsps-wtl-connector-egress, an available NAT gateway'
+refuse "aws deploys nothing into a half-built egress VPC" 'apprunner (create|update)-service|create-vpc-connector'
 
 scenario "aws: dry run on a fresh account" _aws-deploy/deploy.sh --secrets --dry-run --yes
 exits "aws dry run exits 0" 0
