@@ -6,6 +6,11 @@
 #        [--env-only | --test-only | --destroy [--purge-images] | --monitoring-only] [--secrets]
 #        [--check] [--static-egress-ip] [--monitoring] [--force-deploy] [--yes] [--dry-run]
 set -euo pipefail
+# mapfile, and empty arrays under `set -u`, need bash 4.4 (macOS ships 3.2: brew install bash).
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 404)); then
+  echo "error: bash 4.4 or newer is needed; this is $BASH_VERSION" >&2
+  exit 2
+fi
 
 usage() {
   cat <<'EOF'

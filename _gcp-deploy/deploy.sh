@@ -6,6 +6,11 @@
 #        | --monitoring-only] [--secrets] [--check] [--static-egress-ip] [--no-invoker-iam-check]
 #        [--monitoring] [--force-deploy] [--local-build] [--yes] [--dry-run]
 set -euo pipefail
+# mapfile, and empty arrays under `set -u`, need bash 4.4 (macOS ships 3.2: brew install bash).
+if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] < 404)); then
+  echo "error: bash 4.4 or newer is needed; this is $BASH_VERSION" >&2
+  exit 2
+fi
 
 usage() {
   cat <<'EOF'
@@ -508,8 +513,9 @@ setup_monitoring() {
   echo "monitoring: log-based metrics, dashboard and alert policies for $SERVICE_NAME"
   run gcloud services enable logging.googleapis.com monitoring.googleapis.com "${project[@]}"
   if [ -n "${ALERT_EMAIL:-}" ]; then
-    channel=$(query gcloud beta monitoring channels list "${project[@]}" --format json 2>/dev/null \
-      | monitoring_py find type=email "labels.email_address=$ALERT_EMAIL" --print name || true)
+    # A look-up that fails stops the run: read as "none", it would make a second channel.
+    found=$(query gcloud beta monitoring channels list "${project[@]}" --format json)
+    channel=$(monitoring_py find type=email "labels.email_address=$ALERT_EMAIL" --print name <<<"$found" || true)
     if [ -z "$channel" ]; then
       monitoring_py gcp-channel "$workdir/channel.json" --service "$SERVICE_NAME" --email "$ALERT_EMAIL"
       channel=$(run_out "projects/$GCP_PROJECT_ID/notificationChannels/<new>" gcloud beta monitoring channels create \
@@ -520,7 +526,7 @@ setup_monitoring() {
   [ -n "${NO_EVENTS_ALERT_MINUTES:-}" ] && minutes=(--no-events-minutes "$NO_EVENTS_ALERT_MINUTES")
   monitoring_py gcp "$workdir/monitoring" --service "$SERVICE_NAME" --project "$GCP_PROJECT_ID" \
     "${minutes[@]}" "${channel_flags[@]}" >"$tsv" || exit 2
-  policies=$(query gcloud alpha monitoring policies list "${project[@]}" --format json 2>/dev/null || echo '[]')
+  policies=$(query gcloud alpha monitoring policies list "${project[@]}" --format json)
   # The manifest is read on its own descriptor: the cloud commands in the loop may read stdin.
   while IFS=$'\t' read -r kind name file <&3; do
     case "$kind" in
@@ -532,8 +538,8 @@ setup_monitoring() {
         fi
         ;;
       dashboard)
-        found=$(query gcloud monitoring dashboards list "${project[@]}" --format json 2>/dev/null \
-          | monitoring_py find "displayName=$name" --print name etag || true)
+        found=$(query gcloud monitoring dashboards list "${project[@]}" --format json)
+        found=$(monitoring_py find "displayName=$name" --print name etag <<<"$found" || true)
         if [ -n "$found" ]; then
           dashboard=${found%%$'\t'*}
           # The etag it was read with: an update made meanwhile by someone else is refused, not lost.

@@ -420,6 +420,13 @@ st = json.load(open(sys.argv[1]))
 assert len(st["monitoring"]["policies"]) == 4, [p["displayName"] for p in st["monitoring"]["policies"]]
 PY
 
+GIVEN=${gcp_monitored%\}}', "monitoring_list_fails": true}'
+EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
+scenario "gcp: --monitoring-only while Cloud Monitoring cannot list" _gcp-deploy/deploy.sh --monitoring-only; GIVEN='{}'; EXTRA_ENV=()
+exits "gcp --monitoring-only stops when a look-up fails" nonzero
+refuse "gcp makes no second channel, dashboard or policy it could not look for" 'monitoring [a-z]+ create'
+said "gcp shows the look-up's error" 'UNAVAILABLE'
+
 GIVEN=$gcp_monitored
 EXTRA_ENV=(ALERT_EMAIL=oncall@example.com NO_EVENTS_ALERT_MINUTES=30)
 scenario "gcp: --monitoring-only on a monitored project" _gcp-deploy/deploy.sh --monitoring-only; GIVEN='{}'; EXTRA_ENV=()
@@ -804,6 +811,25 @@ scenario "aws: an unknown option" _aws-deploy/deploy.sh --frobnicate
 exits "aws rejects an unknown option" 2
 scenario "aws: an unknown target" _aws-deploy/deploy.sh --target lambda
 exits "aws rejects an unknown target" 2
+
+# ================= what leaves the machine =================
+# `gcloud builds submit` uploads the checkout to Cloud Build minus .gcloudignore; the real gcloud
+# lists what it would upload from a tree of the ignore files, source and decoy env files.
+if command -v gcloud >/dev/null 2>&1; then
+  upload="$sandbox/upload"
+  mkdir -p "$upload/src" "$upload/target/release" "$upload/ops"
+  cp .gcloudignore .dockerignore "$upload/"
+  for f in src/main.rs .env.example .env .env.prod prod.env ops/emea.env target/release/nsps-wtl-connector; do
+    echo "API_TOKEN=$secret_token" >"$upload/$f"
+  done
+  listed=$(cd "$upload" && gcloud meta list-files-for-upload . 2>/dev/null | sort | tr '\n' ' ')
+  if [[ " $listed " == *" src/main.rs "* && " $listed " == *" .env.example "* && " $listed " != *".env "* &&
+    " $listed " != *"prod"* && " $listed " != *"emea"* && " $listed " != *"target"* ]]; then
+    ok "gcloud uploads the source but no env file and no build output (.gcloudignore)"
+  else bad "gcloud would upload: $listed"; fi
+else
+  echo "skip the upload check: gcloud is not on PATH"
+fi
 
 # ================= shellcheck =================
 if command -v shellcheck >/dev/null 2>&1; then
