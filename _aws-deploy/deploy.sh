@@ -320,7 +320,7 @@ egress_complete() {
   lacks=$(printf '%s, ' "${missing[@]}")
   printf 'error: the egress VPC %s (tagged %s) is incomplete, a run that built it stopped part way; it lacks: %s.\n' \
     "$1" "$2" "${lacks%, }" >&2
-  echo "       Delete it (with its NAT gateway and Elastic IP) or complete it, then run again." >&2
+  echo "       Delete it (with its NAT gateway, its Elastic IP and any App Runner VPC connector on its subnets) or complete it, then run again." >&2
   exit 1
 }
 

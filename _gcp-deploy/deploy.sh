@@ -307,6 +307,16 @@ setup_static_egress() {
 
 # ---- the service --------------------------------------------------------------------------------
 
+# present DESCRIBE-COMMAND...: true when the look-up finds it, false when the cloud says it is not
+# there; any other failure (credentials, a wrong project or region) stops the run with its error.
+present() {
+  local err="$workdir/present.err"
+  if query "$@" >/dev/null 2>"$err"; then return 0; fi
+  if grep -qiE 'cannot find|could not be found|not found' "$err"; then return 1; fi
+  cat "$err" >&2
+  exit 1
+}
+
 describe_service() { # the service as JSON, or nothing when it does not exist
   query gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json 2>/dev/null || true
 }
@@ -579,14 +589,21 @@ case "$mode" in
   destroy)
     confirm "Delete Cloud Run service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION?"
     # Each part only when it is there: a second --destroy (or one after a half-done deploy)
-    # removes what is left.
-    if [ -n "$(describe_service)" ]; then
+    # removes what is left. A look-up that fails otherwise stops the run.
+    deleted=()
+    if present gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}"; then
       run gcloud run services delete "$SERVICE_NAME" "${project[@]}" "${region[@]}" --quiet
+      deleted+=("the service $SERVICE_NAME")
     fi
-    if query gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}" >/dev/null 2>&1; then
+    if present gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}"; then
       run gcloud run jobs delete "$check_job" "${project[@]}" "${region[@]}" --quiet
+      deleted+=("the check job $check_job")
     fi
-    echo "deleted $SERVICE_NAME; kept: images in $AR_REPOSITORY, the secrets and $runtime_sa"
+    if [ ${#deleted[@]} -eq 0 ]; then
+      echo "nothing to delete: no service $SERVICE_NAME and no job $check_job in $GCP_PROJECT_ID/$GCP_REGION"
+    else
+      echo "deleted: ${deleted[*]}; kept: images in $AR_REPOSITORY, the secrets and $runtime_sa"
+    fi
     exit 0
     ;;
   test)
@@ -610,9 +627,10 @@ if [ "$mode" = env ]; then
   # The serving revision's image: the service's template names the newest revision made, which
   # may be a candidate that failed its checks or one rolled back from.
   serving=$(serving_revision <<<"$existing")
+  [ -n "$serving" ] || { echo "error: no revision of $SERVICE_NAME serves traffic; deploy first" >&2; exit 1; }
   image=$(query gcloud run revisions describe "$serving" "${project[@]}" "${region[@]}" --format json |
-    json_get "d['spec']['containers'][0]['image']")
-  [ -n "$image" ] || { echo "error: cannot read the image of the serving revision ${serving:-(none)}" >&2; exit 1; }
+    json_get "d['spec']['containers'][0]['image']") || true
+  [ -n "$image" ] || { echo "error: cannot read the image of the serving revision $serving" >&2; exit 1; }
 fi
 if $tracing; then
   # The connector sends its spans to the collector beside it.

@@ -6,8 +6,9 @@ use std::borrow::Cow;
 use crate::plan::{Action, WtlCall};
 use crate::wtl::Done;
 
-/// A 202 answer: processed (`actions` lists the WTL calls made), ignored (`message` starts with
-/// `Event ignored:`), or already processed.
+/// A 202 answer: processed (`actions` lists the event's WTL calls and how each ended, a call
+/// skipped as stale included), ignored (`message` starts with `Event ignored:`), or already
+/// processed.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct Accepted<'a> {
     pub(crate) message: &'a str,

@@ -31,7 +31,7 @@ use super::AppState;
 use super::answers::{Accepted, ActionTaken, CallResult};
 use super::error::{ApiError, Body as ErrorBody};
 use super::outcome::{Outcome, ended};
-use crate::memory::{Admission, Newer, Ticket};
+use crate::memory::{Admission, Ticket};
 use crate::metrics::Metrics;
 use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
@@ -173,7 +173,8 @@ fn is_length_limit(e: &axum::extract::rejection::FailedToBufferBody) -> bool {
     security(("bearerAuth" = [])),
     request_body(content = Event, content_type = "application/json"),
     responses(
-        (status = 202, body = Accepted, description = "Processed (`actions` lists the WTL calls made), ignored \
+        (status = 202, body = Accepted, description = "Processed (`actions` lists the event's WTL calls and how each ended, \
+            a call skipped as stale included), ignored \
             (`message` starts with `Event ignored:`), or already processed."),
         (status = 400, body = ErrorBody, description = "The body could not be read (the connection failed while sending it)."),
         (status = 401, body = ErrorBody, description = "Missing or wrong Bearer token.",
@@ -256,7 +257,8 @@ async fn decide(state: &AppState, event: &Event, ids: &TraceIds, started: Instan
 }
 
 /// Makes the calls in order, stopping at the first failure; the ticket records the outcome.
-/// A call to an IMSI that already has a newer event applied is not made (`stale` in the answer).
+/// A call to an IMSI that already has a newer event applied is not made: it is in the answer's
+/// `actions` as `stale` (the message stays the contract's), and logged with the newer time.
 async fn execute(
     state: &AppState,
     event: &Event,
@@ -297,24 +299,9 @@ async fn execute(
     // The access line carries the outcome; this detail is for DEBUG.
     tracing::debug!(calls = done.len(), "event processed");
     (
-        accepted(&processed(&newer), &event.event_id, Some(&done)),
+        accepted("Event processed successfully", &event.event_id, Some(&done)),
         Outcome::Processed,
     )
-}
-
-/// The message of a processed event, naming the IMSIs whose calls were skipped as stale.
-fn processed(newer: &[Newer]) -> String {
-    use std::fmt::Write as _;
-    let mut message = String::from("Event processed successfully");
-    for (i, n) in newer.iter().enumerate() {
-        let lead = if i == 0 { "; stale calls skipped:" } else { ";" };
-        let _ = write!(
-            message,
-            "{lead} IMSI {} already has a newer event applied ({})",
-            n.imsi, n.applied
-        );
-    }
-    message
 }
 
 /// The span of recording how the event ended: a Redis round trip has one; the in-process memory

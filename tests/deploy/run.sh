@@ -484,6 +484,14 @@ scenario "gcp: destroy with the service already gone" _gcp-deploy/deploy.sh --de
 exits "gcp destroy of what is left exits 0" 0
 refuse "gcp destroy deletes no service that is not there" 'run services delete'
 expect "gcp destroy still deletes the check job" '^gcloud run jobs delete nsps-wtl-connector-check '
+said "gcp destroy names what it deleted" '^deleted: the check job nsps-wtl-connector-check;'
+
+GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "describe_fails": true}'
+scenario "gcp: destroy when the look-up fails" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "gcp destroy stops when it cannot look" nonzero
+refuse "gcp destroy deletes nothing it could not look at" 'delete'
+said "gcp destroy shows the look-up's error" 'PERMISSION_DENIED'
+grep -q '^deleted' "$sandbox/out" && bad "gcp destroy claims a deletion it did not make" || ok "gcp destroy claims no deletion"
 scenario "gcp: destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy
 exits "gcp destroy refuses without confirmation" nonzero
 refuse "gcp unconfirmed destroy deletes nothing" 'delete'
