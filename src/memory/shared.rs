@@ -26,7 +26,7 @@ use redis::aio::ConnectionManager;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-use super::{Admission, Newer, event_time, imsis_of, micros, shown_time};
+use super::{Admission, Newer, event_time, imsis_of, micros};
 use crate::metrics::Metrics;
 use crate::nsps::Event;
 use crate::plan::{Imsi, WtlCall};
@@ -35,7 +35,7 @@ mod connect;
 mod scripts;
 
 pub(crate) use connect::{DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT, RedisSettings, StoreSetupError};
-use scripts::{ADMIT, COMMIT, RELEASE};
+use scripts::{ADMIT, Attempt, COMMIT, RELEASE, read_attempt};
 
 /// Why the shared store could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -237,52 +237,6 @@ impl SharedMemory {
         ticket.locks_noted = held.saturating_sub(usize::from(dedup)).min(locked.len());
         Ok(attempt)
     }
-}
-
-/// What one [`ADMIT`] answered.
-enum Attempt {
-    /// Everything taken; the calls to these IMSIs are stale.
-    Admitted {
-        newer: Vec<Newer>,
-    },
-    Duplicate,
-    /// Another delivery holds the event or an IMSI; this one holds the first `held` keys.
-    Busy {
-        held: usize,
-    },
-    Stale {
-        imsi: Imsi,
-        applied: String,
-    },
-}
-
-fn read_attempt(answer: &[String], locked: &[Imsi]) -> Option<Attempt> {
-    match answer {
-        [word, newer @ ..] if word == "admitted" && newer.len() % 2 == 0 => Some(Attempt::Admitted {
-            newer: newer
-                .chunks_exact(2)
-                .map(|pair| newer_at(locked, &pair[0], &pair[1]))
-                .collect::<Option<_>>()?,
-        }),
-        [word] if word == "duplicate" => Some(Attempt::Duplicate),
-        [word, held] if word == "busy" => Some(Attempt::Busy {
-            held: held.parse().ok()?,
-        }),
-        [word, position, last] if word == "stale" => {
-            let Newer { imsi, applied } = newer_at(locked, position, last)?;
-            Some(Attempt::Stale { imsi, applied })
-        }
-        _ => None,
-    }
-}
-
-/// The IMSI at the script's (1-based) `position` and the time `last` it has applied.
-fn newer_at(locked: &[Imsi], position: &str, last: &str) -> Option<Newer> {
-    let imsi = locked.get(position.parse::<usize>().ok()?.checked_sub(1)?)?;
-    Some(Newer {
-        imsi: imsi.clone(),
-        applied: shown_time(last.parse().ok()?),
-    })
 }
 
 /// The right to execute one delivery in the shared memory.

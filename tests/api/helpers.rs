@@ -117,6 +117,21 @@ pub async fn spawn_with(settings: Settings, routes: axum::Router<AppState>) -> T
 }
 
 /// A wiremock WTL that answers every `/prov` with `status` and `body`.
+/// WTL answering `status` to its first `times` calls, then applying every call (`{"result":true}`).
+pub async fn wtl_failing_first(status: u16, times: u64) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status))
+        .up_to_n_times(times)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
+        .mount(&server)
+        .await;
+    server
+}
+
 pub async fn wtl_answering(status: u16, body: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))

@@ -47,16 +47,7 @@ async fn a_redelivered_event_is_answered_without_calling_wtl_again() {
 
 #[tokio::test]
 async fn a_failed_event_is_tried_again_on_redelivery() {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .mount(&wtl)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&wtl)
-        .await;
+    let wtl = wtl_failing_first(500, 1).await;
     let app = spawn_app(&wtl.uri(), &[]).await;
     assert_eq!(app.send_fixture("sim-created.json").await.status().as_u16(), 500);
     assert_eq!(app.send_fixture("sim-created.json").await.status().as_u16(), 202);
@@ -166,21 +157,6 @@ async fn an_older_event_for_the_same_imsi_is_ignored_as_stale() {
 const REPLACED_OLD: &str = "001010000020349";
 const REPLACED_NEW: &str = "001010000020351";
 
-/// WTL failing the first call it gets (503: answered 500 without retries), then applying everything.
-pub(crate) async fn wtl_failing_once() -> MockServer {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&wtl)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"result":true}"#))
-        .mount(&wtl)
-        .await;
-    wtl
-}
-
 /// A `SIM/Replaced` (16:47) fails at its first call; before NSPS redelivers it, a `SIM/Updated`
 /// at 17:00 is applied to one of its SIMs (`later_on_new`: the new one, else the old one),
 /// through `second`. The redelivery, through `first`, skips only the calls to that SIM: the old
@@ -264,14 +240,14 @@ pub(crate) async fn a_replacement_after_a_later_event_on_one_sim(
 
 #[tokio::test]
 async fn a_replacement_redelivered_after_a_later_event_on_its_new_sim_still_releases_the_old_one() {
-    let wtl = wtl_failing_once().await;
+    let wtl = wtl_failing_first(503, 1).await;
     let app = spawn_app(&wtl.uri(), &[("WTL_MAX_RETRIES", "0")]).await;
     a_replacement_after_a_later_event_on_one_sim(&app, &app, &wtl, true).await;
 }
 
 #[tokio::test]
 async fn a_replacement_redelivered_after_a_later_event_on_its_old_sim_still_provisions_the_new_one() {
-    let wtl = wtl_failing_once().await;
+    let wtl = wtl_failing_first(503, 1).await;
     let app = spawn_app(&wtl.uri(), &[("WTL_MAX_RETRIES", "0")]).await;
     a_replacement_after_a_later_event_on_one_sim(&app, &app, &wtl, false).await;
 }

@@ -38,13 +38,7 @@ async fn prov_count(server: &MockServer) -> usize {
 
 #[tokio::test]
 async fn two_503s_then_200_succeeds_after_exactly_three_attempts() {
-    let wtl = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(2)
-        .mount(&wtl)
-        .await;
-    Mock::given(method("POST")).respond_with(ok()).mount(&wtl).await;
+    let wtl = wtl_failing_first(503, 2).await;
     let app = spawn_app(&wtl.uri(), &[]).await;
     let resp = app.send_fixture("sim-updated-open.json").await;
     assert_eq!(resp.status().as_u16(), 202);

@@ -96,7 +96,7 @@ async fn an_older_event_on_the_other_instance_after_a_newer_one_is_stale() {
 async fn a_replacement_redelivered_to_one_instance_after_a_later_event_on_the_other_skips_only_that_sim() {
     for later_on_new in [true, false] {
         let redis = RedisServer::start(None);
-        let wtl = crate::redelivery::wtl_failing_once().await;
+        let wtl = wtl_failing_first(503, 1).await;
         let (a, b) = two_instances(&wtl.uri(), &redis, &[("WTL_MAX_RETRIES", "0")]).await;
         crate::redelivery::a_replacement_after_a_later_event_on_one_sim(&a, &b, &wtl, later_on_new).await;
         assert_eq!(leases(&redis).await, Vec::<String>::new(), "every lease given back");

@@ -1,5 +1,9 @@
-//! The Lua scripts of the shared memory. Redis runs each one atomically, so a read and the
-//! write that depends on it are never separated by another instance's.
+//! The Lua scripts of the shared memory, and how their answers read. Redis runs each one
+//! atomically, so a read and the write that depends on it are never separated by another
+//! instance's.
+
+use crate::memory::{Newer, shown_time};
+use crate::plan::Imsi;
 
 /// Admits a delivery in one round trip when nothing stands in its way. Unless the event was
 /// processed already (`duplicate`), takes the `running` lease, then each IMSI's lock in sorted
@@ -88,3 +92,49 @@ for i = 1, #KEYS do
 end
 return 1
 ";
+
+/// What one [`ADMIT`] answered.
+pub(super) enum Attempt {
+    /// Everything taken; the calls to these IMSIs are stale.
+    Admitted {
+        newer: Vec<Newer>,
+    },
+    Duplicate,
+    /// Another delivery holds the event or an IMSI; this one holds the first `held` keys.
+    Busy {
+        held: usize,
+    },
+    Stale {
+        imsi: Imsi,
+        applied: String,
+    },
+}
+
+pub(super) fn read_attempt(answer: &[String], locked: &[Imsi]) -> Option<Attempt> {
+    match answer {
+        [word, newer @ ..] if word == "admitted" && newer.len() % 2 == 0 => Some(Attempt::Admitted {
+            newer: newer
+                .chunks_exact(2)
+                .map(|pair| newer_at(locked, &pair[0], &pair[1]))
+                .collect::<Option<_>>()?,
+        }),
+        [word] if word == "duplicate" => Some(Attempt::Duplicate),
+        [word, held] if word == "busy" => Some(Attempt::Busy {
+            held: held.parse().ok()?,
+        }),
+        [word, position, last] if word == "stale" => {
+            let Newer { imsi, applied } = newer_at(locked, position, last)?;
+            Some(Attempt::Stale { imsi, applied })
+        }
+        _ => None,
+    }
+}
+
+/// The IMSI at the script's (1-based) `position` and the time `last` it has applied.
+fn newer_at(locked: &[Imsi], position: &str, last: &str) -> Option<Newer> {
+    let imsi = locked.get(position.parse::<usize>().ok()?.checked_sub(1)?)?;
+    Some(Newer {
+        imsi: imsi.clone(),
+        applied: shown_time(last.parse().ok()?),
+    })
+}
