@@ -307,18 +307,19 @@ setup_static_egress() {
 
 # ---- the service --------------------------------------------------------------------------------
 
-# present DESCRIBE-COMMAND...: true when the look-up finds it, false when the cloud says it is not
-# there; any other failure (credentials, a wrong project or region) stops the run with its error.
-present() {
-  local err="$workdir/present.err"
-  if query "$@" >/dev/null 2>"$err"; then return 0; fi
+# look_up DESCRIBE-COMMAND...: prints what the look-up finds; false when the cloud says it is not
+# there; any other failure (credentials, a wrong project or region, the API down) stops the run
+# with its error, never read as "not there".
+look_up() {
+  local err="$workdir/look-up.err"
+  if query "$@" 2>"$err"; then return 0; fi
   if grep -qiE 'cannot find|could not be found|not found' "$err"; then return 1; fi
   cat "$err" >&2
   exit 1
 }
-
+present() { look_up "$@" >/dev/null; }
 describe_service() { # the service as JSON, or nothing when it does not exist
-  query gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json 2>/dev/null || true
+  look_up gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json || true
 }
 # json_get EXPRESSION: evaluates a Python expression over the JSON on stdin (`d`).
 json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || true; }

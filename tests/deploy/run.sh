@@ -492,6 +492,12 @@ exits "gcp destroy stops when it cannot look" nonzero
 refuse "gcp destroy deletes nothing it could not look at" 'delete'
 said "gcp destroy shows the look-up's error" 'PERMISSION_DENIED'
 grep -q '^deleted' "$sandbox/out" && bad "gcp destroy claims a deletion it did not make" || ok "gcp destroy claims no deletion"
+
+GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "describe_fails": true}'
+scenario "gcp: deploy when the service look-up fails" _gcp-deploy/deploy.sh --yes; GIVEN='{}'
+exits "gcp deploy stops when it cannot look at the service" nonzero
+refuse "gcp does not take a service it could not look at for a new one (no deploy straight to traffic)" 'run deploy'
+said "gcp deploy shows the look-up's error" 'PERMISSION_DENIED'
 scenario "gcp: destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy
 exits "gcp destroy refuses without confirmation" nonzero
 refuse "gcp unconfirmed destroy deletes nothing" 'delete'
