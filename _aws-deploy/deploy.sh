@@ -164,7 +164,24 @@ log_group="/ecs/$SERVICE_NAME"
 # ---- secrets ----------------------------------------------------------------------------------
 
 # Stores each secret setting in Secrets Manager (the value through a private file, never argv)
-# and keeps the full ARN Secrets Manager returns: SECRET_ARNS holds VAR=ARN.
+# and keeps the full ARN Secrets Manager returns: SECRET_ARNS holds VAR=ARN. A value the current
+# version already holds is not stored again: a new version would move AWSPREVIOUS onto the same
+# value, and Secrets Manager removes old versions only past 100 of them and a day old (deploys
+# more often than every 10 minutes reach its quota of versions).
+# current_holds ARN FILE: true when the secret's AWSCURRENT version holds exactly FILE's content;
+# one that cannot be read counts as a different value.
+current_holds() {
+  query aws secretsmanager get-secret-value "${reg[@]}" --secret-id "$1" --output json 2>/dev/null |
+    python3 -c '
+import json, sys
+try:
+    held = json.load(sys.stdin)["SecretString"]
+    with open(sys.argv[1], encoding="utf-8", newline="") as f:
+        sys.exit(0 if held == f.read() else 1)
+except (ValueError, KeyError, TypeError):
+    sys.exit(1)' "$2"
+}
+
 store_secrets() {
   local name sname file arn
   SECRET_ARNS=()
@@ -177,6 +194,8 @@ store_secrets() {
       if $dry_run; then arn="arn:aws:secretsmanager:$AWS_REGION:$ACCOUNT_ID:secret:$sname-<new>"; else
         arn=$(aws secretsmanager create-secret "${reg[@]}" --name "$sname" --secret-string "file://$file" --query ARN --output text)
       fi
+    elif current_holds "$arn" "$file"; then
+      echo "secret $sname: its current version holds the value of $name already; no new version" >&2
     else
       echo "+ aws secretsmanager put-secret-value --secret-id $arn --secret-string file://... (the value of $name)" >&2
       $dry_run || aws secretsmanager put-secret-value "${reg[@]}" --secret-id "$arn" --secret-string "file://$file" >/dev/null

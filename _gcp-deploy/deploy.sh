@@ -195,14 +195,34 @@ mount_path() {
 # The operator's own Secret Manager secret for a PEM setting: WTL_CA_FILE -> WTL_CA_SECRET.
 pem_secret_var() { echo "${1%_FILE}_SECRET"; }
 
-# Stores one setting in Secret Manager (created when absent); the value goes through stdin.
+# Stores one setting in Secret Manager (created when absent); the value goes through stdin. A
+# value the latest version already holds adds no version: Secret Manager bills every version it
+# keeps, and a new version reaches the serving revision, which follows `latest`.
 store_secret() { # store_secret VAR SECRET
   local var=$1 sname=$2
   if ! query gcloud secrets describe "$sname" "${project[@]}" >/dev/null 2>&1; then
     run gcloud secrets create "$sname" "${project[@]}" --replication-policy automatic
+  elif latest_holds "$var" "$sname"; then
+    echo "secret $sname: its latest version holds the value of $var already; no new version" >&2
+    return
   fi
   echo "+ gcloud secrets versions add $sname --project $GCP_PROJECT_ID --data-file=- (the value of $var, through stdin)" >&2
   $dry_run || printf '%s' "${!var}" | gcloud secrets versions add "$sname" "${project[@]}" --data-file=- >/dev/null
+}
+
+# latest_holds VAR SECRET: true when the secret's latest version holds exactly VAR's value. Its
+# value reaches Python through the environment, never argv; a version that cannot be read (none
+# yet, the latest disabled, no permission to read values) counts as a different value.
+latest_holds() {
+  query gcloud secrets versions access latest --secret "$2" "${project[@]}" --format=json 2>/dev/null |
+    SECRET_VALUE=${!1} python3 -c '
+import base64, json, os, sys
+try:
+    data = json.load(sys.stdin)["payload"]["data"]
+    held = base64.urlsafe_b64decode(data.replace("+", "-").replace("/", "_") + "=" * (-len(data) % 4))
+except (ValueError, KeyError, TypeError):
+    sys.exit(1)
+sys.exit(0 if held == os.environb[b"SECRET_VALUE"] else 1)'
 }
 
 grant_secret() { # grant_secret SECRET: the runtime account may read it (IAM may need a moment)

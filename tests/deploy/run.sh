@@ -105,6 +105,25 @@ print(max(s["traffic"], key=lambda t: t.get("percent", 0))["revisionName"])
 PY
 }
 
+# secrets_again CLOUD SCRIPT STORE-PATTERN KEPT-LINE: a second --secrets run from the state the
+# last scenario left, with API_TOKEN changed: only its secret gets a new version; the others are
+# read back, found equal and left alone, and the run says so.
+secrets_again() {
+  GIVEN=$(state); EXTRA_ENV=("${all_vars[@]}" "API_TOKEN=$secret_token,next-$secret_token")
+  scenario "$1: --secrets again, one value changed" "$2" --secrets --yes; GIVEN='{}'; EXTRA_ENV=()
+  exits "$1: the second --secrets run exits 0" 0
+  check_py "$1: a new version of the changed secret only" "$FAKE_STATE/state.json" "$secret_token" <<'PY'
+import json, sys
+token = sys.argv[2]
+versions = {name.lower().replace("_", "-").replace("/", "-"): s["versions"] if isinstance(s, dict) else s
+            for name, s in json.load(open(sys.argv[1]))["secrets"].items()}
+assert versions.pop("nsps-wtl-connector-api-token") == [token, f"{token},next-{token}"]
+assert versions and all(len(v) == 1 for v in versions.values()), {k: len(v) for k, v in versions.items()}
+PY
+  times "$1 stores exactly one value" "$3" 1
+  said "$1 says which secrets already held their value" "$4"
+}
+
 # ================= Google Cloud Run =================
 
 # Every variable the connector reads (but PORT, the platform's) is set to a value of its own.
@@ -171,6 +190,9 @@ assert granted == sorted(st["secrets"]), (granted, sorted(st["secrets"]))
 assert len(granted) == sum(1 for l in open("_deploy-common/variables.txt") if l.split()[1] == "secret"), granted
 PY
 grep -qF "$secret_token" "$FAKE_STATE/secret-stdin" && ok "gcp: secret values reach Secret Manager through stdin" || bad "gcp: secret values through stdin"
+
+secrets_again gcp _gcp-deploy/deploy.sh '^gcloud secrets versions add ' \
+  '^secret nsps-wtl-connector-wtl-api-token: its latest version holds the value of WTL_API_TOKEN already; no new version$'
 
 GIVEN=$(gcp_existing 1); scenario "gcp: existing service, safe rollout" _gcp-deploy/deploy.sh --yes; GIVEN='{}'
 exits "gcp update exits 0" 0
@@ -572,6 +594,9 @@ assert overrides["containerOverrides"][0]["command"] == ["check"], overrides
 network = json.loads(open(sys.argv[2]).read())
 assert network["awsvpcConfiguration"]["subnets"] == ["subnet-1"], network
 PY
+
+secrets_again aws _aws-deploy/deploy.sh '^aws secretsmanager (put-secret-value|create-secret) ' \
+  '^secret nsps-wtl-connector/WTL_API_TOKEN: its current version holds the value of WTL_API_TOKEN already; no new version$'
 
 GIVEN='{"check_fails": true}'
 scenario "aws: the check fails" _aws-deploy/deploy.sh --check --yes; GIVEN='{}'

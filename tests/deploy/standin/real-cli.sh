@@ -414,6 +414,10 @@ gcp_rollout() {
   deploy "gcp second deploy" 0 _gcp-deploy/deploy.sh --secrets --check --static-egress-ip --yes
   check "second deploy: no new service, a replaceService of it" '
     not ok_calls("run.services.create") and len(ok_calls("run.services.replace")) >= 2'
+  check "second deploy: both secrets read back, found unchanged, given no new version" '
+    not ok_calls("secretmanager.versions.add") and sorted(c["path"].split("/")[-3] for c in ok_calls("secretmanager.versions.access"))
+      == ["nsps-wtl-connector-api-token", "nsps-wtl-connector-wtl-api-token"]'
+  said "second deploy: says the secrets kept their values" "^secret nsps-wtl-connector-api-token: its latest version holds the value of API_TOKEN already"
   check "second deploy: its replaceService names the new revision, gives it no traffic under the tag candidate; 100% stays on the first" '
     entries(bodies("run.services.replace")[0])
     == {(old, 100, None), (rev(bodies("run.services.replace")[0]), 0, "candidate")}
@@ -616,8 +620,9 @@ aws_apprunner() {
   said "update: the target is App Runner, where the service runs" '^target: apprunner'
   check "update: UpdateService of the existing service, no CreateService" '
     not ok_calls("apprunner.CreateService") and last("apprunner.UpdateService")["ServiceArn"] == arn' arn="$arn"
-  check "update: the secrets' new values by put-secret-value, the same ARNs in the service" '
-    not ok_calls("secretsmanager.CreateSecret") and len(ok_calls("secretsmanager.PutSecretValue")) == 2
+  check "update: the secrets read back (get-secret-value), found unchanged and not stored again; the same ARNs in the service" '
+    not ok_calls("secretsmanager.CreateSecret") and not ok_calls("secretsmanager.PutSecretValue")
+    and sorted(b["SecretId"] for b in bodies("secretsmanager.GetSecretValue")) == sorted(secret_arns().values())
     and last("apprunner.UpdateService")["SourceConfiguration"]["ImageRepository"]["ImageConfiguration"]["RuntimeEnvironmentSecrets"]
         == secret_arns()'
   check "update: a new image, the instance role, the same observability configuration (found, not made again)" '
