@@ -8,10 +8,11 @@
 use std::path::PathBuf;
 
 use nsps_wtl_connector::Settings;
-use nsps_wtl_connector::parse_event;
-use nsps_wtl_connector::{Plan, plan};
 use proptest::prelude::*;
 use serde_json::Value;
+
+#[path = "fuzz/fuzz_targets/check.rs"]
+mod fuzz_check;
 
 fn rules() -> nsps_wtl_connector::PlanRules {
     Settings::from_vars([("API_TOKEN", "t"), ("WTL_API_URL", "http://127.0.0.1:9")])
@@ -126,16 +127,25 @@ fn apply(value: &mut Value, path: &[usize], edit: &Edit) {
     }
 }
 
-/// Parse and plan; every outcome must be a plan, a skip, or a problem naming a field.
+/// Parse and plan under the default settings; every outcome must be a plan, a skip, or a
+/// problem naming a field (the fuzz target's check).
 fn check(body: &[u8]) {
-    match parse_event(body) {
-        Err(problem) => assert!(!problem.field.is_empty() && !problem.message.is_empty(), "{problem:?}"),
-        Ok(event) => match plan(&event, &rules()) {
-            Ok(Plan::Calls(calls)) => assert!(!calls.is_empty() && calls.len() <= 2),
-            Ok(Plan::Skip(reason)) => assert!(!reason.to_string().is_empty()),
-            Err(problem) => assert!(problem.field.starts_with("pb_data."), "{problem:?}"),
-        },
+    fuzz_check::check(body, &rules());
+}
+
+/// The fuzz target's seed corpus through its own check and settings, so the target's code and
+/// corpus are built and run by every `cargo test` (a fuzz run itself needs cargo-fuzz).
+#[test]
+fn the_fuzz_corpus_passes_the_fuzz_check() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/parse_and_plan");
+    let rules = fuzz_check::fuzz_rules();
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(dir).expect("corpus dir") {
+        let body = std::fs::read(entry.expect("entry").path()).expect("read");
+        fuzz_check::check(&body, &rules);
+        seeds += 1;
     }
+    assert!(seeds >= 10, "the corpus has {seeds} seeds");
 }
 
 proptest! {
