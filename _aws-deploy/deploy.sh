@@ -3,7 +3,7 @@
 # accounts) or AWS App Runner (for accounts that already run it). See _aws-deploy/README.md.
 #
 #   bash _aws-deploy/deploy.sh [--target ecs|apprunner] [--env-file FILE]
-#        [--env-only | --test-only | --destroy [--purge-images] | --monitoring-only] [--secrets]
+#        [--env-only | --test-only | --destroy [--purge-images] [--purge-egress] | --monitoring-only] [--secrets]
 #        [--check] [--static-egress-ip] [--monitoring] [--force-deploy] [--yes] [--dry-run]
 set -euo pipefail
 # mapfile, and empty arrays under `set -u`, need bash 4.4 (macOS ships 3.2: brew install bash).
@@ -23,8 +23,11 @@ usage: bash _aws-deploy/deploy.sh [options]
                    been closed to new customers since 30 April 2026)
   --env-only       only update the settings (the running image is kept)
   --test-only      only run the smoke test against the service
-  --destroy        delete the service (asks first unless --yes)
+  --destroy        delete the service (asks first unless --yes), and say what it kept
   --purge-images   with --destroy: also delete the ECR repository and its images
+  --purge-egress   with --destroy: also delete the egress VPC --static-egress-ip built, its NAT
+                   gateway and its Elastic IP (the address the HLR's firewall allows; a later
+                   --static-egress-ip run gets another); waits for the service to be gone first
   --monitoring     after a successful deploy, create or update the monitoring: CloudWatch Logs
                    metric filters on the service's log group, a CloudWatch dashboard and alarms
                    (5xx answers, WTL failures, redelivery store unavailable, no events), sent to
@@ -74,7 +77,7 @@ root=$(cd "$here/.." && pwd)
 # shellcheck source=SCRIPTDIR/../_deploy-common/lib.sh
 . "$root/_deploy-common/lib.sh"
 
-mode=deploy force=false secrets=false purge=false yes=false dry_run=false precheck=false
+mode=deploy force=false secrets=false purge=false purge_egress=false yes=false dry_run=false precheck=false
 static_egress=false monitoring=false tracing=false target="" env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -83,6 +86,7 @@ while [ $# -gt 0 ]; do
     --test-only) mode="test" ;;
     --destroy) mode=destroy ;;
     --purge-images) purge=true ;;
+    --purge-egress) purge_egress=true ;;
     --monitoring) monitoring=true ;;
     --monitoring-only) mode=monitoring monitoring=true ;;
     --force-deploy) force=true ;;
@@ -118,6 +122,9 @@ require AWS_REGION "the AWS region, e.g. eu-central-1"
 case "$mode" in deploy|env|test) require API_TOKEN "the Bearer token NSPS sends" ;; esac
 case "$mode" in deploy|env) require WTL_API_URL "the WTL API base URL" ;; esac
 case "$target" in ""|ecs|apprunner) ;; *) echo "error: --target must be ecs or apprunner" >&2; missing=1 ;; esac
+if { $purge || $purge_egress; } && [ "$mode" != destroy ]; then
+  echo "error: --purge-images and --purge-egress go with --destroy" >&2; missing=1
+fi
 # App Runner allows 40 characters; every name made from SERVICE_NAME below stays within its limit.
 if [[ ! $SERVICE_NAME =~ ^[A-Za-z0-9][A-Za-z0-9_-]{3,39}$ ]]; then
   echo "error: SERVICE_NAME must be 4 to 40 letters, digits, '-' or '_', starting with a letter or digit" >&2; missing=1
@@ -132,20 +139,36 @@ done
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
+not_found='NotFoundException|not found'   # how AWS says a resource is not there (look_up)
 reg=(--region "$AWS_REGION")
+
+# Who is deploying, asked first: credentials that do not work stop the run here, with the CLI's
+# own error, before any look-up could read a refusal as "not there".
+ACCOUNT_ID=$(query aws sts get-caller-identity --query Account --output text)
 
 # ---- which target -----------------------------------------------------------------------------
 
-apprunner_arn() { # the App Runner service's ARN, or nothing
+# The App Runner service's ARN, or nothing when there is none; a look-up that fails stops the run
+# (status 3) rather than be read as "no service".
+apprunner_arn() {
   local arn
-  arn=$(query aws apprunner list-services "${reg[@]}" \
-    --query "ServiceSummaryList[?ServiceName=='$SERVICE_NAME'].ServiceArn | [0]" --output text 2>/dev/null || true)
+  arn=$(look_up aws apprunner list-services "${reg[@]}" \
+    --query "ServiceSummaryList[?ServiceName=='$SERVICE_NAME'].ServiceArn | [0]" --output text) || exit 3
   [ "$arn" = None ] || echo "$arn"
 }
-if [ -z "$target" ]; then
-  if [ -n "$(apprunner_arn)" ]; then target=apprunner; else target=ecs; fi
+# Without --target: App Runner where the service runs there, else ECS. An account App Runner does
+# not serve (it takes no new customers) refuses the look-up: that, too, means ECS, and is said.
+choose_target() {
+  local found
+  if found=$(apprunner_arn 2>"$workdir/target.err"); then
+    if [ -n "$found" ]; then target=apprunner; else target=ecs; fi
+  else
+    target=ecs
+    echo "App Runner could not be asked for a service $SERVICE_NAME ($(grep -m1 . "$workdir/target.err" || echo "no reason given")); using ECS" >&2
+  fi
   echo "target: $target (pass --target to choose)"
-fi
+}
+[ -n "$target" ] || choose_target
 if $tracing && [ "$target" = ecs ]; then
   echo "error: --tracing needs a collector beside the connector, which ECS Express Mode (one container per task) cannot run; run the AWS Distro for OpenTelemetry collector as a service of its own and set OTEL_EXPORTER_OTLP_ENDPOINT to it (README, Traces)" >&2
   exit 2
@@ -155,7 +178,6 @@ if $tracing; then
   export OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 OTEL_EXPORTER_OTLP_PROTOCOL=grpc
 fi
 
-ACCOUNT_ID=$(query aws sts get-caller-identity --query Account --output text)
 registry="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"
 ecs_cluster=${ECS_CLUSTER:-default}
 ecs_service_arn="arn:aws:ecs:$AWS_REGION:$ACCOUNT_ID:service/$ecs_cluster/$SERVICE_NAME"
@@ -365,10 +387,17 @@ print(json.dumps({
 PY
 }
 
-ecs_describe() { # the Express service as JSON, or nothing
-  query aws ecs describe-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" --output json 2>/dev/null || true
-}
 json_get() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" 2>/dev/null || true; }
+# The Express service as JSON while it exists (ACTIVE, or DRAINING while a deletion runs), or
+# nothing: ECS does not know it, or it was deleted (INACTIVE, still described for a while after).
+# A look-up that fails stops the run (status 3) rather than be read as "no service".
+ecs_describe() {
+  local found
+  found=$(look_up aws ecs describe-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" --output json) ||
+    { [ $? -eq 1 ] && return 0; exit 3; }
+  [ "$(ecs_status <<<"$found")" = INACTIVE ] || printf '%s\n' "$found"
+}
+ecs_status() { json_get "d['service']['status']['statusCode']"; }
 ecs_url() { json_get "'https://' + [p['endpoint'] for c in d['service']['activeConfigurations'] for p in c.get('ingressPaths', []) if p['accessType'] == 'PUBLIC'][0].removeprefix('https://')"; }
 
 ensure_log_group() { # ensure_log_group [GROUP] (default: the ECS service's)
@@ -445,10 +474,8 @@ ecs_check() {
 }
 
 deploy_ecs() {
-  local existing exec_role infra_role flags=() scaling network=()
-  existing=$(ecs_describe)
+  local exec_role infra_role flags=() scaling network=()
   if [ "$mode" = env ]; then
-    [ -n "$existing" ] || { echo "error: no ECS service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
     image=$(json_get "d['service']['activeConfigurations'][0]['primaryContainer']['image']" <<<"$existing")
   fi
   exec_role=${ECS_EXECUTION_ROLE_ARN:-}
@@ -560,11 +587,12 @@ apprunner_tracing() {
   echo "$arn"
 }
 
+# The VPC connector --static-egress-ip gives an App Runner service (within App Runner's 40 characters).
+apprunner_connector_name() { echo "${SERVICE_NAME:0:33}-egress"; }
+
 deploy_apprunner() {
-  local arn access_role instance_role scaling op flags=() network=()
-  arn=$(apprunner_arn)
+  local arn=$existing access_role instance_role scaling op flags=() network=()
   if [ "$mode" = env ]; then
-    [ -n "$arn" ] || { echo "error: no App Runner service $SERVICE_NAME to update; deploy first" >&2; exit 1; }
     image=$(query aws apprunner describe-service "${reg[@]}" --service-arn "$arn" \
       --query Service.SourceConfiguration.ImageRepository.ImageIdentifier --output text)
   fi
@@ -599,7 +627,8 @@ deploy_apprunner() {
   [ -n "$scaling" ] || { echo "error: the App Runner auto-scaling configuration could not be created" >&2; exit 1; }
   [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
   if $static_egress; then
-    local connector subnets=() cname="${SERVICE_NAME:0:33}-egress"
+    local connector subnets=() cname
+    cname=$(apprunner_connector_name)
     # One connector per name (App Runner keeps one revision of a name): a second run reuses it.
     connector=$(query aws apprunner list-vpc-connectors "${reg[@]}" \
       --query "VpcConnectors[?VpcConnectorName=='$cname' && Status=='ACTIVE'].VpcConnectorArn | [0]" --output text)
@@ -697,6 +726,126 @@ setup_monitoring() {
   if [ -n "$topic" ]; then echo "alarms are sent to $ALERT_EMAIL through the SNS topic $topic"; fi
 }
 
+# ---- destroy --------------------------------------------------------------------------------------
+
+# Deletes the service (adds it to `deleted`). With --purge-egress, waits until it is gone: its
+# load balancer's or connector's network interfaces hold the egress VPC's subnets until then.
+destroy_service() {
+  local arn
+  if [ "$target" = ecs ]; then
+    existing=$(ecs_describe)
+    if [ -z "$existing" ]; then echo "no ECS service $SERVICE_NAME in $AWS_REGION"; return 0; fi
+    if [ "$(ecs_status <<<"$existing")" = DRAINING ]; then
+      echo "the ECS service $SERVICE_NAME in $AWS_REGION is being deleted already"
+    else
+      confirm "Delete ECS Express service $SERVICE_NAME in $AWS_REGION?"
+      run aws ecs delete-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" >/dev/null
+      deleted+=("the ECS service $SERVICE_NAME")
+    fi
+    if $purge_egress && ! $dry_run; then wait_until_over "deletion of the ECS service" ecs_deletion_state || exit $?; fi
+  else
+    arn=$(apprunner_arn)
+    if [ -z "$arn" ]; then echo "no App Runner service $SERVICE_NAME in $AWS_REGION"; return 0; fi
+    confirm "Delete App Runner service $SERVICE_NAME in $AWS_REGION?"
+    run aws apprunner delete-service "${reg[@]}" --service-arn "$arn" >/dev/null
+    deleted+=("the App Runner service $SERVICE_NAME")
+    if $purge_egress && ! $dry_run; then wait_until_over "deletion of the App Runner service" apprunner_deletion_state "$arn" || exit $?; fi
+  fi
+}
+
+ecs_deletion_state() { # (see wait_until_over; a look-up that fails ends the wait with status 3)
+  local found
+  found=$(ecs_describe) || exit 3
+  if [ -z "$found" ]; then echo "deleted"; return 0; fi
+  ecs_status <<<"$found"
+  return 2
+}
+
+apprunner_deletion_state() { # apprunner_deletion_state SERVICE_ARN (see wait_until_over)
+  local status
+  status=$(look_up aws apprunner describe-service "${reg[@]}" --service-arn "$1" --query Service.Status --output text) ||
+    { [ $? -eq 1 ] && { echo "deleted"; return 0; }; exit 3; }
+  state_outcome "$status" DELETED DELETE_FAILED "App Runner could not delete the service $SERVICE_NAME"
+}
+
+# state_outcome STATE DONE FAILED WHY: prints STATE; 0 when it is DONE, 1 (with the error WHY)
+# when it is FAILED, 2 while neither (see wait_until_over).
+state_outcome() {
+  echo "$1"
+  case "$1" in
+    "$2") return 0 ;;
+    "$3") echo "error: $4 ($1)" >&2; return 1 ;;
+  esac
+  return 2
+}
+
+# The egress VPC --static-egress-ip built (found by its tag). Kept unless --purge-egress: its
+# Elastic IP is the address the HLR's firewall allows, and a new one would need allowing again;
+# while it is kept, its NAT gateway and address are billed by the hour, which is said.
+destroy_egress() {
+  local tag="$SERVICE_NAME-egress" vpc ip
+  vpc=$(query aws ec2 describe-vpcs "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Vpcs[0].VpcId' --output text)
+  [ -n "$vpc" ] && [ "$vpc" != None ] || return 0
+  ip=$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[0].PublicIp' --output text)
+  if ! $purge_egress; then
+    kept+=("the egress VPC $vpc with its NAT gateway and Elastic IP $ip, billed by the hour while they exist (--purge-egress)")
+    return 0
+  fi
+  confirm "Delete the egress VPC $vpc, its NAT gateway and its Elastic IP $ip (the address the HLR's firewall allows; a new deploy gets another)?"
+  purge_egress_vpc "$vpc" "$tag"
+  deleted+=("the egress VPC $vpc with its NAT gateway and Elastic IP $ip")
+}
+
+# purge_egress_vpc VPC TAG: everything in the VPC, in the order AWS allows. Network interfaces the
+# deleted service's load balancer or connector left take minutes to go: a deletion they block is
+# retried (EGRESS_RETRY_DELAYS, about 20 minutes in all).
+purge_egress_vpc() {
+  local vpc=$1 tag=$2 id ids=() nats=() patience=${EGRESS_RETRY_DELAYS:-15 30 60 60 120 120 120 120 120 120 120 120 120}
+  if [ "$target" = apprunner ]; then
+    read -ra ids <<<"$(query aws apprunner list-vpc-connectors "${reg[@]}" \
+      --query "VpcConnectors[?VpcConnectorName=='$(apprunner_connector_name)' && Status=='ACTIVE'].VpcConnectorArn" --output text)"
+    for id in "${ids[@]}"; do
+      with_retry "the service to let go of its VPC connector" 'InvalidStateException|in use|used by' "$patience" \
+        aws apprunner delete-vpc-connector "${reg[@]}" --vpc-connector-arn "$id" >/dev/null
+    done
+  fi
+  read -ra nats <<<"$(query aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=pending,available" \
+    --query 'NatGateways[].NatGatewayId' --output text)"
+  for id in "${nats[@]}"; do run aws ec2 delete-nat-gateway "${reg[@]}" --nat-gateway-id "$id" >/dev/null; done
+  if ! $dry_run; then
+    for id in "${nats[@]}"; do wait_until_over "deletion of the NAT gateway $id" nat_gateway_state "$id" || exit 1; done
+  fi
+  read -ra ids <<<"$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[].AllocationId' --output text)"
+  for id in "${ids[@]}"; do run aws ec2 release-address "${reg[@]}" --allocation-id "$id"; done
+  read -ra ids <<<"$(query aws ec2 describe-internet-gateways "${reg[@]}" --filters "Name=attachment.vpc-id,Values=$vpc" \
+    --query 'InternetGateways[].InternetGatewayId' --output text)"
+  for id in "${ids[@]}"; do
+    run aws ec2 detach-internet-gateway "${reg[@]}" --internet-gateway-id "$id" --vpc-id "$vpc"
+    run aws ec2 delete-internet-gateway "${reg[@]}" --internet-gateway-id "$id"
+  done
+  read -ra ids <<<"$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" --query 'Subnets[].SubnetId' --output text)"
+  for id in "${ids[@]}"; do
+    with_retry "network interfaces to leave the subnet" DependencyViolation "$patience" aws ec2 delete-subnet "${reg[@]}" --subnet-id "$id"
+  done
+  read -ra ids <<<"$(query aws ec2 describe-route-tables "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" \
+    --query 'RouteTables[?!(Associations[?Main])].RouteTableId' --output text)"
+  for id in "${ids[@]}"; do run aws ec2 delete-route-table "${reg[@]}" --route-table-id "$id"; done
+  read -ra ids <<<"$(query aws ec2 describe-security-groups "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" \
+    --query "SecurityGroups[?GroupName!='default'].GroupId" --output text)"
+  for id in "${ids[@]}"; do
+    with_retry "network interfaces to leave the security group" DependencyViolation "$patience" \
+      aws ec2 delete-security-group "${reg[@]}" --group-id "$id"
+  done
+  with_retry "the VPC to empty" DependencyViolation "$patience" aws ec2 delete-vpc "${reg[@]}" --vpc-id "$vpc"
+}
+
+nat_gateway_state() { # nat_gateway_state NAT_ID (see wait_until_over)
+  local state
+  state=$(query aws ec2 describe-nat-gateways "${reg[@]}" --nat-gateway-ids "$1" --query 'NatGateways[0].State' --output text) ||
+    { echo "error: the NAT gateway $1 could not be looked at" >&2; return 1; }
+  state_outcome "$state" deleted failed "the NAT gateway $1 could not be deleted"
+}
+
 # ---- modes --------------------------------------------------------------------------------------
 
 service_url() {
@@ -710,22 +859,20 @@ service_url() {
 
 case "$mode" in
   destroy)
-    if [ "$target" = ecs ]; then
-      if [ -n "$(ecs_describe)" ]; then
-        confirm "Delete ECS Express service $SERVICE_NAME in $AWS_REGION?"
-        run aws ecs delete-express-gateway-service "${reg[@]}" --service-arn "$ecs_service_arn" >/dev/null
-      else echo "no ECS service $SERVICE_NAME in $AWS_REGION"; fi
-    else
-      arn=$(apprunner_arn)
-      if [ -n "$arn" ]; then
-        confirm "Delete App Runner service $SERVICE_NAME in $AWS_REGION?"
-        run aws apprunner delete-service "${reg[@]}" --service-arn "$arn" >/dev/null
-      else echo "no App Runner service $SERVICE_NAME in $AWS_REGION"; fi
-    fi
+    deleted=() kept=()
+    destroy_service
     if $purge; then
       confirm "Delete ECR repository $ECR_REPOSITORY and every image in it?"
       run aws ecr delete-repository "${reg[@]}" --repository-name "$ECR_REPOSITORY" --force >/dev/null
+      deleted+=("the ECR repository $ECR_REPOSITORY")
+    else
+      kept+=("the ECR repository $ECR_REPOSITORY (--purge-images)")
     fi
+    destroy_egress
+    kept+=("the secrets, IAM roles, log groups, alarms and dashboard named after $SERVICE_NAME")
+    if [ ${#deleted[@]} -gt 0 ]; then deleted_list=$(printf '%s; ' "${deleted[@]}"); echo "deleted: ${deleted_list%; }"; fi
+    kept_list=$(printf '%s; ' "${kept[@]}")
+    echo "kept: ${kept_list%; }"
     exit 0
     ;;
   test)
@@ -740,6 +887,28 @@ case "$mode" in
     ;;
 esac
 
+# The service as it is (ECS: its description; App Runner: its ARN), looked at before anything is
+# changed: a look-up that fails, an ECS service still being deleted, or --env-only without a
+# service stops the run before a secret is stored or an image built.
+look_at_service() {
+  local what="App Runner service"
+  if [ "$target" = ecs ]; then
+    what="ECS service"
+    existing=$(ecs_describe)
+    if [ "$(ecs_status <<<"$existing")" = DRAINING ]; then
+      echo "error: the ECS service $SERVICE_NAME is being deleted (DRAINING); run again once it is gone" >&2
+      exit 1
+    fi
+  else
+    existing=$(apprunner_arn)
+  fi
+  if [ "$mode" = env ] && [ -z "$existing" ]; then
+    echo "error: no $what $SERVICE_NAME to update; deploy first" >&2
+    exit 1
+  fi
+}
+
+look_at_service
 split_settings "$secrets"
 SECRET_ARNS=()
 store_secrets

@@ -109,6 +109,18 @@ query() {
   "$@"
 }
 
+# look_up DESCRIBE-COMMAND...: prints what the look-up finds; false when the cloud says it is not
+# there (its error matches `not_found`, which each script sets); any other failure (credentials,
+# a wrong project or region, the API down) stops the run with its error, never read as "not
+# there". Inside $(...) it stops that subshell with status 3, which callers pass on.
+look_up() {
+  local err="$workdir/look-up.err"
+  if query "$@" 2>"$err"; then return 0; fi
+  if grep -qiE "$not_found" "$err"; then return 1; fi
+  cat "$err" >&2
+  exit 3
+}
+
 # with_retry WHAT PATTERN DELAYS COMMAND...: runs COMMAND, retrying while its error matches
 # PATTERN (grep -E, case-insensitive): something the script just made is not usable yet. DELAYS:
 # the waits in seconds between attempts. Other failures are not retried. The command's output goes

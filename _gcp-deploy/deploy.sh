@@ -2,8 +2,8 @@
 # Deploys the NSPS -> WTL HLR/HSS connector to Google Cloud Run, from an empty project to a
 # verified service. See _gcp-deploy/README.md.
 #
-#   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --rollback | --destroy
-#        | --monitoring-only] [--secrets] [--check] [--static-egress-ip] [--no-invoker-iam-check]
+#   bash _gcp-deploy/deploy.sh [--env-file FILE] [--env-only | --test-only | --rollback
+#        | --destroy [--purge-egress] | --monitoring-only] [--secrets] [--check] [--static-egress-ip] [--no-invoker-iam-check]
 #        [--monitoring] [--force-deploy] [--local-build] [--yes] [--dry-run]
 set -euo pipefail
 # mapfile, and empty arrays under `set -u`, need bash 4.4 (macOS ships 3.2: brew install bash).
@@ -24,7 +24,11 @@ usage: bash _gcp-deploy/deploy.sh [options]
   --test-only      only run the smoke test against the service
   --rollback       send all traffic back to the revision that served before the current one
                    (tagged `previous` when traffic moved; or ROLLBACK_REVISION), then smoke-test
-  --destroy        delete the service and its check job (asks first unless --yes)
+  --destroy        delete the service and its check job (asks first unless --yes), and say
+                   what it kept
+  --purge-egress   with --destroy: also delete the egress network --static-egress-ip built
+                   (its Cloud NAT, router and reserved address, the one the HLR's firewall
+                   allows: a later --static-egress-ip run reserves another; and its own network)
   --monitoring     after a successful deploy, create or update the monitoring: log-based
                    metrics from the connector's lines, a Cloud Monitoring dashboard and alert
                    policies (5xx answers, WTL failures, redelivery store unavailable, no events),
@@ -77,13 +81,14 @@ root=$(cd "$here/.." && pwd)
 . "$root/_deploy-common/lib.sh"
 
 mode=deploy force=false secrets=false local_build=false yes=false dry_run=false precheck=false
-static_egress=false invoker_check=true monitoring=false tracing=false env_file=""
+static_egress=false purge_egress=false invoker_check=true monitoring=false tracing=false env_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --env-only) mode="env" ;;
     --test-only) mode="test" ;;
     --rollback) mode=rollback ;;
     --destroy) mode=destroy ;;
+    --purge-egress) purge_egress=true ;;
     --monitoring) monitoring=true ;;
     --monitoring-only) mode=monitoring monitoring=true ;;
     --force-deploy) force=true ;;
@@ -134,6 +139,9 @@ done
 if $local_build && ! $dry_run && ! command -v docker >/dev/null 2>&1; then
   echo "error: --local-build needs docker" >&2; missing=1
 fi
+if $purge_egress && [ "$mode" != destroy ]; then
+  echo "error: --purge-egress goes with --destroy" >&2; missing=1
+fi
 if $static_egress && [ -n "${VPC_CONNECTOR:-}" ]; then
   echo "error: --static-egress-ip uses Direct VPC egress; unset VPC_CONNECTOR" >&2; missing=1
 fi
@@ -149,6 +157,7 @@ fi
 
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
+not_found='cannot find|could not be found|not found'   # how gcloud says a resource is not there (look_up)
 project=(--project "$GCP_PROJECT_ID")
 region=(--region "$GCP_REGION")
 image="$GCP_REGION-docker.pkg.dev/$GCP_PROJECT_ID/$AR_REPOSITORY/$SERVICE_NAME:$IMAGE_TAG"
@@ -307,12 +316,20 @@ exists() {
   query gcloud compute "${kind[@]}" describe "$name" "${project[@]}" "$@" >/dev/null 2>&1
 }
 
+# The names --static-egress-ip gives (and --destroy looks for): net, subnet, router, nat, address;
+# own_network is true when the script made the network and the subnet (no VPC_NETWORK/VPC_SUBNET).
+egress_names() {
+  net=${VPC_NETWORK:-$SERVICE_NAME-egress} subnet=${VPC_SUBNET:-${VPC_NETWORK:+$VPC_NETWORK}}
+  subnet=${subnet:-$SERVICE_NAME-egress}
+  router="$SERVICE_NAME-egress" nat="$SERVICE_NAME-egress" address="$SERVICE_NAME-egress-ip"
+  if [ -z "${VPC_NETWORK:-}" ] && [ -z "${VPC_SUBNET:-}" ]; then own_network=true; else own_network=false; fi
+}
+
 # One reserved public address for everything the service sends out: Direct VPC egress for all
 # traffic into a subnet whose Cloud NAT uses only that address.
 setup_static_egress() {
-  local net=${VPC_NETWORK:-$SERVICE_NAME-egress} subnet=${VPC_SUBNET:-${VPC_NETWORK:+$VPC_NETWORK}}
-  subnet=${subnet:-$SERVICE_NAME-egress}
-  local router="$SERVICE_NAME-egress" nat="$SERVICE_NAME-egress" address="$SERVICE_NAME-egress-ip"
+  local net subnet router nat address own_network
+  egress_names
   exists networks "$net" || run gcloud compute networks create "$net" "${project[@]}" --subnet-mode custom
   exists "networks subnets" "$subnet" "${region[@]}" || run gcloud compute networks subnets create "$subnet" \
     "${project[@]}" "${region[@]}" --network "$net" --range "${EGRESS_SUBNET_RANGE:-10.124.0.0/26}"
@@ -327,16 +344,6 @@ setup_static_egress() {
 
 # ---- the service --------------------------------------------------------------------------------
 
-# look_up DESCRIBE-COMMAND...: prints what the look-up finds; false when the cloud says it is not
-# there; any other failure (credentials, a wrong project or region, the API down) stops the run
-# with its error, never read as "not there".
-look_up() {
-  local err="$workdir/look-up.err"
-  if query "$@" 2>"$err"; then return 0; fi
-  if grep -qiE 'cannot find|could not be found|not found' "$err"; then return 1; fi
-  cat "$err" >&2
-  exit 1
-}
 present() { look_up "$@" >/dev/null; }
 describe_service() { # the service as JSON, or nothing when it does not exist
   look_up gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}" --format json || true
@@ -606,12 +613,83 @@ print_summary() {
   echo "logs: gcloud run services logs read $SERVICE_NAME --project $GCP_PROJECT_ID --region $GCP_REGION"
 }
 
+# ---- destroy --------------------------------------------------------------------------------------
+
+# compute_present KIND NAME [FLAGS...]: like `present`, for Compute Engine; a project whose
+# Compute Engine API is off has no egress network to find.
+compute_present() {
+  local kind=() name=$2
+  read -ra kind <<<"$1"
+  shift 2
+  not_found="$not_found|SERVICE_DISABLED|has not been used in project|is disabled" \
+    present gcloud compute "${kind[@]}" describe "$name" "${project[@]}" "$@"
+}
+
+# delete_unless_in_use COMMAND...: runs a deletion; false when the cloud refuses it because
+# something still uses the resource; any other failure stops the run with its error.
+delete_unless_in_use() {
+  local err="$workdir/delete.err" status=0
+  run "$@" 2>"$err" || status=$?
+  cat "$err" >&2
+  [ "$status" -eq 0 ] && return 0
+  grep -qiE 'resourceInUseByAnotherResource|being used by' "$err" && return 1
+  exit 1
+}
+
+# The egress network of --static-egress-ip. Kept unless --purge-egress: its address is the one
+# the HLR's firewall allows, and a new one would need allowing again; while it is kept, the
+# address and the Cloud NAT are billed by the hour, which is said. Cloud Run frees the addresses
+# it took in the subnet 1-2 hours after the service is gone: until then the subnet (and so the
+# network, both free of charge) cannot be deleted, which is said with what to run later.
+destroy_egress() {
+  local net subnet router nat address own_network ip="" parts=() have_router=false have_address=false have_subnet=false have_net=false
+  egress_names
+  if compute_present addresses "$address" "${region[@]}"; then
+    have_address=true parts+=("the egress address $address")
+    ip=$(query gcloud compute addresses describe "$address" "${project[@]}" "${region[@]}" --format 'value(address)')
+    parts[-1]+=" ($ip)"
+  fi
+  compute_present routers "$router" "${region[@]}" && have_router=true parts+=("the Cloud Router $router with its Cloud NAT")
+  if $own_network; then
+    compute_present "networks subnets" "$subnet" "${region[@]}" && have_subnet=true parts+=("the subnet $subnet")
+    compute_present networks "$net" && have_net=true parts+=("the network $net")
+  fi
+  [ ${#parts[@]} -gt 0 ] || return 0
+  local list
+  list=$(printf '%s, ' "${parts[@]}")
+  if ! $purge_egress; then
+    kept+=("${list%, } (the address and the NAT are billed by the hour while they exist; --purge-egress)")
+    return 0
+  fi
+  confirm "Delete ${list%, }? (the address is the one the HLR's firewall allows; a new deploy gets another)"
+  if $have_router; then
+    run gcloud compute routers delete "$router" "${project[@]}" "${region[@]}" --quiet
+    deleted+=("the Cloud Router $router with its Cloud NAT")
+  fi
+  if $have_address; then
+    run gcloud compute addresses delete "$address" "${project[@]}" "${region[@]}" --quiet
+    deleted+=("the egress address $address ($ip)")
+  fi
+  if $have_subnet; then
+    if delete_unless_in_use gcloud compute networks subnets delete "$subnet" "${project[@]}" "${region[@]}" --quiet; then
+      deleted+=("the subnet $subnet")
+    else
+      kept+=("the subnet $subnet and the network $net, free of charge: Cloud Run frees its addresses in the subnet 1-2 hours after the service is gone; run --destroy --purge-egress again then")
+      return 0
+    fi
+  fi
+  if $have_net; then
+    run gcloud compute networks delete "$net" "${project[@]}" --quiet
+    deleted+=("the network $net")
+  fi
+}
+
 case "$mode" in
   destroy)
     confirm "Delete Cloud Run service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION?"
     # Each part only when it is there: a second --destroy (or one after a half-done deploy)
     # removes what is left. A look-up that fails otherwise stops the run.
-    deleted=()
+    deleted=() kept=()
     if present gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}"; then
       run gcloud run services delete "$SERVICE_NAME" "${project[@]}" "${region[@]}" --quiet
       deleted+=("the service $SERVICE_NAME")
@@ -620,11 +698,14 @@ case "$mode" in
       run gcloud run jobs delete "$check_job" "${project[@]}" "${region[@]}" --quiet
       deleted+=("the check job $check_job")
     fi
+    destroy_egress
+    kept+=("the images in $AR_REPOSITORY, the secrets, $runtime_sa and the monitoring named after $SERVICE_NAME")
     if [ ${#deleted[@]} -eq 0 ]; then
-      echo "nothing to delete: no service $SERVICE_NAME and no job $check_job in $GCP_PROJECT_ID/$GCP_REGION"
+      echo "nothing deleted: no service $SERVICE_NAME and no job $check_job in $GCP_PROJECT_ID/$GCP_REGION"
     else
-      echo "deleted: ${deleted[*]}; kept: images in $AR_REPOSITORY, the secrets and $runtime_sa"
+      deleted_list=$(printf '%s; ' "${deleted[@]}"); echo "deleted: ${deleted_list%; }"
     fi
+    kept_list=$(printf '%s; ' "${kept[@]}"); echo "kept: ${kept_list%; }"
     exit 0
     ;;
   test)

@@ -71,7 +71,7 @@ scenario() {
   echo "--- $name"
   set +e
   (cd "$root" && env -i PATH="$fakes:$python_dir:/usr/bin:/bin" HOME="$sandbox" FAKE_LOG="$FAKE_LOG" FAKE_STATE="$FAKE_STATE" \
-    PYTHONPATH="$fakes" IAM_RETRY_DELAYS="0 0 0" METRIC_RETRY_DELAYS="0 0 0" POLL_SECONDS=0 \
+    PYTHONPATH="$fakes" IAM_RETRY_DELAYS="0 0 0" METRIC_RETRY_DELAYS="0 0 0" EGRESS_RETRY_DELAYS="0 0 0" POLL_SECONDS=0 \
     GCP_PROJECT_ID=proj-1 GCP_REGION=europe-west1 AWS_REGION=eu-central-1 \
     API_TOKEN="$secret_token" WTL_API_URL=https://hlr.example.com/wtl WTL_IMSI_REGEXP="$regex" \
     WTL_API_TOKEN="$wtl_secret" "${EXTRA_ENV[@]}" bash "$script" "$@") >"$sandbox/out" 2>&1 </dev/null
@@ -328,6 +328,60 @@ expect "gcp creates the Cloud Router" '^gcloud compute routers create nsps-wtl-c
 expect "gcp creates Cloud NAT on that address only" '^gcloud compute routers nats create nsps-wtl-connector-egress .*--router nsps-wtl-connector-egress --nat-external-ip-pool nsps-wtl-connector-egress-ip --nat-custom-subnet-ip-ranges nsps-wtl-connector-egress'
 expect "gcp sends all traffic through the VPC" 'run deploy .*--network nsps-wtl-connector-egress --subnet nsps-wtl-connector-egress --vpc-egress all-traffic'
 said "gcp prints the egress address" 'egress address \(allow it in the HLR.s firewall\): 34.0.2.15'
+gcp_egress=$(state)
+
+GIVEN=$gcp_egress
+scenario "gcp: destroy keeps the egress network" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "gcp destroy with an egress network exits 0" 0
+said "gcp destroy says the egress address and NAT are kept, and billed" '^kept: the egress address nsps-wtl-connector-egress-ip \(34.0.2.15\), the Cloud Router nsps-wtl-connector-egress with its Cloud NAT, the subnet nsps-wtl-connector-egress, the network nsps-wtl-connector-egress \(the address and the NAT are billed by the hour while they exist; --purge-egress\)'
+refuse "gcp destroy leaves the egress network alone" '^gcloud compute .* delete'
+
+GIVEN=$gcp_egress
+scenario "gcp: destroy --purge-egress" _gcp-deploy/deploy.sh --destroy --purge-egress --yes
+exits "gcp destroy --purge-egress exits 0" 0
+said "gcp names the egress network among what it deleted" '^deleted: the service nsps-wtl-connector; the Cloud Router nsps-wtl-connector-egress with its Cloud NAT; the egress address nsps-wtl-connector-egress-ip \(34.0.2.15\); the subnet nsps-wtl-connector-egress; the network nsps-wtl-connector-egress$'
+check_py "gcp deletes the service, then the router (its NAT with it), the address, the subnet and the network; nothing is left" "$log" "$FAKE_STATE/state.json" <<'PY'
+import json, re, sys
+deletions = [re.match(r"gcloud (.*?) delete", l).group(1) for l in open(sys.argv[1]) if re.match(r"gcloud .* delete ", l)]
+assert deletions == ["run services", "compute routers", "compute addresses", "compute networks subnets", "compute networks"], deletions
+assert not any(json.load(open(sys.argv[2]))["compute"].values())
+PY
+GIVEN=$(state)
+scenario "gcp: destroy --purge-egress again" _gcp-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "gcp second destroy --purge-egress exits 0" 0
+said "gcp: nothing left to delete" '^nothing deleted: '
+refuse "gcp deletes nothing a second time" ' delete '
+
+GIVEN=${gcp_egress%\}}', "subnet_in_use": true}'
+scenario "gcp: destroy --purge-egress while Cloud Run holds the subnet" _gcp-deploy/deploy.sh --destroy --purge-egress --yes
+exits "gcp destroy with the subnet held exits 0" 0
+expect "gcp releases the address all the same" '^gcloud compute addresses delete nsps-wtl-connector-egress-ip '
+refuse "gcp does not try the network while its subnet stays" '^gcloud compute networks delete '
+said "gcp says the subnet and network stay, why, and what to run later" '^kept: the subnet nsps-wtl-connector-egress and the network nsps-wtl-connector-egress, free of charge: Cloud Run frees its addresses in the subnet 1-2 hours after the service is gone; run --destroy --purge-egress again then'
+GIVEN=$(state); GIVEN=${GIVEN/\"subnet_in_use\": true/\"subnet_in_use\": false}
+scenario "gcp: destroy --purge-egress once the subnet is free" _gcp-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "gcp later destroy --purge-egress exits 0" 0
+said "gcp deletes what was left" '^deleted: the subnet nsps-wtl-connector-egress; the network nsps-wtl-connector-egress$'
+check_py "gcp: nothing of the egress network is left" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+assert not any(json.load(open(sys.argv[1]))["compute"].values())
+PY
+
+GIVEN=$gcp_egress
+scenario "gcp: destroy --purge-egress, dry run" _gcp-deploy/deploy.sh --destroy --purge-egress --dry-run --yes; GIVEN='{}'
+exits "gcp dry-run destroy --purge-egress exits 0" 0
+said "gcp dry run prints the network deletion" '^\+ gcloud compute networks delete nsps-wtl-connector-egress --project proj-1 --quiet'
+refuse "gcp dry run deletes nothing" '^gcloud .* delete '
+
+GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "compute_disabled": true}'
+scenario "gcp: destroy in a project without Compute Engine" _gcp-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "gcp destroy without Compute Engine exits 0" 0
+said "gcp deletes the service" '^deleted: the service nsps-wtl-connector$'
+refuse "gcp deletes no network there" '^gcloud compute .* delete'
+
+scenario "gcp: --purge-egress without --destroy" _gcp-deploy/deploy.sh --purge-egress --yes
+exits "gcp refuses --purge-egress without --destroy" 2
+said "gcp says --purge-egress goes with --destroy" 'goes with --destroy'
 
 scenario "gcp: --tracing runs a collector beside the connector" _gcp-deploy/deploy.sh --tracing --yes
 exits "gcp --tracing exits 0" 0
@@ -506,7 +560,8 @@ scenario "gcp: destroy with the service already gone" _gcp-deploy/deploy.sh --de
 exits "gcp destroy of what is left exits 0" 0
 refuse "gcp destroy deletes no service that is not there" 'run services delete'
 expect "gcp destroy still deletes the check job" '^gcloud run jobs delete nsps-wtl-connector-check '
-said "gcp destroy names what it deleted" '^deleted: the check job nsps-wtl-connector-check;'
+said "gcp destroy names what it deleted" '^deleted: the check job nsps-wtl-connector-check$'
+said "gcp destroy names what it kept" '^kept: the images in nsps-wtl-connector, the secrets, nsps-wtl-connector-run@proj-1.iam.gserviceaccount.com and the monitoring'
 
 GIVEN=$(gcp_existing 1); GIVEN=${GIVEN%\}}', "describe_fails": true}'
 scenario "gcp: destroy when the look-up fails" _gcp-deploy/deploy.sh --destroy --yes; GIVEN='{}'
@@ -621,7 +676,12 @@ scenario "aws: IAM still propagating (ECS)" _aws-deploy/deploy.sh --yes; GIVEN='
 exits "aws survives IAM's propagation delay" 0
 said "aws says it waits for IAM" 'waiting .* for IAM to propagate'
 
-GIVEN='{"ecs": {"arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector": {"serviceArn": "arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector", "serviceName": "nsps-wtl-connector", "deployments": [{"arn": "d0", "status": "SUCCESSFUL"}], "configuration": {"serviceRevisionArn": "r0", "primaryContainer": {"image": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old"}, "ingressPaths": [{"accessType": "PUBLIC", "endpoint": "nsps-wtl-connector.ecs.eu-central-1.on.aws"}]}}}, "roles": {"nsps-wtl-connector-execution": {}, "nsps-wtl-connector-infrastructure": {}}}'
+# ecs_existing [STATUS] [MORE]: the state with an ECS service (ACTIVE, DRAINING or INACTIVE) and
+# its roles; MORE: further members of the state (", \"key\": value").
+ecs_existing() {
+  printf '{"ecs": {"arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector": {"serviceArn": "arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector", "serviceName": "nsps-wtl-connector", "status": "%s", "deployments": [{"arn": "d0", "status": "SUCCESSFUL"}], "configuration": {"serviceRevisionArn": "r0", "primaryContainer": {"image": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old"}, "ingressPaths": [{"accessType": "PUBLIC", "endpoint": "nsps-wtl-connector.ecs.eu-central-1.on.aws"}]}}}, "roles": {"nsps-wtl-connector-execution": {}, "nsps-wtl-connector-infrastructure": {}}%s}' "${1:-ACTIVE}" "${2:-}"
+}
+GIVEN=$(ecs_existing)
 scenario "aws: ECS env-only" _aws-deploy/deploy.sh --env-only
 exits "aws ECS env-only exits 0" 0
 expect "aws ECS env-only updates the service" '^aws ecs update-express-gateway-service --region eu-central-1 --service-arn arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector'
@@ -650,6 +710,49 @@ exits "aws test-only without a service exits non-zero" nonzero
 said "aws test-only says there is no service" 'error: no apprunner service nsps-wtl-connector in eu-central-1'
 scenario "aws: ECS destroy" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
 expect "aws destroy deletes the ECS service" '^aws ecs delete-express-gateway-service --region eu-central-1 --service-arn arn:aws:ecs:eu-central-1:123456789012:service/default/nsps-wtl-connector'
+GIVEN=$(state)
+scenario "aws: ECS destroy again while the deletion runs" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "aws: a second destroy exits 0" 0
+said "aws: it says the service is being deleted" 'is being deleted already'
+refuse "aws: it deletes nothing a second time" 'delete-express-gateway-service'
+
+GIVEN=$(ecs_existing ACTIVE ', "describe_fails": true')
+scenario "aws: ECS deploy when the service look-up fails" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws: a deploy stops when it cannot look at the service" nonzero
+said "aws: it shows the look-up's error" 'AccessDeniedException'
+refuse "aws: it stores, builds and deploys nothing when it could not look at the service" 'create-express|update-express|docker|secretsmanager (create|put)'
+GIVEN=$(ecs_existing ACTIVE ', "describe_fails": true')
+scenario "aws: ECS destroy when the look-up fails" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "aws: destroy stops when it cannot look" nonzero
+refuse "aws: destroy deletes nothing it could not look at" 'delete'
+grep -q '^no ECS service' "$sandbox/out" && bad "aws destroy claims there is no service" || ok "aws destroy claims nothing about the service"
+
+GIVEN=$(ecs_existing DRAINING)
+scenario "aws: ECS deploy while the service is being deleted" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws: a deploy into a deletion exits non-zero" nonzero
+said "aws: it says to wait for the deletion" 'is being deleted \(DRAINING\); run again once it is gone'
+refuse "aws: it changes no service" 'create-express|update-express|docker'
+GIVEN=$(ecs_existing INACTIVE)
+scenario "aws: ECS deploy after the service was deleted" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws: a deploy after a deletion exits 0" 0
+expect "aws: a deleted service is made again" '^aws ecs create-express-gateway-service '
+refuse "aws: a deleted service is not updated" 'update-express-gateway-service'
+GIVEN=$(ecs_existing INACTIVE)
+scenario "aws: ECS destroy of a deleted service" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "aws: destroy of a deleted service exits 0" 0
+said "aws: it says there is no service" '^no ECS service nsps-wtl-connector in eu-central-1'
+refuse "aws: it deletes nothing" 'delete-express-gateway-service'
+
+GIVEN='{"apprunner_refuses": true}'
+scenario "aws: no --target, App Runner refuses the account" _aws-deploy/deploy.sh --yes; GIVEN='{}'
+exits "aws: the deploy goes to ECS" 0
+said "aws: it says why it chose ECS" "App Runner could not be asked for a service nsps-wtl-connector \(An error occurred \(AccessDeniedException\).*; using ECS"
+expect "aws: it deploys to ECS" '^aws ecs create-express-gateway-service '
+GIVEN='{"apprunner_refuses": true}'
+scenario "aws: --target apprunner, App Runner refuses the account" _aws-deploy/deploy.sh --target apprunner --yes; GIVEN='{}'
+exits "aws: the deploy stops" nonzero
+said "aws: it shows App Runner's refusal" 'AccessDeniedException'
+refuse "aws: it makes no App Runner service" 'apprunner (create|update)-service|docker'
 
 apprunner_given='{"apprunner": {"arn:aws:apprunner:eu-central-1:123456789012:service/nsps-wtl-connector/svc1": {"ServiceName": "nsps-wtl-connector", "ServiceUrl": "abc123.eu-central-1.awsapprunner.com", "Status": "RUNNING", "SourceConfiguration": {"ImageRepository": {"ImageIdentifier": "123456789012.dkr.ecr.eu-central-1.amazonaws.com/nsps-wtl-connector:old"}}}}, "repos": ["nsps-wtl-connector"]'
 GIVEN="$apprunner_given}"
@@ -716,6 +819,7 @@ expect "aws creates the NAT gateway with it" '^aws ec2 create-nat-gateway --regi
 expect "aws routes the private subnets through the NAT gateway" '^aws ec2 create-route .*--destination-cidr-block 0.0.0.0/0 --nat-gateway-id nat-0001'
 expect "aws runs the service in those subnets" 'create-express-gateway-service .*--network-configuration subnets=subnet-0002,subnet-0004,subnet-0001,subnet-0003,securityGroups=sg-0001'
 said "aws prints the egress address" 'egress address \(allow it in the HLR.s firewall\): 3.120.0.7'
+egress_ecs=$(state)
 
 scenario "aws: one egress address (App Runner)" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes
 exits "aws App Runner --static-egress-ip exits 0" 0
@@ -728,6 +832,7 @@ refuse "aws: the second run creates no second VPC connector (one per name)" 'cre
 expect "aws: the second run reuses the connector" 'update-service .*VpcConnectorArn=arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/nsps-wtl-connector-egress/1/abc\}'
 refuse "aws: the second run builds no second egress network" 'create-vpc |allocate-address|create-nat-gateway'
 refuse "aws: the second run attaches no role policy again" 'attach-role-policy'
+egress_apprunner=$(state)
 GIVEN=$(py "$(state)" <<'PY'
 import json, sys
 st = json.loads(sys.argv[1])
@@ -740,6 +845,71 @@ scenario "aws: an egress VPC a run left half-built" _aws-deploy/deploy.sh --targ
 exits "aws refuses a half-built egress VPC" nonzero
 said "aws names what the egress VPC lacks" 'egress VPC vpc-0001 \(tagged nsps-wtl-connector-egress\) is incomplete.*lacks: the Elastic IP tagged nsps-wtl-connector-egress, an available NAT gateway'
 refuse "aws deploys nothing into a half-built egress VPC" 'apprunner (create|update)-service|create-vpc-connector'
+
+GIVEN=$egress_ecs
+scenario "aws: destroy keeps the egress VPC" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
+exits "aws destroy with an egress VPC exits 0" 0
+said "aws destroy names what it deleted" '^deleted: the ECS service nsps-wtl-connector$'
+said "aws destroy says the egress VPC and its cost are kept" '^kept: .*the egress VPC vpc-0001 with its NAT gateway and Elastic IP 3.120.0.7, billed by the hour while they exist \(--purge-egress\)'
+said "aws destroy says the images are kept" '^kept: the ECR repository nsps-wtl-connector \(--purge-images\)'
+refuse "aws destroy leaves the egress network alone" 'ec2 (delete|release|detach)-'
+
+GIVEN=${egress_ecs%\}}', "eni_lingers": 2}'
+scenario "aws: destroy --purge-egress (ECS)" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws destroy --purge-egress exits 0" 0
+said "aws waits while the service's network interfaces linger" 'waiting 0s for network interfaces to leave the subnet: .*DependencyViolation'
+said "aws names the egress VPC among what it deleted" '^deleted: the ECS service nsps-wtl-connector; the egress VPC vpc-0001 with its NAT gateway and Elastic IP 3.120.0.7$'
+check_py "aws deletes the service, waits for it, then the egress network in the order EC2 allows" "$log" "$FAKE_STATE/state.json" <<'PY'
+import json, re, sys
+calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
+changes = [c for c in calls if re.match(r"aws \S+ (delete|release|detach)-", c)]
+assert changes == ["aws ecs delete-express-gateway-service", "aws ec2 delete-nat-gateway", "aws ec2 release-address",
+                   "aws ec2 detach-internet-gateway", "aws ec2 delete-internet-gateway"] + ["aws ec2 delete-subnet"] * 6 + \
+                  ["aws ec2 delete-route-table"] * 2 + ["aws ec2 delete-security-group", "aws ec2 delete-vpc"], changes
+# the service was seen gone (INACTIVE) before the first network deletion; the NAT gateway seen deleted before its address went
+first_net = calls.index("aws ec2 delete-nat-gateway")
+assert calls[:first_net].count("aws ecs describe-express-gateway-service") >= 3, calls[:first_net]
+assert "aws ec2 describe-nat-gateways" in calls[first_net:calls.index("aws ec2 release-address")]
+log = open(sys.argv[1]).read()
+assert "--route-table-id rtb-main" not in log and "--group-id sg-default" not in log
+ec2 = json.load(open(sys.argv[2]))["ec2"]
+left = {k: [i["id"] for i in v if not i.get("deleted")] for k, v in ec2.items() if k in ("vpc", "subnet", "igw", "rtb", "eip", "nat", "sg")}
+assert not any(left.values()), left
+PY
+
+GIVEN=${egress_ecs%\}}', "describe_fails_after": 2}'
+scenario "aws: destroy --purge-egress, the look-up fails while waiting" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: destroy stops when it cannot see the service go" 3
+said "aws: it shows the look-up's error" 'AccessDeniedException'
+refuse "aws: it deletes no egress network it could not see freed" 'ec2 (delete|release|detach)-'
+
+GIVEN=$egress_apprunner
+scenario "aws: destroy --purge-egress (App Runner)" _aws-deploy/deploy.sh --target apprunner --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws App Runner destroy --purge-egress exits 0" 0
+check_py "aws waits for the App Runner service to be deleted, then deletes its VPC connector before the subnets" "$log" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
+i = calls.index("aws apprunner delete-service")
+j = calls.index("aws apprunner delete-vpc-connector")
+assert "aws apprunner describe-service" in calls[i:j], calls[i:j]
+assert j < calls.index("aws ec2 delete-subnet")
+assert [c["Status"] for c in json.load(open(sys.argv[2]))["vpc_connectors"]] == ["INACTIVE"]
+PY
+
+GIVEN=$egress_ecs
+scenario "aws: destroy --purge-egress, dry run" _aws-deploy/deploy.sh --destroy --purge-egress --dry-run --yes; GIVEN='{}'
+exits "aws dry-run destroy --purge-egress exits 0" 0
+said "aws dry run prints the egress deletions" '^\+ aws ec2 delete-vpc --region eu-central-1 --vpc-id vpc-0001'
+check_py "aws dry-run destroy changes nothing" "$log" <<'PY'
+import re, sys
+for line in open(sys.argv[1]):
+    if line.startswith("aws"):
+        assert re.match(r"aws \S+ (describe|list|get)-", line), line
+PY
+
+scenario "aws: --purge-egress without --destroy" _aws-deploy/deploy.sh --purge-egress --yes
+exits "aws refuses --purge-egress without --destroy" 2
+said "aws says --purge-egress goes with --destroy" 'go with --destroy'
 
 scenario "aws: dry run on a fresh account" _aws-deploy/deploy.sh --secrets --dry-run --yes
 exits "aws dry run exits 0" 0

@@ -449,6 +449,14 @@ gcp_rollout() {
   check "failing check: no traffic change recorded (no update-traffic; the serving revision keeps 100%)" '
     len(ok_calls("run.services.replace")) == 1 and serving() == cur' cur="$second"
   said "failing check: says the traffic stays" "traffic stays on $second"
+
+  deploy "gcp destroy --purge-egress" 0 _gcp-deploy/deploy.sh --destroy --purge-egress --yes
+  check "destroy: the service, the job, then the router, the address, the subnet and the network, each deleted once" '
+    [c["op"] for c in calls if c["op"] in ("run.services.delete", "run.jobs.delete", "compute.delete") and 200 <= c["status"] < 300]
+    == ["run.services.delete", "run.jobs.delete"] + ["compute.delete"] * 4
+    and [c["path"].split("/")[-2] for c in ok_calls("compute.delete")] == ["routers", "addresses", "subnetworks", "networks"]'
+  check "destroy: no egress network is left in the project" 'not state.get("compute")'
+  said "destroy: says what it deleted" "^deleted: the service nsps-wtl-connector; the check job nsps-wtl-connector-check; the Cloud Router nsps-wtl-connector-egress with its Cloud NAT; the egress address nsps-wtl-connector-egress-ip \\([0-9.]+\\); the subnet nsps-wtl-connector-egress; the network nsps-wtl-connector-egress$"
 }
 
 # Two deploys with --tracing (two containers: the connector and an OpenTelemetry collector; the
