@@ -308,12 +308,15 @@ set_network_flags() {
   fi
 }
 
-# exists KIND NAME [FLAGS...]: whether `gcloud compute KIND describe NAME` finds it.
-exists() {
+# compute_present KIND NAME [FLAGS...]: whether `gcloud compute KIND describe NAME` finds it; a
+# look-up that fails otherwise stops the run (look_up). A project whose Compute Engine API is off
+# (a dry run before the first deploy enables it) has nothing to find.
+compute_present() {
   local kind=() name=$2
   read -ra kind <<<"$1"
   shift 2
-  query gcloud compute "${kind[@]}" describe "$name" "${project[@]}" "$@" >/dev/null 2>&1
+  not_found="$not_found|SERVICE_DISABLED|has not been used in project|is disabled|not enabled on project" \
+    present gcloud compute "${kind[@]}" describe "$name" "${project[@]}" "$@"
 }
 
 # The names --static-egress-ip gives (and --destroy looks for): net, subnet, router, nat, address;
@@ -330,12 +333,12 @@ egress_names() {
 setup_static_egress() {
   local net subnet router nat address own_network
   egress_names
-  exists networks "$net" || run gcloud compute networks create "$net" "${project[@]}" --subnet-mode custom
-  exists "networks subnets" "$subnet" "${region[@]}" || run gcloud compute networks subnets create "$subnet" \
+  compute_present networks "$net" || run gcloud compute networks create "$net" "${project[@]}" --subnet-mode custom
+  compute_present "networks subnets" "$subnet" "${region[@]}" || run gcloud compute networks subnets create "$subnet" \
     "${project[@]}" "${region[@]}" --network "$net" --range "${EGRESS_SUBNET_RANGE:-10.124.0.0/26}"
-  exists addresses "$address" "${region[@]}" || run gcloud compute addresses create "$address" "${project[@]}" "${region[@]}"
-  exists routers "$router" "${region[@]}" || run gcloud compute routers create "$router" "${project[@]}" "${region[@]}" --network "$net"
-  exists "routers nats" "$nat" --router "$router" "${region[@]}" || run gcloud compute routers nats create "$nat" \
+  compute_present addresses "$address" "${region[@]}" || run gcloud compute addresses create "$address" "${project[@]}" "${region[@]}"
+  compute_present routers "$router" "${region[@]}" || run gcloud compute routers create "$router" "${project[@]}" "${region[@]}" --network "$net"
+  compute_present "routers nats" "$nat" --router "$router" "${region[@]}" || run gcloud compute routers nats create "$nat" \
     "${project[@]}" "${region[@]}" --router "$router" --nat-external-ip-pool "$address" --nat-custom-subnet-ip-ranges "$subnet"
   egress_ip=$(query gcloud compute addresses describe "$address" "${project[@]}" "${region[@]}" --format 'value(address)' 2>/dev/null || true)
   egress_ip=${egress_ip:-"(reserved on the first real run)"}
@@ -614,16 +617,6 @@ print_summary() {
 }
 
 # ---- destroy --------------------------------------------------------------------------------------
-
-# compute_present KIND NAME [FLAGS...]: like `present`, for Compute Engine; a project whose
-# Compute Engine API is off has no egress network to find.
-compute_present() {
-  local kind=() name=$2
-  read -ra kind <<<"$1"
-  shift 2
-  not_found="$not_found|SERVICE_DISABLED|has not been used in project|is disabled" \
-    present gcloud compute "${kind[@]}" describe "$name" "${project[@]}" "$@"
-}
 
 # delete_unless_in_use COMMAND...: runs a deletion; false when the cloud refuses it because
 # something still uses the resource; any other failure stops the run with its error.

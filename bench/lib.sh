@@ -18,6 +18,27 @@ apt_need() {
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
 
+# build_bench connector|forwarder: builds the connector (with `forwarder`, the bare forwarder too)
+# with the cargo profile BENCH_PROFILE, release unless set: full runs measure what ships. CI's
+# smoke runs set dev, which the test run has built already; they keep the harness working and
+# measure nothing (a full run refuses another profile). Sets $bin (and $fwd).
+build_bench() {
+  local profile=${BENCH_PROFILE:-release} dir target_dir=${CARGO_TARGET_DIR:-$root/target}
+  case "$profile" in dev|test) dir=debug ;; *) dir=$profile ;; esac
+  if [ "$profile" != release ] && ! ${smoke:-false}; then
+    echo "error: a full run measures the release build; BENCH_PROFILE=$profile is for --smoke runs" >&2
+    exit 2
+  fi
+  echo "building ($profile)..."
+  cargo build --profile "$profile" --locked --quiet
+  # shellcheck disable=SC2034  # $bin and $fwd are the sourcing script's
+  bin="$target_dir/$dir/nsps-wtl-connector"
+  [ "$1" = forwarder ] || return 0
+  cargo build --profile "$profile" --locked --quiet --manifest-path "$root/bench/forwarder/Cargo.toml"
+  # shellcheck disable=SC2034
+  fwd="${CARGO_TARGET_DIR:-$root/bench/forwarder/target}/$dir/bench-forwarder"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # wait_http URL [TRIES]: polls every 10 ms until URL answers 2xx (a server under valgrind needs more tries).

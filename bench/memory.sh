@@ -38,10 +38,7 @@ soak_connections=${BENCH_SOAK_CONNECTIONS:-32}
 . bench/lib.sh
 apt_need wrk wrk
 
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-echo "building (release)..."
-cargo build --release --locked --quiet
-bin="$target_dir/release/nsps-wtl-connector"
+build_bench connector
 start_simulator "$bin"
 mkdir -p bench/results
 

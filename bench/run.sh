@@ -2,7 +2,8 @@
 # Benchmark: the connector against a plain pass-through forwarder, in one run, on loopback.
 #
 #   bash bench/run.sh           full run: 5 runs x 10 s per point, checks the budget (exit 1 if missed)
-#   bash bench/run.sh --smoke   1 run x 2 s per point, no thresholds (CI keeps the harness working)
+#   bash bench/run.sh --smoke   1 run x 2 s per point, no thresholds (CI keeps the harness working;
+#                               with BENCH_PROFILE=dev it runs the debug build the tests made)
 #
 # Upstream: the connector's own WTL simulator (`nsps-wtl-connector simulator`), with the test
 # IMSI inserted first so every `update` succeeds. Load: wrk (Debian package) POSTing the fixture
@@ -21,13 +22,7 @@ fi
 . bench/lib.sh
 apt_need wrk wrk
 
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-echo "building (release)..."
-cargo build --release --locked --quiet
-cargo build --release --locked --quiet --manifest-path bench/forwarder/Cargo.toml
-bin="$target_dir/release/nsps-wtl-connector"
-fwd="$root/bench/forwarder/target/release/bench-forwarder"
-[ -n "${CARGO_TARGET_DIR:-}" ] && fwd="$CARGO_TARGET_DIR/release/bench-forwarder"
+build_bench forwarder
 
 start_simulator "$bin"
 conn_port=$(free_port) fwd_port=$(free_port)
@@ -305,6 +300,8 @@ for name in ("connector", "baseline", "memory_local", "memory_redis", "otel_sink
                 "nonvoluntary": statistics.median(float(v[3]) for v in vals),
                 "cpu_us": statistics.median(float(v[4]) for v in vals)}
             for t, vals in sorted(by_thread.items())}
+profile = os.environ.get("BENCH_PROFILE", "release")
+binary_label = "stripped release binary" if profile == "release" else f"binary ({profile} profile: not what ships)"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem_kb = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
 machine = f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB, Linux {platform.release()}"
@@ -342,7 +339,7 @@ checks = [
      (res["otel_down_1"]["p50_ms"] - c1["p50_ms"]) * 1000, "<= 100", (res["otel_down_1"]["p50_ms"] - c1["p50_ms"]) * 1000 <= 100),
 ]
 summary["budget"] = [{"check": n, "value": round(v, 3), "limit": l, "ok": ok} for n, v, l, ok in checks]
-lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, medians of {runs} run(s) of {duration} s per point", "",
+lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, {profile} build, medians of {runs} run(s) of {duration} s per point", "",
          "| load | connector req/s | baseline req/s | ratio | connector p50 / p99 (ms) | baseline p50 / p99 (ms) | CPU µs per request, connector / baseline |",
          "|---|---|---|---|---|---|---|"]
 for c in ("1", "64"):
@@ -409,7 +406,7 @@ lines += ["", "| measure | value |", "|---|---|",
           f"| idle RSS after start-up | {summary['idle_rss_mb']:.1f} MB |",
           f"| peak RSS under load | {summary['peak_rss_mb']:.1f} MB |",
           f"| start to first 200 on /health (median) | {summary['cold_start_ms']:.1f} ms |",
-          f"| stripped release binary | {summary['binary_mb']:.1f} MB |", "",
+          f"| {binary_label} | {summary['binary_mb']:.1f} MB |", "",
           "| budget | value | limit | |", "|---|---|---|---|"]
 lines += [f"| {n} | {v:.2f} | {l} | {'ok' if ok else 'MISSED'} |" for n, v, l, ok in checks]
 errors = sum(p["non2xx"] for p in res.values())

@@ -379,6 +379,17 @@ exits "gcp destroy without Compute Engine exits 0" 0
 said "gcp deletes the service" '^deleted: the service nsps-wtl-connector$'
 refuse "gcp deletes no network there" '^gcloud compute .* delete'
 
+GIVEN='{"compute_disabled": true}'
+scenario "gcp: dry run of --static-egress-ip before Compute Engine is on" _gcp-deploy/deploy.sh --static-egress-ip --dry-run --yes; GIVEN='{}'
+exits "gcp dry run with Compute Engine off exits 0" 0
+said "gcp dry run plans the egress network" '^\+ gcloud compute routers nats create nsps-wtl-connector-egress '
+
+GIVEN=${gcp_egress%\}}', "compute_describe_refused": true}'
+scenario "gcp: --static-egress-ip when a network look-up is refused" _gcp-deploy/deploy.sh --static-egress-ip --yes; GIVEN='{}'
+exits "gcp stops when it cannot look at the egress network" 3
+said "gcp shows the refusal" 'PERMISSION_DENIED'
+refuse "gcp creates no network it could not look for, and deploys nothing" 'compute .* create|run deploy'
+
 scenario "gcp: --purge-egress without --destroy" _gcp-deploy/deploy.sh --purge-egress --yes
 exits "gcp refuses --purge-egress without --destroy" 2
 said "gcp says --purge-egress goes with --destroy" 'goes with --destroy'
