@@ -163,11 +163,20 @@ choose_target() {
   if found=$(apprunner_arn 2>"$workdir/target.err"); then
     if [ -n "$found" ]; then target=apprunner; else target=ecs; fi
   else
+    local why
+    why=$(grep -m1 . "$workdir/target.err" || echo "no reason given")
+    # Deleting the egress network under a service App Runner could not be asked about could take
+    # a live service's address away: that needs the operator's word.
+    if [ "$mode" = destroy ] && $purge_egress; then
+      echo "error: App Runner could not be asked for a service $SERVICE_NAME ($why); --purge-egress must know whether one still uses the egress VPC: pass --target ecs if this account has no App Runner" >&2
+      exit 3
+    fi
     target=ecs
-    echo "App Runner could not be asked for a service $SERVICE_NAME ($(grep -m1 . "$workdir/target.err" || echo "no reason given")); using ECS" >&2
+    echo "App Runner could not be asked for a service $SERVICE_NAME ($why); using ECS" >&2
   fi
   echo "target: $target (pass --target to choose)"
 }
+target_given=$target
 [ -n "$target" ] || choose_target
 if $tracing && [ "$target" = ecs ]; then
   echo "error: --tracing needs a collector beside the connector, which ECS Express Mode (one container per task) cannot run; run the AWS Distro for OpenTelemetry collector as a service of its own and set OTEL_EXPORTER_OTLP_ENDPOINT to it (README, Traces)" >&2
@@ -734,7 +743,15 @@ destroy_service() {
   local arn
   if [ "$target" = ecs ]; then
     existing=$(ecs_describe)
-    if [ -z "$existing" ]; then echo "no ECS service $SERVICE_NAME in $AWS_REGION"; return 0; fi
+    if [ -z "$existing" ]; then
+      echo "no ECS service $SERVICE_NAME in $AWS_REGION"
+      # A cluster that is not there (a wrong ECS_CLUSTER) hides a service rather than proves it gone.
+      if $purge_egress && ! ecs_cluster_exists; then
+        echo "error: ECS has no cluster $ecs_cluster in $AWS_REGION (ECS_CLUSTER), so no service could be seen gone; the egress VPC is kept: set ECS_CLUSTER to the service's cluster" >&2
+        exit 1
+      fi
+      return 0
+    fi
     if [ "$(ecs_status <<<"$existing")" = DRAINING ]; then
       echo "the ECS service $SERVICE_NAME in $AWS_REGION is being deleted already"
     else
@@ -751,6 +768,12 @@ destroy_service() {
     deleted+=("the App Runner service $SERVICE_NAME")
     if $purge_egress && ! $dry_run; then wait_until_over "deletion of the App Runner service" apprunner_deletion_state "$arn" || exit $?; fi
   fi
+}
+
+ecs_cluster_exists() {
+  local found
+  found=$(query aws ecs describe-clusters "${reg[@]}" --clusters "$ecs_cluster" --query "clusters[?status=='ACTIVE'].clusterName" --output text) || exit 3
+  [ -n "$found" ] && [ "$found" != None ]
 }
 
 ecs_deletion_state() { # (see wait_until_over; a look-up that fails ends the wait with status 3)
@@ -800,43 +823,76 @@ destroy_egress() {
 # deleted service's load balancer or connector left take minutes to go: a deletion they block is
 # retried (EGRESS_RETRY_DELAYS, about 20 minutes in all).
 purge_egress_vpc() {
-  local vpc=$1 tag=$2 id ids=() nats=() patience=${EGRESS_RETRY_DELAYS:-15 30 60 60 120 120 120 120 120 120 120 120 120}
-  if [ "$target" = apprunner ]; then
-    read -ra ids <<<"$(query aws apprunner list-vpc-connectors "${reg[@]}" \
-      --query "VpcConnectors[?VpcConnectorName=='$(apprunner_connector_name)' && Status=='ACTIVE'].VpcConnectorArn" --output text)"
-    for id in "${ids[@]}"; do
-      with_retry "the service to let go of its VPC connector" 'InvalidStateException|in use|used by' "$patience" \
-        aws apprunner delete-vpc-connector "${reg[@]}" --vpc-connector-arn "$id" >/dev/null
-    done
-  fi
-  read -ra nats <<<"$(query aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=pending,available" \
-    --query 'NatGateways[].NatGatewayId' --output text)"
+  local vpc=$1 tag=$2 id ids=() nats=() connectors patience=${EGRESS_RETRY_DELAYS:-15 30 60 60 120 120 120 120 120 120 120 120 120}
+  # App Runner's connector on the VPC, whichever target this run has: a service deleted by an
+  # earlier --destroy leaves it behind.
+  connectors=$(egress_connectors)
+  split_into ids "$connectors"
+  for id in "${ids[@]}"; do
+    with_retry "the service to let go of its VPC connector" 'InvalidStateException|in use|used by' "$patience" \
+      aws apprunner delete-vpc-connector "${reg[@]}" --vpc-connector-arn "$id" >/dev/null
+  done
+  # NAT gateways: those still up are deleted; each (and one an interrupted run left deleting) is
+  # waited for, as its address cannot be released before.
+  list_into nats aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=pending,available" \
+    --query 'NatGateways[].NatGatewayId' --output text
   for id in "${nats[@]}"; do run aws ec2 delete-nat-gateway "${reg[@]}" --nat-gateway-id "$id" >/dev/null; done
   if ! $dry_run; then
+    list_into nats aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=deleting" \
+      --query 'NatGateways[].NatGatewayId' --output text
     for id in "${nats[@]}"; do wait_until_over "deletion of the NAT gateway $id" nat_gateway_state "$id" || exit 1; done
   fi
-  read -ra ids <<<"$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[].AllocationId' --output text)"
+  list_into ids aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[].AllocationId' --output text
   for id in "${ids[@]}"; do run aws ec2 release-address "${reg[@]}" --allocation-id "$id"; done
-  read -ra ids <<<"$(query aws ec2 describe-internet-gateways "${reg[@]}" --filters "Name=attachment.vpc-id,Values=$vpc" \
-    --query 'InternetGateways[].InternetGatewayId' --output text)"
-  for id in "${ids[@]}"; do
-    run aws ec2 detach-internet-gateway "${reg[@]}" --internet-gateway-id "$id" --vpc-id "$vpc"
-    run aws ec2 delete-internet-gateway "${reg[@]}" --internet-gateway-id "$id"
-  done
-  read -ra ids <<<"$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" --query 'Subnets[].SubnetId' --output text)"
+  list_into ids aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" --query 'Subnets[].SubnetId' --output text
   for id in "${ids[@]}"; do
     with_retry "network interfaces to leave the subnet" DependencyViolation "$patience" aws ec2 delete-subnet "${reg[@]}" --subnet-id "$id"
   done
-  read -ra ids <<<"$(query aws ec2 describe-route-tables "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" \
-    --query 'RouteTables[?!(Associations[?Main])].RouteTableId' --output text)"
+  list_into ids aws ec2 describe-route-tables "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" \
+    --query 'RouteTables[?!(Associations[?Main])].RouteTableId' --output text
   for id in "${ids[@]}"; do run aws ec2 delete-route-table "${reg[@]}" --route-table-id "$id"; done
-  read -ra ids <<<"$(query aws ec2 describe-security-groups "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" \
-    --query "SecurityGroups[?GroupName!='default'].GroupId" --output text)"
+  # After the subnets: EC2 refuses to detach the gateway while public addresses are mapped in them.
+  list_into ids aws ec2 describe-internet-gateways "${reg[@]}" --filters "Name=attachment.vpc-id,Values=$vpc" \
+    --query 'InternetGateways[].InternetGatewayId' --output text
   for id in "${ids[@]}"; do
-    with_retry "network interfaces to leave the security group" DependencyViolation "$patience" \
+    with_retry "public addresses to leave the VPC" DependencyViolation "$patience" \
+      aws ec2 detach-internet-gateway "${reg[@]}" --internet-gateway-id "$id" --vpc-id "$vpc"
+    run aws ec2 delete-internet-gateway "${reg[@]}" --internet-gateway-id "$id"
+  done
+  list_into ids aws ec2 describe-security-groups "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" \
+    --query "SecurityGroups[?GroupName!='default'].GroupId" --output text
+  # ECS removes the security groups it made for the load balancer on its own, perhaps meanwhile.
+  for id in "${ids[@]}"; do
+    done_if='InvalidGroup.NotFound' with_retry "network interfaces to leave the security group" DependencyViolation "$patience" \
       aws ec2 delete-security-group "${reg[@]}" --group-id "$id"
   done
   with_retry "the VPC to empty" DependencyViolation "$patience" aws ec2 delete-vpc "${reg[@]}" --vpc-id "$vpc"
+}
+
+# list_into ARRAY LOOK-UP...: runs a read-only look-up and splits what it prints into ARRAY; a
+# look-up that fails stops the run (status 3) rather than read as "none".
+list_into() {
+  local out
+  out=$(query "${@:2}") || exit 3
+  split_into "$1" "$out"
+}
+# shellcheck disable=SC2034  # `into` names the caller's array
+split_into() { local -n into=$1; read -ra into <<<"$2"; } # split_into ARRAY WORDS
+
+# The ARNs of App Runner's VPC connectors named for this service. With --target ecs, an account
+# App Runner does not serve has none; otherwise a refused look-up stops the run (status 3).
+egress_connectors() {
+  local out
+  if out=$(query aws apprunner list-vpc-connectors "${reg[@]}" \
+    --query "VpcConnectors[?VpcConnectorName=='$(apprunner_connector_name)' && Status=='ACTIVE'].VpcConnectorArn" \
+    --output text 2>"$workdir/connectors.err"); then
+    echo "$out"
+  elif [ "$target_given" = ecs ]; then
+    return 0
+  else
+    cat "$workdir/connectors.err" >&2
+    exit 3
+  fi
 }
 
 nat_gateway_state() { # nat_gateway_state NAT_ID (see wait_until_over)

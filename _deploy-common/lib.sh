@@ -123,8 +123,9 @@ look_up() {
 
 # with_retry WHAT PATTERN DELAYS COMMAND...: runs COMMAND, retrying while its error matches
 # PATTERN (grep -E, case-insensitive): something the script just made is not usable yet. DELAYS:
-# the waits in seconds between attempts. Other failures are not retried. The command's output goes
-# to stdout; its errors to stderr.
+# the waits in seconds between attempts. Other failures are not retried, but one whose error
+# matches `done_if` (when the caller sets it: a resource something else removed meanwhile) counts
+# as done. The command's output goes to stdout; its errors to stderr.
 with_retry() {
   local what=$1 pattern=$2 delays=() attempt=0 err="$workdir/retry.err"
   read -ra delays <<<"$3"
@@ -133,6 +134,10 @@ with_retry() {
   $dry_run && return 0
   while :; do
     if "$@" 2>"$err"; then return 0; fi
+    if [ -n "${done_if:-}" ] && grep -qiE "$done_if" "$err"; then
+      echo "  (already gone: $(head -c 200 "$err" | tr '\n' ' '))" >&2
+      return 0
+    fi
     if ! grep -qiE "$pattern" "$err" || [ "$attempt" -ge "${#delays[@]}" ]; then
       cat "$err" >&2
       return 1

@@ -24,7 +24,10 @@ apt_need() {
 # measure nothing (a full run refuses another profile). Sets $bin (and $fwd).
 build_bench() {
   local profile=${BENCH_PROFILE:-release} dir target_dir=${CARGO_TARGET_DIR:-$root/target}
-  case "$profile" in dev|test) dir=debug ;; *) dir=$profile ;; esac
+  # Cargo's folder for a profile: dev and test build into debug/, bench into release/.
+  case "$profile" in dev|test) dir=debug ;; bench) dir=release ;; *) dir=$profile ;; esac
+  # The benchmarks start the binary from a scratch folder: a relative target folder is made absolute.
+  case "$target_dir" in /*) ;; *) target_dir=$root/$target_dir ;; esac
   if [ "$profile" != release ] && ! ${smoke:-false}; then
     echo "error: a full run measures the release build; BENCH_PROFILE=$profile is for --smoke runs" >&2
     exit 2
@@ -36,7 +39,7 @@ build_bench() {
   [ "$1" = forwarder ] || return 0
   cargo build --profile "$profile" --locked --quiet --manifest-path "$root/bench/forwarder/Cargo.toml"
   # shellcheck disable=SC2034
-  fwd="${CARGO_TARGET_DIR:-$root/bench/forwarder/target}/$dir/bench-forwarder"
+  fwd="$([ -n "${CARGO_TARGET_DIR:-}" ] && echo "$target_dir" || echo "$root/bench/forwarder/target")/$dir/bench-forwarder"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

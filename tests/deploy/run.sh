@@ -874,9 +874,10 @@ check_py "aws deletes the service, waits for it, then the egress network in the 
 import json, re, sys
 calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
 changes = [c for c in calls if re.match(r"aws \S+ (delete|release|detach)-", c)]
-assert changes == ["aws ecs delete-express-gateway-service", "aws ec2 delete-nat-gateway", "aws ec2 release-address",
-                   "aws ec2 detach-internet-gateway", "aws ec2 delete-internet-gateway"] + ["aws ec2 delete-subnet"] * 6 + \
-                  ["aws ec2 delete-route-table"] * 2 + ["aws ec2 delete-security-group", "aws ec2 delete-vpc"], changes
+assert changes == ["aws ecs delete-express-gateway-service", "aws ec2 delete-nat-gateway", "aws ec2 release-address"] + \
+                  ["aws ec2 delete-subnet"] * 6 + ["aws ec2 delete-route-table"] * 2 + \
+                  ["aws ec2 detach-internet-gateway", "aws ec2 delete-internet-gateway", "aws ec2 delete-security-group",
+                   "aws ec2 delete-vpc"], changes
 # the service was seen gone (INACTIVE) before the first network deletion; the NAT gateway seen deleted before its address went
 first_net = calls.index("aws ec2 delete-nat-gateway")
 assert calls[:first_net].count("aws ecs describe-express-gateway-service") >= 3, calls[:first_net]
@@ -906,6 +907,72 @@ assert "aws apprunner describe-service" in calls[i:j], calls[i:j]
 assert j < calls.index("aws ec2 delete-subnet")
 assert [c["Status"] for c in json.load(open(sys.argv[2]))["vpc_connectors"]] == ["INACTIVE"]
 PY
+
+GIVEN=$(py "$egress_apprunner" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+st["apprunner"] = {}  # an earlier --destroy deleted the service; its connector stays
+print(json.dumps(st))
+PY
+)
+scenario "aws: destroy --purge-egress after the App Runner service is gone (no --target)" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: purge without the service exits 0" 0
+said "aws: the target is ECS, as App Runner has no service" '^target: ecs'
+expect "aws: App Runner's connector is deleted all the same" '^aws apprunner delete-vpc-connector '
+check_py "aws: the connector goes before the subnets, and nothing is left" "$log" "$FAKE_STATE/state.json" <<'PY'
+import json, sys
+calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
+assert calls.index("aws apprunner delete-vpc-connector") < calls.index("aws ec2 delete-subnet")
+st = json.load(open(sys.argv[2]))
+assert [c["Status"] for c in st["vpc_connectors"]] == ["INACTIVE"]
+assert not [i for k, v in st["ec2"].items() if k in ("vpc", "subnet", "nat", "eip") for i in v if not i.get("deleted")]
+PY
+
+GIVEN=${egress_ecs%\}}', "apprunner_refuses": true}'
+scenario "aws: destroy --purge-egress when App Runner cannot be asked" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: purge stops when App Runner cannot be asked" 3
+said "aws: it says what to pass" 'pass --target ecs if this account has no App Runner'
+refuse "aws: it deletes nothing" 'delete|release|detach'
+GIVEN=${egress_ecs%\}}', "apprunner_refuses": true}'
+scenario "aws: destroy --purge-egress --target ecs where App Runner refuses the account" _aws-deploy/deploy.sh --target ecs --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: purge with --target ecs exits 0" 0
+expect "aws: the VPC is deleted" '^aws ec2 delete-vpc '
+
+GIVEN=$(py "$egress_ecs" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+st["ecs"], st["no_cluster"] = {}, True
+print(json.dumps(st))
+PY
+)
+scenario "aws: destroy --purge-egress with a cluster that is not there" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: purge stops when the cluster is not there" 1
+said "aws: it names ECS_CLUSTER" 'ECS has no cluster default in eu-central-1 \(ECS_CLUSTER\), so no service could be seen gone'
+refuse "aws: it deletes no network" 'ec2 (delete|release|detach)'
+
+GIVEN=$(py "$egress_ecs" <<'PY'
+import json, sys
+st = json.loads(sys.argv[1])
+st["ecs"] = {}
+st["ec2"]["nat"][0]["state"] = "deleting"  # an interrupted run's deletion
+print(json.dumps(st))
+PY
+)
+scenario "aws: destroy --purge-egress after an interrupted one" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: the second purge exits 0" 0
+refuse "aws: a NAT gateway being deleted is not deleted again" 'delete-nat-gateway'
+check_py "aws: it waits for that NAT gateway before releasing its address" "$log" <<'PY'
+import sys
+calls = [l for l in open(sys.argv[1]) if l.startswith("aws ")]
+release = next(i for i, l in enumerate(calls) if l.startswith("aws ec2 release-address"))
+assert any("--nat-gateway-ids nat-0001" in l for l in calls[:release]), calls[:release]
+PY
+
+GIVEN=${egress_ecs%\}}', "sg_vanishes": ["sg-0001"]}'
+scenario "aws: destroy --purge-egress while ECS removes a security group itself" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
+exits "aws: a security group already gone does not stop the purge" 0
+said "aws: it says the group was gone" 'already gone: .*InvalidGroup.NotFound'
+expect "aws: the VPC is deleted" '^aws ec2 delete-vpc '
 
 GIVEN=$egress_ecs
 scenario "aws: destroy --purge-egress, dry run" _aws-deploy/deploy.sh --destroy --purge-egress --dry-run --yes; GIVEN='{}'

@@ -2113,6 +2113,20 @@ def apprunner_list_connectors(req, p, region):
     return {"VpcConnectors": [c for revisions in STATE["apprunner_connectors"].values() for c in revisions]}
 
 
+@aws("apprunner", "DeleteVpcConnector")
+def apprunner_delete_connector(req, p, region):
+    arn = p.get("VpcConnectorArn", "")
+    for revisions in STATE["apprunner_connectors"].values():
+        for c in revisions:
+            if c["VpcConnectorArn"] == arn and c["Status"] == "ACTIVE":
+                if any(s["Status"] != "DELETED" and s.get("NetworkConfiguration", {}).get("EgressConfiguration", {})
+                       .get("VpcConnectorArn") == arn for s in STATE["apprunner_services"].values()):
+                    raise ApiError(400, "InvalidStateException", "The VPC connector %s is used by a service." % arn)
+                c["Status"], c["DeletedAt"] = "INACTIVE", aws_time()
+                return {"VpcConnector": c}
+    raise ApiError(400, "ResourceNotFoundException", "Resource %s is not found" % arn)
+
+
 @aws("apprunner", "CreateObservabilityConfiguration")
 def apprunner_create_observability(req, p, region):
     name = p.get("ObservabilityConfigurationName", "")
@@ -2201,6 +2215,8 @@ def ec2_filter(items, p, ids_key, id_field):
             name, values = f.get("Name", ""), f.get("Value", [])
             if name.startswith("tag:"):
                 have = [t["value"] for t in res.get("tagSet", []) if t["key"] == name[4:]]
+            elif name == "attachment.vpc-id":
+                have = [a["vpcId"] for a in res.get("attachmentSet", [])]
             else:  # vpc-id -> vpcId, state -> state
                 key = re.sub(r"-(\w)", lambda m: m.group(1).upper(), name)
                 have = [str(res.get(key, ""))]
@@ -2388,6 +2404,93 @@ def ec2_describe_azs(req, p, region):
     return {"availabilityZoneInfo": [{"zoneName": region + z, "zoneId": "%s-az%d" % (region[:3] + region[-1], i + 1),
                                       "zoneState": "available", "regionName": region, "zoneType": "availability-zone"}
                                      for i, z in enumerate("abc")]}
+
+
+# Deletions refuse what EC2 refuses while something still depends on the resource.
+
+def ec2_dependency(what, rid):
+    raise ApiError(400, "DependencyViolation", "The %s '%s' has dependencies and cannot be deleted." % (what, rid))
+
+
+def ec2_live_nats():
+    return [n for n in ec2_of("nat") if n["state"] not in ("deleting", "deleted")]
+
+
+@aws("ec2", "DeleteNatGateway")
+def ec2_delete_nat(req, p, region):
+    nat = ec2_get(p.get("NatGatewayId", ""), "NatGatewayNotFound", "NAT gateway %s was not found")
+    nat["state"] = "deleted"  # at once, so the wait for it ends on its first look
+    nat["deleteTime"] = iso_time()
+    return {"natGatewayId": nat["natGatewayId"]}
+
+
+@aws("ec2", "ReleaseAddress")
+def ec2_release(req, p, region):
+    rid = p.get("AllocationId", "")
+    ec2_get(rid, "InvalidAllocationID.NotFound", "The allocation ID '%s' does not exist")
+    if any(a["allocationId"] == rid for n in ec2_live_nats() for a in n["natGatewayAddressSet"]):
+        raise ApiError(400, "InvalidIPAddress.InUse", "Address %s is in use." % rid)
+    del STATE["ec2"][rid]
+    return {"return": True}
+
+
+@aws("ec2", "DetachInternetGateway")
+def ec2_detach_igw(req, p, region):
+    igw = ec2_get(p.get("InternetGatewayId", ""), "InvalidInternetGatewayID.NotFound", "The internetGateway ID '%s' does not exist")
+    if not any(a["vpcId"] == p.get("VpcId") for a in igw["attachmentSet"]):
+        raise ApiError(400, "Gateway.NotAttached", "resource %s is not attached to network %s" % (igw["internetGatewayId"], p.get("VpcId")))
+    igw["attachmentSet"] = []
+    return {"return": True}
+
+
+@aws("ec2", "DeleteInternetGateway")
+def ec2_delete_igw(req, p, region):
+    rid = p.get("InternetGatewayId", "")
+    if ec2_get(rid, "InvalidInternetGatewayID.NotFound", "The internetGateway ID '%s' does not exist")["attachmentSet"]:
+        ec2_dependency("internetGateway", rid)
+    del STATE["ec2"][rid]
+    return {"return": True}
+
+
+@aws("ec2", "DeleteSubnet")
+def ec2_delete_subnet(req, p, region):
+    rid = p.get("SubnetId", "")
+    ec2_get(rid, "InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist")
+    if any(n["subnetId"] == rid for n in ec2_live_nats()):
+        ec2_dependency("subnet", rid)
+    for rtb in ec2_of("rtb"):
+        rtb["associationSet"] = [a for a in rtb["associationSet"] if a.get("subnetId") != rid]
+    del STATE["ec2"][rid]
+    return {"return": True}
+
+
+@aws("ec2", "DeleteRouteTable")
+def ec2_delete_rtb(req, p, region):
+    rid = p.get("RouteTableId", "")
+    if ec2_get(rid, "InvalidRouteTableID.NotFound", "The routeTable ID '%s' does not exist")["associationSet"]:
+        ec2_dependency("routeTable", rid)
+    del STATE["ec2"][rid]
+    return {"return": True}
+
+
+@aws("ec2", "DeleteSecurityGroup")
+def ec2_delete_sg(req, p, region):
+    rid = p.get("GroupId", "")
+    ec2_get(rid, "InvalidGroup.NotFound", "The security group '%s' does not exist")
+    del STATE["ec2"][rid]
+    return {"return": True}
+
+
+@aws("ec2", "DeleteVpc")
+def ec2_delete_vpc(req, p, region):
+    rid = p.get("VpcId", "")
+    ec2_get(rid, "InvalidVpcID.NotFound", "The vpc ID '%s' does not exist")
+    if any(r.get("vpcId") == rid for k in ("subnet", "rtb", "sg") for r in ec2_of(k)) or \
+            any(a["vpcId"] == rid for g in ec2_of("igw") for a in g["attachmentSet"]) or \
+            any(n["vpcId"] == rid for n in ec2_live_nats()):
+        ec2_dependency("vpc", rid)
+    del STATE["ec2"][rid]
+    return {"return": True}
 
 
 # ---- SNS (alarm notifications) ----

@@ -16,7 +16,8 @@
 #   gcp-rollout   an existing service: the candidate revision, then the traffic; a failing check
 #   gcp-rollback  --rollback after two deploys (with --tracing: two containers per revision)
 #   aws-ecs       a fresh account: ECS Express with --secrets --check --monitoring
-#   aws-apprunner an App Runner service that exists (with --tracing): updated; an update that rolls back
+#   aws-apprunner an App Runner service that exists (with --tracing): updated; an update that rolls back;
+#                 one egress address; --destroy --purge-egress
 #
 # What no secret value may reach is checked after every run: the script's output, the command
 # lines of docker and curl (their fakes' log), gcloud's own log of the arguments it ran with, the
@@ -648,6 +649,21 @@ aws_apprunner() {
   check "rollback: the update was sent" 'len(ok_calls("apprunner.UpdateService")) == 1'
   said "rollback: names ROLLBACK_SUCCEEDED" 'ROLLBACK_SUCCEEDED'
   check "rollback: no smoke test after it" 'not re.search(r"^curl ", fakelog, re.M)'
+
+  deploy "aws App Runner with one egress address" 0 _aws-deploy/deploy.sh --secrets --tracing --static-egress-ip --yes
+  check "egress: the service goes out through a VPC connector on the egress VPC" '
+    last("apprunner.UpdateService")["NetworkConfiguration"]["EgressConfiguration"]["EgressType"] == "VPC"
+    and len(ok_calls("ec2.CreateNatGateway")) == 1 and len(ok_calls("apprunner.CreateVpcConnector")) == 1'
+  deploy "aws App Runner destroy --purge-egress" 0 _aws-deploy/deploy.sh --destroy --purge-egress --yes
+  check "destroy: the service, then (once it is DELETED) its VPC connector, then the network in the order EC2 accepts" '
+    [c["op"].split(".")[1] for c in calls if re.match(r"\w+\.(Delete|Release|Detach)", c["op"]) and 200 <= c["status"] < 300]
+    == ["DeleteService", "DeleteVpcConnector", "DeleteNatGateway", "ReleaseAddress"] + ["DeleteSubnet"] * 4
+       + ["DeleteRouteTable"] * 2 + ["DetachInternetGateway", "DeleteInternetGateway", "DeleteSecurityGroup", "DeleteVpc"]'
+  check "destroy: every deletion was accepted the first time" '
+    not [c for c in calls if re.match(r"\w+\.(Delete|Release|Detach)", c["op"]) and c["status"] >= 300]'
+  check "destroy: nothing of the egress network is left but the deleted NAT gateway (EC2 shows it for a while)" '
+    all(k.startswith("nat-") and v["state"] == "deleted" for k, v in state.get("ec2", {}).items())'
+  said "destroy: says what it deleted" '^deleted: the App Runner service nsps-wtl-connector; the egress VPC vpc-[0-9a-f]+ with its NAT gateway and Elastic IP [0-9.]+$'
 }
 
 # ---- run ----------------------------------------------------------------------------------------
