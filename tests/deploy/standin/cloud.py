@@ -2443,53 +2443,32 @@ def ec2_detach_igw(req, p, region):
     return {"return": True}
 
 
-@aws("ec2", "DeleteInternetGateway")
-def ec2_delete_igw(req, p, region):
-    rid = p.get("InternetGatewayId", "")
-    if ec2_get(rid, "InvalidInternetGatewayID.NotFound", "The internetGateway ID '%s' does not exist")["attachmentSet"]:
-        ec2_dependency("internetGateway", rid)
+# What each deletion names, how EC2 says it is not there, and what keeps it (DependencyViolation).
+EC2_DELETIONS = {
+    "DeleteInternetGateway": ("InternetGatewayId", "internetGateway", "InvalidInternetGatewayID.NotFound",
+                              lambda rid, res: res["attachmentSet"]),
+    "DeleteSubnet": ("SubnetId", "subnet", "InvalidSubnetID.NotFound",
+                     lambda rid, res: any(n["subnetId"] == rid for n in ec2_live_nats())),
+    "DeleteRouteTable": ("RouteTableId", "routeTable", "InvalidRouteTableID.NotFound",
+                         lambda rid, res: res["associationSet"]),
+    "DeleteSecurityGroup": ("GroupId", "security group", "InvalidGroup.NotFound", lambda rid, res: False),
+    "DeleteVpc": ("VpcId", "vpc", "InvalidVpcID.NotFound",
+                  lambda rid, res: any(r.get("vpcId") == rid for k in ("subnet", "rtb", "sg") for r in ec2_of(k))
+                  or any(a["vpcId"] == rid for g in ec2_of("igw") for a in g["attachmentSet"])
+                  or any(n["vpcId"] == rid for n in ec2_live_nats())),
+}
+
+
+@aws("ec2", *EC2_DELETIONS)
+def ec2_delete(req, p, region):
+    id_key, what, not_found, held = EC2_DELETIONS[req.op.split(".", 1)[1]]
+    rid = p.get(id_key, "")
+    if held(rid, ec2_get(rid, not_found, "The " + what + " ID '%s' does not exist")):
+        ec2_dependency(what, rid)
     del STATE["ec2"][rid]
-    return {"return": True}
-
-
-@aws("ec2", "DeleteSubnet")
-def ec2_delete_subnet(req, p, region):
-    rid = p.get("SubnetId", "")
-    ec2_get(rid, "InvalidSubnetID.NotFound", "The subnet ID '%s' does not exist")
-    if any(n["subnetId"] == rid for n in ec2_live_nats()):
-        ec2_dependency("subnet", rid)
-    for rtb in ec2_of("rtb"):
-        rtb["associationSet"] = [a for a in rtb["associationSet"] if a.get("subnetId") != rid]
-    del STATE["ec2"][rid]
-    return {"return": True}
-
-
-@aws("ec2", "DeleteRouteTable")
-def ec2_delete_rtb(req, p, region):
-    rid = p.get("RouteTableId", "")
-    if ec2_get(rid, "InvalidRouteTableID.NotFound", "The routeTable ID '%s' does not exist")["associationSet"]:
-        ec2_dependency("routeTable", rid)
-    del STATE["ec2"][rid]
-    return {"return": True}
-
-
-@aws("ec2", "DeleteSecurityGroup")
-def ec2_delete_sg(req, p, region):
-    rid = p.get("GroupId", "")
-    ec2_get(rid, "InvalidGroup.NotFound", "The security group '%s' does not exist")
-    del STATE["ec2"][rid]
-    return {"return": True}
-
-
-@aws("ec2", "DeleteVpc")
-def ec2_delete_vpc(req, p, region):
-    rid = p.get("VpcId", "")
-    ec2_get(rid, "InvalidVpcID.NotFound", "The vpc ID '%s' does not exist")
-    if any(r.get("vpcId") == rid for k in ("subnet", "rtb", "sg") for r in ec2_of(k)) or \
-            any(a["vpcId"] == rid for g in ec2_of("igw") for a in g["attachmentSet"]) or \
-            any(n["vpcId"] == rid for n in ec2_live_nats()):
-        ec2_dependency("vpc", rid)
-    del STATE["ec2"][rid]
+    if what == "subnet":  # its route table associations go with it
+        for rtb in ec2_of("rtb"):
+            rtb["associationSet"] = [a for a in rtb["associationSet"] if a.get("subnetId") != rid]
     return {"return": True}
 
 
