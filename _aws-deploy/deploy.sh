@@ -189,6 +189,7 @@ fi
 
 registry="$ACCOUNT_ID.dkr.ecr.$AWS_REGION.amazonaws.com"
 ecs_cluster=${ECS_CLUSTER:-default}
+egress_tag="$SERVICE_NAME-egress"   # the Name tag of what --static-egress-ip builds
 ecs_service_arn="arn:aws:ecs:$AWS_REGION:$ACCOUNT_ID:service/$ecs_cluster/$SERVICE_NAME"
 log_group="/ecs/$SERVICE_NAME"
 
@@ -298,18 +299,28 @@ build_image() {
 
 # ---- one egress address -----------------------------------------------------------------------
 
+# The egress VPC's id (found by its tag), or nothing; a look-up that fails stops the run.
+egress_vpc() {
+  local vpc
+  vpc=$(query aws ec2 describe-vpcs "${reg[@]}" --filters "Name=tag:Name,Values=$egress_tag" --query 'Vpcs[0].VpcId' --output text) || exit 3
+  [ "$vpc" = None ] || echo "$vpc"
+}
+egress_eip() { # the egress Elastic IP's address
+  query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$egress_tag" --query 'Addresses[0].PublicIp' --output text
+}
+
 # A VPC with two public subnets (the NAT gateway, the load balancer) and two private subnets (the
 # service), whose outbound traffic leaves through one NAT gateway with one Elastic IP.
 # Sets PUBLIC_SUBNETS, PRIVATE_SUBNETS, EGRESS_SG, EGRESS_VPC and egress_ip.
 setup_static_egress() {
-  local tag="$SERVICE_NAME-egress" vpc cidr=${EGRESS_VPC_CIDR:-10.42.0.0/16} azs igw eip nat rt_public rt_private i subnet
+  local tag=$egress_tag vpc cidr=${EGRESS_VPC_CIDR:-10.42.0.0/16} azs igw eip nat rt_public rt_private i subnet
   local base=${cidr%.*.*}
-  vpc=$(query aws ec2 describe-vpcs "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Vpcs[0].VpcId' --output text 2>/dev/null || true)
-  if [ -n "$vpc" ] && [ "$vpc" != None ]; then
+  vpc=$(egress_vpc)
+  if [ -n "$vpc" ]; then
     PUBLIC_SUBNETS=$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=tag:Tier,Values=public" --query 'Subnets[].SubnetId' --output text | tr '\t' ',')
     PRIVATE_SUBNETS=$(query aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=tag:Tier,Values=private" --query 'Subnets[].SubnetId' --output text | tr '\t' ',')
     EGRESS_SG=$(query aws ec2 describe-security-groups "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" "Name=group-name,Values=$tag" --query 'SecurityGroups[0].GroupId' --output text)
-    egress_ip=$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[0].PublicIp' --output text)
+    egress_ip=$(egress_eip)
     nat=$(query aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=available" \
       --query 'NatGateways[0].NatGatewayId' --output text)
     egress_complete "$vpc" "$tag" "$nat"
@@ -636,14 +647,13 @@ deploy_apprunner() {
   [ -n "$scaling" ] || { echo "error: the App Runner auto-scaling configuration could not be created" >&2; exit 1; }
   [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
   if $static_egress; then
-    local connector subnets=() cname
-    cname=$(apprunner_connector_name)
+    local connector subnets=()
     # One connector per name (App Runner keeps one revision of a name): a second run reuses it.
-    connector=$(query aws apprunner list-vpc-connectors "${reg[@]}" \
-      --query "VpcConnectors[?VpcConnectorName=='$cname' && Status=='ACTIVE'].VpcConnectorArn | [0]" --output text)
-    if [ -z "$connector" ] || [ "$connector" = None ]; then
+    connector=$(egress_connectors)
+    connector=${connector%%[[:space:]]*}
+    if [ -z "$connector" ]; then
       IFS=, read -ra subnets <<<"$PRIVATE_SUBNETS"
-      connector=$(run_out "<new>" aws apprunner create-vpc-connector "${reg[@]}" --vpc-connector-name "$cname" \
+      connector=$(run_out "<new>" aws apprunner create-vpc-connector "${reg[@]}" --vpc-connector-name "$(apprunner_connector_name)" \
         --subnets "${subnets[@]}" --security-groups "$EGRESS_SG" \
         --query VpcConnector.VpcConnectorArn --output text)
     fi
@@ -806,24 +816,24 @@ state_outcome() {
 # Elastic IP is the address the HLR's firewall allows, and a new one would need allowing again;
 # while it is kept, its NAT gateway and address are billed by the hour, which is said.
 destroy_egress() {
-  local tag="$SERVICE_NAME-egress" vpc ip
-  vpc=$(query aws ec2 describe-vpcs "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Vpcs[0].VpcId' --output text)
-  [ -n "$vpc" ] && [ "$vpc" != None ] || return 0
-  ip=$(query aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[0].PublicIp' --output text)
+  local vpc ip
+  vpc=$(egress_vpc)
+  [ -n "$vpc" ] || return 0
+  ip=$(egress_eip)
   if ! $purge_egress; then
     kept+=("the egress VPC $vpc with its NAT gateway and Elastic IP $ip, billed by the hour while they exist (--purge-egress)")
     return 0
   fi
   confirm "Delete the egress VPC $vpc, its NAT gateway and its Elastic IP $ip (the address the HLR's firewall allows; a new deploy gets another)?"
-  purge_egress_vpc "$vpc" "$tag"
+  purge_egress_vpc "$vpc"
   deleted+=("the egress VPC $vpc with its NAT gateway and Elastic IP $ip")
 }
 
-# purge_egress_vpc VPC TAG: everything in the VPC, in the order AWS allows. Network interfaces the
+# purge_egress_vpc VPC: everything in the VPC, in the order AWS allows. Network interfaces the
 # deleted service's load balancer or connector left take minutes to go: a deletion they block is
 # retried (EGRESS_RETRY_DELAYS, about 20 minutes in all).
 purge_egress_vpc() {
-  local vpc=$1 tag=$2 id ids=() nats=() connectors patience=${EGRESS_RETRY_DELAYS:-15 30 60 60 120 120 120 120 120 120 120 120 120}
+  local vpc=$1 id ids=() nats=() connectors patience=${EGRESS_RETRY_DELAYS:-15 30 60 60 120 120 120 120 120 120 120 120 120}
   # App Runner's connector on the VPC, whichever target this run has: a service deleted by an
   # earlier --destroy leaves it behind.
   connectors=$(egress_connectors)
@@ -840,9 +850,9 @@ purge_egress_vpc() {
   if ! $dry_run; then
     list_into nats aws ec2 describe-nat-gateways "${reg[@]}" --filter "Name=vpc-id,Values=$vpc" "Name=state,Values=deleting" \
       --query 'NatGateways[].NatGatewayId' --output text
-    for id in "${nats[@]}"; do wait_until_over "deletion of the NAT gateway $id" nat_gateway_state "$id" || exit 1; done
+    for id in "${nats[@]}"; do wait_until_over "deletion of the NAT gateway $id" nat_gateway_state "$id" || exit $?; done
   fi
-  list_into ids aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$tag" --query 'Addresses[].AllocationId' --output text
+  list_into ids aws ec2 describe-addresses "${reg[@]}" --filters "Name=tag:Name,Values=$egress_tag" --query 'Addresses[].AllocationId' --output text
   for id in "${ids[@]}"; do run aws ec2 release-address "${reg[@]}" --allocation-id "$id"; done
   list_into ids aws ec2 describe-subnets "${reg[@]}" --filters "Name=vpc-id,Values=$vpc" --query 'Subnets[].SubnetId' --output text
   for id in "${ids[@]}"; do
@@ -895,10 +905,9 @@ egress_connectors() {
   fi
 }
 
-nat_gateway_state() { # nat_gateway_state NAT_ID (see wait_until_over)
+nat_gateway_state() { # nat_gateway_state NAT_ID (see wait_until_over; a look-up that fails ends the wait with status 3)
   local state
-  state=$(query aws ec2 describe-nat-gateways "${reg[@]}" --nat-gateway-ids "$1" --query 'NatGateways[0].State' --output text) ||
-    { echo "error: the NAT gateway $1 could not be looked at" >&2; return 1; }
+  state=$(query aws ec2 describe-nat-gateways "${reg[@]}" --nat-gateway-ids "$1" --query 'NatGateways[0].State' --output text) || exit 3
   state_outcome "$state" deleted failed "the NAT gateway $1 could not be deleted"
 }
 
@@ -926,9 +935,7 @@ case "$mode" in
     fi
     destroy_egress
     kept+=("the secrets, IAM roles, log groups, alarms and dashboard named after $SERVICE_NAME")
-    if [ ${#deleted[@]} -gt 0 ]; then deleted_list=$(printf '%s; ' "${deleted[@]}"); echo "deleted: ${deleted_list%; }"; fi
-    kept_list=$(printf '%s; ' "${kept[@]}")
-    echo "kept: ${kept_list%; }"
+    report_removal
     exit 0
     ;;
   test)

@@ -121,6 +121,21 @@ look_up() {
   exit 3
 }
 
+# joined SEPARATOR ITEM...: the items with SEPARATOR between them.
+joined() {
+  local sep=$1 out=${2:-} item
+  shift $(($# > 1 ? 2 : 1))
+  for item in "$@"; do out+=$sep$item; done
+  echo "$out"
+}
+
+# report_removal: what a --destroy did, from its arrays `deleted` and `kept`: a line each (no
+# "deleted:" line when nothing was).
+report_removal() {
+  [ ${#deleted[@]} -eq 0 ] || echo "deleted: $(joined '; ' "${deleted[@]}")"
+  echo "kept: $(joined '; ' "${kept[@]}")"
+}
+
 # with_retry WHAT PATTERN DELAYS COMMAND...: runs COMMAND, retrying while its error matches
 # PATTERN (grep -E, case-insensitive): something the script just made is not usable yet. DELAYS:
 # the waits in seconds between attempts. Other failures are not retried, but one whose error

@@ -328,6 +328,10 @@ egress_names() {
   if [ -z "${VPC_NETWORK:-}" ] && [ -z "${VPC_SUBNET:-}" ]; then own_network=true; else own_network=false; fi
 }
 
+egress_address_ip() { # egress_address_ip ADDRESS-NAME: the reserved address's IP
+  query gcloud compute addresses describe "$1" "${project[@]}" "${region[@]}" --format 'value(address)'
+}
+
 # One reserved public address for everything the service sends out: Direct VPC egress for all
 # traffic into a subnet whose Cloud NAT uses only that address.
 setup_static_egress() {
@@ -340,7 +344,7 @@ setup_static_egress() {
   compute_present routers "$router" "${region[@]}" || run gcloud compute routers create "$router" "${project[@]}" "${region[@]}" --network "$net"
   compute_present "routers nats" "$nat" --router "$router" "${region[@]}" || run gcloud compute routers nats create "$nat" \
     "${project[@]}" "${region[@]}" --router "$router" --nat-external-ip-pool "$address" --nat-custom-subnet-ip-ranges "$subnet"
-  egress_ip=$(query gcloud compute addresses describe "$address" "${project[@]}" "${region[@]}" --format 'value(address)' 2>/dev/null || true)
+  egress_ip=$(egress_address_ip "$address" 2>/dev/null || true)
   egress_ip=${egress_ip:-"(reserved on the first real run)"}
   network_flags=(--network "$net" --subnet "$subnet" --vpc-egress all-traffic)
 }
@@ -638,9 +642,8 @@ destroy_egress() {
   local net subnet router nat address own_network ip="" parts=() have_router=false have_address=false have_subnet=false have_net=false
   egress_names
   if compute_present addresses "$address" "${region[@]}"; then
-    have_address=true parts+=("the egress address $address")
-    ip=$(query gcloud compute addresses describe "$address" "${project[@]}" "${region[@]}" --format 'value(address)')
-    parts[-1]+=" ($ip)"
+    ip=$(egress_address_ip "$address")
+    have_address=true parts+=("the egress address $address ($ip)")
   fi
   compute_present routers "$router" "${region[@]}" && have_router=true parts+=("the Cloud Router $router with its Cloud NAT")
   if $own_network; then
@@ -649,12 +652,12 @@ destroy_egress() {
   fi
   [ ${#parts[@]} -gt 0 ] || return 0
   local list
-  list=$(printf '%s, ' "${parts[@]}")
+  list=$(joined ', ' "${parts[@]}")
   if ! $purge_egress; then
-    kept+=("${list%, } (the address and the NAT are billed by the hour while they exist; --purge-egress)")
+    kept+=("$list (the address and the NAT are billed by the hour while they exist; --purge-egress)")
     return 0
   fi
-  confirm "Delete ${list%, }? (the address is the one the HLR's firewall allows; a new deploy gets another)"
+  confirm "Delete $list? (the address is the one the HLR's firewall allows; a new deploy gets another)"
   if $have_router; then
     run gcloud compute routers delete "$router" "${project[@]}" "${region[@]}" --quiet
     deleted+=("the Cloud Router $router with its Cloud NAT")
@@ -693,12 +696,8 @@ case "$mode" in
     fi
     destroy_egress
     kept+=("the images in $AR_REPOSITORY, the secrets, $runtime_sa and the monitoring named after $SERVICE_NAME")
-    if [ ${#deleted[@]} -eq 0 ]; then
-      echo "nothing deleted: no service $SERVICE_NAME and no job $check_job in $GCP_PROJECT_ID/$GCP_REGION"
-    else
-      deleted_list=$(printf '%s; ' "${deleted[@]}"); echo "deleted: ${deleted_list%; }"
-    fi
-    kept_list=$(printf '%s; ' "${kept[@]}"); echo "kept: ${kept_list%; }"
+    [ ${#deleted[@]} -gt 0 ] || echo "nothing deleted: no service $SERVICE_NAME and no job $check_job in $GCP_PROJECT_ID/$GCP_REGION"
+    report_removal
     exit 0
     ;;
   test)

@@ -38,8 +38,10 @@ build_bench() {
   bin="$target_dir/$dir/nsps-wtl-connector"
   [ "$1" = forwarder ] || return 0
   cargo build --profile "$profile" --locked --quiet --manifest-path "$root/bench/forwarder/Cargo.toml"
+  # The forwarder is a crate of its own: its own target folder unless CARGO_TARGET_DIR names one.
+  [ -n "${CARGO_TARGET_DIR:-}" ] || target_dir=$root/bench/forwarder/target
   # shellcheck disable=SC2034
-  fwd="$([ -n "${CARGO_TARGET_DIR:-}" ] && echo "$target_dir" || echo "$root/bench/forwarder/target")/$dir/bench-forwarder"
+  fwd="$target_dir/$dir/bench-forwarder"
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

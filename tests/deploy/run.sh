@@ -38,6 +38,10 @@ exits() { # exits DESCRIPTION CODE ("nonzero" for any failure)
   fi
 }
 py() { python3 - "$@"; } # py ARGS <<'PY' ... : an assertion in Python; exit 0 = holds
+edited() { # edited STATE-JSON PYTHON: the state after the Python statements changed it (`st`)
+  python3 -c 'import json, sys; st = json.loads(sys.argv[1]); exec(sys.argv[2]); print(json.dumps(st))' "$1" "$2"
+}
+called() { sed -n 's/^\(aws [^ ]* [^ ]*\).*/\1/p' "$log"; } # the aws commands of the last run, in order
 state() { cat "$FAKE_STATE/state.json"; }
 check_py() { # check_py DESCRIPTION ARGS... <<'PY': ok when the Python assertion holds
   local what=$1; shift
@@ -230,15 +234,9 @@ expect "gcp rollback smoke-tests" '^curl .*/health'
 refuse "gcp rollback builds and deploys nothing" 'builds submit|run deploy'
 
 # Revision 2 was a candidate that failed its checks (never served); 1 served before 3.
-GIVEN=$(py "$(gcp_existing 3)" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-svc = st["services"]["nsps-wtl-connector"]
+GIVEN=$(edited "$(gcp_existing 3)" 'svc = st["services"]["nsps-wtl-connector"]
 svc["traffic"] += [{"revisionName": "nsps-wtl-connector-00001-x1", "percent": 0, "tag": "previous"},
-                   {"revisionName": "nsps-wtl-connector-00002-x2", "percent": 0, "tag": "candidate"}]
-print(json.dumps(st))
-PY
-)
+                   {"revisionName": "nsps-wtl-connector-00002-x2", "percent": 0, "tag": "candidate"}]')
 scenario "gcp: rollback past a candidate that never served" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'
 exits "gcp rollback (tag previous) exits 0" 0
 expect "gcp rollback goes to the revision tagged previous, not to the newer failed candidate" 'update-traffic .*--to-revisions nsps-wtl-connector-00001-x1=100 --update-tags previous=nsps-wtl-connector-00003-x3$'
@@ -249,13 +247,7 @@ traffic = json.load(open(sys.argv[1]))["services"]["nsps-wtl-connector"]["traffi
 assert {t["tag"]: t["revisionName"] for t in traffic if t.get("tag")}["previous"] == "nsps-wtl-connector-00003-x3", traffic
 PY
 
-GIVEN=$(py "$(gcp_existing 2)" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-st["services"]["nsps-wtl-connector"]["traffic"].append({"revisionName": "nsps-wtl-connector-00002-x2", "percent": 0, "tag": "previous"})
-print(json.dumps(st))
-PY
-)
+GIVEN=$(edited "$(gcp_existing 2)" 'st["services"]["nsps-wtl-connector"]["traffic"].append({"revisionName": "nsps-wtl-connector-00002-x2", "percent": 0, "tag": "previous"})')
 scenario "gcp: rollback when previous is the serving revision" _gcp-deploy/deploy.sh --rollback; GIVEN='{}'
 exits "gcp rollback to the serving revision exits non-zero" nonzero
 refuse "gcp rollback to the serving revision changes nothing" 'update-traffic'
@@ -427,13 +419,7 @@ grep -qxF "WTL_DRY_RUN: 'true'" "$FAKE_STATE/env.yaml" && ok "gcp env-only passe
 expect "gcp env-only clears secrets the env file no longer names" 'run deploy .*--clear-secrets'
 
 # After a rollback the service's template still names the newer image; the serving revision's counts.
-GIVEN=$(py "$(gcp_existing 2)" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-st["services"]["nsps-wtl-connector"]["traffic"] = [{"revisionName": "nsps-wtl-connector-00001-x1", "percent": 100}]
-print(json.dumps(st))
-PY
-)
+GIVEN=$(edited "$(gcp_existing 2)" 'st["services"]["nsps-wtl-connector"]["traffic"] = [{"revisionName": "nsps-wtl-connector-00001-x1", "percent": 100}]')
 scenario "gcp: env-only after a rollback" _gcp-deploy/deploy.sh --env-only; GIVEN='{}'
 exits "gcp env-only after a rollback exits 0" 0
 expect "gcp env-only redeploys the serving revision's image, not the newest one's" '^gcloud run deploy nsps-wtl-connector .*--image europe-west1-docker.pkg.dev/proj-1/nsps-wtl-connector/nsps-wtl-connector:old1( |$)'
@@ -844,18 +830,18 @@ expect "aws: the second run reuses the connector" 'update-service .*VpcConnector
 refuse "aws: the second run builds no second egress network" 'create-vpc |allocate-address|create-nat-gateway'
 refuse "aws: the second run attaches no role policy again" 'attach-role-policy'
 egress_apprunner=$(state)
-GIVEN=$(py "$(state)" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-st["ec2"].pop("nat", None)
-st["ec2"].pop("eip", None)
-print(json.dumps(st))
-PY
-)
+GIVEN=$(edited "$(state)" 'st["ec2"].pop("nat", None)
+st["ec2"].pop("eip", None)')
 scenario "aws: an egress VPC a run left half-built" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes; GIVEN='{}'
 exits "aws refuses a half-built egress VPC" nonzero
 said "aws names what the egress VPC lacks" 'egress VPC vpc-0001 \(tagged nsps-wtl-connector-egress\) is incomplete.*lacks: the Elastic IP tagged nsps-wtl-connector-egress, an available NAT gateway'
 refuse "aws deploys nothing into a half-built egress VPC" 'apprunner (create|update)-service|create-vpc-connector'
+
+GIVEN='{"vpc_lookup_refused": true}'
+scenario "aws: --static-egress-ip when the VPC look-up is refused" _aws-deploy/deploy.sh --static-egress-ip --yes; GIVEN='{}'
+exits "aws stops when it cannot look for the egress VPC" 3
+said "aws shows the refusal" 'UnauthorizedOperation'
+refuse "aws builds no second egress VPC and deploys nothing" 'create-vpc|(create|update)-express-gateway-service'
 
 GIVEN=$egress_ecs
 scenario "aws: destroy keeps the egress VPC" _aws-deploy/deploy.sh --destroy --yes; GIVEN='{}'
@@ -870,9 +856,9 @@ scenario "aws: destroy --purge-egress (ECS)" _aws-deploy/deploy.sh --destroy --p
 exits "aws destroy --purge-egress exits 0" 0
 said "aws waits while the service's network interfaces linger" 'waiting 0s for network interfaces to leave the subnet: .*DependencyViolation'
 said "aws names the egress VPC among what it deleted" '^deleted: the ECS service nsps-wtl-connector; the egress VPC vpc-0001 with its NAT gateway and Elastic IP 3.120.0.7$'
-check_py "aws deletes the service, waits for it, then the egress network in the order EC2 allows" "$log" "$FAKE_STATE/state.json" <<'PY'
+check_py "aws deletes the service, waits for it, then the egress network in the order EC2 allows" "$(called)" "$FAKE_STATE/state.json" <<'PY'
 import json, re, sys
-calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
+calls = sys.argv[1].splitlines()
 changes = [c for c in calls if re.match(r"aws \S+ (delete|release|detach)-", c)]
 assert changes == ["aws ecs delete-express-gateway-service", "aws ec2 delete-nat-gateway", "aws ec2 release-address"] + \
                   ["aws ec2 delete-subnet"] * 6 + ["aws ec2 delete-route-table"] * 2 + \
@@ -882,12 +868,11 @@ assert changes == ["aws ecs delete-express-gateway-service", "aws ec2 delete-nat
 first_net = calls.index("aws ec2 delete-nat-gateway")
 assert calls[:first_net].count("aws ecs describe-express-gateway-service") >= 3, calls[:first_net]
 assert "aws ec2 describe-nat-gateways" in calls[first_net:calls.index("aws ec2 release-address")]
-log = open(sys.argv[1]).read()
-assert "--route-table-id rtb-main" not in log and "--group-id sg-default" not in log
 ec2 = json.load(open(sys.argv[2]))["ec2"]
 left = {k: [i["id"] for i in v if not i.get("deleted")] for k, v in ec2.items() if k in ("vpc", "subnet", "igw", "rtb", "eip", "nat", "sg")}
 assert not any(left.values()), left
 PY
+refuse "aws leaves the main route table and the default security group to the VPC's deletion" '--route-table-id rtb-main|--group-id sg-default'
 
 GIVEN=${egress_ecs%\}}', "describe_fails_after": 2}'
 scenario "aws: destroy --purge-egress, the look-up fails while waiting" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
@@ -898,9 +883,9 @@ refuse "aws: it deletes no egress network it could not see freed" 'ec2 (delete|r
 GIVEN=$egress_apprunner
 scenario "aws: destroy --purge-egress (App Runner)" _aws-deploy/deploy.sh --target apprunner --destroy --purge-egress --yes; GIVEN='{}'
 exits "aws App Runner destroy --purge-egress exits 0" 0
-check_py "aws waits for the App Runner service to be deleted, then deletes its VPC connector before the subnets" "$log" "$FAKE_STATE/state.json" <<'PY'
+check_py "aws waits for the App Runner service to be deleted, then deletes its VPC connector before the subnets" "$(called)" "$FAKE_STATE/state.json" <<'PY'
 import json, sys
-calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
+calls = sys.argv[1].splitlines()
 i = calls.index("aws apprunner delete-service")
 j = calls.index("aws apprunner delete-vpc-connector")
 assert "aws apprunner describe-service" in calls[i:j], calls[i:j]
@@ -908,20 +893,14 @@ assert j < calls.index("aws ec2 delete-subnet")
 assert [c["Status"] for c in json.load(open(sys.argv[2]))["vpc_connectors"]] == ["INACTIVE"]
 PY
 
-GIVEN=$(py "$egress_apprunner" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-st["apprunner"] = {}  # an earlier --destroy deleted the service; its connector stays
-print(json.dumps(st))
-PY
-)
+GIVEN=$(edited "$egress_apprunner" 'st["apprunner"] = {}  # an earlier --destroy deleted the service; its connector stays')
 scenario "aws: destroy --purge-egress after the App Runner service is gone (no --target)" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
 exits "aws: purge without the service exits 0" 0
 said "aws: the target is ECS, as App Runner has no service" '^target: ecs'
 expect "aws: App Runner's connector is deleted all the same" '^aws apprunner delete-vpc-connector '
-check_py "aws: the connector goes before the subnets, and nothing is left" "$log" "$FAKE_STATE/state.json" <<'PY'
+check_py "aws: the connector goes before the subnets, and nothing is left" "$(called)" "$FAKE_STATE/state.json" <<'PY'
 import json, sys
-calls = [l.split(" --")[0].strip() for l in open(sys.argv[1]) if l.startswith("aws ")]
+calls = sys.argv[1].splitlines()
 assert calls.index("aws apprunner delete-vpc-connector") < calls.index("aws ec2 delete-subnet")
 st = json.load(open(sys.argv[2]))
 assert [c["Status"] for c in st["vpc_connectors"]] == ["INACTIVE"]
@@ -938,26 +917,14 @@ scenario "aws: destroy --purge-egress --target ecs where App Runner refuses the 
 exits "aws: purge with --target ecs exits 0" 0
 expect "aws: the VPC is deleted" '^aws ec2 delete-vpc '
 
-GIVEN=$(py "$egress_ecs" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-st["ecs"], st["no_cluster"] = {}, True
-print(json.dumps(st))
-PY
-)
+GIVEN=$(edited "$egress_ecs" 'st["ecs"], st["no_cluster"] = {}, True')
 scenario "aws: destroy --purge-egress with a cluster that is not there" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
 exits "aws: purge stops when the cluster is not there" 1
 said "aws: it names ECS_CLUSTER" 'ECS has no cluster default in eu-central-1 \(ECS_CLUSTER\), so no service could be seen gone'
 refuse "aws: it deletes no network" 'ec2 (delete|release|detach)'
 
-GIVEN=$(py "$egress_ecs" <<'PY'
-import json, sys
-st = json.loads(sys.argv[1])
-st["ecs"] = {}
-st["ec2"]["nat"][0]["state"] = "deleting"  # an interrupted run's deletion
-print(json.dumps(st))
-PY
-)
+GIVEN=$(edited "$egress_ecs" 'st["ecs"] = {}
+st["ec2"]["nat"][0]["state"] = "deleting"  # left by an interrupted deletion')
 scenario "aws: destroy --purge-egress after an interrupted one" _aws-deploy/deploy.sh --destroy --purge-egress --yes; GIVEN='{}'
 exits "aws: the second purge exits 0" 0
 refuse "aws: a NAT gateway being deleted is not deleted again" 'delete-nat-gateway'
