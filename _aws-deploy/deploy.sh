@@ -648,10 +648,13 @@ deploy_apprunner() {
   [ -n "${VPC_CONNECTOR_ARN:-}" ] && network=(--network-configuration "EgressConfiguration={EgressType=VPC,VpcConnectorArn=$VPC_CONNECTOR_ARN}")
   if $static_egress; then
     local connector subnets=()
-    # One connector per name (App Runner keeps one revision of a name): a second run reuses it.
+    # One connector per name (App Runner keeps one revision of a name): a second run reuses it,
+    # once it is seen to lead into the egress VPC's private subnets through its security group.
     connector=$(egress_connectors)
     connector=${connector%%[[:space:]]*}
-    if [ -z "$connector" ]; then
+    if [ -n "$connector" ]; then
+      check_connector_network "$connector"
+    else
       IFS=, read -ra subnets <<<"$PRIVATE_SUBNETS"
       connector=$(run_out "<new>" aws apprunner create-vpc-connector "${reg[@]}" --vpc-connector-name "$(apprunner_connector_name)" \
         --subnets "${subnets[@]}" --security-groups "$EGRESS_SG" \
@@ -888,6 +891,24 @@ list_into() {
 }
 # shellcheck disable=SC2034  # `into` names the caller's array
 split_into() { local -n into=$1; read -ra into <<<"$2"; } # split_into ARRAY WORDS
+
+# check_connector_network ARN: the App Runner VPC connector ARN (named for this service) must use
+# exactly the egress VPC's private subnets and its security group. One left from an egress VPC
+# that was deleted and built again would send the service's traffic into subnets that are gone
+# (or another network's), so the run stops, says what differs and how to replace it.
+check_connector_network() {
+  local arn=$1 held wanted
+  held=$(query aws apprunner list-vpc-connectors "${reg[@]}" \
+    --query "VpcConnectors[?VpcConnectorArn=='$arn'] | [0].[join(',', sort(Subnets)), join(',', sort(SecurityGroups))]" \
+    --output text) || exit 3
+  wanted="$(tr ',' '\n' <<<"$PRIVATE_SUBNETS" | sort | paste -sd,)	$EGRESS_SG"
+  [ "$held" = "$wanted" ] && return 0
+  echo "error: the App Runner VPC connector $(apprunner_connector_name) uses subnets ${held%%$'\t'*} and security group ${held#*$'\t'};" \
+    "the egress VPC's private subnets are ${wanted%%$'\t'*} and its security group $EGRESS_SG." >&2
+  echo "  App Runner keeps one connector of a name: delete it (refused while a service uses it; --destroy first)" \
+    "with: aws apprunner delete-vpc-connector --region $AWS_REGION --vpc-connector-arn $arn; then deploy again" >&2
+  exit 1
+}
 
 # The ARNs of App Runner's VPC connectors named for this service. With --target ecs, an account
 # App Runner does not serve has none; otherwise a refused look-up stops the run (status 3).

@@ -682,15 +682,23 @@ destroy_egress() {
 
 case "$mode" in
   destroy)
-    confirm "Delete Cloud Run service $SERVICE_NAME in $GCP_PROJECT_ID/$GCP_REGION?"
     # Each part only when it is there: a second --destroy (or one after a half-done deploy)
-    # removes what is left. A look-up that fails otherwise stops the run.
-    deleted=() kept=()
+    # removes what is left. Both are looked for before asking, so the question names what
+    # exists; a look-up that fails otherwise stops the run.
+    deleted=() kept=() found=()
+    have_service=false have_job=false
     if present gcloud run services describe "$SERVICE_NAME" "${project[@]}" "${region[@]}"; then
+      have_service=true found+=("Cloud Run service $SERVICE_NAME")
+    fi
+    if present gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}"; then
+      have_job=true found+=("its check job $check_job")
+    fi
+    [ ${#found[@]} -eq 0 ] || confirm "Delete $(joined ' and ' "${found[@]}") in $GCP_PROJECT_ID/$GCP_REGION?"
+    if $have_service; then
       run gcloud run services delete "$SERVICE_NAME" "${project[@]}" "${region[@]}" --quiet
       deleted+=("the service $SERVICE_NAME")
     fi
-    if present gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}"; then
+    if $have_job; then
       run gcloud run jobs delete "$check_job" "${project[@]}" "${region[@]}" --quiet
       deleted+=("the check job $check_job")
     fi

@@ -572,9 +572,15 @@ scenario "gcp: deploy when the service look-up fails" _gcp-deploy/deploy.sh --ye
 exits "gcp deploy stops when it cannot look at the service" nonzero
 refuse "gcp does not take a service it could not look at for a new one (no deploy straight to traffic)" 'run deploy'
 said "gcp deploy shows the look-up's error" 'PERMISSION_DENIED'
-scenario "gcp: destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy
+GIVEN=$(gcp_existing 1)
+scenario "gcp: destroy without --yes and no terminal" _gcp-deploy/deploy.sh --destroy; GIVEN='{}'
 exits "gcp destroy refuses without confirmation" nonzero
 refuse "gcp unconfirmed destroy deletes nothing" 'delete'
+said "gcp asks about what it found" 'Delete Cloud Run service nsps-wtl-connector in proj-1/europe-west1\?: pass --yes'
+scenario "gcp: destroy with nothing there, without --yes" _gcp-deploy/deploy.sh --destroy
+exits "gcp destroy of nothing needs no confirmation" 0
+said "gcp says there was nothing to delete" '^nothing deleted: no service nsps-wtl-connector and no job nsps-wtl-connector-check'
+refuse "gcp destroy of nothing deletes nothing" 'delete'
 
 EXTRA_ENV=(API_TOKEN=)
 scenario "gcp: a missing setting" _gcp-deploy/deploy.sh --yes; EXTRA_ENV=()
@@ -830,7 +836,13 @@ expect "aws: the second run reuses the connector" 'update-service .*VpcConnector
 refuse "aws: the second run builds no second egress network" 'create-vpc |allocate-address|create-nat-gateway'
 refuse "aws: the second run attaches no role policy again" 'attach-role-policy'
 egress_apprunner=$(state)
-GIVEN=$(edited "$(state)" 'st["ec2"].pop("nat", None)
+GIVEN=$(edited "$egress_apprunner" 'st["vpc_connectors"][0]["Subnets"] = ["subnet-gone-a", "subnet-gone-b"]')
+scenario "aws: an App Runner VPC connector into other subnets" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes; GIVEN='{}'
+exits "aws refuses a VPC connector that leads elsewhere" 1
+said "aws says where the connector leads and where the egress VPC is" 'VPC connector nsps-wtl-connector-egress uses subnets subnet-gone-a,subnet-gone-b and security group sg-0001; the egress VPC.s private subnets are subnet-0002,subnet-0004 and its security group sg-0001'
+said "aws says how to replace it" 'aws apprunner delete-vpc-connector --region eu-central-1 --vpc-connector-arn arn:aws:apprunner:eu-central-1:123456789012:vpcconnector/nsps-wtl-connector-egress/1/abc'
+refuse "aws deploys nothing through a connector that leads elsewhere" 'apprunner (create|update)-service|create-vpc-connector'
+GIVEN=$(edited "$egress_apprunner" 'st["ec2"].pop("nat", None)
 st["ec2"].pop("eip", None)')
 scenario "aws: an egress VPC a run left half-built" _aws-deploy/deploy.sh --target apprunner --static-egress-ip --yes; GIVEN='{}'
 exits "aws refuses a half-built egress VPC" nonzero
