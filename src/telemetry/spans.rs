@@ -13,7 +13,8 @@
 
 use std::cell::Cell;
 
-use opentelemetry::context::FutureExt as _;
+use futures_util::future::Either;
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, SpanRef, Status, TraceContextExt as _, TraceId, Tracer as _,
 };
@@ -95,8 +96,8 @@ impl ServerSpan {
 
     /// Runs the request's handler with the server span (when there is one) as its current
     /// context, where its steps find their parent.
-    pub(crate) async fn around<F: Future>(server: Option<&Self>, handler: F) -> F::Output {
-        in_context(server.map(|s| &s.0), handler).await
+    pub(crate) fn around<F: Future>(server: Option<&Self>, handler: F) -> InContext<F> {
+        in_context(server.map(|s| &s.0), handler)
     }
 
     /// The answer's status (a 5xx marks the span as an error) and, for an event, its outcome;
@@ -155,11 +156,16 @@ pub(super) fn note_event(event_id: &str, event_type: &str) {
     });
 }
 
-/// Runs `future` with `cx` as its current context on every poll; without one, as it is.
-async fn in_context<F: Future>(cx: Option<&Context>, future: F) -> F::Output {
+/// A future run with an OpenTelemetry context attached to each of its polls, or as it is.
+pub(crate) type InContext<F> = Either<WithContext<F>, F>;
+
+/// `future` with `cx` as its current context on every poll; without one, as it is. A plain
+/// function, not an `async fn`: an `async fn` holding the future it awaits would be twice its
+/// size, and the request's largest futures (the WTL call, the admission) pass through here.
+fn in_context<F: Future>(cx: Option<&Context>, future: F) -> InContext<F> {
     match cx {
-        Some(cx) => future.with_context(cx.clone()).await,
-        None => future.await,
+        Some(cx) => Either::Left(future.with_context(cx.clone())),
+        None => Either::Right(future),
     }
 }
 
@@ -242,8 +248,8 @@ impl StepSpan {
 
     /// Runs `step` with this span as its current span, so the spans it starts are children of
     /// this one.
-    pub(crate) async fn around<F: Future>(&self, step: F) -> F::Output {
-        in_context(self.0.as_ref(), step).await
+    pub(crate) fn around<F: Future>(&self, step: F) -> InContext<F> {
+        in_context(self.0.as_ref(), step)
     }
 
     /// How a client span's call ended: its status, or why it failed (which marks the span as an
