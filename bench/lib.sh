@@ -76,6 +76,20 @@ f:close()
 LUA
 }
 
+# baseline_script FILE: a wrk script POSTing to the forwarder the body the connector sends WTL
+# for the fixture (from `$bin plan`), so that the upstream does the same work (a real update)
+# behind both.
+baseline_script() {
+  local body
+  body=$("$bin" plan "$root/tests/fixtures/sim-updated-open.json" |
+    python3 -c 'import json, sys; print(json.dumps(json.load(sys.stdin)["calls"][0]["body"], separators=(",", ":")))')
+  cat >"$1" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '$body'
+LUA
+}
+
 # thread_snapshot PID: the kernel's counters of every thread of PID, one line each:
 # "tid name write_syscalls voluntary_switches nonvoluntary_switches cpu_ticks", then one line
 # "process - write_syscalls - - -" with the process-wide write count (it keeps the counts of

@@ -44,11 +44,7 @@ event_script "$work/post.lua"
 
 # The baseline forwards bytes without reading them, so it is sent the very body the connector
 # sends WTL for this event: the upstream then does the same work (a real update) for both.
-cat >"$work/post-baseline.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"imsi":"001010000020349","subscriber_status":"serviceGranted","cs_profile":"cs-pp-20250319","eps_profile":"eps-pp-20250319","msisdn":["79123456789"],"action":"update"}'
-LUA
+baseline_script "$work/post-baseline.lua"
 
 # CPU time (user + system, in clock ticks) the process PID has used so far.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -1101,7 +1101,7 @@ fi
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh _deploy-common/lib.sh tests/deploy/run.sh \
     tests/deploy/check-dockerfile.sh tests/deploy/standin/*.sh tests/monitoring/run.sh tests/run.sh \
-    bench/run.sh bench/profile.sh bench/memory.sh bench/lib.sh; then
+    bench/run.sh bench/profile.sh bench/memory.sh bench/split.sh bench/ab.sh bench/lib.sh; then
     ok "shellcheck is clean"
   else bad "shellcheck"; fi
 else
