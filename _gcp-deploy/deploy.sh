@@ -691,7 +691,7 @@ case "$mode" in
       have_service=true found+=("Cloud Run service $SERVICE_NAME")
     fi
     if present gcloud run jobs describe "$check_job" "${project[@]}" "${region[@]}"; then
-      have_job=true found+=("its check job $check_job")
+      have_job=true found+=("the check job $check_job")
     fi
     [ ${#found[@]} -eq 0 ] || confirm "Delete $(joined ' and ' "${found[@]}") in $GCP_PROJECT_ID/$GCP_REGION?"
     if $have_service; then
