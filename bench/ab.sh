@@ -30,21 +30,17 @@ start_simulator "$bin"
 declare -A port pid
 for who in A B; do
   port[$who]=$(free_port)
-  (cd "$work" && PORT=${port[$who]} API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
-    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec "${build[$who]}") >"$work/$who.log" 2>&1 &
-  pid[$who]=$!
-  pids+=("${pid[$who]}")
+  start_connector "${build[$who]}" "${port[$who]}" "$work/$who.log"
+  pid[$who]=$started
   wait_http "http://127.0.0.1:${port[$who]}/health"
 done
 port[F]=$(free_port)
-(LISTEN="127.0.0.1:${port[F]}" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
-pid[F]=$!
-pids+=("${pid[F]}")
+start_forwarder "${port[F]}"
+pid[F]=$started
 sleep 0.5
 event_script "$work/post.lua"
 baseline_script "$work/post-baseline.lua"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 threads=1
 [ "$connections" -gt 1 ] && threads=2
 : >"$work/rounds"

@@ -76,6 +76,28 @@ f:close()
 LUA
 }
 
+# start_connector BINARY PORT LOG [VAR=VALUE...]: the connector as an operator runs it (INFO logs,
+# to the file LOG) in front of the simulator, with the redelivery memory off so that every request
+# makes its WTL call, plus any settings given; its pid in $started (and in $pids).
+start_connector() {
+  local binary=$1 port=$2 log=$3
+  shift 3
+  (cd "$work" && PORT=$port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec env "$@" "$binary") >"$log" 2>&1 &
+  started=$!
+  pids+=("$started")
+}
+
+# start_forwarder PORT: the bare forwarder ($fwd) in front of the simulator; its pid in $started.
+start_forwarder() {
+  (LISTEN="127.0.0.1:$1" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
+  started=$!
+  pids+=("$started")
+}
+
+# cpu_ticks PID: the CPU time (user + system, in clock ticks) the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # baseline_script FILE: a wrk script POSTing to the forwarder the body the connector sends WTL
 # for the fixture (from `$bin plan`), so that the upstream does the same work (a real update)
 # behind both.

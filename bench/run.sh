@@ -27,15 +27,11 @@ build_bench forwarder
 start_simulator "$bin"
 conn_port=$(free_port) fwd_port=$(free_port)
 
-# The connector as an operator runs it (INFO logs, to a file), with the redelivery memory off so
-# that every request makes its WTL call.
-(cd "$work" && PORT=$conn_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
-  EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec "$bin") >"$work/connector.log" 2>&1 &
-conn_pid=$!
-pids+=("$conn_pid")
-(LISTEN="127.0.0.1:$fwd_port" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
-fwd_pid=$!
-pids+=("$fwd_pid")
+# The main connector (as an operator runs it, the redelivery memory off) and the forwarder.
+start_connector "$bin" "$conn_port" "$work/connector.log"
+conn_pid=$started
+start_forwarder "$fwd_port"
+fwd_pid=$started
 wait_http "http://127.0.0.1:$conn_port/health"
 sleep 1
 idle_rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$conn_pid/status")
@@ -46,8 +42,6 @@ event_script "$work/post.lua"
 # sends WTL for this event: the upstream then does the same work (a real update) for both.
 baseline_script "$work/post-baseline.lua"
 
-# CPU time (user + system, in clock ticks) the process PID has used so far.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 ticks_per_second=$(getconf CLK_TCK)
 
 # load NAME URL CONNECTIONS: appends to runs.txt, per run, "name conns rps p50_ms p99_ms non2xx
@@ -148,11 +142,8 @@ python3 bench/otlp_sink.py "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1
 pids+=($!)
 for point in "otel:$otel_port:$sink_port" "down:$down_port:$dead_port"; do
   IFS=: read -r kind port collector <<<"$point"
-  (cd "$work" && PORT=$port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
-    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
-    OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$collector" exec "$bin") >"$work/$kind.log" 2>&1 &
-  pids+=($!)
-  if [ "$kind" = otel ]; then otel_pid=$!; else down_pid=$!; fi
+  start_connector "$bin" "$port" "$work/$kind.log" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$collector"
+  if [ "$kind" = otel ]; then otel_pid=$started; else down_pid=$started; fi
   wait_http "http://127.0.0.1:$port/health"
 done
 cat >"$work/fresh.lua" <<'LUA'

@@ -32,18 +32,13 @@ build_bench forwarder
 
 start_simulator "$bin"
 conn_port=$(free_port) fwd_port=$(free_port)
-(cd "$work" && PORT=$conn_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
-  EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec "$bin") >"$work/connector.log" 2>&1 &
-conn_pid=$!
-pids+=("$conn_pid")
-(LISTEN="127.0.0.1:$fwd_port" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
-fwd_pid=$!
-pids+=("$fwd_pid")
+start_connector "$bin" "$conn_port" "$work/connector.log"
+conn_pid=$started
+start_forwarder "$fwd_port"
+fwd_pid=$started
 wait_http "http://127.0.0.1:$conn_port/health"
 event_script "$work/post.lua"
 baseline_script "$work/post-baseline.lua"
-
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # sample NAME PID URL SCRIPT: one warm-up second, then the load under perf; appends
 # "NAME requests cpu_us_per_request" to $work/totals and leaves $work/NAME.script.

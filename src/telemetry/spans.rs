@@ -94,8 +94,8 @@ impl ServerSpan {
         Some(Self(parent.with_span(span)))
     }
 
-    /// Runs the request's handler with the server span (when there is one) as its current
-    /// context, where its steps find their parent.
+    /// The request's handler, run with the server span (when there is one) as its current
+    /// context on every poll, where its steps find their parent.
     pub(crate) fn around<F: Future>(server: Option<&Self>, handler: F) -> InContext<F> {
         in_context(server.map(|s| &s.0), handler)
     }
@@ -246,8 +246,8 @@ impl StepSpan {
         }))
     }
 
-    /// Runs `step` with this span as its current span, so the spans it starts are children of
-    /// this one.
+    /// `step`, run with this span as its current span on every poll, so the spans it starts are
+    /// children of this one.
     pub(crate) fn around<F: Future>(&self, step: F) -> InContext<F> {
         in_context(self.0.as_ref(), step)
     }
