@@ -4,15 +4,17 @@
 # and answer from a small state model, so each scenario starts from a fresh or an existing
 # project and asserts what the script did to it. Then shellcheck, and the scripts run with the
 # real CLIs against a local recording stand-in (tests/deploy/standin/) where that is set up.
-# Ends with "N passed, M failed".
+# Four parts (gcp, aws, clis, standin) run side by side, each in a sandbox of its own; one part
+# alone: `bash tests/deploy/run.sh gcp`. Ends with "N passed, M failed".
 # ok and bad always succeed, so `test && ok || bad` is a proper if-then-else here.
 # shellcheck disable=SC2015
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
-# The AWS stand-in evaluates --query with JMESPath and the checks read YAML: both come with awscli.
-if ! python3 -c 'import jmespath, yaml' 2>/dev/null; then
+# The AWS stand-in evaluates --query with JMESPath and the checks read YAML: both come with awscli,
+# which the real-CLI checks run too. Installed here, once, before the parts start side by side.
+if ! python3 -c 'import jmespath, yaml' 2>/dev/null || ! command -v aws >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check awscli >/dev/null
 fi
 
@@ -48,8 +50,12 @@ check_py() { # check_py DESCRIPTION ARGS... <<'PY': ok when the Python assertion
   if py "$@" 2>"$sandbox/py.err"; then ok "$what"; else bad "$what: $(tail -3 "$sandbox/py.err" | tr '\n' ' ')"; fi
 }
 
-# The stand-ins run on the Python that has JMESPath (the scenarios get a bare PATH).
+# The stand-ins run on the Python that has JMESPath (the scenarios get a bare PATH). Its folder
+# goes first on PATH for everything else too (python3 and the aws it installed): a version
+# manager's shim runs a few shells before each Python it starts (pyenv's: ~90 ms of CPU), and a
+# run starts about 1 500 of them (a fifth of its time went to the shims).
 python_dir=$(dirname "$(python3 -c 'import sys; print(sys.executable)')")
+export PATH="$python_dir:$PATH"
 sandbox=$(mktemp -d)
 trap 'rm -rf "$sandbox"' EXIT
 fakes="$root/tests/deploy/fakes"
@@ -128,8 +134,6 @@ PY
   said "$1 says which secrets already held their value" "$4"
 }
 
-# ================= Google Cloud Run =================
-
 # Every variable the connector reads (but PORT, the platform's) is set to a value of its own.
 all_vars=()
 while read -r name kind; do
@@ -137,7 +141,12 @@ while read -r name kind; do
   case "$kind" in secret-file|platform) continue ;; esac
   if [ "$kind" = secret ]; then all_vars+=("$name=$name-$redis_password"); else all_vars+=("$name=value-of-$name"); fi
 done <_deploy-common/variables.txt
+# The log-based metrics --monitoring defines, on either cloud.
+monitored=(events event_latency wtl_failures auth_failures store_unavailable http_5xx)
 
+# ================= Google Cloud Run =================
+# The Cloud Run script against the fake gcloud.
+gcp_scenarios() {
 EXTRA_ENV=("${all_vars[@]}")
 scenario "gcp: fresh project, --secrets --check" _gcp-deploy/deploy.sh --secrets --check --yes
 EXTRA_ENV=()
@@ -440,7 +449,6 @@ said "gcp dry run plans the repository" '^\+ gcloud artifacts repositories creat
 said "gcp dry run plans the deploy" '^\+ gcloud run deploy nsps-wtl-connector'
 
 # ---- monitoring (GCP) ----
-monitored=(events event_latency wtl_failures auth_failures store_unavailable http_5xx)
 EXTRA_ENV=(ALERT_EMAIL=oncall@example.com)
 scenario "gcp: fresh project, --monitoring" _gcp-deploy/deploy.sh --monitoring --yes; EXTRA_ENV=()
 exits "gcp --monitoring deploys, then monitors" 0
@@ -592,9 +600,11 @@ exits "gcp --help exits 0" 0
 said "gcp --help lists --rollback" '--rollback'
 scenario "gcp: an unknown option" _gcp-deploy/deploy.sh --frobnicate
 exits "gcp rejects an unknown option" 2
+}
 
 # ================= AWS =================
-
+# The AWS script against the fake aws.
+aws_scenarios() {
 EXTRA_ENV=("${all_vars[@]}")
 scenario "aws: fresh account, --secrets --check (ECS Express Mode)" _aws-deploy/deploy.sh --secrets --check --yes
 EXTRA_ENV=()
@@ -1077,8 +1087,12 @@ scenario "aws: an unknown option" _aws-deploy/deploy.sh --frobnicate
 exits "aws rejects an unknown option" 2
 scenario "aws: an unknown target" _aws-deploy/deploy.sh --target lambda
 exits "aws rejects an unknown target" 2
+}
 
-# ================= what leaves the machine =================
+# ================= what leaves the machine, shellcheck, the real CLIs =================
+# The upload list by the real gcloud, shellcheck, and the scripts run by the real CLIs.
+cli_checks() {
+# ---- what leaves the machine
 # `gcloud builds submit` uploads the checkout to Cloud Build minus .gcloudignore; the real gcloud
 # lists what it would upload from a tree of the ignore files, source and decoy env files.
 if command -v gcloud >/dev/null 2>&1; then
@@ -1097,7 +1111,7 @@ else
   echo "skip the upload check: gcloud is not on PATH"
 fi
 
-# ================= shellcheck =================
+# ---- shellcheck
 if command -v shellcheck >/dev/null 2>&1; then
   if shellcheck -x _gcp-deploy/deploy.sh _aws-deploy/deploy.sh _deploy-common/lib.sh tests/deploy/run.sh \
     tests/deploy/check-dockerfile.sh tests/deploy/standin/*.sh tests/monitoring/run.sh tests/run.sh \
@@ -1108,12 +1122,16 @@ else
   bad "shellcheck is not installed (apt-get install shellcheck)"
 fi
 
-# ================= the real CLIs against a local stand-in =================
+# ---- the real CLIs against a local stand-in
 if [ -f tests/deploy/standin/real-cli.sh ]; then
   if bash tests/deploy/standin/real-cli.sh; then ok "the real gcloud and aws accept every call and body"; else bad "real CLIs"; fi
 fi
+}
+
+# ================= the stand-in =================
 # The stand-in itself, where both CLIs are on PATH (real-cli.sh installs awscli when missing):
 # the real CLIs' own calls, answered as the clouds answer them.
+standin_checks() {
 if command -v gcloud >/dev/null 2>&1 && command -v aws >/dev/null 2>&1; then
   if bash tests/deploy/standin/selftest.sh >"$sandbox/selftest.out" 2>&1; then
     ok "the stand-in answers the real CLIs as the clouds do ($(tail -1 "$sandbox/selftest.out"))"
@@ -1121,7 +1139,44 @@ if command -v gcloud >/dev/null 2>&1 && command -v aws >/dev/null 2>&1; then
 else
   echo "skip the stand-in's self-test: gcloud or aws is not on PATH"
 fi
+}
 
+# run_parts PART...: the parts side by side, each a run of this script with its own sandbox,
+# their outputs shown in order, the counts added up. A part that ends without its count line
+# (killed, or a bug of its own) counts as a failure.
+run_parts() {
+  local part pids=() total_passed=0 total_failed=0 counts status
+  for part in "$@"; do
+    bash "$0" "$part" >"$sandbox/part-$part.out" 2>&1 &
+    pids+=($!)
+  done
+  for part in "$@"; do
+    if wait "${pids[0]}"; then status=0; else status=$?; fi
+    pids=("${pids[@]:1}")
+    echo "=== $part"
+    cat "$sandbox/part-$part.out"
+    counts=$(tail -1 "$sandbox/part-$part.out")
+    if [[ $counts =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]] && { [ "$status" -eq 0 ] || [ "${BASH_REMATCH[2]}" -gt 0 ]; }; then
+      total_passed=$((total_passed + BASH_REMATCH[1])) total_failed=$((total_failed + BASH_REMATCH[2]))
+    else
+      total_failed=$((total_failed + 1)); echo "FAIL the $part part ended (status $status) without its count"
+    fi
+  done
+  echo
+  echo "$total_passed passed, $total_failed failed"
+  [ "$total_failed" -eq 0 ]
+}
+
+# bash tests/deploy/run.sh [gcp|aws|clis|standin]: one part, or (no argument) all four side by
+# side: the fake-CLI scenarios run one process at a time, so two cores take two parts at once.
+case "${1:-all}" in
+  gcp) gcp_scenarios ;;
+  aws) aws_scenarios ;;
+  clis) cli_checks ;;
+  standin) standin_checks ;;
+  all) run_parts gcp aws clis standin; exit ;;
+  *) echo "usage: bash tests/deploy/run.sh [gcp|aws|clis|standin]" >&2; exit 2 ;;
+esac
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
