@@ -48,29 +48,44 @@ ticks_per_second=$(getconf CLK_TCK)
 # cpu_us writes switches voluntary nonvoluntary threads_ended requests", where cpu_us is the CPU time the
 # connector (or the forwarder) spent per request, writes its write system calls per request
 # (/proc's syscw) and switches its context switches per request (voluntary + nonvoluntary,
-# summed over its threads' /proc/<pid>/task/*/status); and to threads.txt one line per thread
-# name: "name conns thread_name threads writes voluntary nonvoluntary cpu_us", per request.
+# summed over its threads' /proc/<pid>/task/*/status), then, for a connector, its async runtime's
+# worker parks and busy µs per request (GET /metrics; "nan" for the forwarder); and to threads.txt
+# one line per thread name: "name conns thread_name threads writes voluntary nonvoluntary cpu_us",
+# per request.
+# runtime_figures URL: "busy_seconds parks" of a connector's async runtime from its GET /metrics,
+# or "- -" without a URL (the forwarder) or a readable answer.
+runtime_figures() {
+  [ -n "$1" ] || { echo "- -"; return; }
+  curl -sf -H "Authorization: Bearer bench-token" "$1" |
+    awk '$1 == "tokio_worker_busy_seconds_total" { b = $2 } $1 == "tokio_worker_parks_total" { p = $2 }
+         END { print (b == "" ? "-" : b), (p == "" ? "-" : p) }' || echo "- -"
+}
+
 run_no=0
 load() {
   local name=$1 url=$2 c=$3 threads=1 out script="$work/post.lua" pid=$conn_pid before after snap
+  local runtime_url="${url%/*}/metrics" runtime_before runtime_after
   [ "$c" -gt 1 ] && threads=2
-  [ "$name" = baseline ] && script="$work/post-baseline.lua" pid=$fwd_pid
+  [ "$name" = baseline ] && script="$work/post-baseline.lua" pid=$fwd_pid runtime_url=""
   [ "$name" = memory_local ] && script="$work/fresh.lua" pid=$local_pid
   [ "$name" = memory_redis ] && script="$work/fresh.lua" pid=$shared_pid
   [ "$name" = otel_sink ] && pid=$otel_pid
   [ "$name" = otel_down ] && pid=$down_pid
   run_no=$((run_no + 1))
   snap="$work/snap-$name-$c-$run_no"
+  runtime_before=$(runtime_figures "$runtime_url")
   before=$(cpu_ticks "$pid")
   thread_snapshot "$pid" >"$snap.before"
   out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
   thread_snapshot "$pid" >"$snap.after"
   after=$(cpu_ticks "$pid")
+  runtime_after=$(runtime_figures "$runtime_url")
   # Figures against an upstream that is gone would measure retries, not the connector.
   kill -0 "$sim_pid" 2>/dev/null || { echo "error: the WTL simulator ended during the load ($name)" >&2; cat "$work/sim.log" >&2; exit 1; }
-  python3 - "$name" "$c" "$out" "$((after - before))" "$ticks_per_second" "$snap" "$work/threads.txt" >>"$work/runs.txt" <<'PY'
+  python3 - "$name" "$c" "$out" "$((after - before))" "$ticks_per_second" "$snap" "$work/threads.txt" \
+    "$runtime_before" "$runtime_after" >>"$work/runs.txt" <<'PY'
 import re, sys
-name, conns, text, ticks, hz, snap, threads_file = sys.argv[1:8]
+name, conns, text, ticks, hz, snap, threads_file, runtime_before, runtime_after = sys.argv[1:10]
 ticks, hz = int(ticks), int(hz)
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s|m)", v)
@@ -106,9 +121,15 @@ with open(threads_file, "a") as f:
     for thread, (count, w, v, n, t) in sorted(by_name.items()):
         f.write(f"{name} {conns} {thread} {count} {w / requests:.4f} {v / requests:.4f} {n / requests:.4f} "
                 f"{t / hz * 1e6 / requests:.2f}\n")
+# The runtime's busy seconds and parks, before and after ("- -" where there is no GET /metrics).
+try:
+    (busy0, parks0), (busy1, parks1) = ([float(v) for v in r.split()] for r in (runtime_before, runtime_after))
+    parks, busy_us = f"{(parks1 - parks0) / requests:.4f}", f"{(busy1 - busy0) * 1e6 / requests:.2f}"
+except ValueError:
+    parks, busy_us = "nan", "nan"
 print(name, conns, rps, p50, p99, non2xx.group(1) if non2xx else 0, f"{cpu_us:.2f}",
       f"{(writes_after - writes_before) / requests:.4f}", f"{(vol + nonvol) / requests:.4f}",
-      f"{vol / requests:.4f}", f"{nonvol / requests:.4f}", ended, requests)
+      f"{vol / requests:.4f}", f"{nonvol / requests:.4f}", ended, requests, parks, busy_us)
 PY
 }
 
@@ -266,6 +287,10 @@ census = [json.loads(l) for l in open(census_file) if l.strip()]
 def med(name, c, i):
     vals = [float(r[i]) for r in rows if r[0] == name and r[1] == c]
     return statistics.median(vals)
+def med_known(name, c, i):
+    """The median of a column some processes do not have ("nan"): None for those."""
+    vals = [float(r[i]) for r in rows if r[0] == name and r[1] == c and len(r) > i and r[i] != "nan"]
+    return statistics.median(vals) if vals else None
 res = {}
 for name in ("connector", "baseline", "memory_local", "memory_redis", "otel_sink", "otel_down"):
     for c in ("1", "64"):
@@ -273,6 +298,8 @@ for name in ("connector", "baseline", "memory_local", "memory_redis", "otel_sink
                               "cpu_us_per_request": med(name, c, 6),
                               "writes_per_request": med(name, c, 7), "switches_per_request": med(name, c, 8),
                               "voluntary_per_request": med(name, c, 9), "nonvoluntary_per_request": med(name, c, 10),
+                              "runtime_parks_per_request": med_known(name, c, 13),
+                              "runtime_busy_us_per_request": med_known(name, c, 14),
                               "threads_ended": sum(int(r[11]) for r in rows if r[0] == name and r[1] == c),
                               "non2xx": sum(int(r[5]) for r in rows if r[0] == name and r[1] == c)}
         # By thread name: medians over the runs of each thread's writes and switches per request.
@@ -352,6 +379,16 @@ for c in ("1", "64"):
         for t, v in res[f"{name}_{c}"]["threads"].items():
             lines.append(f"| {c} | {shown} | {t} (x{v['threads']}) | {v['writes']:.3f} | {v['voluntary']:.3f} | "
                          f"{v['nonvoluntary']:.3f} | {v['cpu_us']:.1f} |")
+lines += ["", "The connectors' async runtime (GET /metrics), per request: worker parks (a worker with no task "
+          "to run goes to sleep; the next task wakes it) and the workers' busy time (wall time spent running tasks: "
+          "a worker preempted in the middle of one still counts as busy), beside the process's CPU time",
+          "", "| load | connector | worker parks | busy µs | CPU µs |", "|---|---|---|---|---|"]
+for c in ("1", "64"):
+    for name in ("connector", "memory_local", "memory_redis", "otel_sink", "otel_down"):
+        p = res[f"{name}_{c}"]
+        if p["runtime_parks_per_request"] is not None:
+            lines.append(f"| {c} | {name} | {p['runtime_parks_per_request']:.3f} | "
+                         f"{p['runtime_busy_us_per_request']:.1f} | {p['cpu_us_per_request']:.1f} |")
 ended = sum(p["threads_ended"] for p in res.values())
 if ended:
     lines += ["", f"note: {ended} thread(s) ended during a run; their context switches are not counted"]

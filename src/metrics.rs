@@ -165,6 +165,9 @@ impl Metrics {
             "Time of one operation on the shared redelivery store (Redis).",
         );
         self.render_counters(&mut out);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            render_runtime(&mut out, &runtime.metrics());
+        }
         out
     }
 
@@ -240,6 +243,44 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The async runtime's own figures: how many worker threads it has, how long they have been busy
+/// and how often they went to sleep for want of work (each park is a thread switched out and,
+/// when work comes, a wake-up), and the tasks alive and waiting in the shared queue. Busy time
+/// over wall time and workers is how saturated the connector's CPU is; parks per request say
+/// how often a request found the workers idle.
+fn render_runtime(out: &mut String, runtime: &tokio::runtime::RuntimeMetrics) {
+    let workers = runtime.num_workers();
+    let busy: Duration = (0..workers).map(|w| runtime.worker_total_busy_duration(w)).sum();
+    let parks: u64 = (0..workers).map(|w| runtime.worker_park_count(w)).sum();
+    let gauges = [
+        ("tokio_workers", "Worker threads of the async runtime.", workers),
+        (
+            "tokio_alive_tasks",
+            "Tasks alive in the async runtime.",
+            runtime.num_alive_tasks(),
+        ),
+        (
+            "tokio_global_queue_depth",
+            "Tasks waiting in the async runtime's shared queue.",
+            runtime.global_queue_depth(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(*out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+    }
+    let _ = writeln!(
+        *out,
+        "# HELP tokio_worker_busy_seconds_total Time the async runtime's workers spent running tasks, all workers added up.\n\
+         # TYPE tokio_worker_busy_seconds_total counter\ntokio_worker_busy_seconds_total {}",
+        busy.as_secs_f64()
+    );
+    let _ = writeln!(
+        *out,
+        "# HELP tokio_worker_parks_total Times a worker of the async runtime went to sleep for want of work.\n\
+         # TYPE tokio_worker_parks_total counter\ntokio_worker_parks_total {parks}"
+    );
+}
+
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -260,6 +301,48 @@ mod tests {
         assert!(text.contains("nsps_events_total{event_type=\"other\",outcome=\"ignored\"} 2"));
         assert!(!text.contains("Random"));
         assert!(text.contains("nsps_event_duration_seconds_count 3"));
+    }
+
+    /// The value of an unlabelled series in `text`.
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in:\n{text}"))
+    }
+
+    #[test]
+    fn the_runtime_figures_are_those_of_the_runtime_serving() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("a runtime for the test");
+        let m = Metrics::default();
+        let (first, later) = runtime.block_on(async {
+            let first = m.render();
+            // Work on the workers for a while, then leave them idle long enough to park.
+            let busy = tokio::spawn(async {
+                let started = std::time::Instant::now();
+                while started.elapsed() < Duration::from_millis(30) {
+                    std::hint::spin_loop();
+                }
+            });
+            busy.await.expect("the busy task ends");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            (first, m.render())
+        });
+        assert_eq!(value(&later, "tokio_workers"), 2.0);
+        assert!(value(&later, "tokio_alive_tasks") >= 0.0);
+        assert!(value(&later, "tokio_global_queue_depth") >= 0.0);
+        let busy = value(&later, "tokio_worker_busy_seconds_total") - value(&first, "tokio_worker_busy_seconds_total");
+        assert!(busy >= 0.025, "30 ms of spinning on a worker counted as {busy} s busy");
+        assert!(value(&later, "tokio_worker_parks_total") > value(&first, "tokio_worker_parks_total"));
+        assert!(later.contains("# TYPE tokio_worker_parks_total counter"));
+    }
+
+    #[test]
+    fn outside_a_runtime_there_are_no_runtime_figures() {
+        assert!(!Metrics::default().render().contains("tokio_"));
     }
 
     #[test]

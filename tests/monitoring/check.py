@@ -7,7 +7,8 @@ WTL_MAX_RETRIES=0 (a WTL failure, answered 500), and with REDIS_URL on a closed 
 store unavailable, answered 503). Every request carries its own X-Request-Id, logged as
 `unique_id`, so the lines each request wrote are known. Then:
 
-  (a) every metric name in monitoring/grafana-dashboard.json is one GET /metrics exposes;
+  (a) every metric name in monitoring/grafana-dashboard.json is one GET /metrics exposes, and the
+      README's Metrics section names exactly the metrics GET /metrics exposes;
   (b) each definition in monitoring/log-metrics.json matches exactly the lines it is meant for;
   (c) the Cloud Logging filter, label and value extractors, and the CloudWatch Logs pattern,
       dimensions and value generated from it do the same, read by small evaluators of those two
@@ -229,6 +230,24 @@ def panels_of(dash):
     for p in dash.get("panels", []):
         yield p
         yield from p.get("panels", [])
+
+
+def readme_metric_names():
+    """The metric names the README's Metrics section lists (labels in braces left off)."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        text = f.read()
+    section = text.split("\n### Metrics\n", 1)[1].split("\n### ", 1)[0]
+    return {m.group(1) for m in re.finditer(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?:\{[a-z_,]*\})?`", section)}
+
+
+def check_readme(metrics_text):
+    exposed, histograms = exposed_names(metrics_text)
+    families = {n for n in exposed if not any(n == h + s for h in histograms for s in ("_bucket", "_sum", "_count"))}
+    listed = readme_metric_names()
+    check(families - listed == set(), "README: every metric GET /metrics exposes is in the Metrics section",
+          f"missing: {sorted(families - listed)}")
+    check(listed - families == set(), "README: every metric the Metrics section names is exposed by GET /metrics",
+          f"not exposed: {sorted(listed - families)}")
 
 
 def check_grafana(metrics_text):
@@ -673,6 +692,7 @@ def main():
     check(not unreadable, "every stdout line of the connector is one JSON object", f"{unreadable[:3]}")
     print(f"     ({len(lines)} log lines from three runs of {os.path.relpath(binary, ROOT)})")
     check_grafana(metrics_text)
+    check_readme(metrics_text)
     check_definitions(defs, tags, lines)
     check_alert_settings(defs)
     check_gcp_models(defs)
