@@ -1147,7 +1147,7 @@ fi
 run_parts() {
   local part pids=() total_passed=0 total_failed=0 counts status
   for part in "$@"; do
-    bash "$0" "$part" >"$sandbox/part-$part.out" 2>&1 &
+    bash "$root/tests/deploy/run.sh" "$part" >"$sandbox/part-$part.out" 2>&1 &
     pids+=($!)
   done
   for part in "$@"; do
