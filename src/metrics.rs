@@ -318,9 +318,12 @@ mod tests {
             .build()
             .expect("a runtime for the test");
         let m = Metrics::default();
-        let (first, later) = runtime.block_on(async {
+        runtime.block_on(async {
             let first = m.render();
-            // Work on the workers for a while, then leave them idle long enough to park.
+            // A task kept alive while the figures are read.
+            let (release, waiting) = tokio::sync::oneshot::channel::<()>();
+            let alive = tokio::spawn(waiting);
+            // 30 ms of work on a worker; the worker then runs out of tasks and parks.
             let busy = tokio::spawn(async {
                 let started = std::time::Instant::now();
                 while started.elapsed() < Duration::from_millis(30) {
@@ -328,16 +331,34 @@ mod tests {
                 }
             });
             busy.await.expect("the busy task ends");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            (first, m.render())
+            // A worker publishes its figures when it parks: wait for that, 5 s at most.
+            let figure = |text: &str, name| value(text, name) - value(&first, name);
+            let mut later = m.render();
+            for _ in 0..250 {
+                if figure(&later, "tokio_worker_busy_seconds_total") >= 0.025
+                    && figure(&later, "tokio_worker_parks_total") > 0.0
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                later = m.render();
+            }
+            assert_eq!(value(&later, "tokio_workers"), 2.0);
+            assert!(
+                value(&later, "tokio_alive_tasks") >= 1.0,
+                "the waiting task is alive:\n{later}"
+            );
+            assert!(later.contains("# TYPE tokio_global_queue_depth gauge\ntokio_global_queue_depth "));
+            let busy = figure(&later, "tokio_worker_busy_seconds_total");
+            assert!(busy >= 0.025, "30 ms of spinning on a worker counted as {busy} s busy");
+            assert!(
+                figure(&later, "tokio_worker_parks_total") > 0.0,
+                "no park counted:\n{later}"
+            );
+            assert!(later.contains("# TYPE tokio_worker_parks_total counter"));
+            let _ = release.send(());
+            alive.await.expect("the waiting task ends").expect("released");
         });
-        assert_eq!(value(&later, "tokio_workers"), 2.0);
-        assert!(value(&later, "tokio_alive_tasks") >= 0.0);
-        assert!(value(&later, "tokio_global_queue_depth") >= 0.0);
-        let busy = value(&later, "tokio_worker_busy_seconds_total") - value(&first, "tokio_worker_busy_seconds_total");
-        assert!(busy >= 0.025, "30 ms of spinning on a worker counted as {busy} s busy");
-        assert!(value(&later, "tokio_worker_parks_total") > value(&first, "tokio_worker_parks_total"));
-        assert!(later.contains("# TYPE tokio_worker_parks_total counter"));
     }
 
     #[test]

@@ -12,10 +12,27 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
-# The AWS stand-in evaluates --query with JMESPath and the checks read YAML: both come with awscli,
-# which the real-CLI checks run too. Installed here, once, before the parts start side by side.
-if ! python3 -c 'import jmespath, yaml' 2>/dev/null || ! command -v aws >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check awscli >/dev/null
+# The stand-ins run on the Python that has JMESPath (the scenarios get a bare PATH). When python3
+# on PATH is a version manager's shim rather than that Python, the Python's own folder goes first
+# (python3, and the aws CLI installed beside it): pyenv's shim runs a few shells before each Python
+# it starts (~90 ms of CPU), and a run starts about 1 500 (a fifth of its time went to the shims).
+# A system Python (/usr/bin) is left where it is, so nothing else on PATH changes.
+python_bin=$(python3 -c 'import sys; print(sys.executable)')
+python_dir=$(dirname "$python_bin")
+if [ "$(readlink -f "$(command -v python3)")" != "$(readlink -f "$python_bin")" ]; then
+  export PATH="$python_dir:$PATH"
+fi
+
+# The AWS stand-in evaluates --query with JMESPath and the checks read YAML: both come with awscli
+# (required). The real-CLI checks run its aws CLI too (they skip without it). Installed by the run,
+# not by each of its parts (DEPLOY_TESTS_PART is set for those).
+if [ -z "${DEPLOY_TESTS_PART:-}" ]; then
+  if ! python3 -c 'import jmespath, yaml' 2>/dev/null; then
+    python3 -m pip install --quiet --disable-pip-version-check awscli >/dev/null
+  elif ! command -v aws >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check awscli >/dev/null 2>&1 ||
+      echo "note: awscli could not be installed; the checks with the real aws CLI will be skipped"
+  fi
 fi
 
 passed=0 failed=0
@@ -50,12 +67,6 @@ check_py() { # check_py DESCRIPTION ARGS... <<'PY': ok when the Python assertion
   if py "$@" 2>"$sandbox/py.err"; then ok "$what"; else bad "$what: $(tail -3 "$sandbox/py.err" | tr '\n' ' ')"; fi
 }
 
-# The stand-ins run on the Python that has JMESPath (the scenarios get a bare PATH). Its folder
-# goes first on PATH for everything else too (python3 and the aws it installed): a version
-# manager's shim runs a few shells before each Python it starts (pyenv's: ~90 ms of CPU), and a
-# run starts about 1 500 of them (a fifth of its time went to the shims).
-python_dir=$(dirname "$(python3 -c 'import sys; print(sys.executable)')")
-export PATH="$python_dir:$PATH"
 sandbox=$(mktemp -d)
 trap 'rm -rf "$sandbox"' EXIT
 fakes="$root/tests/deploy/fakes"
@@ -1147,9 +1158,10 @@ fi
 run_parts() {
   local part pids=() total_passed=0 total_failed=0 counts status
   for part in "$@"; do
-    bash "$root/tests/deploy/run.sh" "$part" >"$sandbox/part-$part.out" 2>&1 &
+    DEPLOY_TESTS_PART=$part bash "$root/tests/deploy/run.sh" "$part" >"$sandbox/part-$part.out" 2>&1 &
     pids+=($!)
   done
+  trap 'kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
   for part in "$@"; do
     if wait "${pids[0]}"; then status=0; else status=$?; fi
     pids=("${pids[@]:1}")

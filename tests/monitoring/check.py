@@ -233,17 +233,23 @@ def panels_of(dash):
 
 
 def readme_metric_names():
-    """The metric names the README's Metrics section lists (labels in braces left off)."""
+    """The metric names the README's Metrics section lists (labels in braces left off), or None
+    when the README has no such section."""
     with open(os.path.join(ROOT, "README.md")) as f:
         text = f.read()
-    section = text.split("\n### Metrics\n", 1)[1].split("\n### ", 1)[0]
-    return {m.group(1) for m in re.finditer(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?:\{[a-z_,]*\})?`", section)}
+    parts = text.split("\n### Metrics\n", 1)
+    if len(parts) < 2:
+        return None
+    section = re.split(r"\n#{1,3} ", parts[1], maxsplit=1)[0]
+    return {m.group(1) for m in re.finditer(r"`([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?:\{[^}`]*\})?`", section)}
 
 
 def check_readme(metrics_text):
     exposed, histograms = exposed_names(metrics_text)
     families = {n for n in exposed if not any(n == h + s for h in histograms for s in ("_bucket", "_sum", "_count"))}
     listed = readme_metric_names()
+    check(listed is not None, "README: a '### Metrics' section lists the metrics")
+    listed = listed or set()
     check(families - listed == set(), "README: every metric GET /metrics exposes is in the Metrics section",
           f"missing: {sorted(families - listed)}")
     check(listed - families == set(), "README: every metric the Metrics section names is exposed by GET /metrics",
