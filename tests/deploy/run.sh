@@ -4,8 +4,9 @@
 # and answer from a small state model, so each scenario starts from a fresh or an existing
 # project and asserts what the script did to it. Then shellcheck, and the scripts run with the
 # real CLIs against a local recording stand-in (tests/deploy/standin/) where that is set up.
-# Four parts (gcp, aws, clis, standin) run side by side, each in a sandbox of its own; one part
-# alone: `bash tests/deploy/run.sh gcp`. Ends with "N passed, M failed".
+# Four parts (gcp, aws, clis, standin) run side by side, each in a sandbox of its own and stopped
+# after DEPLOY_TESTS_TIMEOUT seconds (1200); one part alone: `bash tests/deploy/run.sh gcp`. Ends
+# with "N passed, M failed".
 # ok and bad always succeed, so `test && ok || bad` is a proper if-then-else here.
 # shellcheck disable=SC2015
 set -euo pipefail
@@ -1158,7 +1159,9 @@ fi
 run_parts() {
   local part pids=() total_passed=0 total_failed=0 counts status
   for part in "$@"; do
-    DEPLOY_TESTS_PART=$part bash "$root/tests/deploy/run.sh" "$part" >"$sandbox/part-$part.out" 2>&1 &
+    # A part that hangs is stopped (status 124) and counted as failed, so CI ends with a report.
+    DEPLOY_TESTS_PART=$part timeout --kill-after=10 "${DEPLOY_TESTS_TIMEOUT:-1200}" \
+      bash "$root/tests/deploy/run.sh" "$part" >"$sandbox/part-$part.out" 2>&1 &
     pids+=($!)
   done
   trap 'kill "${pids[@]}" 2>/dev/null; exit 130' INT TERM
@@ -1179,16 +1182,23 @@ run_parts() {
   [ "$total_failed" -eq 0 ]
 }
 
-# bash tests/deploy/run.sh [gcp|aws|clis|standin]: one part, or (no argument) all four side by
-# side: the fake-CLI scenarios run one process at a time, so two cores take two parts at once.
-case "${1:-all}" in
-  gcp) gcp_scenarios ;;
-  aws) aws_scenarios ;;
-  clis) cli_checks ;;
-  standin) standin_checks ;;
-  all) run_parts gcp aws clis standin; exit ;;
-  *) echo "usage: bash tests/deploy/run.sh [gcp|aws|clis|standin]" >&2; exit 2 ;;
-esac
+# bash tests/deploy/run.sh [PART]: one part, or (no argument) all of them side by side: the
+# fake-CLI scenarios run one process at a time, so two cores take two parts at once.
+parts=(gcp:gcp_scenarios aws:aws_scenarios clis:cli_checks standin:standin_checks)
+part_names=("${parts[@]%%:*}")
+if [ $# -eq 0 ]; then
+  run_parts "${part_names[@]}"
+  exit
+fi
+chosen=""
+for p in "${parts[@]}"; do
+  [ "$1" = "${p%%:*}" ] && chosen=${p#*:}
+done
+if [ -z "$chosen" ]; then
+  echo "usage: bash tests/deploy/run.sh [$(IFS='|'; echo "${part_names[*]}")]" >&2
+  exit 2
+fi
+"$chosen" # not inside a condition, so `set -e` holds in the part as it does at the top level
 echo
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
