@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Helpers shared by bench/run.sh and bench/profile.sh (sourced, not run). Sourcing creates a
+# Helpers shared by the bench scripts (sourced, not run). Sourcing creates a
 # scratch folder ($work) and a process list ($pids) that are cleaned up when the script exits.
 
 root=${root:?set root to the repository folder before sourcing bench/lib.sh}
@@ -93,6 +93,20 @@ start_forwarder() {
   (LISTEN="127.0.0.1:$1" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
   started=$!
   pids+=("$started")
+}
+
+# start_pair: the simulator, then the main connector ($bin, as start_connector runs it; log in
+# $work/connector.log) and the forwarder ($fwd) in front of it, each on a free port: $conn_port and
+# $conn_pid, $fwd_port and $fwd_pid. Returns once the connector answers /health.
+# shellcheck disable=SC2034  # $conn_pid and $fwd_pid are the sourcing script's
+start_pair() {
+  start_simulator "$bin"
+  conn_port=$(free_port) fwd_port=$(free_port)
+  start_connector "$bin" "$conn_port" "$work/connector.log"
+  conn_pid=$started
+  start_forwarder "$fwd_port"
+  fwd_pid=$started
+  wait_http "http://127.0.0.1:$conn_port/health"
 }
 
 # cpu_ticks PID: the CPU time (user + system, in clock ticks) the process has used so far.

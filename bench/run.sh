@@ -24,15 +24,9 @@ apt_need wrk wrk
 
 build_bench forwarder
 
-start_simulator "$bin"
-conn_port=$(free_port) fwd_port=$(free_port)
-
-# The main connector (as an operator runs it, the redelivery memory off) and the forwarder.
-start_connector "$bin" "$conn_port" "$work/connector.log"
-conn_pid=$started
-start_forwarder "$fwd_port"
-fwd_pid=$started
-wait_http "http://127.0.0.1:$conn_port/health"
+# The simulator, the main connector (as an operator runs it, the redelivery memory off) and the
+# forwarder.
+start_pair
 sleep 1
 idle_rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$conn_pid/status")
 

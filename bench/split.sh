@@ -30,13 +30,7 @@ apt_need wrk wrk
 command -v perf >/dev/null 2>&1 || apt_need perf linux-perf
 build_bench forwarder
 
-start_simulator "$bin"
-conn_port=$(free_port) fwd_port=$(free_port)
-start_connector "$bin" "$conn_port" "$work/connector.log"
-conn_pid=$started
-start_forwarder "$fwd_port"
-fwd_pid=$started
-wait_http "http://127.0.0.1:$conn_port/health"
+start_pair
 event_script "$work/post.lua"
 baseline_script "$work/post-baseline.lua"
 

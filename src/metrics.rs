@@ -225,12 +225,14 @@ impl Metrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(*out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            series(out, name, help, "counter", value);
         }
-        let _ = writeln!(
-            *out,
-            "# HELP http_requests_in_flight Requests being served.\n# TYPE http_requests_in_flight gauge\nhttp_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
+        series(
+            out,
+            "http_requests_in_flight",
+            "Requests being served.",
+            "gauge",
+            self.in_flight.load(Ordering::Relaxed),
         );
     }
 }
@@ -243,41 +245,54 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// One unlabelled series with its HELP and TYPE lines.
+fn series(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(*out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
 /// The async runtime's own figures: how many worker threads it has, how long they have been busy
-/// and how often they went to sleep for want of work (each park is a thread switched out and,
-/// when work comes, a wake-up), and the tasks alive and waiting in the shared queue. Busy time
-/// over wall time and workers is how saturated the connector's CPU is; parks per request say
-/// how often a request found the workers idle.
+/// (wall time running tasks, so a worker preempted or throttled in the middle of one counts) and
+/// how often they went to sleep for want of work (each park is a thread switched out and, when
+/// work comes, a wake-up), and the tasks alive and waiting in the shared queue. Busy time over
+/// wall time and workers near 1: the instance's CPU, or its CPU limit, is what bounds it.
 fn render_runtime(out: &mut String, runtime: &tokio::runtime::RuntimeMetrics) {
     let workers = runtime.num_workers();
     let busy: Duration = (0..workers).map(|w| runtime.worker_total_busy_duration(w)).sum();
     let parks: u64 = (0..workers).map(|w| runtime.worker_park_count(w)).sum();
-    let gauges = [
-        ("tokio_workers", "Worker threads of the async runtime.", workers),
-        (
-            "tokio_alive_tasks",
-            "Tasks alive in the async runtime.",
-            runtime.num_alive_tasks(),
-        ),
-        (
-            "tokio_global_queue_depth",
-            "Tasks waiting in the async runtime's shared queue.",
-            runtime.global_queue_depth(),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(*out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-    }
-    let _ = writeln!(
-        *out,
-        "# HELP tokio_worker_busy_seconds_total Time the async runtime's workers spent running tasks, all workers added up.\n\
-         # TYPE tokio_worker_busy_seconds_total counter\ntokio_worker_busy_seconds_total {}",
-        busy.as_secs_f64()
+    series(
+        out,
+        "tokio_workers",
+        "Worker threads of the async runtime.",
+        "gauge",
+        workers,
     );
-    let _ = writeln!(
-        *out,
-        "# HELP tokio_worker_parks_total Times a worker of the async runtime went to sleep for want of work.\n\
-         # TYPE tokio_worker_parks_total counter\ntokio_worker_parks_total {parks}"
+    series(
+        out,
+        "tokio_alive_tasks",
+        "Tasks alive in the async runtime.",
+        "gauge",
+        runtime.num_alive_tasks(),
+    );
+    series(
+        out,
+        "tokio_global_queue_depth",
+        "Tasks waiting in the async runtime's shared queue.",
+        "gauge",
+        runtime.global_queue_depth(),
+    );
+    series(
+        out,
+        "tokio_worker_busy_seconds_total",
+        "Wall time the async runtime's workers spent running tasks, all workers added up.",
+        "counter",
+        busy.as_secs_f64(),
+    );
+    series(
+        out,
+        "tokio_worker_parks_total",
+        "Times a worker of the async runtime went to sleep for want of work.",
+        "counter",
+        parks,
     );
 }
 
