@@ -49,12 +49,13 @@ for round in $(seq 1 "$rounds"); do
     script=$work/post.lua
     [ "$who" = F ] && script=$work/post-baseline.lua
     before=$(cpu_ticks "${pid[$who]}")
-    wrk -t"$threads" -c"$connections" -d"${seconds}s" -s "$script" "http://127.0.0.1:${port[$who]}/process-event" >"$work/wrk.out"
+    "${peer[@]}" wrk -t"$threads" -c"$connections" -d"${seconds}s" -s "$script" "http://127.0.0.1:${port[$who]}/process-event" >"$work/wrk.out"
     after=$(cpu_ticks "${pid[$who]}")
     echo "$who $round $((after - before)) $(grep -oP '\d+(?= requests in)' "$work/wrk.out")" >>"$work/rounds"
   done
 done
 
+echo "$peers_label"
 python3 - "$work/rounds" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
 hz = int(sys.argv[2])

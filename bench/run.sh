@@ -70,7 +70,7 @@ load() {
   runtime_before=$(runtime_figures "$runtime_url")
   before=$(cpu_ticks "$pid")
   thread_snapshot "$pid" >"$snap.before"
-  out=$(wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
+  out=$("${peer[@]}" wrk -t"$threads" -c"$c" -d"${duration}s" --latency -s "$script" "$url")
   thread_snapshot "$pid" >"$snap.after"
   after=$(cpu_ticks "$pid")
   runtime_after=$(runtime_figures "$runtime_url")
@@ -133,7 +133,7 @@ PY
 # is a success, so every event makes its one call and none waits for another).
 apt_need redis-server redis-server
 redis_port=$(free_port)
-(cd "$work" && exec redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no) >"$work/redis.log" 2>&1 &
+(cd "$work" && exec "${peer[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no) >"$work/redis.log" 2>&1 &
 pids+=($!)
 local_port=$(free_port) shared_port=$(free_port)
 (cd "$work" && PORT=$local_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
@@ -153,7 +153,7 @@ sink_port=$(free_port) otel_port=$(free_port) down_port=$(free_port) dead_port=$
 # The sink counts the spans it is sent (into $work/spans.txt), walking the protobuf's nesting
 # (request field 1: resource spans, its field 2: scope spans, its field 2: a span), so that the
 # report shows spans per event: a processor that drops spans under load would look cheap.
-python3 bench/otlp_sink.py "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 &
+"${peer[@]}" python3 bench/otlp_sink.py "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 &
 pids+=($!)
 for point in "otel:$otel_port:$sink_port" "down:$down_port:$dead_port"; do
   IFS=: read -r kind port collector <<<"$point"
@@ -220,7 +220,7 @@ census() {
   stat=$!
   sleep 0.3
   perf record -q -a -e sched:sched_waking,sched:sched_switch -o "$base.data" -- \
-    wrk -t"$threads" -c"$c" -d"${census_seconds}s" -s "$script" "$url" >"$base.wrk" 2>/dev/null
+    "${peer[@]}" wrk -t"$threads" -c"$c" -d"${census_seconds}s" -s "$script" "$url" >"$base.wrk" 2>/dev/null
   kill -INT "$stat"
   wait "$stat" || true
   perf script -i "$base.data" -F pid,tid,comm,event,trace >"$base.script" 2>/dev/null
@@ -271,7 +271,7 @@ PY
 size_bytes=$(stat -c %s "$bin")
 
 mkdir -p bench/results
-python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" \
+PEERS=$peers_label python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" \
   "$work/threads.txt" "$work/census.jsonl" "$spans_exported" <<'PY'
 import json, os, platform, statistics, sys
 runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration, threads_file, census_file, spans = sys.argv[1:12]
@@ -316,7 +316,7 @@ machine = f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB, Linux {
 summary = {
     "machine": machine, "mode": "smoke" if smoke == "true" else "full", "runs": int(runs), "seconds": int(duration),
     "points": res, "idle_rss_mb": int(idle_kb) / 1024, "peak_rss_mb": int(peak_kb) / 1024,
-    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6, "census": census,
+    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6, "census": census, "peers": os.environ["PEERS"],
 }
 # An event makes 4 spans here: the request, the store's `admit` and `record success`, the WTL call.
 otel_events = sum(int(r[12]) for r in rows if r[0] == "otel_sink")
@@ -347,7 +347,8 @@ checks = [
      (res["otel_down_1"]["p50_ms"] - c1["p50_ms"]) * 1000, "<= 100", (res["otel_down_1"]["p50_ms"] - c1["p50_ms"]) * 1000 <= 100),
 ]
 summary["budget"] = [{"check": n, "value": round(v, 3), "limit": l, "ok": ok} for n, v, l, ok in checks]
-lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, {profile} build, medians of {runs} run(s) of {duration} s per point", "",
+lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, {profile} build, medians of {runs} run(s) of {duration} s per point",
+         f"Peers: {summary['peers']}", "",
          "| load | connector req/s | baseline req/s | ratio | connector p50 / p99 (ms) | baseline p50 / p99 (ms) | CPU µs per request, connector / baseline |",
          "|---|---|---|---|---|---|---|"]
 for c in ("1", "64"):

@@ -38,10 +38,10 @@ baseline_script "$work/post-baseline.lua"
 # "NAME requests cpu_us_per_request" to $work/totals and leaves $work/NAME.script.
 sample() {
   local name=$1 pid=$2 url=$3 script=$4 before after out
-  wrk -t2 -c64 -d1s -s "$script" "$url" >/dev/null
+  "${peer[@]}" wrk -t2 -c64 -d1s -s "$script" "$url" >/dev/null
   before=$(cpu_ticks "$pid")
   perf record -q -g -F 999 -e cpu-clock -p "$pid" -o "$work/$name.data" -- \
-    wrk -t2 -c64 -d"${seconds}s" -s "$script" "$url" >"$work/$name.wrk" 2>/dev/null
+    "${peer[@]}" wrk -t2 -c64 -d"${seconds}s" -s "$script" "$url" >"$work/$name.wrk" 2>/dev/null
   after=$(cpu_ticks "$pid")
   out=$(grep -oP '\d+(?= requests in)' "$work/$name.wrk")
   echo "$name $out $((after - before))" >>"$work/totals"
@@ -52,9 +52,9 @@ sample connector "$conn_pid" "http://127.0.0.1:$conn_port/process-event" "$work/
 sample forwarder "$fwd_pid" "http://127.0.0.1:$fwd_port/process-event" "$work/post-baseline.lua"
 
 mkdir -p bench/results
-python3 - "$work" "$(getconf CLK_TCK)" <<'PY' | tee bench/results/split.md
+python3 - "$work" "$(getconf CLK_TCK)" "$peers_label" <<'PY' | tee bench/results/split.md
 import collections, sys
-work, hz = sys.argv[1], int(sys.argv[2])
+work, hz, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 KINDS = ["waking a reader", "switching", "interrupts", "other kernel", "user"]
 
 def kind(frames):
@@ -92,7 +92,7 @@ for line in open(f"{work}/totals"):
     cpu_us = int(ticks) / hz * 1e6 / max(int(requests), 1)
     rows[name] = (cpu_us, {k: cpu_us * counts[k] / total for k in KINDS}, total)
 
-print("CPU µs per request at 64 connections, by where it goes (perf cpu-clock samples)\n")
+print(f"CPU µs per request at 64 connections, by where it goes (perf cpu-clock samples); {peers}\n")
 print("| | " + " | ".join(KINDS) + " | all | samples |")
 print("|---|" + "---|" * (len(KINDS) + 2))
 for name, (cpu, parts, n) in rows.items():
