@@ -55,7 +55,7 @@ for round in $(seq 1 "$rounds"); do
   done
 done
 
-echo "$peers_label"
+echo "Peers (wrk, the simulator): $peers_class"
 python3 - "$work/rounds" "$(getconf CLK_TCK)" <<'PY'
 import statistics, sys
 hz = int(sys.argv[2])

@@ -44,29 +44,22 @@ build_bench() {
   fwd="$target_dir/$dir/bench-forwarder"
 }
 
-# The bench's peers share the measured process's two cores: wrk (the load, NSPS's side) and the
-# processes that stand in for the connector's other side (the WTL simulator, Redis, the OTLP sink).
-# In production NSPS and WTL run on other machines and never take the connector's core. Here a
-# socket write that hands a peer its next request wakes it on the writer's core, and a woken task
-# of the normal class preempts the writer on its way out of the system call: the bench would bill
-# the measured process for switches and cold caches that only sharing two cores with its peers
-# causes, more of them the longer the process holds the core (docs/performance.md, "The bench's
-# peers"). So the peers run in the kernel's SCHED_BATCH class by default (`chrt --batch 0`): a batch
-# task that wakes waits for the scheduler tick instead of preempting, and still gets its share of
-# the CPU. BENCH_PEERS=normal runs them in the normal class. Applied alike to the connectors and
-# the forwarder. $peer is the command prefix, $peers_label says which.
-# shellcheck disable=SC2034  # $peers_label is the sourcing script's
+# The peers (wrk, the simulator, and Redis and the OTLP sink where a script runs them) start
+# through $peer: in the kernel's SCHED_BATCH class unless BENCH_PEERS=normal, so that a peer woken
+# by the measured process's socket write does not preempt it (why: docs/performance.md, "The
+# bench's peers"). $peers_class says which class they got.
+# shellcheck disable=SC2034  # $peers_class is the sourcing script's
 case "${BENCH_PEERS:-batch}" in
-  batch) peer=(chrt --batch 0) peers_label="wrk, the simulator, Redis and the OTLP sink in SCHED_BATCH" ;;
-  normal) peer=() peers_label="wrk, the simulator, Redis and the OTLP sink in the normal class" ;;
+  batch) peer=(chrt --batch 0) peers_class=SCHED_BATCH ;;
+  normal) peer=() peers_class=normal ;;
   *) echo "error: BENCH_PEERS is batch or normal, not '$BENCH_PEERS'" >&2; exit 2 ;;
 esac
-# Where the kernel refuses the class (a sandbox without sched_setscheduler), the peers run in the
-# normal class and the results say so.
+# Where chrt is missing or the kernel refuses the class (a sandbox without sched_setscheduler),
+# the peers run in the normal class and the results say so.
 if [ ${#peer[@]} -gt 0 ] && ! "${peer[@]}" true 2>/dev/null; then
-  echo "warning: chrt --batch is refused here; the peers run in the normal class" >&2
+  echo "warning: chrt --batch is missing or refused here; the peers run in the normal class" >&2
   # shellcheck disable=SC2034
-  peer=() peers_label="wrk, the simulator, Redis and the OTLP sink in the normal class (SCHED_BATCH refused)"
+  peer=() peers_class="normal (SCHED_BATCH refused)"
 fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

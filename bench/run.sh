@@ -47,7 +47,8 @@ ticks_per_second=$(getconf CLK_TCK)
 # one line per thread name: "name conns thread_name threads writes voluntary nonvoluntary cpu_us",
 # per request.
 # runtime_figures URL: "busy_seconds parks" of a connector's async runtime from its GET /metrics,
-# or "- -" without a URL (the forwarder) or a readable answer (then reported as unread).
+# or "- -" without a URL (the forwarder) or a readable answer (then reported as unread). The
+# series it names are checked against GET /metrics by tests/monitoring/check.py.
 runtime_figures() {
   [ -n "$1" ] || { echo "- -"; return; }
   { curl -sf -H "Authorization: Bearer bench-token" "$1" || true; } |
@@ -271,7 +272,7 @@ PY
 size_bytes=$(stat -c %s "$bin")
 
 mkdir -p bench/results
-PEERS=$peers_label python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" \
+PEERS=$peers_class python3 - "$work/runs.txt" "$idle_rss_kb" "$peak_rss_kb" "$cold" "$size_bytes" "$smoke" "$runs" "$duration" \
   "$work/threads.txt" "$work/census.jsonl" "$spans_exported" <<'PY'
 import json, os, platform, statistics, sys
 runs_file, idle_kb, peak_kb, cold, size, smoke, runs, duration, threads_file, census_file, spans = sys.argv[1:12]
@@ -316,7 +317,7 @@ machine = f"{os.cpu_count()} cores, {cpu}, {mem_kb // 1024 // 1024} GiB, Linux {
 summary = {
     "machine": machine, "mode": "smoke" if smoke == "true" else "full", "runs": int(runs), "seconds": int(duration),
     "points": res, "idle_rss_mb": int(idle_kb) / 1024, "peak_rss_mb": int(peak_kb) / 1024,
-    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6, "census": census, "peers": os.environ["PEERS"],
+    "cold_start_ms": float(cold), "binary_mb": int(size) / 1e6, "census": census, "peers_class": os.environ["PEERS"],
 }
 # An event makes 4 spans here: the request, the store's `admit` and `record success`, the WTL call.
 otel_events = sum(int(r[12]) for r in rows if r[0] == "otel_sink")
@@ -348,7 +349,7 @@ checks = [
 ]
 summary["budget"] = [{"check": n, "value": round(v, 3), "limit": l, "ok": ok} for n, v, l, ok in checks]
 lines = [f"Machine: {machine}", f"Mode: {summary['mode']}, {profile} build, medians of {runs} run(s) of {duration} s per point",
-         f"Peers: {summary['peers']}", "",
+         f"Peers (wrk, the simulator, Redis, the OTLP sink): {summary['peers_class']}", "",
          "| load | connector req/s | baseline req/s | ratio | connector p50 / p99 (ms) | baseline p50 / p99 (ms) | CPU µs per request, connector / baseline |",
          "|---|---|---|---|---|---|---|"]
 for c in ("1", "64"):

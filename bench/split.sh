@@ -52,9 +52,9 @@ sample connector "$conn_pid" "http://127.0.0.1:$conn_port/process-event" "$work/
 sample forwarder "$fwd_pid" "http://127.0.0.1:$fwd_port/process-event" "$work/post-baseline.lua"
 
 mkdir -p bench/results
-python3 - "$work" "$(getconf CLK_TCK)" "$peers_label" <<'PY' | tee bench/results/split.md
-import collections, sys
-work, hz, peers = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+PEERS=$peers_class python3 - "$work" "$(getconf CLK_TCK)" <<'PY' | tee bench/results/split.md
+import collections, os, sys
+work, hz = sys.argv[1], int(sys.argv[2])
 KINDS = ["waking a reader", "switching", "interrupts", "other kernel", "user"]
 
 def kind(frames):
@@ -92,7 +92,8 @@ for line in open(f"{work}/totals"):
     cpu_us = int(ticks) / hz * 1e6 / max(int(requests), 1)
     rows[name] = (cpu_us, {k: cpu_us * counts[k] / total for k in KINDS}, total)
 
-print(f"CPU µs per request at 64 connections, by where it goes (perf cpu-clock samples); {peers}\n")
+print(f"CPU µs per request at 64 connections, by where it goes (perf cpu-clock samples); "
+      f"peers (wrk, the simulator): {os.environ['PEERS']}\n")
 print("| | " + " | ".join(KINDS) + " | all | samples |")
 print("|---|" + "---|" * (len(KINDS) + 2))
 for name, (cpu, parts, n) in rows.items():

@@ -8,7 +8,8 @@ store unavailable, answered 503). Every request carries its own X-Request-Id, lo
 `unique_id`, so the lines each request wrote are known. Then:
 
   (a) every metric name in monitoring/grafana-dashboard.json is one GET /metrics exposes, and the
-      README's Metrics section names exactly the metrics GET /metrics exposes;
+      README's Metrics section names exactly the metrics GET /metrics exposes, and the series
+      bench/run.sh reads from GET /metrics exist;
   (b) each definition in monitoring/log-metrics.json matches exactly the lines it is meant for;
   (c) the Cloud Logging filter, label and value extractors, and the CloudWatch Logs pattern,
       dimensions and value generated from it do the same, read by small evaluators of those two
@@ -254,6 +255,20 @@ def check_readme(metrics_text):
           f"missing: {sorted(families - listed)}")
     check(listed - families == set(), "README: every metric the Metrics section names is exposed by GET /metrics",
           f"not exposed: {sorted(listed - families)}")
+
+
+def bench_metric_names():
+    """The metric series bench/run.sh reads from GET /metrics (its awk tests `$1 == "name"`)."""
+    with open(os.path.join(ROOT, "bench", "run.sh")) as f:
+        return set(re.findall(r'\$1 == "([a-z][a-z0-9_]*)"', f.read()))
+
+
+def check_bench(metrics_text):
+    exposed, _ = exposed_names(metrics_text)
+    read = bench_metric_names()
+    check(bool(read), "bench/run.sh names the metric series it reads from GET /metrics")
+    check(read <= exposed, "bench/run.sh: every metric series it reads is exposed by GET /metrics",
+          f"not exposed: {sorted(read - exposed)}")
 
 
 def check_grafana(metrics_text):
@@ -699,6 +714,7 @@ def main():
     print(f"     ({len(lines)} log lines from three runs of {os.path.relpath(binary, ROOT)})")
     check_grafana(metrics_text)
     check_readme(metrics_text)
+    check_bench(metrics_text)
     check_definitions(defs, tags, lines)
     check_alert_settings(defs)
     check_gcp_models(defs)
