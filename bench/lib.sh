@@ -62,6 +62,10 @@ if [ ${#peer[@]} -gt 0 ] && ! "${peer[@]}" true 2>/dev/null; then
   peer=() peers_class="normal (SCHED_BATCH refused)"
 fi
 
+# The token every connector of the benchmarks is started with; wrk's scripts read it from the
+# environment (os.getenv), so it is written only here.
+export BENCH_TOKEN=bench-token
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 # wait_http URL [TRIES]: polls every 10 ms until URL answers 2xx (a server under valgrind needs more tries).
@@ -86,7 +90,7 @@ start_simulator() {
 event_script() {
   cat >"$1" <<LUA
 wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer bench-token"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
 wrk.headers["Content-Type"] = "application/json"
 local f = io.open("$root/tests/fixtures/sim-updated-open.json", "r")
 wrk.body = f:read("*a")
@@ -100,7 +104,7 @@ LUA
 start_connector() {
   local binary=$1 port=$2 log=$3
   shift 3
-  (cd "$work" && PORT=$port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+  (cd "$work" && PORT=$port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
     EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec env "$@" "$binary") >"$log" 2>&1 &
   started=$!
   pids+=("$started")

@@ -49,7 +49,7 @@ connector() {
   local name=$1
   shift
   port=$(free_port)
-  (cd "$work" && exec env PORT="$port" API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+  (cd "$work" && exec env PORT="$port" API_TOKEN="$BENCH_TOKEN" WTL_API_URL="http://127.0.0.1:$sim_port" \
     LOG_LEVEL=INFO "$@" "$bin") >/dev/null 2>"$work/$name.err" &
   pid=$!
   pids+=("$pid")
@@ -69,7 +69,7 @@ local event = '{"event_id":"%08x-%04x-4000-8000-%012x","data":{"event_type":"SIM
   .. '"pb_data":{"sim_info":{"imsi":"001%02d%010d"}},'
   .. '"created_at":"2025-03-12T18:00:00+00:00","updated_at":"2025-03-12T18:00:01+00:00"}'
 wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer bench-token"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
 wrk.headers["Content-Type"] = "application/json"
 seed = 0
 function setup(thread) seed = seed + 1; thread:set("seed", seed) end
@@ -317,7 +317,7 @@ local created = template("sim-created.json", {"a9b8c7d6-e5f4-4a3b-9c2d-1e0f9a8b7
 local updated = template("sim-updated-open.json", {"3e84c79f-ab6f-4546-8e27-0b6ab866f1fb", "001010000020349", "2025-03-12T16:47:36.585885+00:00"})
 local deleted = template("sim-deleted.json", {"b1a2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d", "001010000020350", "2025-03-12T18:00:01+00:00"})
 local replaced = template("sim-replaced.json", {"d4c3b2a1-f6e5-4d7c-9b8a-7f6e5d4c3b2a", "001010000020351", "001010000020349", "2025-03-12T16:47:36.585885+00:00"})
-local good = {["Authorization"] = "Bearer bench-token", ["Content-Type"] = "application/json"}
+local good = {["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN"), ["Content-Type"] = "application/json"}
 local wrong = {["Authorization"] = "Bearer not-the-token", ["Content-Type"] = "application/json"}
 local base = os.time() - 86400
 seed, n, tag = 0, 0, 0

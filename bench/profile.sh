@@ -39,7 +39,7 @@ fi
 
 mkdir -p bench/results
 out=$root/bench/results/callgrind.out
-(cd "$work" && PORT=$conn_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+(cd "$work" && PORT=$conn_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
   EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
   exec env "${export_settings[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/connector.log" 2>"$work/valgrind.log" &
 vg=$!

@@ -51,7 +51,7 @@ ticks_per_second=$(getconf CLK_TCK)
 # series it names are checked against GET /metrics by tests/monitoring/check.py.
 runtime_figures() {
   [ -n "$1" ] || { echo "- -"; return; }
-  { curl -sf -H "Authorization: Bearer bench-token" "$1" || true; } |
+  { curl -sf -H "Authorization: Bearer $BENCH_TOKEN" "$1" || true; } |
     awk '$1 == "tokio_worker_busy_seconds_total" { b = $2 } $1 == "tokio_worker_parks_total" { p = $2 }
          END { print (b == "" ? "-" : b), (p == "" ? "-" : p) }'
 }
@@ -137,11 +137,11 @@ redis_port=$(free_port)
 (cd "$work" && exec "${peer[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no) >"$work/redis.log" 2>&1 &
 pids+=($!)
 local_port=$(free_port) shared_port=$(free_port)
-(cd "$work" && PORT=$local_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+(cd "$work" && PORT=$local_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
   LOG_LEVEL=INFO exec "$bin") >"$work/local.log" 2>&1 &
 local_pid=$!
 pids+=("$local_pid")
-(cd "$work" && PORT=$shared_port API_TOKEN=bench-token WTL_API_URL="http://127.0.0.1:$sim_port" \
+(cd "$work" && PORT=$shared_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
   REDIS_URL="redis://127.0.0.1:$redis_port" LOG_LEVEL=INFO exec "$bin") >"$work/shared.log" 2>&1 &
 shared_pid=$!
 pids+=("$shared_pid")
@@ -164,7 +164,7 @@ for point in "otel:$otel_port:$sink_port" "down:$down_port:$dead_port"; do
 done
 cat >"$work/fresh.lua" <<'LUA'
 wrk.method = "POST"
-wrk.headers["Authorization"] = "Bearer bench-token"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
 wrk.headers["Content-Type"] = "application/json"
 -- Globals: setup() runs in the main state and hands each thread its own seed, and the run its
 -- own tag, so event ids never repeat from one run to the next (a repeat would be a duplicate).

@@ -7,9 +7,9 @@ WTL_MAX_RETRIES=0 (a WTL failure, answered 500), and with REDIS_URL on a closed 
 store unavailable, answered 503). Every request carries its own X-Request-Id, logged as
 `unique_id`, so the lines each request wrote are known. Then:
 
-  (a) every metric name in monitoring/grafana-dashboard.json is one GET /metrics exposes, and the
-      README's Metrics section names exactly the metrics GET /metrics exposes, and the series
-      bench/run.sh reads from GET /metrics exist;
+  (a) against the metric names GET /metrics exposes: every one monitoring/grafana-dashboard.json
+      queries is exposed, the README's Metrics section names exactly those exposed, and every
+      series bench/run.sh reads is exposed;
   (b) each definition in monitoring/log-metrics.json matches exactly the lines it is meant for;
   (c) the Cloud Logging filter, label and value extractors, and the CloudWatch Logs pattern,
       dimensions and value generated from it do the same, read by small evaluators of those two
