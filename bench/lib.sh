@@ -98,9 +98,10 @@ f:close()
 LUA
 }
 
-# start_connector BINARY PORT LOG [VAR=VALUE...]: the connector as an operator runs it (INFO logs,
+# start_connector BINARY PORT LOG [ENV_ARG...]: the connector as an operator runs it (INFO logs,
 # to the file LOG) in front of the simulator, with the redelivery memory off so that every request
-# makes its WTL call, plus any settings given; its pid in $started (and in $pids).
+# makes its WTL call, plus any settings given as env's arguments (VAR=VALUE, or -u VAR to drop
+# one of these); its pid in $started (and in $pids).
 start_connector() {
   local binary=$1 port=$2 log=$3
   shift 3

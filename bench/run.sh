@@ -137,14 +137,12 @@ redis_port=$(free_port)
 (cd "$work" && exec "${peer[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no) >"$work/redis.log" 2>&1 &
 pids+=($!)
 local_port=$(free_port) shared_port=$(free_port)
-(cd "$work" && PORT=$local_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
-  LOG_LEVEL=INFO exec "$bin") >"$work/local.log" 2>&1 &
-local_pid=$!
-pids+=("$local_pid")
-(cd "$work" && PORT=$shared_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
-  REDIS_URL="redis://127.0.0.1:$redis_port" LOG_LEVEL=INFO exec "$bin") >"$work/shared.log" 2>&1 &
-shared_pid=$!
-pids+=("$shared_pid")
+# start_connector turns the memory off; `env -u` gives it back its defaults.
+memory_on=(-u EVENT_DEDUP_TTL -u STALE_EVENT_CHECK)
+start_connector "$bin" "$local_port" "$work/local.log" "${memory_on[@]}"
+local_pid=$started
+start_connector "$bin" "$shared_port" "$work/shared.log" "${memory_on[@]}" REDIS_URL="redis://127.0.0.1:$redis_port"
+shared_pid=$started
 wait_http "http://127.0.0.1:$local_port/health"
 wait_http "http://127.0.0.1:$shared_port/ready"
 
