@@ -5,6 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{AppState, outcome, source};
@@ -116,7 +117,7 @@ pub(super) async fn log(State(state): State<AppState>, mut req: Request, next: N
         "httpRequest.requestSize" = request_size,
         "httpRequest.status" = status,
         "httpRequest.responseSize" = response_size,
-        "httpRequest.latency" = format!("{:.3}s", latency.as_secs_f64()),
+        "httpRequest.latency" = latency_text(latency).as_str(),
         "httpRequest.protocol" = protocol,
         "httpRequest.userAgent" = user_agent,
         "httpRequest.remoteIp" = remote_ip,
@@ -142,7 +143,22 @@ fn full_url(req: &Request, behind_proxy: bool) -> String {
         .or_else(|| text("host"))
         .unwrap_or("localhost");
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    super::prefix(&format!("{scheme}://{host}{path}"), 2000).to_string()
+    let mut url = String::with_capacity(scheme.len() + 3 + host.len() + path.len());
+    for part in [scheme, "://", host, path] {
+        url.push_str(part);
+    }
+    url.truncate(super::prefix(&url, 2000).len());
+    url
+}
+
+/// Cloud Logging's `latency` (a `Duration` in JSON: seconds with an `s`), to the nearest
+/// millisecond: `0.004s`.
+fn latency_text(latency: Duration) -> String {
+    use std::fmt::Write as _;
+    let millis = (latency.as_micros() + 500) / 1000;
+    let mut text = String::with_capacity(16);
+    let _ = write!(text, "{}.{:03}s", millis / 1000, millis % 1000);
+    text
 }
 
 /// `Content-Length` of the request, as a decimal string.
@@ -175,5 +191,15 @@ mod tests {
         assert!(!usable_id(b"has space"));
         assert!(!usable_id("é".as_bytes()));
         assert!(!usable_id(&[b'a'; 129]));
+    }
+
+    #[test]
+    fn latency_is_seconds_to_the_nearest_millisecond() {
+        assert_eq!(latency_text(Duration::ZERO), "0.000s");
+        assert_eq!(latency_text(Duration::from_micros(499)), "0.000s");
+        assert_eq!(latency_text(Duration::from_micros(500)), "0.001s");
+        assert_eq!(latency_text(Duration::from_micros(4_321)), "0.004s");
+        assert_eq!(latency_text(Duration::from_micros(12_345_678)), "12.346s");
+        assert_eq!(latency_text(Duration::from_millis(3_000)), "3.000s");
     }
 }

@@ -51,7 +51,7 @@ impl TraceContext {
                 source,
             },
             None => Self {
-                trace_id: format!("{:032x}", fastrand::u128(1..)),
+                trace_id: new_w3c_trace_id(),
                 parent_span_id: None,
                 sampled: false,
                 span_id: new_span_id(),
@@ -62,13 +62,27 @@ impl TraceContext {
 
     /// The `traceparent` for a call made from the span `span_id` of this trace.
     pub(crate) fn traceparent(&self, span_id: &str, sampled: bool) -> String {
-        format!("00-{}-{span_id}-{:02x}", self.trace_id, u8::from(sampled))
+        let flags = if sampled { "01" } else { "00" };
+        let mut text = String::with_capacity(8 + self.trace_id.len() + span_id.len());
+        for part in ["00-", &self.trace_id, "-", span_id, "-", flags] {
+            text.push_str(part);
+        }
+        text
     }
+}
+
+/// A trace id: 32 lower-case hex digits, not all zero.
+fn new_w3c_trace_id() -> String {
+    let id = uuid::Uuid::from_u128(fastrand::u128(1..));
+    id.simple().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
 }
 
 /// A span id: 16 hex digits, not all zero.
 pub(super) fn new_span_id() -> String {
-    format!("{:016x}", fastrand::u64(1..))
+    use std::fmt::Write as _;
+    let mut text = String::with_capacity(16);
+    let _ = write!(text, "{:016x}", fastrand::u64(1..));
+    text
 }
 
 type Continued = (String, Option<String>, bool, Source);
@@ -230,7 +244,13 @@ mod tests {
             let ctx = TraceContext::from_headers(&headers(&bad));
             assert_eq!(ctx.source, Source::New, "{bad:?}");
             assert_eq!(ctx.trace_id.len(), 32);
-            assert!(ctx.trace_id.bytes().all(|b| b.is_ascii_hexdigit()) && not_zero(&ctx.trace_id));
+            assert!(
+                ctx.trace_id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+            assert!(not_zero(&ctx.trace_id));
+            assert!(ctx.span_id.len() == 16 && ctx.span_id.bytes().all(|b| b.is_ascii_hexdigit()));
             assert!(ctx.parent_span_id.is_none() && !ctx.sampled);
         }
     }

@@ -3,7 +3,6 @@
 //! recorded later does not reformat the others). Values are encoded by serde_json, so no input can
 //! forge a line.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde_json::Value;
@@ -108,7 +107,7 @@ fn write_line<'a>(
         target: meta.target(),
         message_written: false,
         written: Vec::with_capacity(24),
-        http_request: BTreeMap::new(),
+        http_request: Vec::new(),
         failed: None,
     };
     fields.written.push("message");
@@ -135,6 +134,15 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+/// Named values written as a JSON object, in their order.
+struct Members<'a>(&'a [(&'static str, Value)]);
+
+impl serde::Serialize for Members<'_> {
+    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, value)))
+    }
+}
+
 /// A value written as text (`%` and `?` fields, the message, errors), encoded as a JSON string
 /// while it is formatted.
 struct Shown<'a>(&'a dyn fmt::Display);
@@ -153,7 +161,7 @@ struct LineFields<'m, M> {
     target: &'static str,
     message_written: bool,
     written: Vec<&'static str>,
-    http_request: BTreeMap<&'static str, Value>,
+    http_request: Vec<(&'static str, Value)>,
     failed: Option<serde_json::Error>,
 }
 
@@ -176,9 +184,7 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> LineFields<'_, M> {
         }
         self.written.push(name);
         let written = match name.strip_prefix("httpRequest.") {
-            Some(member) => serde_json::to_value(value).map(|v| {
-                self.http_request.insert(member, v);
-            }),
+            Some(member) => serde_json::to_value(value).map(|v| self.http_request.push((member, v))),
             None => self.map.serialize_entry(name, value),
         };
         if let Err(error) = written {
@@ -213,14 +219,16 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> LineFields<'_, M> {
     }
 
     /// Cloud Logging's `HttpRequest` object (its members in name order), or the first error.
-    fn finish(self) -> Result<(), serde_json::Error> {
+    fn finish(mut self) -> Result<(), serde_json::Error> {
         if let Some(error) = self.failed {
             return Err(error);
         }
         if self.http_request.is_empty() {
             return Ok(());
         }
-        self.map.serialize_entry("httpRequest", &self.http_request)
+        self.http_request.sort_by_key(|(name, _)| *name);
+        self.http_request.dedup_by_key(|(name, _)| *name);
+        self.map.serialize_entry("httpRequest", &Members(&self.http_request))
     }
 }
 
@@ -332,6 +340,13 @@ mod tests {
     }
 
     fn capture(f: impl FnOnce()) -> Vec<Value> {
+        capture_text(f)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+            .collect()
+    }
+
+    fn capture_text(f: impl FnOnce()) -> String {
         let buf = Buffer::default();
         let writer = buf.clone();
         let layer = tracing_subscriber::fmt::layer()
@@ -341,11 +356,7 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(SpanFields).with(layer);
         tracing::subscriber::with_default(subscriber, f);
         let bytes = buf.0.lock().expect("lock").clone();
-        String::from_utf8(bytes)
-            .expect("utf8")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("every line is JSON"))
-            .collect()
+        String::from_utf8(bytes).expect("utf8")
     }
 
     #[test]
@@ -487,6 +498,25 @@ mod tests {
         assert_eq!(
             lines[1]["httpRequest"],
             serde_json::json!({"requestMethod": "POST", "status": 202, "latency": "0.012s"})
+        );
+    }
+
+    #[test]
+    fn http_request_members_are_written_in_name_order() {
+        let text = capture_text(|| {
+            tracing::info!(
+                "httpRequest.status" = 202u64,
+                "httpRequest.requestMethod" = "POST",
+                "httpRequest.latency" = "0.012s",
+                "request completed"
+            );
+        });
+        assert!(
+            text.ends_with(concat!(
+                r#","httpRequest":{"latency":"0.012s","requestMethod":"POST","status":202}}"#,
+                "\n"
+            )),
+            "{text}"
         );
     }
 }

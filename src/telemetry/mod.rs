@@ -107,9 +107,10 @@ impl TraceIds {
 /// secret, so the random bits come from a fast per-thread generator rather than the operating
 /// system (a system call per id, two per request).
 pub(crate) fn new_trace_id() -> String {
-    uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
-        .into_uuid()
-        .to_string()
+    let id = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
+    id.hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
 }
 
 /// tower-http's request-id layer with [`new_trace_id`].
