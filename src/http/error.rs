@@ -233,7 +233,7 @@ impl ApiError {
     pub(crate) fn from_wtl(
         err: &WtlError,
         failed: &WtlCall,
-        completed: &[(WtlCall, CallResult)],
+        completed: &[(&WtlCall, CallResult)],
         event_id: &str,
     ) -> Self {
         let call = format!("{} of IMSI {}", failed.action, failed.imsi);
@@ -319,7 +319,7 @@ fn words_for(err: &WtlError, call: &str) -> (String, String) {
 }
 
 /// The `details` of a WTL failure: the event, the failed call, WTL's status, the calls done.
-fn failure_details(err: &WtlError, failed: &WtlCall, completed: &[(WtlCall, CallResult)], event_id: &str) -> Details {
+fn failure_details(err: &WtlError, failed: &WtlCall, completed: &[(&WtlCall, CallResult)], event_id: &str) -> Details {
     Details::WtlFailure(WtlFailure {
         event_id: event_id.to_string(),
         failed_call: FailedCall {

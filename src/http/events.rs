@@ -37,7 +37,7 @@ use crate::nsps::{self, Event};
 use crate::plan::{self, Plan, WtlCall};
 use crate::telemetry::{self, StepSpan, TraceIds};
 
-fn accepted(message: &str, event_id: &str, actions: Option<&[(WtlCall, CallResult)]>) -> Response {
+fn accepted(message: &str, event_id: &str, actions: Option<&[(&WtlCall, CallResult)]>) -> Response {
     let answer = Accepted {
         message,
         event_id,
@@ -269,15 +269,15 @@ async fn execute(
 ) -> (Response, Outcome) {
     let deadline = started + state.wtl.total_timeout();
     let newer = ticket.newer().to_vec();
-    let mut done: Vec<(WtlCall, CallResult)> = Vec::with_capacity(calls.len());
+    let mut done: Vec<(&WtlCall, CallResult)> = Vec::with_capacity(calls.len());
     for call in calls {
         if let Some(n) = newer.iter().find(|n| n.imsi == call.imsi) {
             tracing::info!(imsi = %n.imsi, applied = %n.applied, action = call.action.as_str(), "stale call skipped");
-            done.push((call.clone(), CallResult::Stale));
+            done.push((call, CallResult::Stale));
             continue;
         }
         match state.wtl.execute(call, ids, deadline).await {
-            Ok(result) => done.push((call.clone(), result.into())),
+            Ok(result) => done.push((call, result.into())),
             Err(err) => {
                 record_span(state, "record failure").around(ticket.failed()).await;
                 let api = ApiError::from_wtl(&err, call, &done, &event.event_id);

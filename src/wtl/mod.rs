@@ -416,6 +416,10 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&prov_body(&call)).expect("json");
         assert_eq!(v, serde_json::json!({"imsi":"001010000020350","action":"delete"}));
+        assert_eq!(
+            String::from_utf8(prov_body(&call)).expect("text"),
+            r#"{"imsi":"001010000020350","action":"delete"}"#
+        );
     }
 
     fn client_for(url: &str) -> WtlClient {
