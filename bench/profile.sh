@@ -4,6 +4,8 @@
 #   bash bench/profile.sh            15 s of load at 4 connections (about 10 000 events under valgrind)
 #   PROFILE_SECONDS=30 bash bench/profile.sh
 #   bash bench/profile.sh --otel     the same with spans exported to a local OTLP sink
+#   bash bench/profile.sh --forwarder  the bench's bare forwarder instead, sent the body the
+#                                    connector sends WTL: the baseline's instructions per request
 #
 # callgrind counts instructions, not time, so the figure repeats from run to run whatever else the
 # machine is doing: it shows whether a change made the per-event work smaller. The release
@@ -13,8 +15,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 seconds=${PROFILE_SECONDS:-15}
-otel=false
-[ "${1:-}" = "--otel" ] && otel=true
+mode=${1:-connector}
+case "$mode" in
+  connector | --otel | --forwarder) ;;
+  *) echo "usage: bash bench/profile.sh [--otel | --forwarder]" >&2; exit 2 ;;
+esac
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -30,7 +35,7 @@ bin=$target/release/nsps-wtl-connector
 start_simulator "$bin"
 conn_port=$(free_port)
 export_settings=()
-if $otel; then
+if [ "$mode" = --otel ]; then
   sink_port=$(free_port)
   python3 bench/otlp_sink.py "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 &
   pids+=($!)
@@ -39,24 +44,46 @@ fi
 
 mkdir -p bench/results
 out=$root/bench/results/callgrind.out
-(cd "$work" && PORT=$conn_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
-  EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
-  exec env "${export_settings[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/connector.log" 2>"$work/valgrind.log" &
+if [ "$mode" = --forwarder ]; then
+  out=$root/bench/results/callgrind-forwarder.out
+  CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false \
+    cargo build --release --locked --quiet --manifest-path bench/forwarder/Cargo.toml \
+    --target-dir "$target/forwarder"
+  (cd "$work" && LISTEN="127.0.0.1:$conn_port" UPSTREAM="http://127.0.0.1:$sim_port/prov" \
+    exec valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$target/forwarder/release/bench-forwarder") >"$work/served.log" 2>"$work/valgrind.log" &
+  url="http://127.0.0.1:$conn_port/"
+  # The forwarder answers every request 202 (it has no /health): a GET shows it is up.
+  up=$url
+  baseline_script "$work/post.lua"
+else
+  (cd "$work" && PORT=$conn_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
+    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
+    exec env "${export_settings[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/served.log" 2>"$work/valgrind.log" &
+  url="http://127.0.0.1:$conn_port/process-event"
+  up="http://127.0.0.1:$conn_port/health"
+  event_script "$work/post.lua"
+fi
 vg=$!
 pids+=("$vg")
-wait_http "http://127.0.0.1:$conn_port/health" 3000
+wait_http "$up" 3000
 
-event_script "$work/post.lua"
-wrk -t1 -c4 -d"${seconds}s" -s "$work/post.lua" "http://127.0.0.1:$conn_port/process-event" >/dev/null
+wrk -t1 -c4 -d"${seconds}s" -s "$work/post.lua" "$url" >"$work/wrk.txt"
 kill -TERM "$vg"
 wait "$vg" || true
 
-events=$(grep -c '"message":"request completed"' "$work/connector.log" || true)
+# Requests served: the connector's access lines; the forwarder writes none, so wrk's count.
+served=$(grep -oP '^\s*\K[0-9]+(?= requests in)' "$work/wrk.txt" || echo 0)
+non2xx=$(grep -oP 'Non-2xx or 3xx responses: \K[0-9]+' "$work/wrk.txt" || echo 0)
+[ "$non2xx" = 0 ] || { echo "error: $non2xx answers were not 2xx" >&2; exit 1; }
+if [ "$mode" != --forwarder ]; then
+  served=$(grep -c '"message":"request completed"' "$work/served.log" || true)
+fi
 total=$(grep -oP 'Collected : \K[0-9]+' "$work/valgrind.log" || echo 0)
-[ "${events:-0}" -gt 0 ] || { echo "error: no event was served" >&2; exit 1; }
-echo "events served: $events"
-echo "instructions per event (start-up included): $((total / events))"
-echo "top functions by instructions (inclusive), per event:"
+[ "${served:-0}" -gt 0 ] || { echo "error: no request was served" >&2; exit 1; }
+echo "requests served: $served"
+echo "instructions per request (start-up included): $((total / served))"
+echo "top functions by instructions (inclusive), per request:"
 callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null | python3 -c '
 import re, sys
 n = int(sys.argv[1])
@@ -68,5 +95,5 @@ for line in sys.stdin:
         best[name] = max(best.get(name, 0), count)
 for name, count in sorted(best.items(), key=lambda kv: -kv[1])[:40]:
     print(f"{count / n:9.0f}  {name}")
-' "$events"
+' "$served"
 echo "full profile: $out"
