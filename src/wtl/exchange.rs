@@ -28,8 +28,8 @@ pub(super) async fn post(
     let mut request = http
         .post(url.clone())
         .timeout(limit)
-        .header(http::header::CONTENT_TYPE, JSON)
-        .header(http::header::ACCEPT, JSON)
+        .header(http::header::CONTENT_TYPE, HeaderValue::from_static(JSON))
+        .header(http::header::ACCEPT, HeaderValue::from_static(JSON))
         .header(&X_B3_TRACEID, ids.request_id.as_str())
         .header(&X_REQUEST_ID, ids.unique_id.as_str())
         .body(body);
