@@ -98,6 +98,10 @@ f:close()
 LUA
 }
 
+# The command the measured processes are started under, when a script sets it (bench/profile.sh:
+# valgrind); empty, they run as they are.
+launch=()
+
 # start_connector BINARY PORT LOG [ENV_ARG...]: the connector as an operator runs it (INFO logs,
 # to the file LOG) in front of the simulator, with the redelivery memory off so that every request
 # makes its WTL call, plus any settings given as env's arguments (VAR=VALUE, or -u VAR to drop
@@ -106,14 +110,14 @@ start_connector() {
   local binary=$1 port=$2 log=$3
   shift 3
   (cd "$work" && PORT=$port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
-    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec env "$@" "$binary") >"$log" 2>&1 &
+    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO exec env "$@" "${launch[@]}" "$binary") >"$log" 2>&1 &
   started=$!
   pids+=("$started")
 }
 
 # start_forwarder PORT: the bare forwarder ($fwd) in front of the simulator; its pid in $started.
 start_forwarder() {
-  (LISTEN="127.0.0.1:$1" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "$fwd") >"$work/fwd.log" 2>&1 &
+  (LISTEN="127.0.0.1:$1" UPSTREAM="http://127.0.0.1:$sim_port/prov" exec "${launch[@]}" "$fwd") >"$work/fwd.log" 2>&1 &
   started=$!
   pids+=("$started")
 }

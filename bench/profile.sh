@@ -10,7 +10,8 @@
 # callgrind counts instructions, not time, so the figure repeats from run to run whatever else the
 # machine is doing: it shows whether a change made the per-event work smaller. The release
 # build gets line tables (in its own target folder) so the report names functions and files.
-# Output: bench/results/callgrind.out (open with callgrind_annotate or kcachegrind) and a summary.
+# Output: bench/results/callgrind.out (callgrind-forwarder.out with --forwarder; open with
+# callgrind_annotate or kcachegrind) and a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -26,11 +27,11 @@ esac
 apt_need valgrind valgrind
 apt_need wrk wrk
 
-target=$root/target/profiling
-echo "building (release with line tables)..."
-CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false \
-  cargo build --release --locked --quiet --target-dir "$target"
-bin=$target/release/nsps-wtl-connector
+# The release build with line tables, in a target folder of its own (the forwarder's too).
+export CARGO_TARGET_DIR=$root/target/profiling CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+  CARGO_PROFILE_RELEASE_STRIP=false
+BENCH_PROFILE=release
+if [ "$mode" = --forwarder ]; then build_bench forwarder; else build_bench connector; fi
 
 start_simulator "$bin"
 conn_port=$(free_port)
@@ -44,28 +45,22 @@ fi
 
 mkdir -p bench/results
 out=$root/bench/results/callgrind.out
+[ "$mode" = --forwarder ] && out=$root/bench/results/callgrind-forwarder.out
+launch=(valgrind --tool=callgrind --callgrind-out-file="$out" --log-file="$work/valgrind.log")
 if [ "$mode" = --forwarder ]; then
-  out=$root/bench/results/callgrind-forwarder.out
-  CARGO_PROFILE_RELEASE_DEBUG=line-tables-only CARGO_PROFILE_RELEASE_STRIP=false \
-    cargo build --release --locked --quiet --manifest-path bench/forwarder/Cargo.toml \
-    --target-dir "$target/forwarder"
-  (cd "$work" && LISTEN="127.0.0.1:$conn_port" UPSTREAM="http://127.0.0.1:$sim_port/prov" \
-    exec valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$target/forwarder/release/bench-forwarder") >"$work/served.log" 2>"$work/valgrind.log" &
+  start_forwarder "$conn_port"
   url="http://127.0.0.1:$conn_port/"
-  # The forwarder answers every request 202 (it has no /health): a GET shows it is up.
+  # The forwarder answers every request 202, whatever the upstream said (it has no /health): a
+  # GET shows it is up, and wrk's non-2xx count below cannot see an upstream failure.
   up=$url
   baseline_script "$work/post.lua"
 else
-  (cd "$work" && PORT=$conn_port API_TOKEN=$BENCH_TOKEN WTL_API_URL="http://127.0.0.1:$sim_port" \
-    EVENT_DEDUP_TTL=0 STALE_EVENT_CHECK=false LOG_LEVEL=INFO \
-    exec env "${export_settings[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$bin") >"$work/served.log" 2>"$work/valgrind.log" &
+  start_connector "$bin" "$conn_port" "$work/connector.log" "${export_settings[@]}"
   url="http://127.0.0.1:$conn_port/process-event"
   up="http://127.0.0.1:$conn_port/health"
   event_script "$work/post.lua"
 fi
-vg=$!
-pids+=("$vg")
+vg=$started
 wait_http "$up" 3000
 
 wrk -t1 -c4 -d"${seconds}s" -s "$work/post.lua" "$url" >"$work/wrk.txt"
@@ -77,7 +72,7 @@ served=$(grep -oP '^\s*\K[0-9]+(?= requests in)' "$work/wrk.txt" || echo 0)
 non2xx=$(grep -oP 'Non-2xx or 3xx responses: \K[0-9]+' "$work/wrk.txt" || echo 0)
 [ "$non2xx" = 0 ] || { echo "error: $non2xx answers were not 2xx" >&2; exit 1; }
 if [ "$mode" != --forwarder ]; then
-  served=$(grep -c '"message":"request completed"' "$work/served.log" || true)
+  served=$(grep -c '"message":"request completed"' "$work/connector.log" || true)
 fi
 total=$(grep -oP 'Collected : \K[0-9]+' "$work/valgrind.log" || echo 0)
 [ "${served:-0}" -gt 0 ] || { echo "error: no request was served" >&2; exit 1; }

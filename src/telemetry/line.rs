@@ -226,8 +226,15 @@ impl<M: serde::ser::SerializeMap<Error = serde_json::Error>> LineFields<'_, M> {
         if self.http_request.is_empty() {
             return Ok(());
         }
+        // A stable sort keeps a name given twice in the order given; the later value wins.
         self.http_request.sort_by_key(|(name, _)| *name);
-        self.http_request.dedup_by_key(|(name, _)| *name);
+        self.http_request.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
+            }
+            same
+        });
         self.map.serialize_entry("httpRequest", &Members(&self.http_request))
     }
 }
@@ -498,6 +505,22 @@ mod tests {
         assert_eq!(
             lines[1]["httpRequest"],
             serde_json::json!({"requestMethod": "POST", "status": 202, "latency": "0.012s"})
+        );
+    }
+
+    #[test]
+    fn an_http_request_member_given_twice_keeps_its_later_value() {
+        let text = capture_text(|| {
+            tracing::info!(
+                "httpRequest.status" = 500u64,
+                "httpRequest.latency" = "0.012s",
+                "httpRequest.status" = 202u64,
+                "request completed"
+            );
+        });
+        assert!(
+            text.ends_with(concat!(r#","httpRequest":{"latency":"0.012s","status":202}}"#, "\n")),
+            "{text}"
         );
     }
 
