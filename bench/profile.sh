@@ -44,8 +44,10 @@ if [ "$mode" = --otel ]; then
 fi
 
 mkdir -p bench/results
-out=$root/bench/results/callgrind.out
-[ "$mode" = --forwarder ] && out=$root/bench/results/callgrind-forwarder.out
+case "$mode" in
+  --forwarder) out=$root/bench/results/callgrind-forwarder.out ;;
+  *) out=$root/bench/results/callgrind.out ;;
+esac
 launch=(valgrind --tool=callgrind --callgrind-out-file="$out" --log-file="$work/valgrind.log")
 if [ "$mode" = --forwarder ]; then
   start_forwarder "$conn_port"
@@ -67,11 +69,12 @@ wrk -t1 -c4 -d"${seconds}s" -s "$work/post.lua" "$url" >"$work/wrk.txt"
 kill -TERM "$vg"
 wait "$vg" || true
 
-# Requests served: the connector's access lines; the forwarder writes none, so wrk's count.
-served=$(grep -oP '^\s*\K[0-9]+(?= requests in)' "$work/wrk.txt" || echo 0)
 non2xx=$(grep -oP 'Non-2xx or 3xx responses: \K[0-9]+' "$work/wrk.txt" || echo 0)
 [ "$non2xx" = 0 ] || { echo "error: $non2xx answers were not 2xx" >&2; exit 1; }
-if [ "$mode" != --forwarder ]; then
+# Requests served: the connector's access lines; the forwarder writes none, so wrk's count.
+if [ "$mode" = --forwarder ]; then
+  served=$(grep -oP '^\s*\K[0-9]+(?= requests in)' "$work/wrk.txt" || echo 0)
+else
   served=$(grep -c '"message":"request completed"' "$work/connector.log" || true)
 fi
 total=$(grep -oP 'Collected : \K[0-9]+' "$work/valgrind.log" || echo 0)

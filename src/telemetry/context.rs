@@ -91,6 +91,11 @@ fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// Digits and `a` to `f` only, as W3C Trace Context writes its ids.
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 fn not_zero(s: &str) -> bool {
     s.bytes().any(|b| b != b'0')
 }
@@ -99,15 +104,14 @@ fn not_zero(s: &str) -> bool {
 fn from_traceparent(value: &str) -> Option<Continued> {
     let mut parts = value.trim().split('-');
     let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let lower = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let valid = is_hex(version, 2)
-        && lower(version)
+        && is_lower_hex(version)
         && version != "ff"
         && is_hex(trace, 32)
-        && lower(trace)
+        && is_lower_hex(trace)
         && not_zero(trace)
         && is_hex(parent, 16)
-        && lower(parent)
+        && is_lower_hex(parent)
         && not_zero(parent)
         && is_hex(flags, 2)
         && (version != "00" || parts.next().is_none());
@@ -244,13 +248,8 @@ mod tests {
             let ctx = TraceContext::from_headers(&headers(&bad));
             assert_eq!(ctx.source, Source::New, "{bad:?}");
             assert_eq!(ctx.trace_id.len(), 32);
-            assert!(
-                ctx.trace_id
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            );
-            assert!(not_zero(&ctx.trace_id));
-            assert!(ctx.span_id.len() == 16 && ctx.span_id.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(is_lower_hex(&ctx.trace_id) && not_zero(&ctx.trace_id));
+            assert!(ctx.span_id.len() == 16 && is_lower_hex(&ctx.span_id) && not_zero(&ctx.span_id));
             assert!(ctx.parent_span_id.is_none() && !ctx.sampled);
         }
     }

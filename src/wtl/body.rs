@@ -5,7 +5,9 @@ use crate::plan::WtlCall;
 /// The JSON body of `POST /prov` for one planned call: `imsi`, then for `insert` and `update`
 /// the full state (`subscriber_status`, `cs_profile`, `eps_profile`, `msisdn`), then `action`
 /// (members in the order the reference sends them). `delete` carries only the IMSI and the action.
-/// The state members are present together or not at all (one `Option` of the call's state).
+/// The state members are present together or not at all (each is the call's one `Option` of
+/// state, mapped); they are not a nested struct under serde's `flatten`, which writes the whole
+/// body through a map.
 #[derive(serde::Serialize)]
 struct ProvBody<'a> {
     imsi: &'a str,
