@@ -1264,6 +1264,16 @@ async fn spans_reach_an_otlp_receiver_with_the_incoming_trace_as_parent() {
         (trace, server.span_id.as_str())
     );
     assert_eq!(call.attribute("url.full"), Some(format!("{wtl_uri}/prov").as_str()));
+    let wtl_address = wtl.address();
+    assert_eq!(
+        call.attribute("server.address"),
+        Some(wtl_address.ip().to_string().as_str())
+    );
+    assert_eq!(
+        call.attribute("server.port"),
+        Some(wtl_address.port().to_string().as_str())
+    );
+    assert_eq!(call.attribute("http.request.method"), Some("POST"));
     assert_eq!(call.attribute("http.response.status_code"), Some("200"));
     assert_eq!(call.attribute("http.request.resend_count"), Some("0"));
     let store = spans

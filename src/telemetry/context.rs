@@ -73,7 +73,13 @@ impl TraceContext {
 
 /// A trace id: 32 lower-case hex digits, not all zero.
 fn new_w3c_trace_id() -> String {
-    let id = uuid::Uuid::from_u128(fastrand::u128(1..));
+    trace_id_text(fastrand::u128(1..).to_be_bytes())
+}
+
+/// A trace id's 16 bytes as W3C Trace Context writes them: 32 lower-case hex digits (uuid's
+/// encoder, which writes them without the formatting machinery a `{:032x}` goes through).
+pub(super) fn trace_id_text(bytes: [u8; 16]) -> String {
+    let id = uuid::Uuid::from_bytes(bytes);
     id.simple().encode_lower(&mut uuid::Uuid::encode_buffer()).to_owned()
 }
 
@@ -267,6 +273,23 @@ mod tests {
         assert_eq!(
             ctx.traceparent("1111111111111111", false),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-00"
+        );
+    }
+
+    #[test]
+    fn a_trace_id_is_written_as_opentelemetry_writes_it() {
+        for bytes in [
+            [0u8; 16],
+            [0xff; 16],
+            *b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36",
+            fastrand::u128(..).to_be_bytes(),
+        ] {
+            let id = opentelemetry::trace::TraceId::from_bytes(bytes);
+            assert_eq!(trace_id_text(bytes), id.to_string());
+        }
+        assert_eq!(
+            trace_id_text(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736u128.to_be_bytes()),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
         );
     }
 }

@@ -34,7 +34,7 @@ pub(crate) use line::{JsonLine, NoText, SpanFields};
 pub(crate) use otel::{OtelSettings, Protocol, SamplerSetting};
 pub(crate) use redact::hide_userinfo;
 pub(crate) use settings::Settings;
-pub(crate) use spans::{ServerSpan, StepSpan};
+pub(crate) use spans::{CallTarget, ServerSpan, StepSpan};
 
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! dropped half-way still ends its span there.
 
 use std::cell::Cell;
+use std::sync::Arc;
 
 use futures_util::future::Either;
 use opentelemetry::context::{FutureExt as _, WithContext};
@@ -88,7 +89,7 @@ impl ServerSpan {
         if !ids.is_valid() {
             return None;
         }
-        trace.trace_id = ids.trace_id().to_string();
+        trace.trace_id = super::context::trace_id_text(ids.trace_id().to_bytes());
         trace.span_id = ids.span_id().to_string();
         trace.sampled = ids.is_sampled();
         Some(Self(parent.with_span(span)))
@@ -188,6 +189,25 @@ fn remote_parent(trace: &TraceContext) -> Option<Context> {
     Some(Context::new().with_remote_span_context(remote))
 }
 
+/// Where a client span's calls go, worked out once from the URL (the WTL URL is parsed at
+/// start-up): its text and host shared by every span rather than copied into each.
+#[derive(Clone, Debug)]
+pub(crate) struct CallTarget {
+    url: Arc<str>,
+    address: Arc<str>,
+    port: i64,
+}
+
+impl CallTarget {
+    pub(crate) fn new(url: &url::Url) -> Self {
+        Self {
+            url: url.as_str().into(),
+            address: url.host_str().unwrap_or_default().into(),
+            port: i64::from(url.port_or_known_default().unwrap_or_default()),
+        }
+    }
+}
+
 /// One step's span, in the context its own steps are children of (a token fetch made for a WTL
 /// attempt is the attempt's child); empty when spans are not exported.
 pub(crate) struct StepSpan(Option<Context>);
@@ -198,18 +218,14 @@ impl StepSpan {
         Self(None)
     }
 
-    /// A client span for one HTTP call (a WTL attempt, a token fetch). The URL comes parsed: the
-    /// WTL URL is parsed once, not per call.
-    pub(crate) fn client(name: &'static str, url: &url::Url, attempt: u32) -> Self {
+    /// A client span for one HTTP call (a WTL attempt, a token fetch) to `target`.
+    pub(crate) fn client(name: &'static str, target: &CallTarget, attempt: u32) -> Self {
         Self::start(name, SpanKind::Client, || {
             vec![
                 KeyValue::new("http.request.method", "POST"),
-                KeyValue::new("url.full", url.as_str().to_string()),
-                KeyValue::new("server.address", url.host_str().unwrap_or_default().to_string()),
-                KeyValue::new(
-                    "server.port",
-                    i64::from(url.port_or_known_default().unwrap_or_default()),
-                ),
+                KeyValue::new("url.full", target.url.clone()),
+                KeyValue::new("server.address", target.address.clone()),
+                KeyValue::new("server.port", target.port),
                 KeyValue::new("http.request.resend_count", i64::from(attempt.saturating_sub(1))),
             ]
         })

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 use crate::plan::WtlCall;
-use crate::telemetry::{StepSpan, TraceIds};
+use crate::telemetry::{CallTarget, StepSpan, TraceIds};
 pub(crate) use body::prov_body;
 pub(crate) use client::{
     ClientBuildError, classify_failure, http_client, http_client_with_tls_info, install_crypto_provider,
@@ -59,6 +59,8 @@ pub(crate) struct WtlClient {
     /// flight finishes on the client and credentials it started with.
     live: ArcSwap<Live>,
     prov_url: reqwest::Url,
+    /// `prov_url` as the WTL attempts' spans name it.
+    prov_target: CallTarget,
     limiter: Option<RateLimiter>,
     settings: Settings,
     /// The settings the live part was last built from (secret values and TLS files included).
@@ -143,6 +145,7 @@ impl WtlClient {
             })?;
         Ok(Self {
             live: ArcSwap::from_pointee(live),
+            prov_target: CallTarget::new(&prov_url),
             prov_url,
             limiter: settings.rate_limit.map(RateLimiter::per_second),
             settings: settings.clone(),
@@ -176,7 +179,7 @@ impl WtlClient {
             self.wait_for_rate_limit(call, tries.attempt, deadline).await?;
             let started = Instant::now();
             let live = self.live.load_full();
-            let span = StepSpan::client("POST /prov", &self.prov_url, tries.attempt);
+            let span = StepSpan::client("POST /prov", &self.prov_target, tries.attempt);
             let attempt = self.attempt(&live, call.action, &body, ids, deadline, &span);
             let failure = match span.around(attempt).await {
                 Ok((done, status)) => {

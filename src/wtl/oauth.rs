@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::outcome::{WtlError, error_text};
 use super::settings::OAuthSettings;
-use crate::telemetry::StepSpan;
+use crate::telemetry::{CallTarget, StepSpan};
 
 /// A token in use, and which renewal produced it (so a 401 only discards the token it was
 /// answered to, not a newer one another event already fetched).
@@ -273,8 +273,10 @@ impl TokenSource {
     ) -> Result<(reqwest::StatusCode, Vec<u8>, u64), WtlError> {
         let started = Instant::now();
         // Checked at start-up; a token fetch is rare enough to parse it here.
-        let span = url::Url::parse(&self.settings.token_url)
-            .map_or_else(|_| StepSpan::none(), |url| StepSpan::client("POST token", &url, 1));
+        let span = url::Url::parse(&self.settings.token_url).map_or_else(
+            |_| StepSpan::none(),
+            |url| StepSpan::client("POST token", &CallTarget::new(&url), 1),
+        );
         let result = async {
             let mut resp = req.send().await?;
             let status = resp.status();
