@@ -18,10 +18,10 @@ apt_need() {
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
 }
 
-# build_bench connector|forwarder: builds the connector (with `forwarder`, the bare forwarder too)
-# with the cargo profile BENCH_PROFILE, release unless set: full runs measure what ships. CI's
+# build_bench connector|forwarder: builds the connector (with `forwarder`, the bench's own servers
+# too: the bare forwarder and the OTLP sink) with the cargo profile BENCH_PROFILE, release unless set: full runs measure what ships. CI's
 # smoke runs set dev, which the test run has built already; they keep the harness working and
-# measure nothing (a full run refuses another profile). Sets $bin (and $fwd).
+# measure nothing (a full run refuses another profile). Sets $bin (and $fwd, $sink).
 build_bench() {
   local profile=${BENCH_PROFILE:-release} dir target_dir=${CARGO_TARGET_DIR:-$root/target}
   # Cargo's folder for a profile: dev and test build into debug/, bench into release/.
@@ -40,8 +40,8 @@ build_bench() {
   cargo build --profile "$profile" --locked --quiet --manifest-path "$root/bench/forwarder/Cargo.toml"
   # The forwarder is a crate of its own: its own target folder unless CARGO_TARGET_DIR names one.
   [ -n "${CARGO_TARGET_DIR:-}" ] || target_dir=$root/bench/forwarder/target
-  # shellcheck disable=SC2034
-  fwd="$target_dir/$dir/bench-forwarder"
+  # shellcheck disable=SC2034  # $fwd and $sink are the sourcing script's
+  fwd="$target_dir/$dir/bench-forwarder" sink="$target_dir/$dir/bench-otlp-sink"
 }
 
 # The peers (wrk, the simulator, and Redis and the OTLP sink where a script runs them) start

@@ -31,14 +31,14 @@ apt_need wrk wrk
 export CARGO_TARGET_DIR=$root/target/profiling CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
   CARGO_PROFILE_RELEASE_STRIP=false
 BENCH_PROFILE=release
-if [ "$mode" = --forwarder ]; then build_bench forwarder; else build_bench connector; fi
+if [ "$mode" = connector ]; then build_bench connector; else build_bench forwarder; fi
 
 start_simulator "$bin"
 conn_port=$(free_port)
 export_settings=()
 if [ "$mode" = --otel ]; then
   sink_port=$(free_port)
-  python3 bench/otlp_sink.py "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 &
+  "$sink" "$sink_port" "$work/spans.txt" >"$work/sink.log" 2>&1 &
   pids+=($!)
   export_settings=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port")
 fi
