@@ -329,6 +329,14 @@ extra = {c: {"writes": res[f"connector_{c}"]["writes_per_request"] - res[f"basel
              "switches": res[f"connector_{c}"]["switches_per_request"] - res[f"baseline_{c}"]["switches_per_request"]}
          for c in ("1", "64")}
 summary["extra_per_request"] = extra
+def paired(a, b, c):
+    """The median over the rounds of a's CPU per request over b's in the same round (the rows come
+    in round order): within a round the two were measured at most a minute apart, so the host's
+    drift over the run, which moves both, cancels. Reported beside the budget's ratios of medians."""
+    cpu = lambda name: [float(r[6]) for r in rows if r[0] == name and r[1] == c]
+    return statistics.median(x / max(y, 1e-9) for x, y in zip(cpu(a), cpu(b)))
+summary["paired_ratios"] = {f"{label}_{c}": paired(a, b, c) for c in ("1", "64")
+                            for label, a, b in (("cpu", "connector", "baseline"), ("export", "otel_sink", "connector"))}
 checks = [
     ("CPU per event at 64 connections <= 3x baseline", cpu_ratio, "<= 3", cpu_ratio <= 3),
     ("p50 at 1 connection <= baseline + 100 us (extra us)", p50_extra_us, "<= 100", p50_extra_us <= 100),
@@ -408,6 +416,11 @@ for c in ("1", "64"):
                  f"{on['cpu_us_per_request'] / max(off['cpu_us_per_request'], 1e-9):.2f}x |")
 lines += ["", f"Spans the sink received per event sent to the exporting connector: {summary['otel_spans_per_event']:.2f} "
           "(fewer than the spans an event makes means spans were dropped)"]
+pr = summary["paired_ratios"]
+lines += ["", "The same ratios as medians of the rounds' ratios (each pair measured in one round; the budget "
+          "lines below take the ratio of the medians): CPU per event, connector / forwarder "
+          f"{pr['cpu_1']:.2f} at 1 connection, {pr['cpu_64']:.2f} at 64; export on / off "
+          f"{pr['export_1']:.2f} at 1 connection, {pr['export_64']:.2f} at 64"]
 if census:
     lines += ["", "Census (perf, one more untimed load per point): write-family calls by kind and thread, per request",
               "", "| load | process | thread | write | writev | sendto | sendmsg | futex | epoll_wait |", "|---|---|---|---|---|---|---|---|---|"]
