@@ -19,9 +19,10 @@ apt_need() {
 }
 
 # build_bench connector|forwarder: builds the connector (with `forwarder`, the bench's own servers
-# too: the bare forwarder and the OTLP sink) with the cargo profile BENCH_PROFILE, release unless set: full runs measure what ships. CI's
-# smoke runs set dev, which the test run has built already; they keep the harness working and
-# measure nothing (a full run refuses another profile). Sets $bin (and $fwd, $sink).
+# too: the bare forwarder and the OTLP sink) with the cargo profile BENCH_PROFILE, release unless
+# set: full runs measure what ships. CI's smoke runs set dev, which the test run has built
+# already; they keep the harness working and measure nothing (a full run refuses another
+# profile). Sets $bin (and $fwd, $sink).
 build_bench() {
   local profile=${BENCH_PROFILE:-release} dir target_dir=${CARGO_TARGET_DIR:-$root/target}
   # Cargo's folder for a profile: dev and test build into debug/, bench into release/.

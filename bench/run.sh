@@ -331,10 +331,10 @@ extra = {c: {"writes": res[f"connector_{c}"]["writes_per_request"] - res[f"basel
 summary["extra_per_request"] = extra
 def paired(a, b, c):
     """The median over the rounds of a's CPU per request over b's in the same round (the rows come
-    in round order): within a round the two were measured at most a minute apart, so the host's
+    in round order): within a round the two were measured at most four loads apart, so the host's
     drift over the run, which moves both, cancels. Reported beside the budget's ratios of medians."""
     cpu = lambda name: [float(r[6]) for r in rows if r[0] == name and r[1] == c]
-    return statistics.median(x / max(y, 1e-9) for x, y in zip(cpu(a), cpu(b)))
+    return statistics.median(x / max(y, 1e-9) for x, y in zip(cpu(a), cpu(b), strict=True))
 summary["paired_ratios"] = {f"{label}_{c}": paired(a, b, c) for c in ("1", "64")
                             for label, a, b in (("cpu", "connector", "baseline"), ("export", "otel_sink", "connector"))}
 checks = [

@@ -278,12 +278,7 @@ mod tests {
 
     #[test]
     fn a_trace_id_is_written_as_opentelemetry_writes_it() {
-        for bytes in [
-            [0u8; 16],
-            [0xff; 16],
-            *b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36",
-            fastrand::u128(..).to_be_bytes(),
-        ] {
+        for bytes in [[0u8; 16], [0xff; 16], fastrand::u128(..).to_be_bytes()] {
             let id = opentelemetry::trace::TraceId::from_bytes(bytes);
             assert_eq!(trace_id_text(bytes), id.to_string());
         }

@@ -189,8 +189,9 @@ fn remote_parent(trace: &TraceContext) -> Option<Context> {
     Some(Context::new().with_remote_span_context(remote))
 }
 
-/// Where a client span's calls go, worked out once from the URL (the WTL URL is parsed at
-/// start-up): its text and host shared by every span rather than copied into each.
+/// Where a client span's calls go, worked out once from the URL when the client is built (the
+/// WTL `/prov` URL, the token URL): its text and host shared by every span rather than copied
+/// into each.
 #[derive(Clone, Debug)]
 pub(crate) struct CallTarget {
     url: Arc<str>,

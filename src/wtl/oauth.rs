@@ -60,6 +60,9 @@ pub(crate) struct TokenSource {
     username: Option<String>,
     password: Option<SecretString>,
     attempt_timeout: Duration,
+    /// The token URL as the fetches' spans name it (checked at start-up: none only if it does
+    /// not parse, and then no span).
+    span_target: Option<CallTarget>,
     state: Mutex<State>,
     generation: AtomicU64,
     /// Token requests made (grants and refreshes), for metrics; shared across rotations.
@@ -100,8 +103,12 @@ impl TokenSource {
         attempt_timeout: Duration,
         requests: std::sync::Arc<AtomicU64>,
     ) -> Self {
+        let span_target = url::Url::parse(&settings.token_url)
+            .ok()
+            .map(|url| CallTarget::new(&url));
         Self {
             http,
+            span_target,
             settings,
             username,
             password,
@@ -272,11 +279,10 @@ impl TokenSource {
         timeout: Duration,
     ) -> Result<(reqwest::StatusCode, Vec<u8>, u64), WtlError> {
         let started = Instant::now();
-        // Checked at start-up; a token fetch is rare enough to parse it here.
-        let span = url::Url::parse(&self.settings.token_url).map_or_else(
-            |_| StepSpan::none(),
-            |url| StepSpan::client("POST token", &CallTarget::new(&url), 1),
-        );
+        let span = self
+            .span_target
+            .as_ref()
+            .map_or_else(StepSpan::none, |target| StepSpan::client("POST token", target, 1));
         let result = async {
             let mut resp = req.send().await?;
             let status = resp.status();

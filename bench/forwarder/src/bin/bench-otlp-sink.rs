@@ -63,26 +63,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let received = Arc::new(AtomicU64::new(0));
     let count_file = Arc::new(count_file);
     loop {
-        let (stream, _) = listener.accept().await?;
+        // A failed accept (a connection reset before it was taken, no descriptor free) loses
+        // that connection only; the exporter's retry comes back on another.
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("bench-otlp-sink: accept failed: {e}");
+                continue;
+            }
+        };
         let (received, count_file) = (received.clone(), count_file.clone());
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let (received, count_file) = (received.clone(), count_file.clone());
                 async move {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    let status = match spans_in(body) {
-                        Ok(spans) => {
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                    // A body that could not be read or decoded is refused: never counted as none.
+                    let status = match body.map(spans_in) {
+                        Ok(Ok(spans)) => {
                             let total = received.fetch_add(spans, Ordering::Relaxed) + spans;
                             // One thread: the writes come in order, the last is the total.
                             let _ = std::fs::write(count_file.as_str(), total.to_string());
                             StatusCode::OK
                         }
-                        Err(_) => StatusCode::BAD_REQUEST,
+                        Ok(Err(_)) | Err(_) => StatusCode::BAD_REQUEST,
                     };
                     let mut resp = Response::new(Full::new(Bytes::new()));
                     *resp.status_mut() = status;
