@@ -192,7 +192,7 @@ fn remote_parent(trace: &TraceContext) -> Option<Context> {
 /// Where a client span's calls go, worked out once from the URL when the client is built (the
 /// WTL `/prov` URL, the token URL): its text and host shared by every span rather than copied
 /// into each.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub(crate) struct CallTarget {
     url: Arc<str>,
     address: Arc<str>,

@@ -91,8 +91,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let mut resp = Response::new(Full::new(Bytes::new()));
                     *resp.status_mut() = status;
                     resp.headers_mut().insert(
-                        "content-type",
-                        "application/x-protobuf".parse().expect("a header value"),
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("application/x-protobuf"),
                     );
                     Ok::<_, Infallible>(resp)
                 }
